@@ -1,0 +1,1 @@
+"""medclear runtime: the lean bedside layer (numpy, pydicom, onnxruntime; TensorRT lazily)."""

@@ -1,0 +1,75 @@
+"""The image contract: a DICOM dataset -> the model's normalized image, and exactly back.
+
+Training, compiling and the bedside runtime all prepare images through these two functions,
+so a model sees the same numbers everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from runtime.normalization import (
+    NormalizationSpec,
+    NormalizationState,
+    denormalize,
+    fit_normalization,
+    normalize,
+)
+from runtime.pixels import PixelEncoding, from_modality, padding_mask, read_encoding, stored_values, to_modality
+
+
+@dataclass
+class PreparedImage:
+    """A normalized image plus everything needed to turn the model's output back into DICOM."""
+
+    normalized: np.ndarray  # float32, (frames, rows, columns)
+    encoding: PixelEncoding
+    states: list[NormalizationState]  # one per frame
+    padding: np.ndarray | None  # bool, (frames, rows, columns); None when none declared
+    original_stored: np.ndarray  # the source's stored values, for padding restoration
+
+    @property
+    def modality(self) -> str:
+        """DICOM Modality of the source."""
+        return self.encoding.modality
+
+
+def modality_image(ds: Dataset) -> tuple[np.ndarray, PixelEncoding, np.ndarray | None]:
+    """Modality values (HU for CT), float32 ``(frames, rows, cols)``, its encoding and padding mask."""
+    encoding = read_encoding(ds)
+    stored = stored_values(ds, encoding)
+    return to_modality(stored, encoding), encoding, padding_mask(stored, encoding)
+
+
+def prepare(ds: Dataset, spec: NormalizationSpec) -> PreparedImage:
+    """Decode ``ds`` and normalize each frame with ``spec`` (padding pixels ignored in fitting)."""
+    encoding = read_encoding(ds)
+    stored = stored_values(ds, encoding)
+    values = to_modality(stored, encoding)
+    mask = padding_mask(stored, encoding)
+    states: list[NormalizationState] = []
+    frames = np.empty(values.shape, dtype=np.float32)
+    for index, frame in enumerate(values):
+        frame_mask = mask[index] if mask is not None else None
+        state = fit_normalization(frame, spec, frame_mask)
+        states.append(state)
+        frames[index] = normalize(frame, state)
+    return PreparedImage(frames, encoding, states, mask, stored)
+
+
+def restore(enhanced: np.ndarray, prepared: PreparedImage) -> np.ndarray:
+    """The model's normalized output -> stored values in the source's encoding.
+
+    Values are clipped to the range Bits Stored and Pixel Representation can hold, and
+    padding pixels keep their original stored value.
+    """
+    enhanced = np.asarray(enhanced).reshape(prepared.normalized.shape)
+    stored = np.empty(enhanced.shape, dtype=prepared.encoding.numpy_dtype)
+    for index, frame in enumerate(enhanced):
+        stored[index] = from_modality(denormalize(frame, prepared.states[index]), prepared.encoding)
+    if prepared.padding is not None:
+        stored[prepared.padding] = prepared.original_stored[prepared.padding]
+    return stored

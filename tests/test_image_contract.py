@@ -1,0 +1,122 @@
+"""The image contract round trip on every real image available offline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+
+from runtime.image_contract import prepare, restore
+from runtime.model_contract import ModelContract, ModelContractError
+from runtime.normalization import CT_DEFAULT, PERCENTILE_DEFAULT, NormalizationSpec
+from runtime.pixels import PixelEncoding, UnsupportedImageError, from_modality, to_modality
+from trainer.data.offline import offline_dicom_files
+
+
+def _decodable_images() -> list:
+    images = []
+    for path in offline_dicom_files():
+        try:
+            ds = pydicom.dcmread(path)
+            ds.pixel_array  # noqa: B018 - decoding is the check
+            prepare(ds, PERCENTILE_DEFAULT)
+        except Exception:  # not an image, corrupt, or unsupported: not part of this sweep
+            continue
+        images.append(path)
+    return images
+
+
+OFFLINE_IMAGES = _decodable_images()
+
+
+def test_offline_images_are_available():
+    modalities = {str(pydicom.dcmread(p, stop_before_pixels=True).get("Modality", "")) for p in OFFLINE_IMAGES}
+    assert len(OFFLINE_IMAGES) >= 50
+    assert {"CT", "MR", "CR"} <= modalities
+
+
+@pytest.mark.parametrize("path", OFFLINE_IMAGES, ids=lambda p: p.name)
+def test_round_trip_is_exact(path):
+    ds = pydicom.dcmread(path)
+    spec = CT_DEFAULT if ds.get("Modality") == "CT" else PERCENTILE_DEFAULT
+    prepared = prepare(ds, spec)
+    assert prepared.normalized.dtype == np.float32
+    assert np.isfinite(prepared.normalized).all()
+    stored = restore(prepared.normalized, prepared)
+    assert stored.dtype == prepared.original_stored.dtype
+    np.testing.assert_array_equal(stored, prepared.original_stored)
+
+
+def test_ct_is_in_hounsfield_units():
+    path = next(p for p in OFFLINE_IMAGES if p.name == "CT_small.dcm")
+    ds = pydicom.dcmread(path)
+    prepared = prepare(ds, CT_DEFAULT)
+    hu = prepared.normalized * (CT_DEFAULT.hu_max - CT_DEFAULT.hu_min) + CT_DEFAULT.hu_min
+    expected = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    np.testing.assert_allclose(hu[0], expected, atol=1e-2)
+
+
+def _encoding(**overrides) -> PixelEncoding:
+    base = dict(bits_allocated=16, bits_stored=12, signed=False, photometric="MONOCHROME2")
+    base.update(overrides)
+    return PixelEncoding(**base)
+
+
+def test_monochrome1_is_inverted_so_brighter_is_larger():
+    encoding = _encoding(photometric="MONOCHROME1", bits_stored=8, bits_allocated=8)
+    stored = np.array([[0, 255]], dtype=np.uint8)
+    values = to_modality(stored, encoding)
+    assert values[0, 0] > values[0, 1]
+    np.testing.assert_array_equal(from_modality(values, encoding), stored)
+
+
+@pytest.mark.parametrize(
+    ("signed", "bits", "low", "high"), [(False, 12, 0, 4095), (True, 12, -2048, 2047), (True, 16, -32768, 32767)]
+)
+def test_output_is_clipped_to_the_representable_range(signed, bits, low, high):
+    encoding = _encoding(signed=signed, bits_stored=bits, slope=1.0, intercept=-1024.0)
+    out = from_modality(np.array([-1e6, 1e6]), encoding)
+    assert out.tolist() == [low, high]
+
+
+def test_padding_pixels_keep_their_value():
+    ds = pydicom.dcmread(next(p for p in OFFLINE_IMAGES if p.name == "CT_small.dcm"))
+    ds.PixelPaddingValue = int(ds.pixel_array.min())
+    prepared = prepare(ds, CT_DEFAULT)
+    assert prepared.padding is not None and prepared.padding.any()
+    stored = restore(prepared.normalized + 0.5, prepared)  # the "model" brightens everything
+    np.testing.assert_array_equal(stored[prepared.padding], prepared.original_stored[prepared.padding])
+    assert (stored[~prepared.padding] != prepared.original_stored[~prepared.padding]).any()
+
+
+def test_percentile_normalization_maps_percentiles_to_unit_range():
+    ds = pydicom.dcmread(next(p for p in OFFLINE_IMAGES if p.name == "MR_small.dcm"))
+    prepared = prepare(ds, NormalizationSpec(kind="percentile", low_percentile=1, high_percentile=99))
+    low, high = np.percentile(prepared.normalized, [1, 99])
+    assert low == pytest.approx(0.0, abs=1e-5) and high == pytest.approx(1.0, abs=1e-5)
+
+
+def test_non_greyscale_is_refused_with_a_reason():
+    ds = Dataset()
+    ds.PixelData = b"\0" * 12
+    ds.PhotometricInterpretation = "RGB"
+    with pytest.raises(UnsupportedImageError, match="RGB"):
+        prepare(ds, CT_DEFAULT)
+    with pytest.raises(UnsupportedImageError, match="no pixel data"):
+        prepare(Dataset(), CT_DEFAULT)
+
+
+def test_model_contract_round_trips_through_metadata():
+    contract = ModelContract(modalities=("CT", "MR"), size_multiple=4, precision="int8", checkpoint_sha256="ab" * 32)
+    again = ModelContract.from_metadata(contract.to_metadata())
+    assert again == contract
+    assert again.normalization_for("mr").kind == "percentile"
+    assert again.normalization_for("CT").kind == "hu_linear"
+
+
+def test_model_contract_missing_key_says_how_to_fix():
+    metadata = ModelContract().to_metadata()
+    del metadata["medclear.normalization"]
+    with pytest.raises(ModelContractError, match="compiler export"):
+        ModelContract.from_metadata(metadata, source="x.onnx")

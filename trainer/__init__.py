@@ -1,0 +1,1 @@
+"""medclear trainer: data, models, losses, distillation and QAT (torch)."""
