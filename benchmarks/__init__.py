@@ -1,0 +1,1 @@
+"""medclear benchmarks: latency, quality and the CI latency regression check."""

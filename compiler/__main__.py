@@ -1,0 +1,171 @@
+"""``python -m compiler export|calibrate|build|verify`` (see docs/COMPILER.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from compiler.errors import CompilerError
+
+EXIT_ERROR = 2  # bad input or missing TensorRT/GPU
+EXIT_MISMATCH = 1  # verify: candidate outside the tolerance
+
+
+def _export(args: argparse.Namespace) -> int:
+    from compiler.export import export_checkpoint
+
+    for result in export_checkpoint(args.checkpoint, args.out_dir):
+        worst = max(result.checks, key=lambda c: c.max_abs)
+        print(f"wrote {result.path} ({result.precision}); vs PyTorch: max abs {worst.max_abs:.3g} "
+              f"on {len(result.checks)} inputs (worst: {worst.input_name})")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from compiler.calibrate import quantize, write_trt_cache
+
+    if args.cache is not None:
+        # Checked first so a machine without TensorRT fails before the CPU calibration runs.
+        cache = write_trt_cache(args.onnx, args.data, args.cache, args.max_images)
+        print(f"wrote TensorRT calibration cache {cache}")
+    result = quantize(args.onnx, args.data, args.out, args.method, args.max_images, args.max_side)
+    print(f"wrote {result.path}: {result.images} calibration images, {result.quantize_nodes} Q / "
+          f"{result.dequantize_nodes} DQ nodes, {result.per_channel_weights} per-channel weights")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from compiler.build import BuildOptions, build, parse_shape
+
+    options = BuildOptions(
+        onnx_path=args.onnx,
+        out=args.out,
+        precision=args.precision,
+        opt=parse_shape(args.opt),
+        min=parse_shape(args.min) if args.min else None,
+        max=parse_shape(args.max) if args.max else None,
+        workspace_mib=args.workspace_mib,
+        timing_cache=args.timing_cache,
+        dla_core=args.dla_core,
+        version_compatible=args.version_compatible,
+        strongly_typed=args.strongly_typed,
+        calibration_cache=args.calibration_cache,
+    )
+    record = build(options)
+    print(f"wrote {args.out} and its sidecar (TensorRT {record['tensorrt_version']}, "
+          f"{record['gpu_name']}, {record['precision']})")
+    return 0
+
+
+def metadata_of(path: Path) -> dict[str, str]:
+    """An ONNX file's metadata_props."""
+    from compiler.onnx_io import load_model, metadata
+
+    return metadata(load_model(path))
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from compiler.verify import verify_engine, verify_onnx
+
+    if args.engine is not None:
+        report = verify_engine(args.engine, args.onnx, args.tolerance_db, args.data, args.seed)
+    else:
+        report = verify_onnx(args.onnx, args.reference, args.tolerance_db, args.data, args.seed)
+    print("\n".join(report.lines()))
+    if args.heldout:
+        if args.reference is None:
+            raise CompilerError("--heldout compares two ONNX files: use it with --reference")
+        from compiler.quality import heldout_pairs, psnr_drop, report_lines
+
+        pairs = heldout_pairs(json.loads(metadata_of(args.onnx).get("medclear.modalities", "[]")))
+        print("\n".join(report_lines(psnr_drop(args.reference, args.onnx, pairs))))
+    return 0 if report.passed else EXIT_MISMATCH
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    main = argparse.ArgumentParser(
+        prog="python -m compiler",
+        description="Compile a medclear checkpoint: ONNX export, INT8 calibration, TensorRT "
+        "engine build and verification. Exit codes: 0 ok, 1 verify outside tolerance, 2 error.",
+    )
+    sub = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("export", help="checkpoint -> NAME.fp32.onnx (+ NAME.int8.onnx for QAT)",
+                       description="Export a checkpoint to ONNX (opset 17, dynamic N/H/W, model "
+                       "contract in metadata) and check it against PyTorch with ONNX Runtime.")
+    p.add_argument("--checkpoint", type=Path, required=True, help="medclear checkpoint (.pt)")
+    p.add_argument("--out-dir", type=Path, required=True, help="folder for the ONNX files")
+    p.set_defaults(run=_export)
+
+    p = sub.add_parser("calibrate", help="fp32 ONNX + DICOM folder -> INT8 Q/DQ ONNX",
+                       description="Post-training INT8: calibrate on DICOM images prepared by "
+                       "the runtime and write a symmetric, per-channel Q/DQ ONNX (opset 17).")
+    p.add_argument("--onnx", type=Path, required=True, help="the fp32 export (X.fp32.onnx)")
+    p.add_argument("--data", type=Path, required=True, help="DICOM file or folder for calibration")
+    p.add_argument("--out", type=Path, required=True, help="output INT8 ONNX (X.int8.onnx)")
+    p.add_argument("--cache", type=Path, help="also write a TensorRT (<= 10) calibration cache; "
+                   "needs TensorRT and a GPU")
+    p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"],
+                   help="activation range method (default minmax)")
+    p.add_argument("--max-images", type=int, default=64, help="calibration frames used (default 64)")
+    p.add_argument("--max-side", type=int, default=512,
+                   help="center-crop frames to at most this many pixels per side (default 512)")
+    p.set_defaults(run=_calibrate)
+
+    p = sub.add_parser("build", help="ONNX -> TensorRT engine + X.engine.json sidecar",
+                       description="Build a TensorRT engine (TensorRT 8.5-11) on the machine "
+                       "that will run it. Shapes are NxCxHxW, e.g. 1x1x512x512; --min/--max "
+                       "default to --opt (a fixed shape).")
+    p.add_argument("--onnx", type=Path, required=True, help="X.fp32.onnx (fp16) or X.int8.onnx (int8)")
+    p.add_argument("--precision", required=True, choices=["fp16", "int8"])
+    p.add_argument("--out", type=Path, required=True, help="engine file (X.engine)")
+    p.add_argument("--opt", required=True, help="optimization profile opt shape")
+    p.add_argument("--min", help="profile min shape (default: --opt)")
+    p.add_argument("--max", help="profile max shape (default: --opt)")
+    p.add_argument("--timing-cache", type=Path, help="timing cache file, loaded and saved")
+    p.add_argument("--workspace-mib", type=int, default=1024, help="workspace limit (default 1024)")
+    p.add_argument("--dla-core", type=int, help="build for this DLA core with GPU fallback "
+                   "(Jetson; needs a fixed shape)")
+    p.add_argument("--version-compatible", action="store_true",
+                   help="version-compatible plan for the lean runtime (TensorRT >= 8.6)")
+    p.add_argument("--strongly-typed", action="store_true",
+                   help="strongly typed network on TensorRT 10 (always on 11)")
+    p.add_argument("--calibration-cache", type=Path,
+                   help="implicit INT8 from an fp32 ONNX with this cache (TensorRT <= 10)")
+    p.set_defaults(run=_build)
+
+    p = sub.add_parser("verify", help="engine vs ONNX (GPU) or ONNX vs ONNX (CPU)",
+                       description="Compare a candidate with a reference on random and real "
+                       "inputs; print max/mean abs error and PSNR; exit 1 below the tolerance.")
+    p.add_argument("--onnx", type=Path, required=True,
+                   help="with --engine: the engine's source ONNX; with --reference: the candidate")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--engine", type=Path, help="TensorRT engine to check against --onnx")
+    target.add_argument("--reference", type=Path, help="reference ONNX (e.g. X.fp32.onnx)")
+    p.add_argument("--tolerance-db", type=float,
+                   help="minimum PSNR in dB (default by precision: fp32 80, fp16 50, int8 30)")
+    p.add_argument("--data", type=Path, help="DICOM file or folder for real inputs "
+                   "(default: packaged held-out CT slices)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--heldout", action="store_true",
+                   help="with --reference: also report PSNR vs clean of both models on the "
+                   "trainer's held-out images (the INT8 PSNR drop; takes ~30 s)")
+    p.set_defaults(run=_verify)
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; one-line error and exit code 2 on a CompilerError."""
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except CompilerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

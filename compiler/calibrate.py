@@ -1,0 +1,169 @@
+"""Post-training INT8 for models trained without QAT.
+
+Calibration images come from the user's DICOM folder through the runtime's own preparation
+(the model contract's normalization), cropped or padded to the model's size multiple. The
+result is an explicit-quantization ONNX (QuantizeLinear/DequantizeLinear, int8, symmetric so
+every zero point is 0, per-channel weights, opset 17) that ONNX Runtime runs on a CPU and
+TensorRT 8.5-11 builds. Optionally (TensorRT <= 10 only) a TensorRT calibration cache for
+implicit quantization is written with an IInt8EntropyCalibrator2.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+
+from compiler.errors import CompilerError
+from compiler.onnx_io import (
+    OPSET,
+    load_model,
+    metadata,
+    opset_version,
+    qdq_summary,
+    read_contract,
+    save_model,
+    set_metadata,
+)
+from compiler.trt_gate import trt_api
+from compiler.samples import dicom_files, fit_to_multiple, fit_to_shape, prepared_frames
+from runtime.model_contract import INPUT_NAME, ModelContract
+
+METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
+DEFAULT_MAX_IMAGES = 64
+DEFAULT_MAX_SIDE = 512
+
+
+@dataclass
+class CalibrationResult:
+    """The INT8 ONNX written and what went into it."""
+
+    path: Path
+    images: int
+    quantize_nodes: int
+    dequantize_nodes: int
+    per_channel_weights: int
+
+
+class _Batches(CalibrationDataReader):
+    """Feeds ONNX Runtime's calibrator one prepared image per batch."""
+
+    def __init__(self, frames: list[np.ndarray]) -> None:
+        self._frames = iter(frames)
+
+    def get_next(self) -> dict | None:
+        frame = next(self._frames, None)
+        return None if frame is None else {INPUT_NAME: frame[None, None]}
+
+
+def calibration_frames(
+    data: str | Path, contract: ModelContract, max_images: int, max_side: int
+) -> list[np.ndarray]:
+    """Up to ``max_images`` prepared frames from ``data``, each fitted to the size multiple."""
+    frames = prepared_frames(dicom_files(data), contract)[:max_images]
+    return [fit_to_multiple(frame, contract.size_multiple, max_side) for frame in frames]
+
+
+def check_int8_onnx(path: Path) -> CalibrationResult:
+    """Verify an INT8 ONNX: opset 17, Q/DQ present, every zero point 0, per-channel weights."""
+    model = load_model(path)
+    if opset_version(model) != OPSET:
+        raise CompilerError(f"{path}: opset {opset_version(model)}, TensorRT 8.5/8.6 need {OPSET}")
+    summary = qdq_summary(model)
+    if not summary.is_quantized:
+        raise CompilerError(f"{path}: no QuantizeLinear/DequantizeLinear nodes")
+    if summary.nonzero_zero_points:
+        raise CompilerError(f"{path}: non-zero zero points in {summary.nonzero_zero_points[:3]}")
+    if summary.zero_point_types - {"INT8"}:
+        raise CompilerError(f"{path}: zero points of type {sorted(summary.zero_point_types)}, need INT8")
+    if summary.per_channel_weights == 0:
+        raise CompilerError(f"{path}: no per-channel weight quantization")
+    return CalibrationResult(path, 0, summary.quantize, summary.dequantize, summary.per_channel_weights)
+
+
+def quantize(
+    fp32_onnx: str | Path,
+    data: str | Path,
+    out: str | Path,
+    method: str = "minmax",
+    max_images: int = DEFAULT_MAX_IMAGES,
+    max_side: int = DEFAULT_MAX_SIDE,
+) -> CalibrationResult:
+    """Calibrate ``fp32_onnx`` on the DICOM images under ``data`` and write the Q/DQ ``out``."""
+    fp32_onnx, out = Path(fp32_onnx), Path(out)
+    model = load_model(fp32_onnx)
+    contract = read_contract(model, source=str(fp32_onnx))
+    if qdq_summary(model).is_quantized:
+        raise CompilerError(f"{fp32_onnx}: already quantized; calibrate the fp32 export")
+    if method not in METHODS:
+        raise CompilerError(f"--method must be one of {', '.join(METHODS)}")
+    frames = calibration_frames(data, contract, max_images, max_side)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "int8.onnx"
+        quantize_static(
+            str(fp32_onnx),
+            str(raw),
+            _Batches(frames),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=METHODS[method],
+            # Bias stays float: TensorRT 8.x parses only int8 Q/DQ, not int32 bias DQ.
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+        )
+        quantized = load_model(raw)
+    contract.precision = "int8"
+    set_metadata(quantized, {**metadata(model), **contract.to_metadata()})
+    save_model(quantized, out)
+    result = check_int8_onnx(out)
+    result.images = len(frames)
+    return result
+
+
+@trt_api(since="8.5", before="11")
+def write_trt_cache(
+    fp32_onnx: str | Path,
+    data: str | Path,
+    cache: str | Path,
+    max_images: int = DEFAULT_MAX_IMAGES,
+    shape: tuple[int, int] = (DEFAULT_MAX_SIDE, DEFAULT_MAX_SIDE),
+) -> Path:
+    """TensorRT <= 10 implicit INT8: calibrate with an IInt8EntropyCalibrator2 and save its cache.
+
+    Needs TensorRT and a GPU (CompilerError otherwise); TensorRT 11 has no calibrators.
+    """
+    from compiler.build import BuildOptions, build_serialized
+    from compiler.trt_gate import import_tensorrt, in_range
+
+    fp32_onnx, cache = Path(fp32_onnx), Path(cache)
+    contract = read_contract(load_model(fp32_onnx), source=str(fp32_onnx))
+    trt = import_tensorrt()
+    if not in_range(trt.__version__, "8.5", "11"):
+        raise CompilerError(
+            f"TensorRT {trt.__version__} has no INT8 calibrators; use the Q/DQ ONNX from calibrate"
+        )
+    from polygraphy.backend.trt import Calibrator
+
+    height, width = (s - s % contract.size_multiple for s in shape)
+    frames = prepared_frames(dicom_files(data), contract)[:max_images]
+    batches = [{INPUT_NAME: fit_to_shape(f, height, width)[None, None]} for f in frames]
+    calibrator = Calibrator(batches, cache=str(cache), BaseClass=trt.IInt8EntropyCalibrator2)
+    options = BuildOptions(fp32_onnx, cache.with_suffix(".engine"), "int8", (1, 1, height, width))
+    build_serialized(trt, options, fp32_onnx, calibrator)
+    if not cache.is_file():
+        raise CompilerError(f"{cache}: TensorRT wrote no calibration cache")
+    return cache

@@ -1,0 +1,230 @@
+"""Checkpoint -> ONNX: ``NAME.fp32.onnx``, and ``NAME.int8.onnx`` (Q/DQ) from a QAT checkpoint.
+
+Opset 17 (TensorRT 8.5/8.6 parse it), dynamic N/H/W, the TorchScript exporter (modelopt's
+fake quantizers export to QuantizeLinear/DequantizeLinear through it), onnxslim constant
+folding, the model contract in ``metadata_props``, and a check of every export against the
+PyTorch model with ONNX Runtime on random and real (packaged CT DICOM) inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from compiler.errors import CompilerError
+from compiler.onnx_io import OPSET, qdq_summary, save_model, set_metadata, slim
+from compiler.samples import SMALL_HELDOUT_CT, fit_to_multiple, packaged_ct, prepared_frames, random_batch
+from runtime.engine_sidecar import sha256_file
+from runtime.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContract
+from runtime.normalization import NormalizationSpec
+
+# ONNX Runtime vs PyTorch. fp32: the same float arithmetic up to summation order.
+FP32_MAX_ABS = 1e-4
+# int8: ORT runs integer kernels (QLinearConv after QDQ fusion) where torch fake-quantizes in
+# float, so an activation may land one quantization step apart; a step is about 1/127 of an
+# activation's range. Bound the worst pixel by a few steps and the mean well below one step.
+INT8_MAX_ABS = 0.05
+INT8_MEAN_ABS = 2e-3
+TRAINING_DATA_MAX_CHARS = 2000
+
+
+@dataclass
+class ExportCheck:
+    """Agreement of the ONNX file with the PyTorch model on one input."""
+
+    input_name: str
+    shape: tuple[int, ...]
+    max_abs: float
+    mean_abs: float
+
+
+@dataclass
+class ExportResult:
+    """One written ONNX file and how well it matched PyTorch."""
+
+    path: Path
+    precision: str
+    checks: list[ExportCheck] = field(default_factory=list)
+
+
+def training_data_string(summary: dict | None) -> str:
+    """A short JSON string of the training-data summary (scalar fields only if it is long)."""
+    if not summary:
+        return "unknown"
+    text = json.dumps(summary, sort_keys=True, default=str)
+    if len(text) <= TRAINING_DATA_MAX_CHARS:
+        return text
+    scalars = {k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool))}
+    return json.dumps(scalars, sort_keys=True)[:TRAINING_DATA_MAX_CHARS]
+
+
+def contract_for(model: torch.nn.Module, info: dict, precision: str, checkpoint_sha256: str) -> ModelContract:
+    """The model contract from the checkpoint's info and the model's attributes."""
+    normalization = {
+        key: NormalizationSpec.from_dict(value) for key, value in (info.get("normalization") or {}).items()
+    }
+    kwargs = {}
+    if normalization:
+        kwargs["normalization"] = normalization
+    if info.get("modalities"):
+        kwargs["modalities"] = tuple(info["modalities"])
+    return ModelContract(
+        size_multiple=int(getattr(model, "size_multiple", 1)),
+        precision=precision,
+        model_name=str(getattr(model, "model_name", info.get("model_name", "unknown"))),
+        training_data=training_data_string(info.get("data_summary")),
+        checkpoint_sha256=checkpoint_sha256,
+        **kwargs,
+    )
+
+
+def is_quantized(info: dict) -> bool:
+    """True for a QAT checkpoint (its ``quantization`` entry is set)."""
+    return bool(info.get("quantization"))
+
+
+def _torch_export(model: torch.nn.Module, path: Path, size_multiple: int) -> None:
+    dummy = torch.zeros(1, 1, 4 * size_multiple, 4 * size_multiple)
+    axes = {0: "N", 2: "H", 3: "W"}
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            (dummy,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def check_inputs(size_multiple: int, contract: ModelContract) -> list[tuple[str, np.ndarray]]:
+    """Random batches of two shapes (N=2, H != W) plus a packaged real CT slice if present."""
+    m = max(1, size_multiple)
+    height, width = m * max(1, 48 // m), m * max(1, 64 // m)
+    inputs = [
+        ("random", random_batch((2, 1, height, width), seed=0)),
+        ("random-small", random_batch((1, 1, m * max(1, 16 // m), m * max(1, 24 // m)), seed=1)),
+    ]
+    real = packaged_ct((SMALL_HELDOUT_CT,))
+    if real and ("CT" in contract.modalities or "*" in contract.normalization):
+        frame = prepared_frames(real, contract)[0]
+        inputs.append((f"dicom:{real[0].name}", fit_to_multiple(frame, m)[None, None]))
+    return inputs
+
+
+def compare_with_torch(
+    model: torch.nn.Module, onnx_path: Path, inputs: list[tuple[str, np.ndarray]]
+) -> list[ExportCheck]:
+    """Run PyTorch and ONNX Runtime (CPU) on each input and measure the difference."""
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    checks = []
+    for name, batch in inputs:
+        with torch.no_grad():
+            expected = model(torch.from_numpy(batch)).numpy()
+        (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        if got.shape != expected.shape:
+            raise CompilerError(f"{onnx_path}: output shape {got.shape} != PyTorch {expected.shape}")
+        diff = np.abs(got.astype(np.float64) - expected)
+        checks.append(ExportCheck(name, batch.shape, float(diff.max()), float(diff.mean())))
+    return checks
+
+
+def _enforce(result: ExportResult) -> None:
+    for check in result.checks:
+        if result.precision == "fp32":
+            bad = check.max_abs > FP32_MAX_ABS
+            limit = f"max abs <= {FP32_MAX_ABS}"
+        else:
+            bad = check.max_abs > INT8_MAX_ABS or check.mean_abs > INT8_MEAN_ABS
+            limit = f"max abs <= {INT8_MAX_ABS}, mean abs <= {INT8_MEAN_ABS}"
+        if bad:
+            raise CompilerError(
+                f"{result.path}: ONNX Runtime differs from PyTorch on {check.input_name} "
+                f"(max abs {check.max_abs:.3g}, mean abs {check.mean_abs:.3g}; need {limit})"
+            )
+
+
+def export_model(
+    model: torch.nn.Module,
+    info: dict,
+    out_dir: str | Path,
+    checkpoint_sha256: str = "",
+) -> ExportResult:
+    """Export one in-memory model (fake-quantized if ``info`` says QAT) and check it.
+
+    Writes ``out_dir/NAME.fp32.onnx`` or ``out_dir/NAME.int8.onnx``.
+    """
+    model = model.eval()
+    precision = "int8" if is_quantized(info) else "fp32"
+    contract = contract_for(model, info, precision, checkpoint_sha256)
+    out_path = Path(out_dir) / f"{contract.model_name}.{precision}.onnx"
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        _torch_export(model, raw, contract.size_multiple)
+        graph = slim(onnx.load(str(raw)))
+    summary = qdq_summary(graph)
+    if precision == "int8":
+        if not summary.is_quantized:
+            raise CompilerError("QAT checkpoint exported without QuantizeLinear/DequantizeLinear nodes")
+        if summary.nonzero_zero_points:
+            raise CompilerError(f"QAT export has non-zero zero points: {summary.nonzero_zero_points[:3]}")
+    set_metadata(graph, contract.to_metadata())
+    save_model(graph, out_path)
+    result = ExportResult(out_path, precision)
+    result.checks = compare_with_torch(model, out_path, check_inputs(contract.size_multiple, contract))
+    _enforce(result)
+    return result
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> list[ExportResult]:
+    """Export a medclear checkpoint: fp32 always; int8 Q/DQ too for a QAT checkpoint.
+
+    The fp32 file of a QAT checkpoint comes from the same weights with quantizers disabled.
+    """
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise CompilerError(f"{checkpoint}: checkpoint not found")
+    try:
+        from trainer.checkpoint import load_model
+    except ImportError as error:
+        raise CompilerError(f"trainer.checkpoint is unavailable ({error})") from error
+    try:
+        model, info = load_model(checkpoint)
+    except Exception as error:  # torch/pickle raise many kinds; report the file and cause
+        raise CompilerError(f"{checkpoint}: cannot load checkpoint ({error})") from error
+    digest = sha256_file(checkpoint)
+    results = []
+    if is_quantized(info):
+        results.append(export_model(model, info, out_dir, digest))
+        with _quantizers_disabled(model):
+            results.insert(0, export_model(model, {**info, "quantization": None}, out_dir, digest))
+    else:
+        results.append(export_model(model, info, out_dir, digest))
+    return results
+
+
+class _quantizers_disabled:
+    """Context: modelopt's fake quantizers off (plain float model), restored on exit."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def __enter__(self) -> torch.nn.Module:
+        from modelopt.torch.quantization import disable_quantizer, enable_quantizer
+
+        self._enable = enable_quantizer
+        disable_quantizer(self.model, "*")
+        return self.model
+
+    def __exit__(self, *exc) -> None:
+        self._enable(self.model, "*")

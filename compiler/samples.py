@@ -1,0 +1,111 @@
+"""Input images for export checks, calibration and verification.
+
+Real images go through the runtime's own preparation (``runtime.image_contract.prepare`` with
+the model contract's normalization), so calibration and checks see exactly what the bedside
+runtime will feed the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from compiler.errors import CompilerError
+from runtime.image_contract import prepare
+from runtime.model_contract import ModelContract
+from runtime.pixels import UnsupportedImageError
+from trainer.data.offline import offline_dicom_files
+
+# Packaged CT slices split as trainer.data splits them (docs/DATA.md): calibration uses only
+# training-side slices, checks use held-out ones. The 693_* files are one slice in several
+# encodings, so all of them stay on the training side.
+CALIBRATION_CT = ("eCT_Supplemental.dcm", "bad_sequence.dcm", "693_UNCI.dcm")
+HELDOUT_CT = ("explicit_VR-UN.dcm", "CT_small.dcm")
+SMALL_HELDOUT_CT = "CT_small.dcm"  # 128 x 128: quick real input for export checks
+
+
+def fit_to_multiple(image: np.ndarray, multiple: int, max_side: int | None = None) -> np.ndarray:
+    """Center-crop a 2-D image to a multiple of ``multiple`` (at most ``max_side``); pad if too small."""
+    out = image
+    for axis in (0, 1):
+        size = out.shape[axis]
+        target = size if max_side is None else min(size, max_side)
+        target = max(multiple, target - target % multiple)
+        if size > target:
+            start = (size - target) // 2
+            out = np.take(out, range(start, start + target), axis=axis)
+        elif size < target:
+            pad = [(0, 0), (0, 0)]
+            pad[axis] = (0, target - size)
+            out = np.pad(out, pad, mode="edge")
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def fit_to_shape(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Center-crop or edge-pad a 2-D image to exactly (height, width)."""
+    out = image
+    for axis, target in ((0, height), (1, width)):
+        size = out.shape[axis]
+        if size > target:
+            start = (size - target) // 2
+            out = np.take(out, range(start, start + target), axis=axis)
+        elif size < target:
+            pad = [(0, 0), (0, 0)]
+            pad[axis] = ((target - size) // 2, target - size - (target - size) // 2)
+            out = np.pad(out, pad, mode="edge")
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def dicom_files(root: str | Path) -> list[Path]:
+    """A file, or every file below a folder (sorted); CompilerError if there are none."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise CompilerError(f"{root}: no such DICOM file or folder")
+    files = sorted(path for path in root.rglob("*") if path.is_file())
+    if not files:
+        raise CompilerError(f"{root}: folder holds no files")
+    return files
+
+
+def prepared_frames(paths: list[Path], contract: ModelContract) -> list[np.ndarray]:
+    """Normalized 2-D frames of every readable greyscale image in ``paths``.
+
+    Files that are not DICOM images, or of a modality the model does not declare, are
+    skipped; CompilerError if nothing usable remains.
+    """
+    frames: list[np.ndarray] = []
+    declared = {m.upper() for m in contract.modalities}
+    for path in paths:
+        try:
+            ds = pydicom.dcmread(path)
+            if "PixelData" not in ds:
+                continue
+            modality = str(ds.get("Modality", "OT")).upper()
+            if declared and "*" not in declared and modality not in declared:
+                continue
+            prepared = prepare(ds, contract.normalization_for(modality))
+        except (InvalidDicomError, UnsupportedImageError, OSError, ValueError, AttributeError):
+            continue
+        frames.extend(np.asarray(frame, dtype=np.float32) for frame in prepared.normalized)
+    if not frames:
+        names = ", ".join(sorted(declared)) or "any"
+        raise CompilerError(
+            f"{paths[0].parent if paths else '?'}: no readable DICOM image of modality {names}"
+        )
+    return frames
+
+
+def packaged_ct(names: tuple[str, ...]) -> list[Path]:
+    """Packaged CT files with the given file names (those present on this machine)."""
+    found = {path.name: path for path in offline_dicom_files() if path.name in names}
+    return [found[name] for name in names if name in found]
+
+
+def random_batch(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """Uniform [0, 1) float32 batch, the normalized range of real images."""
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)

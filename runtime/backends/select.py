@@ -1,0 +1,74 @@
+"""Choosing the model file and the backend that runs it: one function each."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from runtime.backends.base import Backend, BackendError
+from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from runtime.backends.tensorrt_backend import ENGINE_SUFFIXES, TensorRTBackend
+
+MODEL_ENV = "MEDCLEAR_MODEL"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_MODELS = ("medclear_student.int8.onnx", "medclear_student.fp32.onnx")
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
+class ModelNotFoundError(BackendError):
+    """No model file was given and no default model is installed."""
+
+
+def default_model(models_dir: Path = MODELS_DIR) -> Path:
+    """``$MEDCLEAR_MODEL``, else ``models/medclear_student.int8.onnx``, else the fp32 one."""
+    from_env = os.environ.get(MODEL_ENV)
+    if from_env:
+        return Path(from_env)
+    for name in DEFAULT_MODELS:
+        candidate = models_dir / name
+        if candidate.is_file():
+            return candidate
+    raise ModelNotFoundError(
+        f"no model given and no default model in {models_dir} (looked for {', '.join(DEFAULT_MODELS)}); "
+        f"pass --model FILE or set {MODEL_ENV}"
+    )
+
+
+def model_kind(path: Path) -> str:
+    """``"onnx"`` or ``"engine"`` from the file name; BackendError for anything else."""
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix in ENGINE_SUFFIXES:
+        return "engine"
+    raise BackendError(f"{path}: unknown model kind {suffix!r} (expected .onnx, .engine or .plan)")
+
+
+def select_backend(
+    model: str | Path | None = None, backend: str = "auto", threads: int | None = None,
+    cuda_graphs: bool = False,
+) -> Backend:
+    """An unopened backend for ``model`` (default model if None).
+
+    ``auto``: an ``.engine``/``.plan`` runs on TensorRT, an ``.onnx`` on ONNX Runtime (which uses
+    its CUDA execution provider where installed). ``onnxruntime``/``tensorrt`` force a backend
+    and fail clearly when the file kind or the machine cannot serve it.
+    """
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    path = Path(model) if model is not None else default_model()
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path}: model file not found")
+    kind = model_kind(path)
+    if backend == "auto":
+        backend = "tensorrt" if kind == "engine" else "onnxruntime"
+    if backend == "tensorrt":
+        if kind != "engine":
+            raise BackendError(
+                f"{path}: the TensorRT backend runs engines; build one with `python -m compiler build "
+                f"--onnx {path.name} ...` or use --backend onnxruntime"
+            )
+        return TensorRTBackend(path, use_cuda_graphs=cuda_graphs)
+    if kind != "onnx":
+        raise BackendError(f"{path}: ONNX Runtime runs .onnx models, not TensorRT engines; use --backend tensorrt")
+    return OnnxRuntimeBackend(path, threads=threads)

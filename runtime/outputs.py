@@ -1,0 +1,98 @@
+"""Writing results atomically: DICOM, PNG, NPY and the before/after preview.
+
+Every file is written to a temporary name in its final folder and renamed into place with
+``os.replace``, so a crash, a full disk or Ctrl-C never leaves a partial file under the final
+name (and a re-run does not mistake one for finished work).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, BinaryIO
+
+import numpy as np
+from pydicom import dcmwrite
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+TEMP_PREFIX = ".medclear-tmp-"
+CT_DEFAULT_WINDOW = (40.0, 400.0)  # soft tissue: level, width (HU)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(handle)`` on a temp file beside ``path``, fsync, then rename onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_dicom(path: Path, ds: Dataset) -> None:
+    """Save a derived dataset (Explicit VR Little Endian, with file meta) atomically."""
+    for _ in ds.iterall():
+        pass  # decode every raw element now, so a big-endian source re-encodes cleanly
+    ds.set_original_encoding(False, True)
+    atomic_write(path, lambda handle: dcmwrite(handle, ds, enforce_file_format=True))
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """Save an array as .npy atomically."""
+    atomic_write(path, lambda handle: np.save(handle, array))
+
+
+def display_window(ds: Dataset, values: np.ndarray, modality: str) -> tuple[float, float]:
+    """(low, high) modality values for display: the file's VOI window, CT soft tissue, or percentiles."""
+    center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+    if center not in (None, "") and width not in (None, ""):
+        if float(width) > 0:
+            return float(center) - float(width) / 2, float(center) + float(width) / 2
+    if modality == "CT":
+        level, width = CT_DEFAULT_WINDOW
+        return level - width / 2, level + width / 2
+    low, high = np.percentile(values, [0.5, 99.5])
+    return float(low), float(max(high, low + 1e-6))
+
+
+def _first(value):
+    return value[0] if isinstance(value, MultiValue) else value
+
+
+def to_display(values: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Modality values -> uint8 grey levels within ``window``."""
+    low, high = window
+    scaled = (np.asarray(values, dtype=np.float64) - low) / (high - low)
+    return np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
+
+
+def montage(frames: np.ndarray) -> np.ndarray:
+    """(F, H, W) -> one 2-D grid image (frames row by row), for multi-frame PNGs."""
+    count, height, width = frames.shape
+    columns = int(np.ceil(np.sqrt(count)))
+    rows = int(np.ceil(count / columns))
+    grid = np.zeros((rows * height, columns * width), dtype=frames.dtype)
+    for index, frame in enumerate(frames):
+        r, c = divmod(index, columns)
+        grid[r * height : (r + 1) * height, c * width : (c + 1) * width] = frame
+    return grid
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Save a 2-D uint8 image as PNG atomically (Pillow)."""
+    from PIL import Image
+
+    atomic_write(path, lambda handle: Image.fromarray(image).save(handle, format="PNG"))
+
+
+def side_by_side(before: np.ndarray, after: np.ndarray, gap: int = 4) -> np.ndarray:
+    """Two uint8 images of one shape next to each other with a white gap."""
+    spacer = np.full((before.shape[0], gap), 255, dtype=np.uint8)
+    return np.concatenate([before, spacer, after], axis=1)

@@ -1,0 +1,136 @@
+"""Small ONNX models and DICOM files for the runtime tests (no trained model needed)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from runtime.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContract
+
+
+def smoothing_kernel(strength: float = 0.5) -> np.ndarray:
+    """3x3 kernel k such that ``x + conv(x, k)`` = (1 - strength) x + strength * box3(x)."""
+    kernel = np.full((3, 3), strength / 9.0, dtype=np.float32)
+    kernel[1, 1] -= strength
+    return kernel.reshape(1, 1, 3, 3)
+
+
+def make_smoothing_model(
+    path: Path, size_multiple: int = 8, contract: ModelContract | None = None, strength: float = 0.5
+) -> Path:
+    """A tiny denoiser: ``enhanced = image + Conv3x3(image)`` (receptive field 3x3).
+
+    Input ``image`` [N, 1, H, W] with dynamic N, H, W; the medclear contract in metadata_props.
+    """
+    contract = contract or ModelContract(size_multiple=size_multiple, model_name="test-smoothing")
+    weight = numpy_helper.from_array(smoothing_kernel(strength), name="weight")
+    conv = helper.make_node("Conv", [INPUT_NAME, "weight"], ["detail"], pads=[1, 1, 1, 1], kernel_shape=[3, 3])
+    add = helper.make_node("Add", [INPUT_NAME, "detail"], [OUTPUT_NAME])
+    shape = ["N", 1, "H", "W"]
+    graph = helper.make_graph(
+        [conv, add],
+        "medclear_test_smoothing",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, shape)],
+        initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in contract.to_metadata().items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def reference_smoothing(image: np.ndarray, strength: float = 0.5) -> np.ndarray:
+    """What the fixture model computes on one [H, W] image (zero padding), in numpy."""
+    padded = np.pad(image.astype(np.float64), 1)
+    box = sum(
+        padded[dy : dy + image.shape[0], dx : dx + image.shape[1]] for dy in range(3) for dx in range(3)
+    ) / 9.0
+    return ((1 - strength) * image + strength * box).astype(np.float32)
+
+
+def dciodvfy_errors(path: Path) -> set[str]:
+    """The distinct ``Error`` lines dicom3tools' dciodvfy reports for a file."""
+    import subprocess
+
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
+    lines = (result.stdout + result.stderr).splitlines()
+    return {line.strip() for line in lines if line.strip().startswith("Error")}
+
+
+def new_errors(source: Path, output: Path) -> set[str]:
+    """dciodvfy errors of ``output`` that its ``source`` does not already have."""
+    source_errors = dciodvfy_errors(baseline_copy(source, output.parent))
+    return {line for line in dciodvfy_errors(output) if not inherited(line, source_errors)}
+
+
+def _quoted_values(line: str) -> set[str]:
+    return set(re.findall(r'<([^<>]{8,})>|"([^"]{8,})"', line)) - {("", "")}
+
+
+def inherited(line: str, source_errors: set[str]) -> bool:
+    """An output error is the source's own if the source reports it, or the same bad value.
+
+    A bad value copied from the source (e.g. an invalid SOP Instance UID that the output must
+    reference) is reported under the referencing attribute's name in the output.
+    """
+    if line in source_errors:
+        return True
+    values = {v for pair in _quoted_values(line) for v in pair if v}
+    return any(value in error for value in values for error in source_errors)
+
+
+def baseline_copy(source: Path, folder: Path) -> Path:
+    """``source`` itself, or for deflated files (dciodvfy cannot read them) an inflated copy."""
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(source)
+    if ds.file_meta.TransferSyntaxUID != DeflatedExplicitVRLittleEndian:
+        return source
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    copy = folder / (source.name + ".inflated.dcm")
+    ds.save_as(copy, enforce_file_format=True)
+    return copy
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pydicom_file(name: str) -> Path:
+    """A file from pydicom's or pydicom-data's packaged test files, by name."""
+    from trainer.data.offline import offline_dicom_dirs
+
+    for folder in offline_dicom_dirs():
+        candidate = folder / name
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(name)
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120):
+    """``python -m runtime.enhance ARGS`` in a subprocess from the repository root."""
+    import os
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.enhance", *args], cwd=REPO, env=full_env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def file_hashes(paths) -> dict[Path, str]:
+    """sha256 of each file, to prove inputs are never modified."""
+    import hashlib
+
+    return {Path(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}

@@ -1,0 +1,207 @@
+"""compiler.export: checkpoint/model -> ONNX with the model contract, checked against PyTorch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from compiler.__main__ import main
+from compiler.errors import CompilerError
+from compiler.export import FP32_MAX_ABS, ExportCheck, ExportResult, _enforce, contract_for, export_model
+from compiler.onnx_io import OPSET, opset_version, qdq_summary, slim
+from runtime.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContract
+from runtime.normalization import NormalizationSpec
+from tests.onnx_fixtures import tiny_model
+
+
+class StandIn(nn.Module):
+    """Conv/ReLU residual with a strided stage, like the student (size multiple 2)."""
+
+    def __init__(self, width: int = 6) -> None:
+        super().__init__()
+        self.inp = nn.Conv2d(1, width, 3, padding=1)
+        self.down = nn.Conv2d(width, width, 3, padding=1, stride=2)
+        self.up = nn.ConvTranspose2d(width, width, 2, stride=2)
+        self.out = nn.Conv2d(width, 1, 3, padding=1)
+        self.size_multiple = 2
+        self.model_name = "standin"
+        self.model_kwargs = {"width": width}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.inp(x))
+        h = self.up(torch.relu(self.down(h))) + h
+        return x + self.out(torch.relu(h))
+
+
+INFO = {
+    "normalization": {"CT": NormalizationSpec().to_dict(), "*": NormalizationSpec(kind="percentile").to_dict()},
+    "modalities": ["CT"],
+    "data_summary": {"sources": ["offline", "phantom"], "images": 12},
+}
+
+
+@pytest.fixture(scope="module")
+def fp32_export(tmp_path_factory):
+    torch.manual_seed(0)
+    model = StandIn()
+    out = tmp_path_factory.mktemp("export")
+    return model, export_model(model, INFO, out, checkpoint_sha256="ab" * 32)
+
+
+def test_fp32_export_opset_names_and_dynamic_axes(fp32_export):
+    _, result = fp32_export
+    assert result.path.name == "standin.fp32.onnx"
+    model = onnx.load(str(result.path))
+    assert opset_version(model) == OPSET
+    (inp,), (out,) = model.graph.input, model.graph.output
+    assert (inp.name, out.name) == (INPUT_NAME, OUTPUT_NAME)
+    for value in (inp, out):
+        dims = value.type.tensor_type.shape.dim
+        assert [d.dim_param or d.dim_value for d in dims] == ["N", 1, "H", "W"]
+    assert not qdq_summary(model).is_quantized
+
+
+def test_fp32_export_matches_torch_on_random_and_real_inputs(fp32_export):
+    _, result = fp32_export
+    names = [check.input_name for check in result.checks]
+    assert "random" in names and any(name.startswith("dicom:") for name in names)
+    assert all(check.max_abs <= FP32_MAX_ABS for check in result.checks)
+
+
+def test_fp32_export_runs_other_shapes_like_torch(fp32_export):
+    model, result = fp32_export
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    batch = np.random.default_rng(3).random((3, 1, 40, 58), dtype=np.float32)
+    (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+    with torch.no_grad():
+        expected = model(torch.from_numpy(batch)).numpy()
+    assert np.abs(got - expected).max() <= FP32_MAX_ABS
+
+
+def test_metadata_is_the_runtime_contract(fp32_export):
+    _, result = fp32_export
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    contract = ModelContract.from_metadata(session.get_modelmeta().custom_metadata_map)
+    assert contract.size_multiple == 2
+    assert contract.precision == "fp32"
+    assert contract.model_name == "standin"
+    assert contract.modalities == ("CT",)
+    assert contract.checkpoint_sha256 == "ab" * 32
+    assert contract.normalization_for("CT").kind == "hu_linear"
+    assert contract.normalization_for("MR").kind == "percentile"
+    assert json.loads(contract.training_data)["images"] == 12
+
+
+def test_long_training_summary_is_shortened():
+    summary = {"names": [f"image-{i}" for i in range(2000)], "images": 2000, "seed": 0}
+    contract = contract_for(StandIn(), {"data_summary": summary}, "fp32", "")
+    short = json.loads(contract.training_data)
+    assert short == {"images": 2000, "seed": 0}
+
+
+def test_export_tolerance_is_enforced(tmp_path):
+    bad = ExportResult(tmp_path / "x.onnx", "fp32", [ExportCheck("random", (1, 1, 8, 8), 2e-3, 1e-4)])
+    with pytest.raises(CompilerError, match="differs from PyTorch"):
+        _enforce(bad)
+    bad_int8 = ExportResult(tmp_path / "x.onnx", "int8", [ExportCheck("random", (1, 1, 8, 8), 0.01, 0.01)])
+    with pytest.raises(CompilerError, match="mean abs"):
+        _enforce(bad_int8)
+
+
+def test_slim_keeps_qdq_nodes_and_metadata(tmp_path):
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from compiler.calibrate import _Batches
+
+    fp32 = tmp_path / "tiny.onnx"
+    onnx.save(tiny_model(), str(fp32))
+    quantized = tmp_path / "tiny.int8.onnx"
+    frames = [np.random.default_rng(i).random((16, 16), dtype=np.float32) for i in range(2)]
+    quantize_static(str(fp32), str(quantized), _Batches(frames), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    model = onnx.load(str(quantized))
+    model.metadata_props.add(key="medclear.precision", value="int8")
+    before = qdq_summary(model)
+    slimmed = slim(model)
+    after = qdq_summary(slimmed)
+    assert before.is_quantized
+    assert (after.quantize, after.dequantize) == (before.quantize, before.dequantize)
+    assert {p.key: p.value for p in slimmed.metadata_props}["medclear.precision"] == "int8"
+
+
+def test_cli_export_missing_checkpoint_is_one_line_error(tmp_path, capsys):
+    code = main(["export", "--checkpoint", str(tmp_path / "nope.pt"), "--out-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error:") and "nope.pt" in err and "\n" not in err
+
+
+def _perturbed_student():
+    from trainer.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("student", width=8, depth=2)
+    with torch.no_grad():  # a fresh student may start as the identity; make it do something
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    return model
+
+
+@pytest.mark.slow
+def test_export_student_checkpoint_via_trainer(tmp_path):
+    from compiler.export import export_checkpoint
+    from runtime.engine_sidecar import sha256_file
+    from trainer.checkpoint import save_checkpoint
+
+    model = _perturbed_student()
+    ckpt = tmp_path / "student.pt"
+    save_checkpoint(ckpt, model, normalization=INFO["normalization"], modalities=["CT"],
+                    data_summary={"sources": ["offline"]}, stage="distill")
+    (result,) = export_checkpoint(ckpt, tmp_path / "onnx")
+    assert result.path.name == "student.fp32.onnx"
+    assert all(check.max_abs <= FP32_MAX_ABS for check in result.checks)
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    contract = ModelContract.from_metadata(session.get_modelmeta().custom_metadata_map)
+    assert contract.checkpoint_sha256 == sha256_file(ckpt)
+    assert contract.size_multiple == model.size_multiple
+
+
+@pytest.mark.slow
+def test_export_qat_checkpoint_writes_int8_qdq(tmp_path):
+    from compiler.export import INT8_MAX_ABS, INT8_MEAN_ABS, export_checkpoint
+    from trainer.checkpoint import save_checkpoint
+    from trainer.qat import quantization_info, quantize
+
+    model = _perturbed_student()
+
+    def calibrate(m):
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(4):
+            m(torch.rand(2, 1, 32, 32, generator=generator))
+
+    model = quantize(model, calibrate)
+    ckpt = tmp_path / "student.qat.pt"
+    save_checkpoint(ckpt, model, normalization=INFO["normalization"], modalities=["CT"],
+                    data_summary={"sources": ["offline"]}, stage="qat", quantization=quantization_info(model))
+    results = export_checkpoint(ckpt, tmp_path / "onnx")
+    assert [r.path.name for r in results] == ["student.fp32.onnx", "student.int8.onnx"]
+    fp32, int8 = results
+    assert not qdq_summary(onnx.load(str(fp32.path))).is_quantized
+    graph = onnx.load(str(int8.path))
+    summary = qdq_summary(graph)
+    assert opset_version(graph) == OPSET
+    assert summary.is_quantized and not summary.nonzero_zero_points
+    assert summary.zero_point_types == {"INT8"} and summary.per_channel_weights > 0
+    assert all(c.max_abs <= INT8_MAX_ABS and c.mean_abs <= INT8_MEAN_ABS for c in int8.checks)
+    # The int8 file really quantizes: its output differs from the fp32 file's, a little.
+    batch = np.random.default_rng(5).random((1, 1, 32, 48), dtype=np.float32)
+    outputs = [
+        ort.InferenceSession(str(r.path), providers=["CPUExecutionProvider"]).run(None, {INPUT_NAME: batch})[0]
+        for r in results
+    ]
+    assert 0 < np.abs(outputs[0] - outputs[1]).max() < INT8_MAX_ABS

@@ -1,0 +1,101 @@
+"""Degradations and phantoms: low-dose CT physics, MR/X-ray noise, blur, downsampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainer.data.degrade import LowDoseCT, blur, downsample, gaussian_noise, hu_to_mu, rician_noise
+from trainer.data.phantoms import phantom_pixel_mm, random_phantom, shepp_logan_hu
+from trainer.metrics import psnr
+
+
+@pytest.fixture(scope="module")
+def phantom() -> np.ndarray:
+    return random_phantom(64, np.random.default_rng(3))
+
+
+def test_low_dose_psnr_falls_monotonically_with_dose(phantom):
+    simulator = LowDoseCT(phantom, phantom_pixel_mm(64), angles=48, photons=3e6)
+    scores = [psnr(simulator.degrade(d, np.random.default_rng(11)), phantom, 4095.0) for d in (1.0, 0.5, 0.25, 0.1)]
+    assert all(a > b for a, b in zip(scores, scores[1:])), scores
+    assert np.isfinite(scores).all()
+
+
+def test_low_dose_noise_scales_as_inverse_sqrt_dose(phantom):
+    simulator = LowDoseCT(phantom, phantom_pixel_mm(64), angles=48, photons=3e6)
+    body = (phantom > -200) & (phantom < 200)
+    full = np.std([simulator.noise(1.0, np.random.default_rng(s))[body] for s in range(4)])
+    quarter = np.std([simulator.noise(0.25, np.random.default_rng(s))[body] for s in range(4)])
+    assert quarter / full == pytest.approx(2.0, rel=0.15)  # Poisson: sigma ~ 1/sqrt(dose)
+
+
+def test_low_dose_is_reproducible_and_keeps_the_reference(phantom):
+    simulator = LowDoseCT(phantom, phantom_pixel_mm(64), angles=32, photons=3e6)
+    a = simulator.degrade(0.25, np.random.default_rng(5))
+    b = simulator.degrade(0.25, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, phantom)
+    # Noise has no mean offset: the reference is the original image, not a blurred FBP.
+    assert abs(float(np.mean(a - phantom))) < 5.0
+
+
+def test_low_dose_handles_non_square_slices():
+    slice_ = np.full((40, 56), -1000.0, dtype=np.float32)
+    slice_[10:30, 10:46] = 40.0
+    out = LowDoseCT(slice_, 0.7, angles=24, photons=1e6).degrade(0.5, np.random.default_rng(0))
+    assert out.shape == slice_.shape and out.dtype == np.float32
+
+
+def test_low_dose_rejects_bad_dose(phantom):
+    with pytest.raises(ValueError, match="dose"):
+        LowDoseCT(phantom, 1.0, angles=8, photons=1e5).noise(0.0, np.random.default_rng(0))
+
+
+def test_hu_to_mu_anchors():
+    mu = hu_to_mu(np.array([-1000.0, 0.0, 1000.0, -3024.0]))
+    assert mu[0] == 0 and mu[3] == 0 and mu[2] == pytest.approx(2 * mu[1])
+
+
+def test_random_phantom_has_realistic_hu():
+    image = random_phantom(128, np.random.default_rng(0))
+    assert image.shape == (128, 128) and image.dtype == np.float32
+    assert image[0, 0] == -1000.0  # air outside the body
+    assert np.any((image > -130) & (image < -70))  # fat
+    assert np.any((image > 15) & (image < 65))  # soft tissue
+    assert np.any((image >= 400) & (image <= 1500))  # bone
+    assert image.max() <= 1500 + 20 and image.min() >= -1000
+
+
+def test_random_phantoms_differ_by_seed_and_repeat_by_seed():
+    a = random_phantom(64, np.random.default_rng(1))
+    np.testing.assert_array_equal(a, random_phantom(64, np.random.default_rng(1)))
+    assert not np.array_equal(a, random_phantom(64, np.random.default_rng(2)))
+
+
+def test_shepp_logan_in_hu():
+    image = shepp_logan_hu(128)
+    assert image[0, 0] == -1000.0
+    assert image.max() == pytest.approx(1000.0, abs=5)  # skull
+    centre = image[48:80, 48:80]
+    assert np.median(centre) > 0 and np.median(centre) < 100  # brain soft tissue
+
+
+def test_gaussian_and_rician_noise_statistics():
+    rng = np.random.default_rng(0)
+    zeros = np.zeros((256, 256))
+    assert np.std(gaussian_noise(zeros, 2.0, rng)) == pytest.approx(2.0, rel=0.03)
+    background = rician_noise(zeros, 2.0, rng)
+    assert background.min() >= 0  # magnitude images are non-negative
+    assert np.mean(background) == pytest.approx(2.0 * np.sqrt(np.pi / 2), rel=0.03)  # Rayleigh mean
+    bright = rician_noise(np.full((256, 256), 100.0), 2.0, rng)
+    assert np.mean(bright) == pytest.approx(100.0, rel=0.01)  # ~Gaussian at high SNR
+
+
+def test_blur_and_downsample_remove_detail():
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(64, 64)).astype(np.float32)
+    for out in (blur(image, 1.5), downsample(image, 2)):
+        assert out.shape == image.shape
+        assert np.std(out) < 0.7 * np.std(image)
+    np.testing.assert_array_equal(downsample(image, 1), image)

@@ -1,0 +1,46 @@
+"""Config: files, overrides, validation and the CLI's help."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainer.config import Config, from_dict, load_config, to_dict
+
+CONFIGS = Path(__file__).resolve().parents[1] / "trainer" / "configs"
+
+
+def test_round_trip_and_overrides(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"stage": "teacher", "train": {"steps": 5}}))
+    cfg = load_config(path, ["train.steps=20", "train.amp=bf16", 'model.kwargs={"base_width": 8}', "model.name=unetpp"])
+    assert cfg.train.steps == 20 and cfg.train.amp == "bf16"
+    assert cfg.model.name == "unetpp" and cfg.model.kwargs == {"base_width": 8}
+    assert from_dict(Config, to_dict(cfg)) == cfg
+
+
+def test_unknown_key_names_the_key(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"train": {"stepz": 5}}))
+    with pytest.raises(ValueError, match="stepz"):
+        load_config(path)
+    with pytest.raises(ValueError, match="stage"):
+        load_config(None, ["stage=bogus"])
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.json")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    from trainer.data import DataConfig
+
+    cfg = load_config(path)
+    assert cfg.stage in path.name
+    DataConfig.from_dict(cfg.data)  # the data section is valid for the data layer
+
+
+def test_cli_help_explains_stages():
+    out = subprocess.run([sys.executable, "-m", "trainer", "--help"], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    for word in ("teacher", "distill", "qat", "--teacher", "--student"):
+        assert word in out

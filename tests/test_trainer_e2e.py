@@ -1,0 +1,160 @@
+"""End to end on CPU: teacher -> distill -> QAT on a tiny in-test dataset; exact reloads,
+resume after an interruption, and the QAT model's Q/DQ ONNX export run by ONNX Runtime."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trainer.checkpoint import load_checkpoint, load_model
+from trainer.config import load_config
+from trainer.train import DataBundle, train
+
+CONFIGS = Path(__file__).resolve().parents[1] / "trainer" / "configs"
+
+
+def smooth(n: int, size: int, g: torch.Generator) -> torch.Tensor:
+    x = torch.rand(n, 1, size // 4, size // 4, generator=g)
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def toy_data() -> DataBundle:
+    """Random smooth 'images' with additive noise: patches and two full held-out slices."""
+    g = torch.Generator().manual_seed(0)
+    clean = smooth(64, 32, g)
+    noisy = clean + 0.05 * torch.randn(clean.shape, generator=g)
+    held_clean = smooth(2, 44, g)[:, 0]  # 44 is no multiple of 8: exercises pad/crop
+    held_noisy = held_clean + 0.05 * torch.randn(held_clean.shape, generator=g)
+    heldout = [SimpleNamespace(name=f"toy{i}", modality="CT", degraded=held_noisy[i].numpy(),
+                               clean=held_clean[i].numpy(), spec=None) for i in range(2)]
+    return DataBundle(torch.utils.data.TensorDataset(noisy, clean), heldout, {"source": "toy"},
+                      {"CT": {"kind": "hu_linear"}}, ["CT"])
+
+
+def logged_losses(run: Path) -> list[float]:
+    return [r["loss"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def assert_reload_exact(path: Path) -> torch.nn.Module:
+    model, ckpt = load_model(path)
+    assert not model.training
+    x = torch.rand(1, 1, 24, 24)
+    again, _ = load_model(path)
+    assert torch.equal(model(x), again(x))
+    # The reloaded weights are exactly the saved ones.
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ckpt["state_dict"][k]), k
+    return model
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    data = toy_data()
+    results = {
+        "teacher": train(load_config(CONFIGS / "tiny_teacher.json"), root / "teacher", data=data),
+    }
+    results["distill"] = train(load_config(CONFIGS / "tiny_distill.json"), root / "distill",
+                               teacher=root / "teacher" / "best.pt", data=data)
+    results["qat"] = train(load_config(CONFIGS / "tiny_qat.json"), root / "qat",
+                           student=root / "distill" / "best.pt", data=data)
+    return root, results
+
+
+@pytest.mark.slow
+def test_stages_train_and_losses_fall(pipeline):
+    root, results = pipeline
+    for stage in ("teacher", "distill"):
+        losses = logged_losses(root / stage)
+        assert np.mean(losses[-2:]) < np.mean(losses[:2]), (stage, losses)
+        assert results[stage]["heldout"]["psnr"] > 0
+    assert results["qat"]["fp32"]["psnr"] > 0
+    assert "qat_minus_fp32_db" in results["qat"]
+
+
+@pytest.mark.slow
+def test_checkpoints_hold_contract_and_reload_exactly(pipeline):
+    root, _ = pipeline
+    for stage in ("teacher", "distill", "qat"):
+        ckpt = load_checkpoint(root / stage / "best.pt")
+        assert ckpt["format"] == "medclear-checkpoint/1" and ckpt["stage"] == stage
+        assert ckpt["config"]["stage"] == stage and ckpt["data_summary"] == {"source": "toy"}
+        assert ckpt["normalization"] and ckpt["modalities"] == ["CT"]
+        assert (ckpt["quantization"] is not None) == (stage == "qat")
+        assert_reload_exact(root / stage / "best.pt")
+    assert load_checkpoint(root / "qat" / "best.pt")["model_name"] == "student"
+
+
+@pytest.mark.slow
+def test_qat_model_exports_qdq_onnx_that_onnxruntime_runs(pipeline, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    root, _ = pipeline
+    model = assert_reload_exact(root / "qat" / "best.pt")
+    path = tmp_path / "student.int8.onnx"
+    torch.onnx.export(model, torch.rand(1, 1, 32, 32), path, opset_version=17, dynamo=False,
+                      input_names=["image"], output_names=["enhanced"],
+                      dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "enhanced": {0: "n", 2: "h", 3: "w"}})
+    graph = onnx.load(path).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
+    # Per-channel weight DequantizeLinear nodes carry axis 0; zero points are int8 zeros.
+    assert any(a.name == "axis" and a.i == 0 for n in graph.node if n.op_type == "DequantizeLinear" for a in n.attribute)
+    consts = {n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"}
+    consts.update({i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer})
+    zero_points = [consts[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((2, 1, 40, 48), dtype=np.float32)
+    out = session.run(None, {"image": x})[0]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    assert np.abs(out - ref).max() < 1e-3
+
+
+class InterruptAfter(torch.utils.data.Dataset):
+    """Wraps a dataset and raises KeyboardInterrupt at the n-th item fetched (a Ctrl-C)."""
+
+    def __init__(self, base, n: int) -> None:
+        self.base, self.n, self.count = base, n, 0
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        self.count += 1
+        if self.count > self.n:
+            raise KeyboardInterrupt
+        return self.base[i]
+
+
+@pytest.mark.slow
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
+    cfg = load_config(CONFIGS / "tiny_teacher.json")
+    data = toy_data()
+    train(cfg, tmp_path / "straight", data=data)
+    batch = cfg.train.batch_size
+    broken = DataBundle(InterruptAfter(data.train_set, 8 * batch), data.heldout, data.summary,
+                        data.normalization, data.modalities)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(CONFIGS / "tiny_teacher.json"), tmp_path / "resumed", data=broken)
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["step"] == 8
+    result = train(load_config(CONFIGS / "tiny_teacher.json"), tmp_path / "resumed", data=data, resume=True)
+    assert result["step"] == cfg.train.steps
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "resumed" / "last.pt")["state_dict"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_stage_needs_its_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="--teacher"):
+        train(load_config(CONFIGS / "tiny_distill.json"), tmp_path / "d", data=toy_data())
+    with pytest.raises(ValueError, match="--student"):
+        train(load_config(CONFIGS / "tiny_qat.json"), tmp_path / "q", data=toy_data())
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        train(load_config(CONFIGS / "tiny_teacher.json"), tmp_path / "t", data=toy_data(), resume=True)

@@ -1,0 +1,72 @@
+"""Losses: SSIM against scikit-image, the weighted mix, adversarial and distillation terms."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from skimage.metrics import structural_similarity
+
+from trainer.distill import DistillConfig, DistillLoss
+from trainer.losses import LossConfig, ReconstructionLoss, ssim
+from trainer.models import create_model
+
+
+def smooth_image(seed: int, size: int = 48) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return F.interpolate(torch.rand(1, 1, size // 8, size // 8, generator=g), size=(size, size), mode="bilinear")
+
+
+def test_ssim_of_identical_images_is_one():
+    x = smooth_image(0)
+    assert ssim(x, x).item() == pytest.approx(1.0, abs=1e-6)
+    total, parts = ReconstructionLoss(LossConfig())(x, x)
+    assert total.item() == pytest.approx(0.0, abs=1e-6) and parts["l1"] == 0.0
+
+
+@pytest.mark.parametrize("data_range", [1.0, 4.0])
+def test_ssim_matches_scikit_image(data_range):
+    ref = smooth_image(1) * data_range
+    noisy = ref + 0.05 * data_range * torch.randn(ref.shape, generator=torch.Generator().manual_seed(2))
+    expected = structural_similarity(ref[0, 0].numpy().astype(np.float64), noisy[0, 0].numpy().astype(np.float64),
+                                     data_range=data_range, gaussian_weights=True, sigma=1.5,
+                                     use_sample_covariance=False)
+    assert ssim(noisy, ref, data_range=data_range).item() == pytest.approx(expected, abs=2e-3)
+
+
+def test_ssim_falls_with_noise_and_has_gradient():
+    ref = smooth_image(3)
+    g = torch.Generator().manual_seed(4)
+    values = [ssim(ref + s * torch.randn(ref.shape, generator=g), ref).item() for s in (0.01, 0.05, 0.2)]
+    assert values[0] > values[1] > values[2]
+    pred = (ref + 0.1).requires_grad_()
+    (1 - ssim(pred, ref)).backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+
+
+def test_default_weights_mix_l1_and_ssim():
+    ref, pred = smooth_image(5), smooth_image(6)
+    total, parts = ReconstructionLoss(LossConfig())(pred, ref)
+    assert total.item() == pytest.approx(0.7 * parts["l1"] + 0.3 * parts["ssim_loss"], rel=1e-5)
+
+
+def test_adversarial_term_and_discriminator_step():
+    loss = ReconstructionLoss(LossConfig(l1=0.5, ssim=0.3, adversarial=0.2, disc_width=8))
+    ref, pred = smooth_image(7, 32), smooth_image(8, 32).requires_grad_()
+    total, parts = loss(pred, ref)
+    assert total.item() == pytest.approx(0.5 * parts["l1"] + 0.3 * parts["ssim_loss"] + 0.2 * parts["adv"], rel=1e-5)
+    d_loss = loss.discriminator_loss(pred, ref)
+    d_loss.backward()
+    assert all(p.grad is not None for p in loss.discriminator.parameters())
+
+
+def test_distillation_output_and_feature_terms():
+    student = create_model("student", widths=[4, 8])
+    teacher = create_model("unetpp", base_width=4, depth=3)
+    kd = DistillLoss(DistillConfig(output_kd=1.0, feature_kd=0.5), student, teacher)
+    x = smooth_image(9, 16)
+    s_out, s_aux = student.forward_with_aux(x)
+    t_out, t_aux = teacher.forward_with_aux(x + 0.1)
+    total, parts = kd(s_out, s_aux, t_out, t_aux)
+    assert parts["kd_out"] == pytest.approx(0.1, abs=1e-5)  # both models start as the identity
+    assert total.item() == pytest.approx(parts["kd_out"] + 0.5 * parts["kd_feat"], rel=1e-5)
+    assert len(kd.adapters.adapters) == 2  # the student's two levels

@@ -1,0 +1,80 @@
+"""Model registry, shapes, parameter and FLOP budgets of the teacher and the student."""
+
+import pytest
+import torch
+from torch import nn
+
+from trainer.models import count_flops, count_parameters, create_model, list_models
+
+SLICE = (1, 1, 512, 512)
+
+
+def test_registry_names_and_attributes():
+    assert {"unetpp", "student"} <= set(list_models())
+    model = create_model("student", width=8, depth=2)
+    assert model.model_name == "student" and model.model_kwargs == {"width": 8, "depth": 2}
+    assert model.size_multiple == 4
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("nope")
+
+
+@pytest.mark.parametrize("name,kwargs", [("unetpp", {"base_width": 4, "depth": 3}),
+                                         ("unetpp", {"base_width": 4, "deep_supervision": True}),
+                                         ("student", {"width": 4}), ("student", {"widths": [4, 8, 16, 32]})])
+def test_shape_preserved_and_identity_at_init(name, kwargs):
+    model = create_model(name, **kwargs).eval()
+    m = model.size_multiple
+    x = torch.rand(2, 1, 3 * m, 5 * m)
+    y = model(x)
+    assert y.shape == x.shape
+    # The residual output head starts at zero, so a fresh model is the identity.
+    assert torch.equal(y, x)
+
+
+def test_unetpp_paper_parameter_count():
+    # Zhou et al. 2018 report 9.04M parameters for widths 32..512; this implementation
+    # (two 3x3 convs + BN per node, single-channel in/out) lands in the same ballpark.
+    params = count_parameters(create_model("unetpp", base_width=32, depth=5))
+    assert 8.5e6 < params < 9.5e6, params
+
+
+def test_unetpp_deep_supervision_outputs():
+    model = create_model("unetpp", base_width=4, depth=4, deep_supervision=True)
+    _, aux = model.forward_with_aux(torch.rand(1, 1, 16, 16))
+    assert len(aux["deep"]) == 3
+    assert [f.shape[1] for f in aux["features"]] == [4, 8, 16, 32]
+
+
+def test_flop_convention_is_two_per_multiply_add():
+    conv = nn.Conv2d(3, 5, 3, padding=1, bias=False)
+    assert count_flops(conv, (1, 3, 8, 8)) == 2 * 3 * 5 * 9 * 8 * 8
+
+
+@pytest.fixture(scope="module")
+def paper_teacher_flops():
+    return count_flops(create_model("unetpp", base_width=32, depth=5), SLICE)
+
+
+@pytest.mark.parametrize("kwargs", [{"width": 16}, {"widths": [8, 16, 32, 64]}, {"widths": [8, 24, 48]}])
+def test_student_budget(kwargs, paper_teacher_flops):
+    student = create_model("student", **kwargs)
+    s_flops, t_flops = count_flops(student, SLICE), paper_teacher_flops
+    assert count_parameters(student) <= 0.5e6
+    assert s_flops <= 15e9
+    assert t_flops / s_flops >= 10
+
+
+def test_shipped_student_is_lighter_than_default_teacher():
+    # default_distill.json student vs default_teacher.json teacher (base_width 16).
+    student = create_model("student", widths=[8, 16, 32, 64])
+    teacher = create_model("unetpp", base_width=16, depth=5)
+    assert count_flops(teacher, SLICE) / count_flops(student, SLICE) >= 10
+    assert count_flops(student, SLICE) <= 5e9
+
+
+def test_student_uses_only_tensorrt_friendly_layers():
+    allowed = (nn.Conv2d, nn.ReLU, nn.Upsample, nn.Sequential, nn.ModuleList)
+    model = create_model("student", widths=[8, 16, 32, 64])
+    kinds = {type(m) for m in model.modules() if m is not model}
+    assert all(issubclass(k, allowed) for k in kinds), kinds
+    assert all(m.mode == "nearest" for m in model.modules() if isinstance(m, nn.Upsample))

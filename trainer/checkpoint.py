@@ -1,0 +1,72 @@
+"""Checkpoints: weights plus everything needed to rebuild and describe the model.
+
+A checkpoint is a plain dict saved with ``torch.save`` and read with
+``torch.load(weights_only=True)``: only tensors and plain Python data. Keys:
+``format``, ``model_name``, ``model_kwargs``, ``state_dict``, ``config``, ``data_summary``,
+``normalization``, ``modalities``, ``quantization``, ``stage``, ``metrics``, ``step``, and for
+resuming ``optimizer``, ``scheduler``, ``scaler``, ``rng``, ``extra_modules``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainer.models import create_model
+
+FORMAT = "medclear-checkpoint/1"
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, **info) -> dict:
+    """Write ``model``'s weights and ``info`` atomically to ``path``; returns the saved dict."""
+    ckpt = {
+        "format": FORMAT,
+        "model_name": model.model_name,
+        "model_kwargs": dict(model.model_kwargs),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "quantization": None,
+    }
+    ckpt.update(info)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)  # an interrupted save never leaves a half-written checkpoint
+    return ckpt
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint (``weights_only=True``) and check its format."""
+    try:
+        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: checkpoint not found") from None
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable medclear checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path}: unknown checkpoint format {found!r} (expected {FORMAT!r})")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict) -> nn.Module:
+    """Rebuild the model of a loaded checkpoint: create, re-insert quantizers, load weights, eval."""
+    model = create_model(ckpt["model_name"], **ckpt["model_kwargs"])
+    if ckpt.get("quantization"):
+        from trainer.qat import restore_quantized
+
+        model = restore_quantized(model, ckpt["quantization"])
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    return model.eval()
+
+
+def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:
+    """Rebuild the model saved at ``path`` (QAT quantizers included) in eval mode, with its checkpoint."""
+    ckpt = load_checkpoint(path)
+    try:
+        return model_from_checkpoint(ckpt), ckpt
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot rebuild the model ({type(exc).__name__}: {exc})") from None

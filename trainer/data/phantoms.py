@@ -1,0 +1,68 @@
+"""Synthetic CT phantoms in HU: random ellipse/texture bodies and Shepp-Logan."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage.data import shepp_logan_phantom
+from skimage.draw import ellipse
+from skimage.transform import resize
+
+AIR_HU = -1000.0
+PHANTOM_FOV_MM = 350.0  # a body field of view; pixel size is this over the phantom side
+
+
+def phantom_pixel_mm(size: int) -> float:
+    """Pixel size of a phantom of ``size`` pixels, in mm."""
+    return PHANTOM_FOV_MM / size
+
+
+def _fill(image: np.ndarray, rng: np.random.Generator, center, radii, value: float, inside=None) -> None:
+    rows, cols = ellipse(center[0], center[1], radii[0], radii[1], shape=image.shape, rotation=rng.uniform(-np.pi, np.pi))
+    if inside is not None:
+        keep = inside[rows, cols]
+        rows, cols = rows[keep], cols[keep]
+    image[rows, cols] = value
+
+
+def random_phantom(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random body-like phantom in HU, float32 ``(size, size)``.
+
+    Air outside (-1000), a fat layer (~-100), soft-tissue organs (20-60), lungs (-850..-750),
+    bones (400-1500) and a smooth tissue texture of a few HU.
+    """
+    image = np.full((size, size), AIR_HU, dtype=np.float32)
+    c = size / 2.0
+    body_radii = (size * rng.uniform(0.30, 0.42), size * rng.uniform(0.38, 0.47))
+    _fill(image, rng, (c, c), body_radii, rng.uniform(-120, -80))  # fat
+    body = image > AIR_HU
+    inner = (body_radii[0] * rng.uniform(0.85, 0.93), body_radii[1] * rng.uniform(0.85, 0.93))
+    _fill(image, rng, (c, c), inner, rng.uniform(30, 50), body)  # muscle/soft tissue
+    soft = image > -50
+    for _ in range(rng.integers(0, 3)):  # lungs
+        center = (c + rng.uniform(-0.2, 0.2) * size, c + rng.choice([-1, 1]) * rng.uniform(0.1, 0.2) * size)
+        _fill(image, rng, center, (size * rng.uniform(0.08, 0.18), size * rng.uniform(0.06, 0.12)), rng.uniform(-850, -750), soft)
+    for _ in range(rng.integers(2, 7)):  # organs and lesions
+        center = c + rng.uniform(-0.25, 0.25, size=2) * size
+        _fill(image, rng, center, size * rng.uniform(0.02, 0.12, size=2), rng.uniform(20, 60), soft)
+    for _ in range(rng.integers(1, 5)):  # bones
+        center = c + rng.uniform(-0.3, 0.3, size=2) * size
+        _fill(image, rng, center, size * rng.uniform(0.015, 0.06, size=2), rng.uniform(400, 1500), soft)
+    texture = ndimage.gaussian_filter(rng.normal(0.0, 1.0, size=(size, size)), sigma=size / 64.0)
+    texture *= rng.uniform(3.0, 10.0) / max(float(texture.std()), 1e-6)
+    tissue = (image > -200) & (image < 200)
+    image[tissue] += texture[tissue].astype(np.float32)
+    return image
+
+
+def shepp_logan_hu(size: int) -> np.ndarray:
+    """``skimage.data.shepp_logan_phantom`` resized to ``size`` and mapped to HU.
+
+    Its grey levels map to air (0 outside the head), CSF (0 inside, 10 HU), soft tissue
+    (0.1-0.4 -> 20-60 HU) and skull (1.0 -> 1000 HU).
+    """
+    grey = resize(shepp_logan_phantom(), (size, size), order=1, anti_aliasing=True)
+    hu = np.interp(grey, [0.0, 0.05, 0.1, 0.4, 1.0], [AIR_HU, -100.0, 20.0, 60.0, 1000.0])
+    head = ndimage.binary_fill_holes(grey > 0.05)
+    hu[head & (grey <= 0.05)] = 10.0
+    return hu.astype(np.float32)

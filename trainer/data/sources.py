@@ -1,0 +1,262 @@
+"""Clean source images: packaged real DICOM, user directories and phantoms.
+
+Every source yields :class:`SourceImage` records (one per frame) in modality values, each
+with a ``group`` key for the held-out rule (trainer/data/split.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom import uid
+from pydicom.dataset import Dataset
+from skimage.transform import resize
+
+from runtime.image_contract import modality_image
+from trainer.data.offline import offline_dicom_dirs
+from trainer.data.pairing import pair_series
+from trainer.data.phantoms import phantom_pixel_mm, random_phantom, shepp_logan_hu
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PIXEL_MM = 0.7  # when a file states no pixel spacing
+NEAR_DUPLICATE_CORRELATION = 0.99
+_LOSSLESS_SYNTAXES = {
+    uid.JPEG2000Lossless,
+    uid.JPEG2000MCLossless,
+    uid.JPEGLSLossless,
+    uid.JPEGLossless,
+    uid.JPEGLosslessSV1,
+    uid.RLELossless,
+    uid.HTJ2KLossless,
+    uid.HTJ2KLosslessRPCL,
+}
+
+
+@dataclass
+class SourceImage:
+    """One clean 2-D slice in modality values (HU for CT), with its provenance."""
+
+    name: str  # stable id, e.g. "offline:pydicom-data/693_J2KR.dcm#0" or "phantom:train-3"
+    modality: str
+    values: np.ndarray  # float32 (rows, columns)
+    pixel_mm: float
+    group: str  # held-out rule key: all copies/frames of one image share it
+    source: str  # "offline", "phantom", "dir", "paired"
+    low_dose: np.ndarray | None = None  # a real low-dose partner (paired directories)
+    low_dose_label: str | None = None
+
+
+@dataclass
+class _Frame:
+    label: str  # "pydicom-data/693_J2KR.dcm"
+    frame: int
+    modality: str
+    values: np.ndarray
+    pixel_mm: float
+    lossless: bool
+    series: str
+    position: tuple[float, ...] | None
+
+    def __post_init__(self) -> None:
+        self.digest = hashlib.sha256(self.values.tobytes()).digest()
+        self.thumbnail = _thumbnail(self.values)
+
+
+def _pixel_mm(ds: Dataset) -> float:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        spacing = ds.get(keyword)
+        if spacing and float(spacing[0]) > 0:
+            return float(spacing[0])
+    return DEFAULT_PIXEL_MM
+
+
+def _is_lossless(ds: Dataset) -> bool:
+    if str(ds.get("LossyImageCompression", "00")).strip() == "01":
+        return False
+    syntax = uid.UID(str(ds.file_meta.get("TransferSyntaxUID", uid.ExplicitVRLittleEndian)))
+    return not syntax.is_compressed or syntax in _LOSSLESS_SYNTAXES
+
+
+def _header_ok(ds: Dataset, modalities: tuple[str, ...], min_side: int) -> bool:
+    return (
+        str(ds.get("Modality", "")).upper() in modalities
+        and min(int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) >= min_side
+    )
+
+
+def read_frames(path: Path, label: str, modalities: tuple[str, ...], min_side: int) -> list[_Frame]:
+    """Decode the frames of one DICOM file; [] when it is not a wanted greyscale image."""
+    try:
+        with warnings.catch_warnings():  # packaged test files are deliberately odd; say it once below
+            warnings.simplefilter("ignore")
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+            if not _header_ok(header, modalities, min_side):
+                return []
+            ds = pydicom.dcmread(path)
+            values, encoding, _ = modality_image(ds)
+            position, series = ds.get("ImagePositionPatient"), str(ds.get("SeriesInstanceUID", ""))
+    except Exception as error:  # unreadable, non-image or unsupported files are skipped
+        log.debug("skipping %s: %s", label, error)
+        return []
+    return [
+        _Frame(
+            label=label,
+            frame=index,
+            modality=encoding.modality,
+            values=np.ascontiguousarray(frame, dtype=np.float32),
+            pixel_mm=_pixel_mm(ds),
+            lossless=_is_lossless(ds),
+            series=series,
+            position=tuple(round(float(v), 2) for v in position) if position else None,
+        )
+        for index, frame in enumerate(values)
+    ]
+
+
+def _thumbnail(values: np.ndarray) -> np.ndarray:
+    step = max(1, min(values.shape) // 128)  # decimate first: resizing 2k images is slow
+    small = values[::step, ::step]
+    low, high = np.percentile(small, [1, 99])
+    thumb = resize((small - low) / max(high - low, 1e-6), (32, 32), anti_aliasing=True)
+    return (thumb - thumb.mean()) / max(float(thumb.std()), 1e-6)
+
+
+def _same_image(a: _Frame, b: _Frame) -> bool:
+    """Copies of one slice: same series and position, or same shape and near-equal content."""
+    if a.modality != b.modality:
+        return False
+    if a.series and a.series == b.series and a.position is not None and a.position == b.position:
+        return True
+    if a.values.shape != b.values.shape:
+        return False
+    if a.digest == b.digest:
+        return True
+    return float(np.mean(a.thumbnail * b.thumbnail)) > NEAR_DUPLICATE_CORRELATION
+
+
+def group_frames(frames: list[_Frame], prefix: str) -> list[SourceImage]:
+    """De-duplicate frames into images: one representative per group of copies.
+
+    Frames of one file share a group; copies (other transfer syntaxes, lossy versions,
+    crops) join it. The representative of a copy set is a lossless one, then the largest,
+    then the first by name; the group key is ``prefix`` + the first member label by name.
+    """
+    parent = list(range(len(frames)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, a in enumerate(frames):
+        for j in range(i + 1, len(frames)):
+            b = frames[j]
+            if a.label == b.label or _same_image(a, b):
+                parent[find(j)] = find(i)
+    groups: dict[int, list[_Frame]] = {}
+    for i, frame in enumerate(frames):
+        groups.setdefault(find(i), []).append(frame)
+    images: list[SourceImage] = []
+    for members in groups.values():
+        key = f"{prefix}:{min(m.label for m in members)}"
+        # Distinct slices of a group are the frames of its file(s); the rest are copies.
+        copies: dict[int, list[_Frame]] = {}
+        for m in members:
+            copies.setdefault(m.frame, []).append(m)
+        for same in copies.values():
+            best = sorted(same, key=lambda m: (not m.lossless, -m.values.size, m.label))[0]
+            images.append(
+                SourceImage(f"{prefix}:{best.label}#{best.frame}", best.modality, best.values, best.pixel_mm, key, prefix)
+            )
+    return sorted(images, key=lambda image: image.name)
+
+
+@lru_cache(maxsize=4)
+def offline_images(modalities: tuple[str, ...], min_side: int) -> tuple[SourceImage, ...]:
+    """The de-duplicated real images shipped in pydicom and pydicom-data (cached per process)."""
+    frames: list[_Frame] = []
+    for folder in offline_dicom_dirs():
+        package = "pydicom" if folder.name == "test_files" else "pydicom-data"
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and (path.suffix.lower() == ".dcm" or path.suffix == ""):
+                frames += read_frames(path, f"{package}/{path.relative_to(folder).as_posix()}", modalities, min_side)
+    images = group_frames(frames, "offline")
+    for image in images:
+        image.values.setflags(write=False)
+    return tuple(images)
+
+
+def directory_images(root: str | Path, modalities: tuple[str, ...], min_side: int) -> list[SourceImage]:
+    """Clean images from a user's folder of DICOM files (recursively; non-images skipped).
+
+    The held-out group of a file is its folder (a series or patient stays on one side);
+    files lying directly in ``root`` are split one by one.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: data source directory does not exist")
+    images: list[SourceImage] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = path.relative_to(root).as_posix()
+        for frame in read_frames(path, relative, modalities, min_side):
+            folder = path.parent.relative_to(root).as_posix()
+            group = f"dir:{root.name}/{folder if folder != '.' else relative}"
+            images.append(
+                SourceImage(f"dir:{root.name}/{relative}#{frame.frame}", frame.modality, frame.values, frame.pixel_mm, group, "dir")
+            )
+    if not images:
+        raise ValueError(f"{root}: no readable {'/'.join(modalities)} DICOM images of at least {min_side} pixels")
+    return images
+
+
+def phantom_images(count: int, size: int, heldout_count: int) -> list[SourceImage]:
+    """Random training phantoms ``phantom:train-i``, the held-out Shepp-Logan and held-out
+    random ``phantom:heldout-i`` (split by name: groups ``train:...`` / ``heldout:...``)."""
+    pixel_mm = phantom_pixel_mm(size)
+    images = [
+        SourceImage(f"phantom:train-{i}", "CT", random_phantom(size, np.random.default_rng([7, 0, i])), pixel_mm, f"train:phantom:train-{i}", "phantom")
+        for i in range(count)
+    ]
+    images.append(SourceImage("phantom:shepp-logan", "CT", shepp_logan_hu(size), pixel_mm, "heldout:phantom:shepp-logan", "phantom"))
+    images += [
+        SourceImage(f"phantom:heldout-{i}", "CT", random_phantom(size, np.random.default_rng([7, 1, i])), pixel_mm, f"heldout:phantom:heldout-{i}", "phantom")
+        for i in range(heldout_count)
+    ]
+    return images
+
+
+def paired_images(low_dir: str | Path, full_dir: str | Path, modalities: tuple[str, ...], min_side: int) -> list[SourceImage]:
+    """Full-dose slices with their real low-dose partners (see trainer/data/pairing.py).
+
+    The held-out group is the sub-folder (patient/series) of the pair, or the file at the top.
+    """
+    low_dir, full_dir = Path(low_dir), Path(full_dir)
+    images: list[SourceImage] = []
+    for pair in pair_series(low_dir, full_dir):
+        relative = pair.full.relative_to(full_dir).as_posix()
+        full = read_frames(pair.full, relative, modalities, min_side)
+        low = read_frames(pair.low, pair.low.relative_to(low_dir).as_posix(), modalities, min_side)
+        if not full and not low:
+            continue  # not a wanted modality, or too small
+        if len(full) != len(low) or any(f.values.shape != l.values.shape for f, l in zip(full, low)):
+            raise ValueError(f"{pair.low}: its image does not match the shape/frames of {pair.full} ({pair.key})")
+        group = f"paired:{full_dir.parent.name}/{pair.folder if pair.folder != '.' else relative}"
+        for f, l in zip(full, low):
+            images.append(
+                SourceImage(
+                    f"paired:{full_dir.name}/{relative}#{f.frame}", f.modality, f.values, f.pixel_mm, group, "paired",
+                    low_dose=l.values, low_dose_label=f"{f.modality.lower()}_paired_{low_dir.name}",
+                )
+            )
+    if not images:
+        raise ValueError(f"{full_dir}: no paired {'/'.join(modalities)} images of at least {min_side} pixels")
+    return images

@@ -1,0 +1,106 @@
+"""Training losses: L1, differentiable SSIM, an optional small adversarial term, and their mix.
+
+Defaults follow the project issue: 0.7 * L1 + 0.3 * (1 - SSIM); with the adversarial term
+0.5 / 0.3 / 0.2. SSIM takes an explicit data range: the normalized image spans about [0, 1]
+(for CT the full HU range [-1024, 3071]), so ``data_range=1.0`` by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+@dataclass
+class LossConfig:
+    """Weights of the reconstruction loss terms (plain data)."""
+
+    l1: float = 0.7
+    ssim: float = 0.3
+    adversarial: float = 0.0  # > 0 enables the discriminator (e.g. 0.5 / 0.3 / 0.2)
+    ssim_window: int = 11
+    ssim_sigma: float = 1.5
+    data_range: float = 1.0
+    disc_width: int = 32
+    disc_lr: float = 1e-4
+
+
+def gaussian_window(size: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Normalized 2-D gaussian kernel, shape [1, 1, size, size]."""
+    coords = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim(
+    pred: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5
+) -> torch.Tensor:
+    """Mean SSIM (Wang et al. 2004, K1=0.01, K2=0.03) of [N, 1, H, W] tensors; 'valid' windows only."""
+    if pred.shape != ref.shape or pred.dim() != 4 or pred.shape[1] != 1:
+        raise ValueError(f"ssim expects two [N, 1, H, W] tensors of one shape, got {tuple(pred.shape)} and {tuple(ref.shape)}")
+    if min(pred.shape[-2:]) < window:
+        raise ValueError(f"ssim window {window} is larger than the image {tuple(pred.shape[-2:])}")
+    pred, ref = pred.float(), ref.float()
+    kernel = gaussian_window(window, sigma, pred.device)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_p, mu_r = F.conv2d(pred, kernel), F.conv2d(ref, kernel)
+    var_p = F.conv2d(pred * pred, kernel) - mu_p**2
+    var_r = F.conv2d(ref * ref, kernel) - mu_r**2
+    cov = F.conv2d(pred * ref, kernel) - mu_p * mu_r
+    num = (2 * mu_p * mu_r + c1) * (2 * cov + c2)
+    den = (mu_p**2 + mu_r**2 + c1) * (var_p + var_r + c2)
+    return (num / den).mean()
+
+
+class Discriminator(nn.Module):
+    """Small SRGAN-style discriminator: strided conv + LeakyReLU blocks, global pool, linear logit."""
+
+    def __init__(self, width: int = 32, blocks: int = 4) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        ch = width
+        for i in range(blocks):
+            out = width * 2 ** min(i + 1, 3)
+            layers += [nn.Conv2d(ch, out, 3, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+            ch = out
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ch, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ReconstructionLoss(nn.Module):
+    """Weighted L1 + (1 - SSIM) [+ adversarial]; returns the total and its parts."""
+
+    def __init__(self, cfg: LossConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.discriminator = Discriminator(cfg.disc_width) if cfg.adversarial > 0 else None
+
+    def forward(self, pred: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        c = self.cfg
+        l1 = F.l1_loss(pred.float(), ref.float())
+        ssim_loss = 1.0 - ssim(pred, ref, c.data_range, c.ssim_window, c.ssim_sigma)
+        total = c.l1 * l1 + c.ssim * ssim_loss
+        parts = {"l1": l1.item(), "ssim_loss": ssim_loss.item()}
+        if self.discriminator is not None:
+            # Generator side: make the (frozen for this term) discriminator call the output real.
+            logits = self.discriminator(pred.float())
+            adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+            total = total + c.adversarial * adv
+            parts["adv"] = adv.item()
+        return total, parts
+
+    def discriminator_loss(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """Standard BCE loss for the discriminator (``fake`` is detached here)."""
+        assert self.discriminator is not None
+        d_fake = self.discriminator(fake.detach().float())
+        d_real = self.discriminator(real.float())
+        return F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + F.binary_cross_entropy_with_logits(
+            d_fake, torch.zeros_like(d_fake)
+        )

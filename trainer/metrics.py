@@ -1,0 +1,110 @@
+"""Image quality metrics on numpy images: PSNR, SSIM, FSIM and the CT reporting conventions.
+
+Every metric takes an explicit ``data_range``: PSNR and SSIM depend on it, and a CT number
+quoted without its range is meaningless (the same image scores ~20 dB apart between the full
+HU range and a soft-tissue window). ``image_quality`` reports both for CT.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+
+import numpy as np
+from skimage.metrics import structural_similarity
+
+from runtime.normalization import NormalizationSpec, denormalize, fit_normalization
+
+HU_FULL = (-1024.0, 3071.0)  # data range 4095 HU
+SOFT_TISSUE_WINDOW = (40.0, 400.0)  # level, width -> [-160, 240] HU, data range 400
+
+
+def _pair(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred, ref = np.asarray(pred, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    if pred.shape != ref.shape:
+        raise ValueError(f"shapes differ: prediction {pred.shape} vs reference {ref.shape}")
+    return pred, ref
+
+
+def psnr(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:
+    """Peak signal-to-noise ratio in dB: ``10 log10(data_range^2 / MSE)`` (inf when equal)."""
+    if data_range <= 0:
+        raise ValueError(f"data_range must be positive, got {data_range}")
+    pred, ref = _pair(pred, ref)
+    mse = float(np.mean((pred - ref) ** 2))
+    return float("inf") if mse == 0 else float(10.0 * np.log10(data_range**2 / mse))
+
+
+def ssim(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:
+    """Mean SSIM of 2-D images (Wang et al. 2004 settings).
+
+    ``skimage.metrics.structural_similarity`` with an 11x11 Gaussian window of sigma 1.5,
+    K1 = 0.01, K2 = 0.03 and the sample covariance (``use_sample_covariance=False``).
+    """
+    if data_range <= 0:
+        raise ValueError(f"data_range must be positive, got {data_range}")
+    pred, ref = _pair(pred, ref)
+    return float(
+        structural_similarity(
+            ref, pred, data_range=data_range, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        )
+    )
+
+
+def _piq_fsim():
+    """``piq.fsim`` without importing ``piq/__init__`` (which needs torchvision for FID only)."""
+    try:
+        return importlib.import_module("piq").fsim
+    except ImportError:
+        spec = importlib.util.find_spec("piq")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("FSIM needs the 'piq' package (pip install --no-deps piq)") from None
+        package = types.ModuleType("piq")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules.setdefault("piq", package)
+        return importlib.import_module("piq.fsim").fsim
+
+
+def fsim(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:
+    """Feature similarity (Zhang et al. 2011, greyscale FSIM) via ``piq.fsim``.
+
+    Both images are clipped to ``[0, data_range]`` first (shift them there before calling).
+    """
+    import torch
+
+    if data_range <= 0:
+        raise ValueError(f"data_range must be positive, got {data_range}")
+    pred, ref = _pair(pred, ref)
+    if pred.ndim != 2:
+        raise ValueError(f"fsim needs 2-D images, got shape {pred.shape}")
+    to_tensor = lambda a: torch.from_numpy(np.clip(a, 0.0, data_range)).float()[None, None]  # noqa: E731
+    return float(_piq_fsim()(to_tensor(pred), to_tensor(ref), data_range=float(data_range), chromatic=False))
+
+
+def _scores(pred: np.ndarray, ref: np.ndarray, data_range: float, suffix: str) -> dict[str, float]:
+    return {
+        f"psnr{suffix}": psnr(pred, ref, data_range),
+        f"ssim{suffix}": ssim(pred, ref, data_range),
+        f"fsim{suffix}": fsim(pred, ref, data_range),
+    }
+
+
+def image_quality(pred: np.ndarray, ref: np.ndarray, modality: str, spec: NormalizationSpec) -> dict[str, float]:
+    """Quality of a normalized prediction against its normalized reference.
+
+    CT (hu_linear): back to HU, then ``*_full`` over [-1024, 3071] HU (data range 4095) and
+    ``*_window`` in the soft-tissue window W400/L40 (both clipped to [-160, 240], range 400).
+    Other modalities: ``psnr``, ``ssim``, ``fsim`` on the normalized images clipped to [0, 1].
+    """
+    pred, ref = _pair(pred, ref)
+    if modality.upper() == "CT" and spec.kind == "hu_linear":
+        state = fit_normalization(ref, spec)  # hu_linear: a fixed map, no fitting
+        low, high = HU_FULL
+        pred_hu, ref_hu = (np.clip(denormalize(a, state), low, high) - low for a in (pred, ref))
+        level, width = SOFT_TISSUE_WINDOW
+        w_low = level - width / 2.0
+        pred_w, ref_w = (np.clip(a + low, w_low, w_low + width) - w_low for a in (pred_hu, ref_hu))
+        return {**_scores(pred_hu, ref_hu, high - low, "_full"), **_scores(pred_w, ref_w, width, "_window")}
+    return _scores(np.clip(pred, 0.0, 1.0), np.clip(ref, 0.0, 1.0), 1.0, "")

@@ -1,0 +1,61 @@
+"""Student: a small TensorRT-friendly U-Net.
+
+Only Conv, ReLU, Add, Concat and nearest Upsample: no normalization, nothing a TensorRT
+INT8 build or ONNX Runtime cannot fuse. Downsampling is a stride-2 conv; the decoder
+convolves at the coarse resolution *before* upsampling, which keeps full-resolution work
+(the bulk of the cost on a 512x512 slice) to a few thin layers. The output is residual: x + f(x).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainer.models.registry import register_model
+
+
+def conv_relu(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
+    """3x3 conv + ReLU."""
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1), nn.ReLU(inplace=True))
+
+
+@register_model("student")
+class Student(nn.Module):
+    """Encoder/decoder with ``depth`` downsamplings; level i has ``width * 2**i`` channels,
+    or ``widths[i]`` when given (then depth = len(widths) - 1; a thin full-resolution level,
+    e.g. widths=[8, 24, 48], is what makes a 512x512 slice cheap)."""
+
+    def __init__(self, width: int = 16, depth: int = 2, widths: list[int] | None = None) -> None:
+        super().__init__()
+        w = list(widths) if widths is not None else [width * 2**i for i in range(depth + 1)]
+        if len(w) < 2 or min(w) < 1:
+            raise ValueError(f"student needs at least two positive level widths, got {w}")
+        self.depth = depth = len(w) - 1
+        self.size_multiple = 2**depth
+        self.widths = w
+        self.head = conv_relu(1, w[0])
+        self.down = nn.ModuleList(
+            nn.Sequential(conv_relu(w[i], w[i + 1], stride=2), conv_relu(w[i + 1], w[i + 1])) for i in range(depth)
+        )
+        # up[i]: from level i+1 to level i (conv at the coarse level, then nearest x2).
+        self.up = nn.ModuleList(
+            nn.Sequential(conv_relu(w[i + 1], w[i]), nn.Upsample(scale_factor=2, mode="nearest")) for i in range(depth)
+        )
+        self.fuse = nn.ModuleList(conv_relu(2 * w[i], w[i]) for i in range(depth))
+        self.tail = nn.Conv2d(w[0], 1, 3, padding=1)
+        # Start as the identity map: training then only ever adds a learned correction.
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]]]:
+        """Output plus ``features`` (the encoder feature at each level, full resolution first)."""
+        skips = [self.head(x)]
+        for down in self.down:
+            skips.append(down(skips[-1]))
+        y = skips[-1]
+        for i in reversed(range(self.depth)):
+            y = self.fuse[i](torch.cat([skips[i], self.up[i](y)], 1))
+        return x + self.tail(y), {"features": skips, "deep": []}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_aux(x)[0]

@@ -1,0 +1,377 @@
+"""The training loop for all three stages, readable top to bottom (nanoGPT-style).
+
+    teacher:  U-Net++ on (degraded, clean) patches, reconstruction loss.
+    distill:  student on the same patches, reconstruction loss + KD to a frozen teacher.
+    qat:      a distilled student gets INT8 quantizers (ModelOpt), is calibrated on training
+              patches and fine-tuned at a lower learning rate.
+
+Every stage: AdamW, warmup + cosine LR, mixed precision where the device supports it,
+gradient clipping, held-out evaluation on full slices (PSNR/SSIM), early stopping on PSNR,
+best.pt / last.pt checkpoints (resumable), a tqdm bar and a JSON-lines log (log.jsonl).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from trainer.checkpoint import load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
+from trainer.config import Config, ModelSpec, to_dict
+from trainer.distill import DistillLoss
+from trainer.losses import ReconstructionLoss
+from trainer.models import create_model
+
+
+@dataclass
+class DataBundle:
+    """Everything the loop needs from the data layer."""
+
+    train_set: torch.utils.data.Dataset
+    heldout: Sequence[Any]  # HeldoutImage-like: name, modality, degraded, clean (float32 [H, W])
+    summary: dict = field(default_factory=dict)
+    normalization: dict = field(default_factory=dict)  # modality -> NormalizationSpec dict, "*" fallback
+    modalities: list = field(default_factory=list)
+
+
+def load_data(data_cfg: dict) -> DataBundle:
+    """Build the training set and held-out slices with trainer.data."""
+    from trainer.data import DataConfig, build_heldout_set, build_training_set, data_summary, normalization_table
+
+    dcfg = DataConfig.from_dict(data_cfg)
+    return DataBundle(
+        train_set=build_training_set(dcfg),
+        heldout=build_heldout_set(dcfg),
+        summary=data_summary(dcfg),
+        normalization=normalization_table(dcfg),
+        modalities=list(dcfg.modalities),
+    )
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``, or None for full precision."""
+    if amp == "auto":
+        amp = "fp16" if device.type == "cuda" else "off"
+    if amp not in ("fp16", "bf16", "off"):
+        raise ValueError(f"train.amp must be auto, fp16, bf16 or off, got {amp!r}")
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 or off on CPU")
+    return {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[amp]
+
+
+def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """LR multiplier: linear warmup, then cosine from 1 to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Batch indices drawn from a generator seeded by (seed, step): a resumed run sees the
+    same batches as an uninterrupted one, without replaying the earlier steps."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, stop: int) -> None:
+        self.n, self.batch_size, self.seed, self.start, self.stop = n, batch_size, seed, start, stop
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+            yield torch.randint(self.n, (self.batch_size,), generator=g).tolist()
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def rng_state() -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), 624, 0, 0.0))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Reflect-pad the bottom/right of [N, C, H, W] so H and W are multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    return F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
+
+
+@torch.no_grad()
+def enhance_slice(model: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
+    """Run ``model`` on one full [H, W] normalized slice: pad to size_multiple, crop back."""
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+    y = model(pad_to_multiple(x, model.size_multiple))
+    return y[0, 0, : image.shape[0], : image.shape[1]].float().cpu().numpy()
+
+
+def evaluate(model: nn.Module, heldout: Sequence[Any], cfg: Config, device: torch.device) -> dict:
+    """Mean held-out PSNR/SSIM (normalized units, data range cfg.eval.data_range) on full slices."""
+    from trainer.metrics import psnr, ssim
+
+    images = list(heldout)[: cfg.eval.max_images or None]
+    if not images:
+        return {}
+    was_training = model.training
+    model.eval()
+    rng = cfg.eval.data_range
+    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "psnr_input": []}
+    for img in images:
+        pred = enhance_slice(model, img.degraded, device)
+        scores["psnr"].append(float(psnr(pred, img.clean, data_range=rng)))
+        scores["ssim"].append(float(ssim(pred, img.clean, data_range=rng)))
+        scores["psnr_input"].append(float(psnr(img.degraded, img.clean, data_range=rng)))
+    model.train(was_training)
+    return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+class JsonlLog:
+    """Append-only JSON-lines log."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train(
+    cfg: Config,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    teacher: str | Path | None = None,
+    student: str | Path | None = None,
+    data: DataBundle | None = None,
+) -> dict:
+    """Run one stage (cfg.stage) into ``out_dir``; returns the final held-out metrics.
+
+    ``teacher``: teacher checkpoint (distill). ``student``: distilled student checkpoint (qat).
+    ``data``: prebuilt data (tests); by default built from cfg.data with trainer.data.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tc = cfg.train
+    device = pick_device(tc.device)
+    amp_dtype = autocast_dtype(tc.amp, device)
+    if tc.threads > 0 and device.type == "cpu":
+        torch.set_num_threads(tc.threads)
+    seed_everything(tc.seed)
+    last_path = out / "last.pt"
+    resumed = load_checkpoint(last_path) if resume else None
+    if resume and resumed is None:
+        raise FileNotFoundError(f"{last_path}: nothing to resume")
+    if data is None:
+        data = load_data(cfg.data)
+
+    # --- model(s) for this stage
+    teacher_model = None
+    fp32_metrics: dict = {}
+    if resumed is not None:
+        model = model_from_checkpoint(resumed)
+        teacher = teacher or resumed.get("teacher_checkpoint")
+    elif cfg.stage == "qat":
+        if student is None:
+            raise ValueError("the qat stage needs --student CKPT (a distilled student checkpoint)")
+        model, _ = load_model(student)
+    else:
+        model = create_model(cfg.model.name, **cfg.model.kwargs)
+    model.to(device)
+    cfg.model = ModelSpec(model.model_name, dict(model.model_kwargs))  # qat: the model comes from --student
+    if cfg.stage == "distill":
+        if teacher is None:
+            raise ValueError("the distill stage needs --teacher CKPT (a teacher checkpoint)")
+        teacher_model, _ = load_model(teacher)
+        teacher_model.to(device).requires_grad_(False)
+
+    # --- QAT: measure the float student, then insert and calibrate quantizers
+    if cfg.stage == "qat" and resumed is None:
+        from trainer.qat import quantize
+
+        fp32_metrics = evaluate(model, data.heldout, cfg, device)
+        calib = StepBatches(len(data.train_set), tc.batch_size, tc.seed + 1, 0, cfg.qat.calib_batches)
+        calib_loader = torch.utils.data.DataLoader(data.train_set, batch_sampler=calib, num_workers=tc.num_workers)
+
+        def calibrate(m: nn.Module) -> None:
+            for degraded, _ in calib_loader:
+                m(degraded.to(device))
+
+        model = quantize(model, calibrate, cfg.qat.skip_modules)
+    elif cfg.stage == "qat":
+        fp32_metrics = resumed["metrics"].get("fp32", {})
+    model.train()
+
+    # --- losses, optimizer, schedule
+    recon = ReconstructionLoss(cfg.loss).to(device)
+    kd = DistillLoss(cfg.distill, model, teacher_model).to(device) if teacher_model is not None else None
+    params = list(model.parameters()) + (list(kd.parameters()) if kd is not None else [])
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_lr(s, tc.steps, tc.warmup_steps, tc.min_lr_ratio)
+    )
+    disc_opt = (
+        torch.optim.AdamW(recon.discriminator.parameters(), lr=cfg.loss.disc_lr, betas=(0.9, 0.999))
+        if recon.discriminator is not None
+        else None
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    step, best_psnr, bad_evals, metrics = 0, -math.inf, 0, {}
+    if resumed is not None:
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        scaler.load_state_dict(resumed["scaler"])
+        extra = resumed["extra_modules"]
+        if kd is not None:
+            kd.load_state_dict(extra["kd"])
+        if disc_opt is not None:
+            recon.load_state_dict(extra["recon"])
+            disc_opt.load_state_dict(extra["disc_opt"])
+        step, best_psnr, bad_evals = resumed["step"], resumed["best_psnr"], resumed["bad_evals"]
+        metrics = resumed["metrics"].get("heldout", {})
+        set_rng_state(resumed["rng"])
+
+    log = JsonlLog(out / "log.jsonl")
+    quantization_info = None
+
+    def checkpoint(path: Path) -> None:
+        nonlocal quantization_info
+        if cfg.stage == "qat" and quantization_info is None:
+            from trainer.qat import quantization_info as describe
+
+            quantization_info = describe(model, cfg.qat.skip_modules)
+        save_checkpoint(
+            path,
+            model,
+            config=to_dict(cfg),
+            data_summary=data.summary,
+            normalization=data.normalization,
+            modalities=data.modalities,
+            quantization=quantization_info,
+            stage=cfg.stage,
+            metrics={"heldout": metrics, "fp32": fp32_metrics, "best_psnr": best_psnr},
+            step=step,
+            best_psnr=best_psnr,
+            bad_evals=bad_evals,
+            teacher_checkpoint=str(teacher) if teacher is not None else None,
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            scaler=scaler.state_dict(),
+            extra_modules={
+                "kd": kd.state_dict() if kd is not None else {},
+                "recon": recon.state_dict(),
+                "disc_opt": disc_opt.state_dict() if disc_opt is not None else {},
+            },
+            rng=rng_state(),
+        )
+
+    if resumed is None:
+        log.write({"event": "start", "stage": cfg.stage, "config": to_dict(cfg), "fp32": fp32_metrics})
+    loader = torch.utils.data.DataLoader(
+        data.train_set,
+        batch_sampler=StepBatches(len(data.train_set), tc.batch_size, tc.seed, step, tc.steps),
+        num_workers=tc.num_workers,
+    )
+    bar = tqdm(total=tc.steps, initial=step, desc=cfg.stage, disable=not tc.progress, dynamic_ncols=True)
+    autocast = (
+        (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else contextlib.nullcontext
+    )
+    t0, stopped_early = time.perf_counter(), False
+    try:
+        for degraded, clean in loader:
+            degraded, clean = degraded.to(device), clean.to(device)
+            # Forward: the model, its reconstruction loss, and KD against the frozen teacher.
+            with autocast():
+                pred, aux = model.forward_with_aux(degraded)
+                outputs = aux["deep"] if len(aux["deep"]) > 1 else [pred]  # deep supervision
+                losses = [recon(o, clean) for o in outputs]
+                loss = sum(l for l, _ in losses) / len(losses)
+                parts = losses[-1][1]
+                if kd is not None:
+                    with torch.no_grad():
+                        t_pred, t_aux = teacher_model.forward_with_aux(degraded)
+                    kd_loss, kd_parts = kd(pred, aux, t_pred, t_aux)
+                    loss = loss + kd_loss
+                    parts.update(kd_parts)
+            # Backward, clip, step.
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if tc.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if disc_opt is not None:  # adversarial: one discriminator step per generator step
+                disc_opt.zero_grad(set_to_none=True)
+                recon.discriminator_loss(pred, clean).backward()
+                disc_opt.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{metrics.get('psnr', float('nan')):.2f}",
+                            ssim=f"{metrics.get('ssim', float('nan')):.3f}")
+            if step % tc.log_every == 0:
+                log.write({"step": step, "loss": loss.item(), **parts, "lr": scheduler.get_last_lr()[0],
+                           "steps_per_s": step / max(1e-9, time.perf_counter() - t0)})
+            # Evaluate on held-out full slices; keep the best, stop when it stops improving.
+            if step % tc.eval_every == 0 or step == tc.steps:
+                metrics = evaluate(model, data.heldout, cfg, device)
+                improved = metrics.get("psnr", -math.inf) > best_psnr + tc.min_delta_db
+                if improved or not metrics:
+                    best_psnr, bad_evals = metrics.get("psnr", best_psnr), 0
+                    checkpoint(out / "best.pt")
+                else:
+                    bad_evals += 1
+                log.write({"step": step, "eval": metrics, "best_psnr": best_psnr})
+                stopped_early = tc.patience > 0 and bad_evals >= tc.patience
+                checkpoint(last_path)
+                if stopped_early:
+                    break
+    except KeyboardInterrupt:
+        checkpoint(last_path)  # --resume continues from here
+        raise
+    finally:
+        bar.close()
+    result = {"stage": cfg.stage, "step": step, "heldout": metrics, "best_psnr": best_psnr,
+              "stopped_early": stopped_early, "fp32": fp32_metrics}
+    if fp32_metrics and metrics:
+        result["qat_minus_fp32_db"] = metrics["psnr"] - fp32_metrics["psnr"]
+    log.write({"event": "end", **result})
+    return result
