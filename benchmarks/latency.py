@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up runs per configuration")
     parser.add_argument("--budget-s", type=float, default=3.0, help="time budget per configuration")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="intra-op threads")
+    parser.add_argument("--ceiling-s", type=float, default=1.5, help="seconds per matmul-ceiling measurement")
     parser.add_argument("--cold-repeats", type=int, default=3, help="fresh processes for cold start")
     parser.add_argument("--no-dicom", action="store_true", help="skip DICOM end to end")
     parser.add_argument("--no-process", action="store_true", help="skip cold start and peak memory")
@@ -185,12 +186,9 @@ def judge_all(rows, models, dicom, processes, ceiling) -> tuple[list[dict], list
             targets.append(judge("dicom_ct1024_e2e_s", entry.get("p50_s"), entry["model"], entry.get("error") or ""))
     for label in students:
         if label.endswith(".int8.onnx"):
-            fp32 = label.replace(".int8.onnx", ".fp32.onnx")
-            if fp32 in models:
-                fraction = models[label]["file"]["bytes"] / models[fp32]["file"]["bytes"]
-                targets.append(judge("int8_size_fraction", fraction, f"{label} / {fp32}"))
-            else:
-                targets.append(judge("int8_size_fraction", None, label, f"{fp32} not measured beside it"))
+            fraction, fp32 = int8_size_fraction(Path(models[label]["spec"]))
+            targets.append(judge("int8_size_fraction", fraction, f"{label} / {fp32.name}",
+                                 f"{fp32} not found beside it"))
     for cold in processes.get("cold_start", []):
         targets.append(judge("cold_start_s", cold["wall_s"], cold["model"], cold.get("error") or ""))
     for memory in processes.get("peak_memory", []):
@@ -200,6 +198,12 @@ def judge_all(rows, models, dicom, processes, ceiling) -> tuple[list[dict], list
         targets.append(efficiency(f"{label} ({row['size']}^2, batch {row['batch']})" if row else label,
                                   row["achieved_gflops"] if row else None, ceiling.get("gflops")))
     return targets, seed_claims(rows, models, dicom, students, teachers)
+
+
+def int8_size_fraction(int8: Path) -> tuple[float | None, Path]:
+    """Size of ``X.int8.onnx`` over its sibling ``X.fp32.onnx`` (None when that file is absent)."""
+    fp32 = int8.with_name(int8.name.replace(".int8.onnx", ".fp32.onnx"))
+    return (int8.stat().st_size / fp32.stat().st_size if fp32.is_file() else None), fp32
 
 
 def seed_claims(rows, models, dicom, students, teachers) -> list[dict]:
@@ -212,8 +216,8 @@ def seed_claims(rows, models, dicom, students, teachers) -> list[dict]:
     ct1024 = [d for d in dicom if d["input_key"] == "ct1024" and d.get("p50_s")]
     claims.append(claim("ct1024_0p8s", "; ".join(f"{d['model']}: {d['p50_s']:.3f} s" for d in ct1024) or "n/a",
                         all(d["p50_s"] <= 0.8 for d in ct1024) if ct1024 else None, "DICOM read -> enhance -> write, CPU"))
-    sizes = [(label, models[label]["file"]["bytes"] / models[label.replace(".int8.", ".fp32.")]["file"]["bytes"])
-             for label in students if ".int8." in label and label.replace(".int8.", ".fp32.") in models]
+    sizes = [(label, int8_size_fraction(Path(models[label]["spec"]))[0]) for label in students if ".int8." in label]
+    sizes = [(label, fraction) for label, fraction in sizes if fraction is not None]
     claims.append(claim("int8_75pct_smaller", "; ".join(f"{label}: {1 - f:.0%} smaller" for label, f in sizes) or "n/a",
                         all(f <= 0.25 for _, f in sizes) if sizes else None))
     teacher_row = _row(rows, teachers[0]) if teachers else None
@@ -232,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = [(m, args.sizes, args.batches) for m in args.models]
     if args.teacher:
         specs.append((args.teacher, args.teacher_sizes, args.teacher_batches))
-    ceiling = matmul_ceiling(args.threads)
+    ceiling = matmul_ceiling(args.threads, seconds=args.ceiling_s)
     print(f"matmul ceiling: {ceiling['gflops']:.1f} GFLOP/s (float32 {ceiling['n']}^2, {args.threads} threads)",
           file=sys.stderr)
     rows, skipped, models = measure_models(specs, args)
@@ -244,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_process:
             processes = measure_processes(onnx_models, args)
     # The ceiling is the best of a measurement before and after: a busy moment only lowers it.
-    after = matmul_ceiling(args.threads)
+    after = matmul_ceiling(args.threads, seconds=args.ceiling_s)
     ceiling = {**ceiling, "gflops": max(ceiling["gflops"], after["gflops"]),
                "gflops_before": ceiling["gflops"], "gflops_after": after["gflops"]}
     targets, claims = judge_all(rows, models, dicom, processes, ceiling)

@@ -48,9 +48,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, help="batch size (default: the baseline's, else 1)")
     parser.add_argument("--threads", type=int, help="intra-op threads (default: the baseline's, else all cores)")
     parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
-    parser.add_argument("--rounds", type=int, default=25, help="most interleaved rounds per model (default: 25)")
+    parser.add_argument("--rounds", type=int, default=400, help="most interleaved rounds per model (default: 400)")
     parser.add_argument("--budget-s", type=float, default=15.0, help="time budget per model (default: 15)")
     parser.add_argument("--out", type=Path, help="also write this run's measurements as JSON")
+    parser.add_argument("--note", help="with --update: a provenance note stored in the baseline")
     return parser.parse_args(argv)
 
 
@@ -61,9 +62,9 @@ def _time_once(backend: Backend, batch: np.ndarray) -> float:
 
 
 def interleaved_ratio(model: Backend, reference: Backend, batch: np.ndarray, rounds: int, budget_s: float,
-                      min_rounds: int = 5) -> dict:
+                      min_rounds: int = 9) -> dict:
     """Median model and reference seconds from alternating runs, and their ratio."""
-    for backend in (model, reference, model, reference):  # warm-up: allocations, caches
+    for backend in (model, reference) * 5:  # warm-up: allocations, caches, thread pools
         backend.infer(batch)
     model_s, reference_s = [], []
     started = time.perf_counter()
@@ -164,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         print(message, file=sys.stdout if passed else sys.stderr)
         if not passed:
             failures.append(name)
-    record = {**header("regression", settings), "format": BASELINE_FORMAT, "reference": reference_record,
-              "models": results}
+    record = {**header("regression", settings), "format": BASELINE_FORMAT, "note": args.note,
+              "reference": reference_record, "models": results}
     if args.update:
         write_json(record, args.baseline)
         print(f"updated {args.baseline}")

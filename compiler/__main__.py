@@ -72,7 +72,7 @@ def _verify(args: argparse.Namespace) -> int:
     if args.engine is not None:
         report = verify_engine(args.engine, args.onnx, args.tolerance_db, args.data, args.seed)
     else:
-        report = verify_onnx(args.onnx, args.reference, args.tolerance_db, args.data, args.seed)
+        report = verify_onnx(args.onnx, args.reference, args.tolerance_db, args.data, args.seed, args.ort_opt)
     print("\n".join(report.lines()))
     if args.heldout:
         if args.reference is None:
@@ -80,7 +80,7 @@ def _verify(args: argparse.Namespace) -> int:
         from compiler.quality import heldout_pairs, psnr_drop, report_lines
 
         pairs = heldout_pairs(json.loads(metadata_of(args.onnx).get("medclear.modalities", "[]")))
-        print("\n".join(report_lines(psnr_drop(args.reference, args.onnx, pairs))))
+        print("\n".join(report_lines(psnr_drop(args.reference, args.onnx, pairs, args.ort_opt))))
     return 0 if report.passed else EXIT_MISMATCH
 
 
@@ -150,6 +150,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="DICOM file or folder for real inputs "
                    "(default: packaged held-out CT slices)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--ort-opt", choices=["all", "basic"], default="all",
+                   help="ONNX Runtime optimization for the candidate ONNX: all (default, fused "
+                   "integer kernels, as the CPU runtime runs) or basic (Q/DQ as float ops: the "
+                   "graph's own semantics, as TensorRT computes it)")
     p.add_argument("--heldout", action="store_true",
                    help="with --reference: also report PSNR vs clean of both models on the "
                    "trainer's held-out images (the INT8 PSNR drop; takes ~30 s)")

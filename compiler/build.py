@@ -19,7 +19,7 @@ from pathlib import Path
 import onnx
 
 from compiler.errors import CompilerError
-from compiler.onnx_io import load_model, metadata, qdq_summary, read_contract, save_model
+from compiler.onnx_io import load_model, qdq_summary, read_contract, save_model, slim
 from compiler.trt_gate import import_tensorrt, in_range, select, trt_api
 from runtime.engine_sidecar import EngineSidecarError, detect_gpu, sha256_file, write_sidecar
 from runtime.model_contract import INPUT_NAME
@@ -122,12 +122,10 @@ def fp16_model(model: onnx.ModelProto) -> onnx.ModelProto:
     """An FP16-typed copy of an fp32 model with fp32 input/output (for strongly typed builds)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    kept = metadata(model)
     converted = convert_float_to_float16(model, keep_io_types=True)
-    del converted.metadata_props[:]
-    for key, value in kept.items():
-        converted.metadata_props.add(key=key, value=value)
-    return converted
+    # The converter appends its input casts out of order; slimming sorts the graph again and
+    # keeps the metadata.
+    return slim(converted)
 
 
 def strongly_typed(options: BuildOptions, trt_version: str) -> bool:

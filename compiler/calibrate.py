@@ -43,6 +43,7 @@ METHODS = {
     "entropy": CalibrationMethod.Entropy,
     "percentile": CalibrationMethod.Percentile,
 }
+QUANTIZED_OPS = ("Conv", "ConvTranspose")
 DEFAULT_MAX_IMAGES = 64
 DEFAULT_MAX_SIDE = 512
 
@@ -118,12 +119,23 @@ def quantize(
             str(raw),
             _Batches(frames),
             quant_format=QuantFormat.QDQ,
+            # Like the QAT scheme (docs/QUANTIZATION.md): only convolutions run in INT8; the
+            # residual Add, Concat and Resize stay in float so the skip path keeps precision.
+            op_types_to_quantize=list(QUANTIZED_OPS),
             per_channel=True,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=METHODS[method],
             # Bias stays float: TensorRT 8.x parses only int8 Q/DQ, not int32 bias DQ.
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+            # DedicatedQDQPair: the float consumers of a tensor (the residual skip) read it
+            # unquantized; conv outputs stay float until the next conv quantizes its input.
+            extra_options={
+                "ActivationSymmetric": True,
+                "WeightSymmetric": True,
+                "QuantizeBias": False,
+                "DedicatedQDQPair": True,
+                "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
+            },
         )
         quantized = load_model(raw)
     contract.precision = "int8"

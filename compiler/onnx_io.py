@@ -17,6 +17,36 @@ OPSET = 17
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
+ORT_LEVELS = ("basic", "all")
+
+
+def ort_level(name: str):
+    """ONNX Runtime graph optimization level by name.
+
+    ``all`` (ORT's default, what the CPU runtime uses) fuses Q/DQ into integer kernels;
+    ``basic`` keeps Q/DQ as float ops, i.e. exact fake-quantization semantics (what
+    PyTorch's fake quantizers and TensorRT's int32-accumulating kernels compute).
+    """
+    import onnxruntime as ort
+
+    levels = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    if name not in levels:
+        raise CompilerError(f"ONNX Runtime optimization {name!r}: use one of {', '.join(levels)}")
+    return levels[name]
+
+
+def cpu_session(path: str | Path, optimization: str = "all"):
+    """An ONNX Runtime CPU session for ``path`` at the named optimization level."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort_level(optimization)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def load_model(path: str | Path) -> onnx.ModelProto:
     """Read an ONNX file; CompilerError naming the file if it is missing or not ONNX."""
     path = Path(path)

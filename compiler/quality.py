@@ -13,7 +13,7 @@ from typing import Iterable, Protocol
 import numpy as np
 import onnxruntime as ort
 
-from compiler.onnx_io import load_model, read_contract
+from compiler.onnx_io import cpu_session, load_model, read_contract
 from compiler.samples import fit_to_multiple
 from runtime.model_contract import INPUT_NAME, OUTPUT_NAME
 from trainer.metrics import psnr
@@ -46,12 +46,13 @@ def _enhance(session: ort.InferenceSession, image: np.ndarray) -> np.ndarray:
     return out[0, 0]
 
 
-def psnr_drop(fp32_onnx: str | Path, int8_onnx: str | Path, pairs: Iterable[Pair]) -> list[QualityRow]:
+def psnr_drop(
+    fp32_onnx: str | Path, int8_onnx: str | Path, pairs: Iterable[Pair], optimization: str = "all"
+) -> list[QualityRow]:
     """Per held-out image PSNR of fp32 and INT8 outputs against the clean image."""
     multiple = read_contract(load_model(fp32_onnx), source=str(fp32_onnx)).size_multiple
-    options = ["CPUExecutionProvider"]
-    fp32 = ort.InferenceSession(str(fp32_onnx), providers=options)
-    int8 = ort.InferenceSession(str(int8_onnx), providers=options)
+    fp32 = cpu_session(fp32_onnx)
+    int8 = cpu_session(int8_onnx, optimization)
     rows = []
     for pair in pairs:
         degraded = fit_to_multiple(np.asarray(pair.degraded), multiple)

@@ -11,13 +11,14 @@ normalized image range) are reported; the check fails when any PSNR falls below 
 from __future__ import annotations
 
 import math
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from compiler.errors import CompilerError
-from compiler.onnx_io import load_model, read_contract
+from compiler.onnx_io import cpu_session, load_model, read_contract
 from compiler.samples import (
     HELDOUT_CT,
     dicom_files,
@@ -55,6 +56,7 @@ class VerifyReport:
     reference: str
     precision: str
     tolerance_db: float
+    runtime: str = ""
     inputs: list[InputReport] = field(default_factory=list)
 
     @property
@@ -69,7 +71,8 @@ class VerifyReport:
 
     def lines(self) -> list[str]:
         """Human-readable report."""
-        out = [f"candidate {self.candidate} ({self.precision}) vs reference {self.reference}"]
+        how = f", ONNX Runtime optimization {self.runtime}" if self.runtime else ""
+        out = [f"candidate {self.candidate} ({self.precision}{how}) vs reference {self.reference}"]
         for item in self.inputs:
             out.append(
                 f"  {item.name:<28} {'x'.join(map(str, item.shape)):<14} max abs {item.max_abs:.3g}"
@@ -121,10 +124,10 @@ def engine_inputs(
     return inputs
 
 
-def _ort_runner(path: Path, name: str):
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+def _ort_runner(path: Path, name: str, optimization: str = "all"):
+    from polygraphy.backend.onnxrt import OnnxrtRunner
 
-    return OnnxrtRunner(SessionFromOnnx(str(path), providers=["cpu"]), name=name)
+    return OnnxrtRunner(partial(cpu_session, path, optimization), name=name)
 
 
 def compare(reference_runner, candidate_runner, inputs: list[tuple[str, np.ndarray]]) -> list[InputReport]:
@@ -156,16 +159,20 @@ def verify_onnx(
     tolerance_db: float | None = None,
     data: str | Path | None = None,
     seed: int = 0,
+    optimization: str = "all",
 ) -> VerifyReport:
-    """An ONNX (typically INT8 Q/DQ) against a reference ONNX, both under ONNX Runtime on a CPU."""
+    """An ONNX (typically INT8 Q/DQ) against a reference ONNX, both under ONNX Runtime on a CPU.
+
+    ``optimization`` is the candidate's ONNX Runtime level (see :func:`compiler.onnx_io.ort_level`).
+    """
     candidate, reference = Path(candidate), Path(reference)
     contract = read_contract(load_model(candidate), source=str(candidate))
     reference_contract = read_contract(load_model(reference), source=str(reference))
     tolerance = tolerance_db if tolerance_db is not None else DEFAULT_TOLERANCE_DB.get(contract.precision, 30.0)
-    report = VerifyReport(str(candidate), str(reference), contract.precision, tolerance)
+    report = VerifyReport(str(candidate), str(reference), contract.precision, tolerance, optimization)
     report.inputs = compare(
         _ort_runner(reference, "reference"),
-        _ort_runner(candidate, "candidate"),
+        _ort_runner(candidate, "candidate", optimization),
         onnx_inputs(contract, data, seed, with_random=contract.precision == reference_contract.precision),
     )
     return report
@@ -193,7 +200,7 @@ def verify_engine(
 
     precision = str(sidecar.get("precision", "fp16"))
     tolerance = tolerance_db if tolerance_db is not None else DEFAULT_TOLERANCE_DB.get(precision, 30.0)
-    report = VerifyReport(str(engine), str(onnx_path), precision, tolerance)
+    report = VerifyReport(str(engine), str(onnx_path), precision, tolerance, "TensorRT")
     runner = TrtRunner(EngineFromBytes(BytesFromPath(str(engine))), name="candidate")
     report.inputs = compare(
         _ort_runner(onnx_path, "reference"),

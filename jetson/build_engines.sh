@@ -23,7 +23,7 @@ Options:
   --models DIR          folder with the ONNX files (default: $MEDCLEAR_REPO/models)
   --name NAME           model base name (default: medclear_student)
   --out-dir DIR         where engines go (default: $MEDCLEAR_REPO/engines)
-  --timing-cache FILE   persistent timing cache, reused by later builds (default: OUT_DIR/timing.cache)
+  --timing-cache FILE   persistent timing cache, reused by later builds (default: OUT_DIR/NAME.trtVERSION.timing.cache)
   --precisions LIST     comma-separated GPU precisions (default: fp16,int8)
   --min SHAPE           smallest input NxCxHxW (default: 1x1x256x256)
   --opt SHAPE           shape TensorRT tunes for (default: 1x1x512x512)
@@ -80,7 +80,6 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 PYTHON="${PYTHON:-$(default_python)}"
-TIMING_CACHE="${TIMING_CACHE:-$OUT_DIR/timing.cache}"
 DLA_SHAPE="${DLA_SHAPE:-$OPT_SHAPE}"
 for shape in "$MIN_SHAPE" "$OPT_SHAPE" "$MAX_SHAPE" "$DLA_SHAPE"; do
     [[ "$shape" =~ ^[0-9]+x[0-9]+x[0-9]+x[0-9]+$ ]] || die "shape '$shape' is not NxCxHxW"
@@ -104,6 +103,8 @@ if [[ -z "$TRT_VERSION" ]]; then
     [[ "$DRY_RUN" == 1 ]] || die "'$PYTHON' cannot import tensorrt; run jetson/setup.sh first (TensorRT comes from JetPack: python3-libnvinfer)"
     log "warning: '$PYTHON' cannot import tensorrt (dry run goes on)"
 fi
+# Timing caches are only valid for one device and TensorRT version: one file per version.
+TIMING_CACHE="${TIMING_CACHE:-$OUT_DIR/$NAME.trt${TRT_VERSION:-unknown}.timing.cache}"
 DLA_CORES="$(detect_dla "$PYTHON")"
 log "TensorRT ${TRT_VERSION:-missing}; DLA cores: $DLA_CORES"
 

@@ -24,6 +24,7 @@ from runtime.derived import Derivation, derive
 from runtime.dicom_io import DEFAULT_MAX_PIXELS, InputError, NotAnImage, check_image, decode, read_dataset
 from runtime.engine_sidecar import sha256_file
 from runtime.image_contract import prepare, restore
+from runtime.model_contract import ModelContract
 from runtime.inputs import Job, discover
 from runtime.normalization import denormalize
 from runtime.outputs import display_window, montage, side_by_side, to_display, write_dicom, write_npy, write_png
@@ -64,7 +65,8 @@ model and backends:
   --backend auto picks by file kind; onnxruntime/tensorrt force one.
 
 exit codes:
-  0  every input enhanced or skipped (already done, or no image in it)
+  0  every input enhanced or skipped (already done, no image in it, or a modality the
+     model's contract does not list)
   1  at least one input failed (each failure is one line on stderr: file and cause)
   2  bad arguments, or the model/backend could not be opened
   130 interrupted (Ctrl-C); finished outputs are complete, no partial files remain
@@ -130,13 +132,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ModalityNotCovered(NotAnImage):
+    """The model's contract does not list this image's modality: skipped, not guessed at."""
+
+
+def _check_modality(ds, contract: ModelContract) -> str:
+    modality = str(ds.get("Modality", "OT")).strip().upper() or "OT"
+    if "*" not in contract.modalities and modality not in contract.modalities:
+        raise ModalityNotCovered(
+            f"modality {modality} is not one the model {contract.model_name} was trained for "
+            f"({', '.join(contract.modalities)})"
+        )
+    return modality
+
+
 def enhance_file(job: Job, backend: Backend, settings: Settings, derivation: Derivation) -> None:
     """Enhance one file and write its outputs; InputError (or OSError on write) on failure."""
     ds = read_dataset(job.source)
     check_image(ds, settings.max_pixels)
+    modality = _check_modality(ds, backend.contract)
     decode(ds)
-    contract = backend.contract
-    prepared = prepare(ds, contract.normalization_for(str(ds.get("Modality", "OT"))))
+    prepared = prepare(ds, backend.contract.normalization_for(modality))
     enhanced = enhance_frames(prepared.normalized, backend.infer, settings.plan)
     stored = restore(enhanced, prepared)
     target = job.output(settings.outdir, settings.fmt)

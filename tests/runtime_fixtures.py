@@ -26,7 +26,7 @@ def make_smoothing_model(
 
     Input ``image`` [N, 1, H, W] with dynamic N, H, W; the medclear contract in metadata_props.
     """
-    contract = contract or ModelContract(size_multiple=size_multiple, model_name="test-smoothing")
+    contract = contract or ModelContract(size_multiple=size_multiple, model_name="test-smoothing", modalities=("*",))
     weight = numpy_helper.from_array(smoothing_kernel(strength), name="weight")
     conv = helper.make_node("Conv", [INPUT_NAME, "weight"], ["detail"], pads=[1, 1, 1, 1], kernel_shape=[3, 3])
     add = helper.make_node("Add", [INPUT_NAME, "detail"], [OUTPUT_NAME])

@@ -17,7 +17,7 @@ from compiler.export import FP32_MAX_ABS, ExportCheck, ExportResult, _enforce, c
 from compiler.onnx_io import OPSET, opset_version, qdq_summary, slim
 from runtime.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContract
 from runtime.normalization import NormalizationSpec
-from tests.onnx_fixtures import tiny_model
+from onnx_fixtures import tiny_model
 
 
 class StandIn(nn.Module):

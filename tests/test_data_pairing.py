@@ -100,6 +100,16 @@ def test_paired_directories_serve_real_low_dose_pairs(tmp_path):
     assert dataset.images[0].variants[0].label == "ct_paired_quarter_dose"
 
 
+def test_augmentation_moves_both_images_alike(tmp_path):
+    write_series(tmp_path / "full_dose", [0, 5], [1, 2])
+    write_series(tmp_path / "quarter_dose", [0, 5], [1, 2], offset=41, prefix="LD")
+    dataset = build_training_set(_paired_config(tmp_path, augment=True, noise_aug_prob=0.0, elastic_prob=1.0))
+    for index in range(len(dataset)):
+        degraded, clean = dataset[index]
+        # Rotation, elastic warp and flips are one map for both: the constant offset survives.
+        np.testing.assert_allclose((degraded - clean).numpy(), 41.0 / 4095.0, atol=1e-5)
+
+
 def test_paired_directory_as_a_source_and_heldout(tmp_path):
     write_series(tmp_path / "full_dose" / "P1", [0, 5], [1, 2])
     write_series(tmp_path / "quarter_dose" / "P1", [0, 5], [1, 2], offset=10, prefix="LD")

@@ -165,3 +165,19 @@ def test_directory_source_degrades_clean_images(tmp_path):
     assert summary["training"]["by_source"] == {"dir": 3} and summary["training"]["names"] == []
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_training_set(DataConfig(sources=[str(tmp_path / "nope")]))
+
+
+def test_dataloader_workers_match_the_single_process_order():
+    from torch.utils.data import DataLoader
+
+    dataset = build_training_set(DataConfig(**SMALL))
+    single = torch.cat([d for d, _ in DataLoader(dataset, batch_size=2, num_workers=0)])
+    workers = torch.cat([d for d, _ in DataLoader(dataset, batch_size=2, num_workers=2)])
+    assert torch.equal(single, workers)
+
+
+def test_heldout_inputs_do_not_depend_on_the_training_seed():
+    a = build_heldout_set(DataConfig(**SMALL))
+    b = build_heldout_set(DataConfig(**SMALL, seed=5))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.degraded, y.degraded)

@@ -147,7 +147,7 @@ def test_build_plan_on_jetpack61_without_dla(tmp_path):
     assert flag_value(builds[0], "--onnx").endswith("models/medclear_student.fp32.onnx")
     assert flag_value(builds[1], "--onnx").endswith("models/medclear_student.int8.onnx")
     caches = {flag_value(b, "--timing-cache") for b in builds}
-    assert caches == {str(tmp_path / "timing.cache")}, "one persistent timing cache for all builds"
+    assert caches == {str(tmp_path / "medclear_student.trt10.3.0.timing.cache")}, "one persistent timing cache for all builds"
     assert all("--dla-core" not in b for b in builds)
     # each engine is verified against ONNX Runtime on the ONNX file it was built from
     assert [(flag_value(v, "--onnx"), flag_value(v, "--engine")) for v in verifies] == [
@@ -167,7 +167,7 @@ def test_build_plan_adds_fixed_shape_dla_engine_where_dla_exists(tmp_path):
     dla = builds[2]
     assert flag_value(dla, "--dla-core") == "0"
     assert flag_value(dla, "--min") == flag_value(dla, "--opt") == flag_value(dla, "--max") == "1x1x384x384"
-    assert flag_value(dla, "--timing-cache") == str(tmp_path / "timing.cache")
+    assert flag_value(dla, "--timing-cache") == str(tmp_path / "medclear_student.trt10.3.0.timing.cache")
     assert flag_value(dla, "--out") in {flag_value(v, "--engine") for v in module_calls(lines, "compiler", "verify")}
 
     no_dla = plan(run_script("build_engines.sh", "--dry-run", "--no-dla", "--out-dir", str(tmp_path), env=env))
@@ -187,6 +187,16 @@ def test_build_without_tensorrt_or_onnx_stops_with_advice(tmp_path):
     result = run_script("build_engines.sh", "--models", str(tmp_path), "--out-dir", str(tmp_path), env=FAKE_JP61)
     assert result.returncode != 0 and "medclear_student.fp32.onnx: not found" in result.stderr
     assert not list(tmp_path.iterdir()), "nothing may be built or created after a failed check"
+
+
+def test_build_stops_before_building_when_verify_cannot_run(tmp_path):
+    for name in ("medclear_student.fp32.onnx", "medclear_student.int8.onnx"):
+        (tmp_path / name).write_bytes(b"")
+    out = tmp_path / "engines"
+    args = ["--models", str(tmp_path), "--out-dir", str(out), "--python", "false"]
+    result = run_script("build_engines.sh", *args, env=FAKE_JP61)
+    assert result.returncode != 0 and "cannot import compiler.verify" in result.stderr and "--no-verify" in result.stderr
+    assert not out.exists()
 
 
 # --- setup.sh --------------------------------------------------------------------------

@@ -82,6 +82,7 @@ def test_non_ct_uses_the_normalized_unit_range(image):
     scores = image_quality(noisy, image, "MR", PERCENTILE_DEFAULT)
     assert set(scores) == {"psnr", "ssim", "fsim"}
     assert scores["psnr"] == pytest.approx(psnr(np.clip(noisy, 0, 1), image, 1.0))
+    assert set(image_quality(noisy, image, "MR", PERCENTILE_DEFAULT, with_fsim=False)) == {"psnr", "ssim"}
 
 
 def test_fsim_agrees_with_piq_directly(image):

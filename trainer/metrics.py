@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import sys
 import types
+from functools import lru_cache
 
 import numpy as np
 from skimage.metrics import structural_similarity
@@ -53,18 +54,21 @@ def ssim(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:
     )
 
 
+@lru_cache(maxsize=1)
 def _piq_fsim():
-    """``piq.fsim`` without importing ``piq/__init__`` (which needs torchvision for FID only)."""
-    try:
-        return importlib.import_module("piq").fsim
-    except ImportError:
-        spec = importlib.util.find_spec("piq")
-        if spec is None or not spec.submodule_search_locations:
-            raise ImportError("FSIM needs the 'piq' package (pip install --no-deps piq)") from None
-        package = types.ModuleType("piq")
-        package.__path__ = list(spec.submodule_search_locations)
-        sys.modules.setdefault("piq", package)
-        return importlib.import_module("piq.fsim").fsim
+    """``piq.fsim``; when ``piq/__init__`` fails (it imports torchvision for FID only), the
+    package is registered without running it and its ``fsim`` module imported directly."""
+    if "piq" not in sys.modules:
+        try:
+            importlib.import_module("piq")
+        except ImportError:
+            spec = importlib.util.find_spec("piq")
+            if spec is None or not spec.submodule_search_locations:
+                raise ImportError("FSIM needs the 'piq' package (pip install --no-deps piq)") from None
+            package = types.ModuleType("piq")
+            package.__path__ = list(spec.submodule_search_locations)
+            sys.modules["piq"] = package
+    return importlib.import_module("piq.fsim").fsim
 
 
 def fsim(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:
@@ -83,20 +87,22 @@ def fsim(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:
     return float(_piq_fsim()(to_tensor(pred), to_tensor(ref), data_range=float(data_range), chromatic=False))
 
 
-def _scores(pred: np.ndarray, ref: np.ndarray, data_range: float, suffix: str) -> dict[str, float]:
-    return {
-        f"psnr{suffix}": psnr(pred, ref, data_range),
-        f"ssim{suffix}": ssim(pred, ref, data_range),
-        f"fsim{suffix}": fsim(pred, ref, data_range),
-    }
+def _scores(pred: np.ndarray, ref: np.ndarray, data_range: float, suffix: str, with_fsim: bool) -> dict[str, float]:
+    scores = {f"psnr{suffix}": psnr(pred, ref, data_range), f"ssim{suffix}": ssim(pred, ref, data_range)}
+    if with_fsim:
+        scores[f"fsim{suffix}"] = fsim(pred, ref, data_range)
+    return scores
 
 
-def image_quality(pred: np.ndarray, ref: np.ndarray, modality: str, spec: NormalizationSpec) -> dict[str, float]:
+def image_quality(
+    pred: np.ndarray, ref: np.ndarray, modality: str, spec: NormalizationSpec, *, with_fsim: bool = True
+) -> dict[str, float]:
     """Quality of a normalized prediction against its normalized reference.
 
     CT (hu_linear): back to HU, then ``*_full`` over [-1024, 3071] HU (data range 4095) and
     ``*_window`` in the soft-tissue window W400/L40 (both clipped to [-160, 240], range 400).
     Other modalities: ``psnr``, ``ssim``, ``fsim`` on the normalized images clipped to [0, 1].
+    FSIM costs ~1-4 s per 512² image on a CPU; ``with_fsim=False`` leaves the ``fsim*`` keys out.
     """
     pred, ref = _pair(pred, ref)
     if modality.upper() == "CT" and spec.kind == "hu_linear":
@@ -106,5 +112,8 @@ def image_quality(pred: np.ndarray, ref: np.ndarray, modality: str, spec: Normal
         level, width = SOFT_TISSUE_WINDOW
         w_low = level - width / 2.0
         pred_w, ref_w = (np.clip(a + low, w_low, w_low + width) - w_low for a in (pred_hu, ref_hu))
-        return {**_scores(pred_hu, ref_hu, high - low, "_full"), **_scores(pred_w, ref_w, width, "_window")}
-    return _scores(np.clip(pred, 0.0, 1.0), np.clip(ref, 0.0, 1.0), 1.0, "")
+        return {
+            **_scores(pred_hu, ref_hu, high - low, "_full", with_fsim),
+            **_scores(pred_w, ref_w, width, "_window", with_fsim),
+        }
+    return _scores(np.clip(pred, 0.0, 1.0), np.clip(ref, 0.0, 1.0), 1.0, "", with_fsim)

@@ -133,7 +133,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 @torch.no_grad()
 def enhance_slice(model: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
     """Run ``model`` on one full [H, W] normalized slice: pad to size_multiple, crop back."""
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+    x = torch.tensor(image, dtype=torch.float32)[None, None].to(device)
     y = model(pad_to_multiple(x, model.size_multiple))
     return y[0, 0, : image.shape[0], : image.shape[1]].float().cpu().numpy()
 

@@ -19,8 +19,9 @@ class ModelNotFoundError(BackendError):
     """No model file was given and no default model is installed."""
 
 
-def default_model(models_dir: Path = MODELS_DIR) -> Path:
+def default_model(models_dir: Path | None = None) -> Path:
     """``$MEDCLEAR_MODEL``, else ``models/medclear_student.int8.onnx``, else the fp32 one."""
+    models_dir = models_dir or MODELS_DIR
     from_env = os.environ.get(MODEL_ENV)
     if from_env:
         return Path(from_env)

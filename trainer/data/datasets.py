@@ -16,7 +16,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from runtime.normalization import CT_DEFAULT, PERCENTILE_DEFAULT, NormalizationSpec, NormalizationState, fit_normalization, normalize
+from runtime.normalization import (
+    CT_DEFAULT,
+    PERCENTILE_DEFAULT,
+    NormalizationSpec,
+    NormalizationState,
+    fit_normalization,
+    normalize,
+)
 from trainer.data import degrade
 from trainer.data.augment import AugmentSettings, augment_pair, center_crop, crop_margin
 from trainer.data.config import DataConfig
@@ -83,10 +90,13 @@ def _noise_kind(modality: str, cfg: DataConfig) -> tuple[str, float]:
     return (cfg.mr_noise, cfg.mr_noise_sigma) if modality == "MR" else ("gaussian", cfg.xray_noise_sigma)
 
 
-def _draw_noise(clean: np.ndarray, state: NormalizationState, kind: str, sigma: float, rng: np.random.Generator) -> np.ndarray:
+def _draw_noise(
+    clean: np.ndarray, state: NormalizationState, kind: str, sigma: float, rng: np.random.Generator
+) -> np.ndarray:
     """Noise drawn in modality values (Rician needs the true zero), returned normalized."""
     values = clean.astype(np.float64) * state.scale + state.offset
-    noisy = degrade.rician_noise(values, sigma * state.scale, rng) if kind == "rician" else degrade.gaussian_noise(values, sigma * state.scale, rng)
+    draw = degrade.rician_noise if kind == "rician" else degrade.gaussian_noise
+    noisy = draw(values, sigma * state.scale, rng)
     return normalize(noisy, state)
 
 
@@ -97,10 +107,13 @@ def _extra(degraded: np.ndarray, cfg: DataConfig) -> np.ndarray:
 
 
 def _extra_label(cfg: DataConfig) -> str:
-    return (f"+blur{cfg.blur_sigma:g}" if cfg.blur_sigma > 0 else "") + (f"+down{cfg.downsample_factor}" if cfg.downsample_factor > 1 else "")
+    blurred = f"+blur{cfg.blur_sigma:g}" if cfg.blur_sigma > 0 else ""
+    return blurred + (f"+down{cfg.downsample_factor}" if cfg.downsample_factor > 1 else "")
 
 
-def _ct_variants(image: SourceImage, state: NormalizationState, cfg: DataConfig, realizations: int, seed_parts: tuple) -> list[_Variant]:
+def _ct_variants(
+    image: SourceImage, state: NormalizationState, cfg: DataConfig, realizations: int, seed_parts: tuple
+) -> list[_Variant]:
     simulator = degrade.LowDoseCT(image.values, image.pixel_mm, cfg.ct_angles, cfg.ct_photons)
     variants = []
     for dose in cfg.dose_fractions:
@@ -146,7 +159,12 @@ class PatchDataset(Dataset):
             raise ValueError("no training images (check sources, modalities and min_image_side)")
         self.images, self.cfg, self.epoch = images, cfg, 0
         self.settings = AugmentSettings(
-            cfg.rotation_degrees, cfg.elastic_prob, cfg.elastic_alpha, cfg.elastic_sigma, cfg.noise_aug_prob, tuple(cfg.noise_aug_sigma)
+            cfg.rotation_degrees,
+            cfg.elastic_prob,
+            cfg.elastic_alpha,
+            cfg.elastic_sigma,
+            cfg.noise_aug_prob,
+            tuple(cfg.noise_aug_sigma),
         )
         self.margin = crop_margin(cfg.patch_size, self.settings) if cfg.augment else 0
 
@@ -212,14 +230,15 @@ def _heldout_pairs(image: SourceImage, cfg: DataConfig) -> list[HeldoutImage]:
     state = fit_normalization(cropped, spec)
     clean = normalize(cropped, state)
     if image.low_dose is not None:
-        variants = [(image.low_dose_label or "paired", normalize(_crop_to(image.low_dose, cfg.heldout_max_side), state))]
+        low_dose = normalize(_crop_to(image.low_dose, cfg.heldout_max_side), state)
+        variants = [(image.low_dose_label or "paired", low_dose)]
     elif image.modality == "CT":
         crop = SourceImage(image.name, "CT", cropped, image.pixel_mm, image.group, image.source)
-        variants = [(v.label, v.degraded) for v in _ct_variants(crop, state, cfg, 1, ("heldout", cfg.seed))]
+        variants = [(v.label, v.degraded) for v in _ct_variants(crop, state, cfg, 1, ("heldout",))]
     else:
         kind, sigma = _noise_kind(image.modality, cfg)
         label = f"{image.modality.lower()}_{kind}_{sigma:g}"
-        rng = np.random.default_rng(stable_seed("heldout", cfg.seed, image.name, label))
+        rng = np.random.default_rng(stable_seed("heldout", image.name, label))
         variants = [(label, _draw_noise(clean, state, kind, sigma, rng))]
     pairs = []
     for label, degraded in variants:

@@ -25,11 +25,21 @@ def offline_dicom_dirs() -> list[Path]:
     return [folder for folder in candidates if folder is not None]
 
 
-def offline_dicom_files() -> list[Path]:
-    """Every packaged file that may be DICOM (``.dcm`` and extension-less), sorted by path."""
-    files: list[Path] = []
+def offline_dicom_entries() -> list[tuple[str, Path]]:
+    """``(label, path)`` of every packaged file that may be DICOM (``.dcm`` and extension-less).
+
+    The label names the package and the path inside its data folder, e.g.
+    ``"pydicom-data/693_J2KR.dcm"``; it is the same on every machine.
+    """
+    entries: list[tuple[str, Path]] = []
     for folder in offline_dicom_dirs():
+        package = "pydicom" if folder.name == "test_files" else "pydicom-data"
         for path in sorted(folder.rglob("*")):
             if path.is_file() and (path.suffix.lower() == ".dcm" or path.suffix == ""):
-                files.append(path)
-    return files
+                entries.append((f"{package}/{path.relative_to(folder).as_posix()}", path))
+    return entries
+
+
+def offline_dicom_files() -> list[Path]:
+    """Every packaged file that may be DICOM (``.dcm`` and extension-less), sorted by path."""
+    return [path for _, path in offline_dicom_entries()]

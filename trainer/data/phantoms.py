@@ -18,7 +18,8 @@ def phantom_pixel_mm(size: int) -> float:
 
 
 def _fill(image: np.ndarray, rng: np.random.Generator, center, radii, value: float, inside=None) -> None:
-    rows, cols = ellipse(center[0], center[1], radii[0], radii[1], shape=image.shape, rotation=rng.uniform(-np.pi, np.pi))
+    angle = rng.uniform(-np.pi, np.pi)
+    rows, cols = ellipse(center[0], center[1], radii[0], radii[1], shape=image.shape, rotation=angle)
     if inside is not None:
         keep = inside[rows, cols]
         rows, cols = rows[keep], cols[keep]
@@ -41,7 +42,8 @@ def random_phantom(size: int, rng: np.random.Generator) -> np.ndarray:
     soft = image > -50
     for _ in range(rng.integers(0, 3)):  # lungs
         center = (c + rng.uniform(-0.2, 0.2) * size, c + rng.choice([-1, 1]) * rng.uniform(0.1, 0.2) * size)
-        _fill(image, rng, center, (size * rng.uniform(0.08, 0.18), size * rng.uniform(0.06, 0.12)), rng.uniform(-850, -750), soft)
+        radii = (size * rng.uniform(0.08, 0.18), size * rng.uniform(0.06, 0.12))
+        _fill(image, rng, center, radii, rng.uniform(-850, -750), soft)
     for _ in range(rng.integers(2, 7)):  # organs and lesions
         center = c + rng.uniform(-0.25, 0.25, size=2) * size
         _fill(image, rng, center, size * rng.uniform(0.02, 0.12, size=2), rng.uniform(20, 60), soft)

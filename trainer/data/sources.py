@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 from skimage.transform import resize
 
 from runtime.image_contract import modality_image
-from trainer.data.offline import offline_dicom_dirs
+from trainer.data.offline import offline_dicom_entries
 from trainer.data.pairing import pair_series
 from trainer.data.phantoms import phantom_pixel_mm, random_phantom, shepp_logan_hu
 
@@ -175,7 +175,9 @@ def group_frames(frames: list[_Frame], prefix: str) -> list[SourceImage]:
         for same in copies.values():
             best = sorted(same, key=lambda m: (not m.lossless, -m.values.size, m.label))[0]
             images.append(
-                SourceImage(f"{prefix}:{best.label}#{best.frame}", best.modality, best.values, best.pixel_mm, key, prefix)
+                SourceImage(
+                    f"{prefix}:{best.label}#{best.frame}", best.modality, best.values, best.pixel_mm, key, prefix
+                )
             )
     return sorted(images, key=lambda image: image.name)
 
@@ -184,11 +186,8 @@ def group_frames(frames: list[_Frame], prefix: str) -> list[SourceImage]:
 def offline_images(modalities: tuple[str, ...], min_side: int) -> tuple[SourceImage, ...]:
     """The de-duplicated real images shipped in pydicom and pydicom-data (cached per process)."""
     frames: list[_Frame] = []
-    for folder in offline_dicom_dirs():
-        package = "pydicom" if folder.name == "test_files" else "pydicom-data"
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and (path.suffix.lower() == ".dcm" or path.suffix == ""):
-                frames += read_frames(path, f"{package}/{path.relative_to(folder).as_posix()}", modalities, min_side)
+    for label, path in offline_dicom_entries():
+        frames += read_frames(path, label, modalities, min_side)
     images = group_frames(frames, "offline")
     for image in images:
         image.values.setflags(write=False)
@@ -210,9 +209,8 @@ def directory_images(root: str | Path, modalities: tuple[str, ...], min_side: in
         for frame in read_frames(path, relative, modalities, min_side):
             folder = path.parent.relative_to(root).as_posix()
             group = f"dir:{root.name}/{folder if folder != '.' else relative}"
-            images.append(
-                SourceImage(f"dir:{root.name}/{relative}#{frame.frame}", frame.modality, frame.values, frame.pixel_mm, group, "dir")
-            )
+            name = f"dir:{root.name}/{relative}#{frame.frame}"
+            images.append(SourceImage(name, frame.modality, frame.values, frame.pixel_mm, group, "dir"))
     if not images:
         raise ValueError(f"{root}: no readable {'/'.join(modalities)} DICOM images of at least {min_side} pixels")
     return images
@@ -222,19 +220,23 @@ def phantom_images(count: int, size: int, heldout_count: int) -> list[SourceImag
     """Random training phantoms ``phantom:train-i``, the held-out Shepp-Logan and held-out
     random ``phantom:heldout-i`` (split by name: groups ``train:...`` / ``heldout:...``)."""
     pixel_mm = phantom_pixel_mm(size)
-    images = [
-        SourceImage(f"phantom:train-{i}", "CT", random_phantom(size, np.random.default_rng([7, 0, i])), pixel_mm, f"train:phantom:train-{i}", "phantom")
-        for i in range(count)
-    ]
-    images.append(SourceImage("phantom:shepp-logan", "CT", shepp_logan_hu(size), pixel_mm, "heldout:phantom:shepp-logan", "phantom"))
+
+    def make(name: str, group: str, values: np.ndarray) -> SourceImage:
+        return SourceImage(f"phantom:{name}", "CT", values, pixel_mm, f"{group}:phantom:{name}", "phantom")
+
+    # Separate seed streams ([7, 0, i] train, [7, 1, i] held out) keep the two sets distinct.
+    images = [make(f"train-{i}", "train", random_phantom(size, np.random.default_rng([7, 0, i]))) for i in range(count)]
+    images.append(make("shepp-logan", "heldout", shepp_logan_hu(size)))
     images += [
-        SourceImage(f"phantom:heldout-{i}", "CT", random_phantom(size, np.random.default_rng([7, 1, i])), pixel_mm, f"heldout:phantom:heldout-{i}", "phantom")
+        make(f"heldout-{i}", "heldout", random_phantom(size, np.random.default_rng([7, 1, i])))
         for i in range(heldout_count)
     ]
     return images
 
 
-def paired_images(low_dir: str | Path, full_dir: str | Path, modalities: tuple[str, ...], min_side: int) -> list[SourceImage]:
+def paired_images(
+    low_dir: str | Path, full_dir: str | Path, modalities: tuple[str, ...], min_side: int
+) -> list[SourceImage]:
     """Full-dose slices with their real low-dose partners (see trainer/data/pairing.py).
 
     The held-out group is the sub-folder (patient/series) of the pair, or the file at the top.

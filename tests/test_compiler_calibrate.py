@@ -1,0 +1,136 @@
+"""compiler.calibrate: post-training INT8 Q/DQ ONNX from DICOM images, run on a CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from compiler.__main__ import main
+from compiler.calibrate import check_int8_onnx, quantize
+from compiler.errors import CompilerError
+from compiler.onnx_io import OPSET, cpu_session, metadata, opset_version
+from compiler.quality import psnr_drop
+from compiler.samples import CALIBRATION_CT, HELDOUT_CT, fit_to_multiple, packaged_ct, prepared_frames
+from onnx_fixtures import write_tiny_onnx
+from runtime.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContract
+
+
+@pytest.fixture(scope="module")
+def calibration_dir(tmp_path_factory):
+    files = packaged_ct(CALIBRATION_CT)
+    if not files:
+        pytest.skip("packaged CT DICOM files (pydicom-data) are not installed")
+    folder = tmp_path_factory.mktemp("dicom")
+    for path in files:
+        (folder / path.name).symlink_to(path)
+    (folder / "notes.txt").write_text("not DICOM; must be skipped")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory, calibration_dir):
+    folder = tmp_path_factory.mktemp("calib")
+    fp32 = write_tiny_onnx(folder / "tiny.fp32.onnx", width=6)
+    result = quantize(fp32, calibration_dir, folder / "tiny.int8.onnx", max_side=128)
+    return fp32, result
+
+
+def _tensors(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+
+
+def test_int8_onnx_is_symmetric_per_channel_opset17(calibrated):
+    _, result = calibrated
+    model = onnx.load(str(result.path))
+    assert opset_version(model) == OPSET
+    tensors = _tensors(model)
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq and result.images > 0
+    for node in qdq:
+        zero_point = tensors[node.input[2]]
+        assert zero_point.dtype == np.int8 and not zero_point.any()
+    # The first conv has 6 output channels: its weight DequantizeLinear carries 6 scales.
+    weight_dq = [n for n in qdq if n.op_type == "DequantizeLinear" and tensors.get(n.input[0]) is not None
+                 and tensors[n.input[0]].ndim == 4]
+    assert any(tensors[n.input[1]].shape == (6,) for n in weight_dq)
+    assert result.per_channel_weights >= 1
+
+
+def test_int8_onnx_keeps_contract_and_runs_in_ort(calibrated):
+    fp32, result = calibrated
+    contract = ModelContract.from_metadata(metadata(onnx.load(str(result.path))))
+    assert contract.precision == "int8" and contract.model_name == "tiny" and contract.size_multiple == 4
+    # A calibration image: min/max calibration covers its ranges, so only rounding remains.
+    # (The random-weight tiny model clips on other images; trained models are measured by
+    # `verify --heldout`, see docs/COMPILER.md.)
+    frame = prepared_frames(packaged_ct(CALIBRATION_CT), contract)[0]
+    batch = fit_to_multiple(frame, contract.size_multiple, 128)[None, None]
+    # "basic": Q/DQ as float ops, the graph's semantics (fused AVX2 int8 kernels may saturate;
+    # docs/COMPILER.md).
+    outputs = [cpu_session(p, "basic").run([OUTPUT_NAME], {INPUT_NAME: batch})[0] for p in (fp32, result.path)]
+    assert outputs[1].shape == batch.shape
+    error = np.abs(outputs[0] - outputs[1])
+    assert 0 < error.max() < 0.05 and error.mean() < 0.005
+
+
+def test_check_int8_onnx_rejects_fp32_and_nonzero_zero_points(calibrated, tmp_path):
+    fp32, result = calibrated
+    with pytest.raises(CompilerError, match="no QuantizeLinear"):
+        check_int8_onnx(fp32)
+    model = onnx.load(str(result.path))
+    zp = next(i for i in model.graph.initializer if i.name.endswith("zero_point"))
+    zp.CopyFrom(numpy_helper.from_array(np.full(numpy_helper.to_array(zp).shape, 3, np.int8), zp.name))
+    onnx.save(model, str(tmp_path / "asym.onnx"))
+    with pytest.raises(CompilerError, match="non-zero zero points"):
+        check_int8_onnx(tmp_path / "asym.onnx")
+
+
+def test_psnr_drop_of_identical_models_is_zero(calibrated):
+    fp32, result = calibrated
+
+    class Pair:
+        def __init__(self, seed):
+            rng = np.random.default_rng(seed)
+            self.name, self.clean = f"p{seed}", rng.random((30, 42), dtype=np.float32) * 0.5
+            self.degraded = self.clean + rng.normal(0, 0.02, self.clean.shape).astype(np.float32)
+
+    same = psnr_drop(fp32, fp32, [Pair(1), Pair(2)])
+    assert [row.drop for row in same] == [0.0, 0.0] and all(np.isfinite(r.psnr_fp32) for r in same)
+    quantized = psnr_drop(fp32, result.path, [Pair(1)])
+    assert quantized[0].psnr_int8 != quantized[0].psnr_fp32
+
+
+def test_cli_calibrate_rejects_folder_without_dicom(tmp_path, capsys):
+    fp32 = write_tiny_onnx(tmp_path / "tiny.fp32.onnx")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.txt").write_text("hello")
+    code = main(["calibrate", "--onnx", str(fp32), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "o.onnx")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "no readable DICOM image" in err and "\n" not in err
+
+
+def test_cli_calibrate_refuses_quantized_input(calibrated, calibration_dir, tmp_path, capsys):
+    _, result = calibrated
+    code = main(["calibrate", "--onnx", str(result.path), "--data", str(calibration_dir), "--out", str(tmp_path / "o.onnx")])
+    assert code == 2 and "already quantized" in capsys.readouterr().err
+
+
+def test_cli_calibrate_cache_fails_cleanly_without_tensorrt(calibration_dir, tmp_path, capsys):
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("TensorRT is installed here; the cache path is covered by GPU tests")
+    fp32 = write_tiny_onnx(tmp_path / "tiny.fp32.onnx")
+    code = main(["calibrate", "--onnx", str(fp32), "--data", str(calibration_dir), "--out",
+                 str(tmp_path / "o.onnx"), "--cache", str(tmp_path / "c.cache")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: TensorRT is not available") and "\n" not in err
+    assert not (tmp_path / "c.cache").exists()
+
+
+def test_calibration_and_heldout_sets_do_not_overlap():
+    assert not set(CALIBRATION_CT) & set(HELDOUT_CT)
