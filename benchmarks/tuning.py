@@ -17,19 +17,22 @@ import numpy as np
 
 import trainer.baselines as baselines
 from trainer.data import DataConfig, HeldoutImage, build_heldout_set
-from trainer.metrics import image_quality
+from trainer.metrics import psnr
 
 # baseline -> (trainer.baselines constant, values tried); the middle values are the defaults' neighbourhood
 SWEEPS: dict[str, tuple[str, tuple[float, ...]]] = {
-    "nlm": ("NLM_H_PER_SIGMA", (0.4, 0.6, 0.8, 1.0, 1.2)),
+    "nlm": ("NLM_H_PER_SIGMA", (0.4, 0.6, 0.8, 1.0, 1.2, 1.6)),
     "tv": ("TV_WEIGHT_PER_SIGMA", (0.25, 0.5, 1.0, 2.0, 4.0)),
 }
 TUNING_SIDE = 256
 
 
-def primary_metric(modality: str) -> str:
-    """The score the sweep maximizes: CT PSNR in the soft-tissue window, else PSNR."""
-    return "psnr_window" if modality.upper() == "CT" else "psnr"
+TUNING_METRIC = "psnr over the normalized range [0, 1] (= psnr_full for CT, psnr otherwise)"
+
+
+def tuning_score(denoised: np.ndarray, clean: np.ndarray) -> float:
+    """The score the sweep maximizes: PSNR of the clipped normalized images (cheap; no FSIM)."""
+    return psnr(np.clip(denoised, 0.0, 1.0), np.clip(clean, 0.0, 1.0), 1.0)
 
 
 @contextlib.contextmanager
@@ -67,14 +70,10 @@ def sweep(name: str, image: HeldoutImage, progress: Callable[[str], None] = lamb
     if name not in SWEEPS:
         return {"constant": None, "best": None, "scores": {}, "note": "no strength parameter in trainer.baselines"}
     constant, values = SWEEPS[name]
-    metric = primary_metric(image.modality)
-    scores = {}
-    for value in values:
-        denoised = run_baseline(name, image.degraded, value)
-        scores[value] = image_quality(denoised, image.clean, image.modality, image.spec)[metric]
+    scores = {value: tuning_score(run_baseline(name, image.degraded, value), image.clean) for value in values}
     best = max(scores, key=scores.get)
-    progress(f"tuned {name} on {image.name} ({image.degradation}): {constant}={best} ({metric} {scores[best]:.2f})")
-    return {"constant": constant, "best": best, "metric": metric, "scores": {str(k): v for k, v in scores.items()},
+    progress(f"tuned {name} on {image.name} ({image.degradation}): {constant}={best} (PSNR {scores[best]:.2f} dB)")
+    return {"constant": constant, "best": best, "metric": TUNING_METRIC, "at_grid_edge": best in (values[0], values[-1]), "scores": {str(k): v for k, v in scores.items()},
             "tuning_image": image.name, "default": getattr(baselines, constant)}
 
 

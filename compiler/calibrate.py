@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -78,6 +79,30 @@ def calibration_frames(
     return [fit_to_multiple(frame, contract.size_multiple, max_side) for frame in frames]
 
 
+def keep_float_paths(model: onnx.ModelProto) -> int:
+    """Let float consumers (residual Add, Concat, Resize) read activations unquantized.
+
+    ONNX Runtime shares one Q/DQ pair between all consumers of a tensor, so the residual skip
+    would carry the 8-bit input image to the output. Only the quantized ops keep reading the
+    DequantizeLinear output; returns the number of rewired inputs.
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    weights = {init.name for init in model.graph.initializer}
+    rewired = 0
+    for dq in model.graph.node:
+        quant = producers.get(dq.input[0]) if dq.op_type == "DequantizeLinear" else None
+        if quant is None or quant.op_type != "QuantizeLinear" or quant.input[0] in weights:
+            continue
+        for consumer in model.graph.node:
+            if consumer.op_type in QUANTIZED_OPS or consumer.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                continue
+            for index, name in enumerate(consumer.input):
+                if name == dq.output[0]:
+                    consumer.input[index] = quant.input[0]
+                    rewired += 1
+    return rewired
+
+
 def check_int8_onnx(path: Path) -> CalibrationResult:
     """Verify an INT8 ONNX: opset 17, Q/DQ present, every zero point 0, per-channel weights."""
     model = load_model(path)
@@ -127,17 +152,16 @@ def quantize(
             weight_type=QuantType.QInt8,
             calibrate_method=METHODS[method],
             # Bias stays float: TensorRT 8.x parses only int8 Q/DQ, not int32 bias DQ.
-            # DedicatedQDQPair: the float consumers of a tensor (the residual skip) read it
-            # unquantized; conv outputs stay float until the next conv quantizes its input.
+            # Conv outputs stay float until the next conv quantizes its input.
             extra_options={
                 "ActivationSymmetric": True,
                 "WeightSymmetric": True,
                 "QuantizeBias": False,
-                "DedicatedQDQPair": True,
                 "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
             },
         )
         quantized = load_model(raw)
+    keep_float_paths(quantized)
     contract.precision = "int8"
     set_metadata(quantized, {**metadata(model), **contract.to_metadata()})
     save_model(quantized, out)

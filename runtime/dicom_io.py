@@ -34,11 +34,23 @@ def read_dataset(path: Path) -> Dataset:
     try:
         return pydicom.dcmread(path)
     except InvalidDicomError:
-        raise InputError("not a DICOM file (no DICM preamble)") from None
+        return _read_without_preamble(path)
     except (OSError, MemoryError) as error:
         raise InputError(f"cannot read file: {error.__class__.__name__}: {error}") from None
     except Exception as error:  # pydicom raises many types for corrupt data
         raise InputError(f"corrupt or truncated DICOM: {error.__class__.__name__}: {_short(error)}") from None
+
+
+def _read_without_preamble(path: Path) -> Dataset:
+    """Older files may lack the 128-byte preamble and 'DICM'; accept them only if they parse
+    into something with a SOP Class UID, so that arbitrary files are not taken for DICOM."""
+    try:
+        ds = pydicom.dcmread(path, force=True)
+        if "SOPClassUID" in ds:
+            return ds
+    except Exception:  # whatever forced parsing of a non-DICOM file raises
+        pass
+    raise InputError("not a DICOM file (no DICM preamble, no DICOM data elements)")
 
 
 def is_dicomdir(ds: Dataset) -> bool:

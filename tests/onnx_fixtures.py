@@ -61,3 +61,12 @@ def write_tiny_onnx(path: str | Path, seed: int = 0, width: int = 4, **contract_
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(tiny_model(seed, width, tiny_contract(**contract_fields)), str(path))
     return path
+
+
+def tensorrt_importable() -> bool:
+    """True where ``import tensorrt`` works (then "fails cleanly without TensorRT" tests skip)."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -24,7 +24,7 @@ from compiler.build import (
 from compiler.errors import CompilerError
 from compiler.onnx_io import cpu_session
 from compiler.trt_gate import select
-from onnx_fixtures import write_tiny_onnx
+from onnx_fixtures import tensorrt_importable, write_tiny_onnx
 from runtime.engine_sidecar import (
     EngineSidecarError,
     check_sidecar,
@@ -42,16 +42,8 @@ def _options(tmp_path: Path, onnx_path: Path, **overrides) -> BuildOptions:
     return BuildOptions(**values)
 
 
-def _has_tensorrt() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def test_cli_build_fails_cleanly_without_tensorrt(tmp_path, capsys):
-    if _has_tensorrt():
+    if tensorrt_importable():
         pytest.skip("TensorRT is installed here; real builds are covered by GPU tests")
     onnx_path = write_tiny_onnx(tmp_path / "tiny.fp32.onnx")
     code = main(["build", "--onnx", str(onnx_path), "--precision", "fp16", "--out", str(tmp_path / "m.engine"),

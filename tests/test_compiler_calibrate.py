@@ -13,7 +13,7 @@ from compiler.errors import CompilerError
 from compiler.onnx_io import OPSET, cpu_session, metadata, opset_version
 from compiler.quality import psnr_drop
 from compiler.samples import CALIBRATION_CT, HELDOUT_CT, fit_to_multiple, packaged_ct, prepared_frames
-from onnx_fixtures import write_tiny_onnx
+from onnx_fixtures import tensorrt_importable, write_tiny_onnx
 from runtime.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContract
 
 
@@ -118,11 +118,7 @@ def test_cli_calibrate_refuses_quantized_input(calibrated, calibration_dir, tmp_
 
 
 def test_cli_calibrate_cache_fails_cleanly_without_tensorrt(calibration_dir, tmp_path, capsys):
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        pass
-    else:
+    if tensorrt_importable():
         pytest.skip("TensorRT is installed here; the cache path is covered by GPU tests")
     fp32 = write_tiny_onnx(tmp_path / "tiny.fp32.onnx")
     code = main(["calibrate", "--onnx", str(fp32), "--data", str(calibration_dir), "--out",
@@ -134,3 +130,13 @@ def test_cli_calibrate_cache_fails_cleanly_without_tensorrt(calibration_dir, tmp
 
 def test_calibration_and_heldout_sets_do_not_overlap():
     assert not set(CALIBRATION_CT) & set(HELDOUT_CT)
+
+
+def test_residual_skip_reads_the_float_input(calibrated):
+    _, result = calibrated
+    model = onnx.load(str(result.path))
+    (add,) = [n for n in model.graph.node if n.op_type == "Add"]
+    assert INPUT_NAME in add.input  # not the 8-bit DequantizeLinear copy of the image
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    producers = {out: n.op_type for n in model.graph.node for out in n.output}
+    assert all(producers.get(conv.input[0]) == "DequantizeLinear" for conv in convs)

@@ -9,7 +9,7 @@ import pytest
 
 from compiler.__main__ import main
 from compiler.verify import DEFAULT_TOLERANCE_DB, psnr, verify_onnx
-from onnx_fixtures import write_tiny_onnx
+from onnx_fixtures import tensorrt_importable, write_tiny_onnx
 from runtime.engine_sidecar import write_sidecar
 
 
@@ -62,11 +62,7 @@ def test_cli_missing_file_is_one_line_error(tmp_path, models, capsys):
 
 
 def test_cli_engine_without_tensorrt_fails_cleanly(tmp_path, models, capsys):
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        pass
-    else:
+    if tensorrt_importable():
         pytest.skip("TensorRT is installed; engine verification is covered by GPU tests")
     reference, _, _ = models
     engine = tmp_path / "x.engine"

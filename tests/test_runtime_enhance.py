@@ -126,6 +126,7 @@ def _bad_inputs(folder):
     data = pydicom_file("CT_small.dcm").read_bytes()
     (folder / "truncated.dcm").write_bytes(data[: len(data) * 2 // 3])
     _copy("rtplan.dcm", folder)
+    _copy("rtstruct.dcm", folder)  # no preamble either
     _copy("SC_rgb.dcm", folder)
     _copy("OBXXXX1A.dcm", folder, "palette.dcm")
     huge = pydicom.dcmread(pydicom_file("CT_small.dcm"))
@@ -139,6 +140,7 @@ def _bad_inputs(folder):
         "notes.dcm": "not a DICOM file",
         "truncated.dcm": "pixel data",
         "rtplan.dcm": "no pixel data (RTPLAN object",
+        "rtstruct.dcm": "no pixel data (RTSTRUCT object",
         "SC_rgb.dcm": "photometric interpretation 'RGB' is not greyscale",
         "palette.dcm": "'PALETTE COLOR' is not greyscale",
         "huge.dcm": "image too large: 60000 x 60000 x 500 frames",
@@ -157,8 +159,8 @@ def test_bad_inputs_one_line_each_batch_goes_on_inputs_untouched_no_patient_data
         lines = [line for line in result.stderr.splitlines() if line.rstrip().split(":")[1:2] and name in line]
         assert len(lines) == 1, (name, lines)
         assert cause in lines[0], (name, lines[0])
-        assert ("skipped" if name == "rtplan.dcm" else "FAILED") in lines[0]
-    assert "1 done, 1 skipped, 5 failed" in result.stdout
+        assert ("skipped" if name.startswith("rt") else "FAILED") in lines[0]
+    assert "1 done, 2 skipped, 5 failed" in result.stdout
     assert "median" in result.stdout
     assert file_hashes(before) == before
     written = sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import warnings
 
 import pydicom
 import pytest
@@ -34,7 +35,9 @@ NOT_ENHANCEABLE = re.compile(
 def _greyscale_image(path) -> bool:
     """Independent of the runtime: does pydicom see a decodable greyscale image here?"""
     try:
-        ds = pydicom.dcmread(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path)
         ok = "PixelData" in ds and str(ds.get("PhotometricInterpretation", "")).startswith("MONOCHROME")
         return ok and int(ds.get("BitsAllocated", 0)) in (8, 16, 32) and ds.pixel_array.size > 0
     except Exception:

@@ -38,12 +38,6 @@ class _CudaPython:
             raise CudaError(f"CUDA error {int(error)}: {text.decode() if isinstance(text, bytes) else text}")
         return values[0] if len(values) == 1 else tuple(values)
 
-    def device_properties(self) -> tuple[str, tuple[int, int]]:
-        device = self._call(self.cudart.cudaGetDevice())
-        props = self._call(self.cudart.cudaGetDeviceProperties(device))
-        name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-        return name.strip("\x00 "), (int(props.major), int(props.minor))
-
     def malloc_host(self, nbytes: int, dtype: np.dtype) -> np.ndarray:
         pointer = self._call(self.cudart.cudaMallocHost(nbytes))
         raw = (ctypes.c_byte * nbytes).from_address(int(pointer))
@@ -114,9 +108,6 @@ class _PyCuda:
         self.context.push()
         self._host_arrays: dict[int, Any] = {}
         self._device_arrays: dict[int, Any] = {}
-
-    def device_properties(self) -> tuple[str, tuple[int, int]]:
-        return self.device.name(), tuple(self.device.compute_capability())  # type: ignore[return-value]
 
     def malloc_host(self, nbytes: int, dtype: np.dtype) -> np.ndarray:
         array = self.driver.pagelocked_empty(nbytes // np.dtype(dtype).itemsize, dtype)

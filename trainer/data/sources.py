@@ -70,7 +70,7 @@ class _Frame:
         self.thumbnail = _thumbnail(self.values)
 
 
-def _pixel_mm(ds: Dataset) -> float:
+def pixel_spacing_mm(ds: Dataset) -> float:
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         spacing = ds.get(keyword)
         if spacing and float(spacing[0]) > 0:
@@ -112,7 +112,7 @@ def read_frames(path: Path, label: str, modalities: tuple[str, ...], min_side: i
             frame=index,
             modality=encoding.modality,
             values=np.ascontiguousarray(frame, dtype=np.float32),
-            pixel_mm=_pixel_mm(ds),
+            pixel_mm=pixel_spacing_mm(ds),
             lossless=_is_lossless(ds),
             series=series,
             position=tuple(round(float(v), 2) for v in position) if position else None,
