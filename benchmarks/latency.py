@@ -26,6 +26,7 @@ from benchmarks.targets import claim, efficiency, judge
 from benchmarks.timing import Stopwatch, summarize, timed_runs
 from runtime.normalization import CT_DEFAULT, denormalize, fit_normalization, normalize
 from runtime.pixels import PixelEncoding, from_modality
+from runtime.tiling import TilePlan, pad_frames
 
 DEFAULT_MODELS = ("models/medclear_student.fp32.onnx", "models/medclear_student.int8.onnx")
 CT_ENCODING = PixelEncoding(bits_allocated=16, bits_stored=16, signed=True, photometric="MONOCHROME2", modality="CT")
@@ -70,26 +71,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _pad(batch: np.ndarray, multiple: int) -> np.ndarray:
-    """Edge-pad H and W up to ``multiple`` (the runtime crops the output back)."""
-    height, width = batch.shape[-2:]
-    pad_h, pad_w = -height % multiple, -width % multiple
-    if pad_h or pad_w:
-        batch = np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
-    return batch
-
-
 def time_configuration(runner: Runner, size: int, batch: int, args: argparse.Namespace) -> dict:
     """Time one (model, size, batch): preprocess / [h2d] / compute / [d2h] / postprocess."""
     rng = np.random.default_rng(size * 131 + batch)
     hu = rng.normal(40.0, 300.0, size=(batch, size, size)).astype(np.float32)
+    padded = TilePlan(size_multiple=runner.size_multiple).padded_side(size)
 
     def one_run() -> dict[str, float]:
         watch = Stopwatch()
         with watch("preprocess"):
             states = [fit_normalization(image, CT_DEFAULT) for image in hu]
-            normalized = np.stack([normalize(image, state) for image, state in zip(hu, states)])[:, None]
-            model_input = _pad(normalized, runner.size_multiple)
+            normalized = np.stack([normalize(image, state) for image, state in zip(hu, states)])
+            model_input = pad_frames(normalized, padded, padded)[:, np.newaxis]
         output, stages = runner.run(model_input)
         with watch("postprocess"):
             cropped = output[:, 0, :size, :size]
@@ -99,7 +92,7 @@ def time_configuration(runner: Runner, size: int, batch: int, args: argparse.Nam
     samples = timed_runs(one_run, warmup=args.warmup, runs=args.runs, budget_s=args.budget_s, min_runs=args.min_runs)
     stages = summarize(samples)
     total = stages["total"]
-    flops = runner.flops((batch, 1, size + -size % runner.size_multiple, size + -size % runner.size_multiple))
+    flops = runner.flops((batch, 1, padded, padded))
     compute_s = stages["compute"]["p50_ms"] / 1e3
     return {
         "model": runner.label, "kind": runner.kind, "precision": runner.precision, "size": size, "batch": batch,

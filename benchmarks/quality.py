@@ -63,8 +63,8 @@ def data_config(args: argparse.Namespace) -> DataConfig:
 
 def enhance(runner: Runner, image: np.ndarray) -> np.ndarray:
     """One normalized 2-D image through a model, padded and tiled as the runtime does."""
-    limits = TilePlan(size_multiple=runner.size_multiple)
-    return enhance_frames(image[np.newaxis], lambda batch: runner.run(batch)[0], limits)[0]
+    plan = TilePlan(size_multiple=runner.size_multiple)
+    return enhance_frames(image[np.newaxis], lambda batch: runner.run(batch)[0], plan)[0]
 
 
 def summarize(per_image: list[dict]) -> list[dict]:

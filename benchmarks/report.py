@@ -105,8 +105,11 @@ def plot_latency(record: dict, path: Path) -> Path:
         sizes = [r["size"] for r in rows]
         left.plot(sizes, [r["per_image_p50_ms"] for r in rows], marker="o", label=f"{model} b{batch}")
         right.plot(sizes, [r["images_per_s"] for r in rows], marker="o", label=f"{model} b{batch}")
+    sizes = sorted({row["size"] for row in record["latency"]})
     for axis, label in ((left, "p50 ms per image"), (right, "images / s")):
         axis.set_xscale("log", base=2)
+        axis.set_xticks(sizes, [str(s) for s in sizes])
+        axis.minorticks_off()
         axis.set_yscale("log")
         axis.set_xlabel("image side (pixels)")
         axis.set_ylabel(label)

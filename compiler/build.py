@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import shlex
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
 from compiler.errors import CompilerError
 from compiler.onnx_io import load_model, qdq_summary, read_contract, save_model, slim
-from compiler.trt_gate import import_tensorrt, in_range, select, trt_api
+from compiler.trt_gate import import_tensorrt, in_range, require, select, trt_api
 from runtime.engine_sidecar import EngineSidecarError, detect_gpu, sha256_file, write_sidecar
 from runtime.model_contract import INPUT_NAME
 
@@ -44,7 +44,6 @@ class BuildOptions:
     version_compatible: bool = False
     strongly_typed: bool = False
     calibration_cache: Path | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -259,11 +258,9 @@ def build_serialized(trt, options: BuildOptions, onnx_path: Path, calibrator=Non
     if calibrator is not None:
         if strongly:
             raise CompilerError(f"TensorRT {version} strongly typed builds take no calibrator; use a Q/DQ ONNX")
-        attach_calibrator(trt, config, calibrator, profile)
+        require(version, attach_calibrator, "INT8 calibration")(trt, config, calibrator, profile)
     if options.version_compatible:
-        if not in_range(version, set_version_compatible.trt_since, None):
-            raise CompilerError(f"--version-compatible needs TensorRT >= 8.6 (this is {version})")
-        set_version_compatible(trt, config)
+        require(version, set_version_compatible, "--version-compatible")(trt, config)
     if options.dla_core is not None:
         use_dla(trt, builder, config, options.dla_core)
     load_timing_cache(trt, config, options.timing_cache)
@@ -302,7 +299,7 @@ def build(options: BuildOptions) -> dict:
     if options.calibration_cache is not None:
         if options.precision != "int8":
             raise CompilerError("--calibration-cache is for --precision int8")
-        calibrator = cache_calibrator(trt, options.calibration_cache)
+        calibrator = require(version, cache_calibrator, "--calibration-cache")(trt, options.calibration_cache)
     with tempfile.TemporaryDirectory() as tmp:
         parsed = prepare_onnx(options, version, Path(tmp))
         plan = build_serialized(trt, options, parsed, calibrator)

@@ -183,15 +183,12 @@ def write_trt_cache(
     Needs TensorRT and a GPU (CompilerError otherwise); TensorRT 11 has no calibrators.
     """
     from compiler.build import BuildOptions, build_serialized
-    from compiler.trt_gate import import_tensorrt, in_range
+    from compiler.trt_gate import import_tensorrt, require
 
     fp32_onnx, cache = Path(fp32_onnx), Path(cache)
     contract = read_contract(load_model(fp32_onnx), source=str(fp32_onnx))
     trt = import_tensorrt()
-    if not in_range(trt.__version__, "8.5", "11"):
-        raise CompilerError(
-            f"TensorRT {trt.__version__} has no INT8 calibrators; use the Q/DQ ONNX from calibrate"
-        )
+    require(trt.__version__, write_trt_cache, "a TensorRT calibration cache (TensorRT 11 has no calibrators)")
     from polygraphy.backend.trt import Calibrator
 
     height, width = (s - s % contract.size_multiple for s in shape)

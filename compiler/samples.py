@@ -89,7 +89,9 @@ def prepared_frames(paths: list[Path], contract: ModelContract) -> list[np.ndarr
             if declared and "*" not in declared and modality not in declared:
                 continue
             prepared = prepare(ds, contract.normalization_for(modality))
-        except (InvalidDicomError, UnsupportedImageError, OSError, ValueError, AttributeError):
+        except (InvalidDicomError, UnsupportedImageError, OSError, ValueError, AttributeError,
+                KeyError, TypeError, RuntimeError, NotImplementedError):
+            # Unreadable, non-image or undecodable files are skipped: a folder may hold anything.
             continue
         frames.extend(np.asarray(frame, dtype=np.float32) for frame in prepared.normalized)
     if not frames:

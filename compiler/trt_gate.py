@@ -49,6 +49,15 @@ def select(version: str, *variants: Callable) -> Callable:
     return matches[0]
 
 
+def require(version: str, function: Callable, what: str) -> Callable:
+    """``function`` if its ``@trt_api`` range holds ``version``, else a CompilerError naming ``what``."""
+    since, before = function.trt_since, function.trt_before
+    if not in_range(version, since, before):
+        span = f">= {since}" + (f" and < {before}" if before else "")
+        raise CompilerError(f"{what} needs TensorRT {span} (this is {version})")
+    return function
+
+
 def import_tensorrt() -> ModuleType:
     """The ``tensorrt`` module; CompilerError (one line) where it is not installed or too old."""
     try:

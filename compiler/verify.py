@@ -28,7 +28,7 @@ from compiler.samples import (
     prepared_frames,
     random_batch,
 )
-from compiler.trt_gate import import_tensorrt
+from compiler.trt_gate import import_tensorrt, trt_api
 from runtime.engine_sidecar import EngineSidecarError, read_sidecar
 from runtime.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContract
 
@@ -178,30 +178,40 @@ def verify_onnx(
     return report
 
 
+@trt_api(since="8.6")
+def host_code_runtime(trt):
+    """A runtime allowed to run the lean runtime embedded in a version-compatible plan."""
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    runtime.engine_host_code_allowed = True
+    return runtime
+
+
+@trt_api()
 def verify_engine(
-    engine: str | Path,
+    engine_path: str | Path,
     onnx_path: str | Path,
     tolerance_db: float | None = None,
     data: str | Path | None = None,
     seed: int = 0,
 ) -> VerifyReport:
     """A TensorRT engine against its ONNX under ONNX Runtime; needs TensorRT and a GPU."""
-    engine, onnx_path = Path(engine), Path(onnx_path)
-    if not engine.is_file():
-        raise CompilerError(f"{engine}: engine not found")
+    engine_path, onnx_path = Path(engine_path), Path(onnx_path)
+    if not engine_path.is_file():
+        raise CompilerError(f"{engine_path}: engine not found")
     contract = read_contract(load_model(onnx_path), source=str(onnx_path))
     try:
-        sidecar = read_sidecar(engine)
+        sidecar = read_sidecar(engine_path)
     except EngineSidecarError as error:
         raise CompilerError(str(error)) from error
-    import_tensorrt()
+    trt = import_tensorrt()
     from polygraphy.backend.common import BytesFromPath
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
     precision = str(sidecar.get("precision", "fp16"))
     tolerance = tolerance_db if tolerance_db is not None else DEFAULT_TOLERANCE_DB.get(precision, 30.0)
-    report = VerifyReport(str(engine), str(onnx_path), precision, tolerance, "TensorRT")
-    runner = TrtRunner(EngineFromBytes(BytesFromPath(str(engine))), name="candidate")
+    report = VerifyReport(str(engine_path), str(onnx_path), precision, tolerance, "TensorRT")
+    runtime = host_code_runtime(trt) if sidecar.get("version_compatible") else None
+    runner = TrtRunner(EngineFromBytes(BytesFromPath(str(engine_path)), runtime=runtime), name="candidate")
     report.inputs = compare(
         _ort_runner(onnx_path, "reference"),
         runner,

@@ -21,6 +21,15 @@ TEMP_PREFIX = ".medclear-tmp-"
 CT_DEFAULT_WINDOW = (40.0, 400.0)  # soft tissue: level, width (HU)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(handle)`` on a temp file beside ``path``, fsync, then rename onto ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,6 +39,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual mode
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)

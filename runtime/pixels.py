@@ -62,17 +62,33 @@ def _single_rescale(ds: Dataset, keyword: str, default: float) -> float:
     return float(value)
 
 
+def _item_rescale(item: Dataset) -> tuple[float, float] | None:
+    """Rescale Slope/Intercept of a dataset or functional group item, if it declares them."""
+    if "RescaleSlope" in item or "RescaleIntercept" in item:
+        return _single_rescale(item, "RescaleSlope", 1.0), _single_rescale(item, "RescaleIntercept", 0.0)
+    transform = item.get("PixelValueTransformationSequence")
+    if transform:
+        return _item_rescale(transform[0])
+    return None
+
+
 def _frame_rescale(ds: Dataset) -> tuple[float, float]:
-    """Rescale Slope/Intercept, including enhanced multi-frame shared functional groups."""
-    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
-        return _single_rescale(ds, "RescaleSlope", 1.0), _single_rescale(ds, "RescaleIntercept", 0.0)
+    """Rescale Slope/Intercept, including enhanced multi-frame shared and per-frame groups.
+
+    One encoding serves all frames, so per-frame values must agree; different values per frame
+    are refused rather than silently applying the first frame's to all.
+    """
+    found = _item_rescale(ds)
+    if found is not None:
+        return found
     shared = ds.get("SharedFunctionalGroupsSequence")
-    if shared:
-        transform = shared[0].get("PixelValueTransformationSequence")
-        if transform:
-            item = transform[0]
-            return _single_rescale(item, "RescaleSlope", 1.0), _single_rescale(item, "RescaleIntercept", 0.0)
-    return 1.0, 0.0
+    if shared and (found := _item_rescale(shared[0])) is not None:
+        return found
+    per_frame = {_item_rescale(item) for item in ds.get("PerFrameFunctionalGroupsSequence", [])}
+    per_frame.discard(None)
+    if len(per_frame) > 1:
+        raise UnsupportedImageError("Rescale Slope/Intercept differ between frames")
+    return per_frame.pop() if per_frame else (1.0, 0.0)
 
 
 def read_encoding(ds: Dataset) -> PixelEncoding:
@@ -87,6 +103,9 @@ def read_encoding(ds: Dataset) -> PixelEncoding:
             f"photometric interpretation {photometric or 'missing'!r} is not greyscale "
             "(only MONOCHROME1/MONOCHROME2 are enhanced)"
         )
+    if "ModalityLUTSequence" in ds:
+        # A lookup table has no exact inverse, so enhanced values could not be stored back.
+        raise UnsupportedImageError("Modality LUT Sequence is not supported (only Rescale Slope/Intercept)")
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         raise UnsupportedImageError("more than one sample per pixel")
     bits_allocated = int(ds.get("BitsAllocated", 16))

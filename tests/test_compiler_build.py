@@ -283,3 +283,12 @@ def test_build_verify_and_check_real_engine(tmp_path, precision):
     check_sidecar(options.out, trt.__version__, name, capability)
     report = verify_engine(options.out, onnx_path)
     assert report.passed, "\n".join(report.lines())
+
+
+def test_calibrators_are_refused_on_tensorrt_11():
+    from compiler.build import cache_calibrator
+    from compiler.trt_gate import require
+
+    assert require("10.3.0", cache_calibrator, "--calibration-cache") is cache_calibrator
+    with pytest.raises(CompilerError, match=r"--calibration-cache needs TensorRT >= 8.5 and < 11 \(this is 11.4.0\)"):
+        require("11.4.0", cache_calibrator, "--calibration-cache")

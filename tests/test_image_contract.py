@@ -120,3 +120,28 @@ def test_model_contract_missing_key_says_how_to_fix():
     del metadata["medclear.normalization"]
     with pytest.raises(ModelContractError, match="compiler export"):
         ModelContract.from_metadata(metadata, source="x.onnx")
+
+
+def test_modality_lut_is_refused_rather_than_ignored():
+    ds = pydicom.dcmread(next(p for p in OFFLINE_IMAGES if p.name == "CT_small.dcm"))
+    ds.ModalityLUTSequence = [Dataset()]
+    with pytest.raises(UnsupportedImageError, match="Modality LUT"):
+        prepare(ds, CT_DEFAULT)
+
+
+def test_per_frame_rescale_is_read_and_disagreement_refused():
+    ds = pydicom.dcmread(next(p for p in OFFLINE_IMAGES if p.name == "CT_small.dcm"))
+    del ds.RescaleSlope, ds.RescaleIntercept
+
+    def frame(intercept: float) -> Dataset:
+        transform = Dataset()
+        transform.RescaleSlope, transform.RescaleIntercept = 1, intercept
+        item = Dataset()
+        item.PixelValueTransformationSequence = [transform]
+        return item
+
+    ds.PerFrameFunctionalGroupsSequence = [frame(-1024)]
+    assert prepare(ds, CT_DEFAULT).encoding.intercept == -1024
+    ds.PerFrameFunctionalGroupsSequence = [frame(-1024), frame(0)]
+    with pytest.raises(UnsupportedImageError, match="differ between frames"):
+        prepare(ds, CT_DEFAULT)

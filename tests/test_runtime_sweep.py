@@ -34,14 +34,14 @@ NOT_ENHANCEABLE = re.compile(
 
 def _greyscale_image(path) -> bool:
     """Independent of the runtime: does pydicom see a decodable greyscale image here?"""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
             ds = pydicom.dcmread(path)
-        ok = "PixelData" in ds and str(ds.get("PhotometricInterpretation", "")).startswith("MONOCHROME")
-        return ok and int(ds.get("BitsAllocated", 0)) in (8, 16, 32) and ds.pixel_array.size > 0
-    except Exception:
-        return False
+            ok = "PixelData" in ds and str(ds.get("PhotometricInterpretation", "")).startswith("MONOCHROME")
+            return ok and int(ds.get("BitsAllocated", 0)) in (8, 16, 32) and ds.pixel_array.size > 0
+        except Exception:
+            return False
 
 
 @pytest.fixture(scope="module")

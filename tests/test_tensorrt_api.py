@@ -23,7 +23,7 @@ from compiler.trt_api_check import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-GATED_SOURCES = [ROOT / "compiler" / "build.py", ROOT / "compiler" / "calibrate.py"]
+GATED_SOURCES = [ROOT / "compiler" / name for name in ("build.py", "calibrate.py", "verify.py")]
 RUNTIME_BACKEND = ROOT / "runtime" / "backends" / "tensorrt_backend.py"
 
 

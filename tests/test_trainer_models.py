@@ -1,5 +1,7 @@
 """Model registry, shapes, parameter and FLOP budgets of the teacher and the student."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -65,9 +67,13 @@ def test_student_budget(kwargs, paper_teacher_flops):
 
 
 def test_shipped_student_is_lighter_than_default_teacher():
-    # default_distill.json student vs default_teacher.json teacher (base_width 16).
-    student = create_model("student", widths=[8, 16, 32, 64])
-    teacher = create_model("unetpp", base_width=16, depth=5)
+    from trainer.config import load_config
+
+    configs = Path(__file__).resolve().parents[1] / "trainer" / "configs"
+    s_spec = load_config(configs / "default_distill.json").model
+    t_spec = load_config(configs / "default_teacher.json").model
+    student, teacher = create_model(s_spec.name, **s_spec.kwargs), create_model(t_spec.name, **t_spec.kwargs)
+    assert count_parameters(student) <= 0.5e6
     assert count_flops(teacher, SLICE) / count_flops(student, SLICE) >= 10
     assert count_flops(student, SLICE) <= 5e9
 

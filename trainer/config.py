@@ -34,7 +34,8 @@ class ModelSpec:
 class TrainConfig:
     """Optimizer, schedule, loop and checkpoint settings."""
 
-    steps: int = 1000
+    steps: int = 1000  # upper bound on optimizer steps
+    max_minutes: float = 0.0  # wall-clock budget for the loop (the LR schedule follows it); 0 = off
     batch_size: int = 8
     lr: float = 1e-4
     min_lr_ratio: float = 0.1  # cosine decays from lr to lr * min_lr_ratio

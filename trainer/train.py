@@ -79,12 +79,12 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[amp]
 
 
-def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """LR multiplier: linear warmup, then cosine from 1 to ``min_ratio``."""
+def cosine_lr(step: int, progress: float, warmup: int, min_ratio: float) -> float:
+    """LR multiplier: linear warmup over ``warmup`` steps, then cosine from 1 to ``min_ratio``
+    as ``progress`` (fraction of the run done, by steps or by time budget) goes from 0 to 1."""
     if step < warmup:
         return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -243,9 +243,6 @@ def train(
     kd = DistillLoss(cfg.distill, model, teacher_model).to(device) if teacher_model is not None else None
     params = list(model.parameters()) + (list(kd.parameters()) if kd is not None else [])
     optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: cosine_lr(s, tc.steps, tc.warmup_steps, tc.min_lr_ratio)
-    )
     disc_opt = (
         torch.optim.AdamW(recon.discriminator.parameters(), lr=cfg.loss.disc_lr, betas=(0.9, 0.999))
         if recon.discriminator is not None
@@ -253,10 +250,9 @@ def train(
     )
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
-    step, best_psnr, bad_evals, metrics = 0, -math.inf, 0, {}
+    step, best_psnr, bad_evals, metrics, elapsed_before = 0, -math.inf, 0, {}, 0.0
     if resumed is not None:
         optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
         scaler.load_state_dict(resumed["scaler"])
         extra = resumed["extra_modules"]
         if kd is not None:
@@ -265,10 +261,22 @@ def train(
             recon.load_state_dict(extra["recon"])
             disc_opt.load_state_dict(extra["disc_opt"])
         step, best_psnr, bad_evals = resumed["step"], resumed["best_psnr"], resumed["bad_evals"]
+        elapsed_before = resumed["elapsed_s"]
         metrics = resumed["metrics"].get("heldout", {})
         set_rng_state(resumed["rng"])
 
     log = JsonlLog(out / "log.jsonl")
+    t0 = time.perf_counter()
+    budget_s = tc.max_minutes * 60
+
+    def elapsed() -> float:
+        """Training seconds so far, across resumes (data building not counted)."""
+        return elapsed_before + time.perf_counter() - t0
+
+    def progress() -> float:
+        """Fraction of the run done: by steps, or by the time budget when that comes first."""
+        return max(step / tc.steps, elapsed() / budget_s if budget_s > 0 else 0.0)
+
     quantization_info = None
 
     def checkpoint(path: Path) -> None:
@@ -292,7 +300,7 @@ def train(
             bad_evals=bad_evals,
             teacher_checkpoint=str(teacher) if teacher is not None else None,
             optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
+            elapsed_s=elapsed(),
             scaler=scaler.state_dict(),
             extra_modules={
                 "kd": kd.state_dict() if kd is not None else {},
@@ -304,19 +312,23 @@ def train(
 
     if resumed is None:
         log.write({"event": "start", "stage": cfg.stage, "config": to_dict(cfg), "fp32": fp32_metrics})
+    start_step = step
     loader = torch.utils.data.DataLoader(
         data.train_set,
-        batch_sampler=StepBatches(len(data.train_set), tc.batch_size, tc.seed, step, tc.steps),
+        batch_sampler=StepBatches(len(data.train_set), tc.batch_size, tc.seed, start_step, tc.steps),
         num_workers=tc.num_workers,
     )
     bar = tqdm(total=tc.steps, initial=step, desc=cfg.stage, disable=not tc.progress, dynamic_ncols=True)
     autocast = (
         (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else contextlib.nullcontext
     )
-    t0, stopped_early = time.perf_counter(), False
+    stopped_early = out_of_time = False
     try:
         for degraded, clean in loader:
             degraded, clean = degraded.to(device), clean.to(device)
+            lr = tc.lr * cosine_lr(step, progress(), tc.warmup_steps, tc.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             # Forward: the model, its reconstruction loss, and KD against the frozen teacher.
             with autocast():
                 pred, aux = model.forward_with_aux(degraded)
@@ -338,7 +350,6 @@ def train(
                 torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             scaler.step(optimizer)
             scaler.update()
-            scheduler.step()
             if disc_opt is not None:  # adversarial: one discriminator step per generator step
                 disc_opt.zero_grad(set_to_none=True)
                 recon.discriminator_loss(pred, clean).backward()
@@ -348,10 +359,11 @@ def train(
             bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{metrics.get('psnr', float('nan')):.2f}",
                             ssim=f"{metrics.get('ssim', float('nan')):.3f}")
             if step % tc.log_every == 0:
-                log.write({"step": step, "loss": loss.item(), **parts, "lr": scheduler.get_last_lr()[0],
-                           "steps_per_s": step / max(1e-9, time.perf_counter() - t0)})
+                log.write({"step": step, "loss": loss.item(), **parts, "lr": lr,
+                           "steps_per_s": (step - start_step) / max(1e-9, time.perf_counter() - t0)})
             # Evaluate on held-out full slices; keep the best, stop when it stops improving.
-            if step % tc.eval_every == 0 or step == tc.steps:
+            out_of_time = budget_s > 0 and elapsed() >= budget_s
+            if step % tc.eval_every == 0 or step == tc.steps or out_of_time:
                 metrics = evaluate(model, data.heldout, cfg, device)
                 improved = metrics.get("psnr", -math.inf) > best_psnr + tc.min_delta_db
                 if improved or not metrics:
@@ -362,7 +374,7 @@ def train(
                 log.write({"step": step, "eval": metrics, "best_psnr": best_psnr})
                 stopped_early = tc.patience > 0 and bad_evals >= tc.patience
                 checkpoint(last_path)
-                if stopped_early:
+                if stopped_early or out_of_time:
                     break
     except KeyboardInterrupt:
         checkpoint(last_path)  # --resume continues from here
@@ -370,7 +382,8 @@ def train(
     finally:
         bar.close()
     result = {"stage": cfg.stage, "step": step, "heldout": metrics, "best_psnr": best_psnr,
-              "stopped_early": stopped_early, "fp32": fp32_metrics}
+              "stopped_early": stopped_early,
+              "out_of_time": out_of_time, "elapsed_s": elapsed(), "fp32": fp32_metrics}
     if fp32_metrics and metrics:
         result["qat_minus_fp32_db"] = metrics["psnr"] - fp32_metrics["psnr"]
     log.write({"event": "end", **result})
