@@ -160,7 +160,8 @@ def measure_processes(onnx_models: list[str], args: argparse.Namespace) -> dict:
     return result
 
 
-def judge_all(rows, models, dicom, processes, ceiling) -> tuple[list[dict], list[dict]]:
+def judge_all(rows: list[dict], models: dict[str, dict], dicom: list[dict], processes: dict,
+              ceiling: dict) -> tuple[list[dict], list[dict]]:
     """Targets (pass/miss with margins) and the seed's claims from everything measured."""
     targets: list[dict] = []
     students = [label for label, m in models.items() if m["kind"] in ("onnxruntime", "tensorrt")]
@@ -199,7 +200,8 @@ def int8_size_fraction(int8: Path) -> tuple[float | None, Path]:
     return (int8.stat().st_size / fp32.stat().st_size if fp32.is_file() else None), fp32
 
 
-def seed_claims(rows, models, dicom, students, teachers) -> list[dict]:
+def seed_claims(rows: list[dict], models: dict[str, dict], dicom: list[dict], students: list[str],
+                teachers: list[str]) -> list[dict]:
     """The seed's four headline claims beside what was measured here."""
     engines = [label for label in students if models[label]["kind"] == "tensorrt"]
     trt_rows = [r for r in rows if r["model"] in engines and r["size"] == REFERENCE_SIZE]
@@ -244,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     after = matmul_ceiling(args.threads, seconds=args.ceiling_s)
     ceiling = {**ceiling, "gflops": max(ceiling["gflops"], after["gflops"]),
                "gflops_before": ceiling["gflops"], "gflops_after": after["gflops"]}
+    for row in rows:
+        # The fastest this batch could run if its convolutions reached the matmul ceiling.
+        row["ceiling_bound_ms"] = row["flops"] / (ceiling["gflops"] * 1e6) if row["flops"] else None
     targets, claims = judge_all(rows, models, dicom, processes, ceiling)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     record = {**header("latency", settings), "matmul_ceiling": ceiling, "models": models, "skipped": skipped,

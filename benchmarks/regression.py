@@ -134,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         print("regression: error: no model files given and no shipped models found; pass --model FILE", file=sys.stderr)
         return EXIT_USAGE
     settings = _settings(args, None if args.update else baseline)
+    if baseline is not None and not args.update and baseline["settings"].get("reference") != settings["reference"]:
+        print(f"regression: error: {args.baseline} was measured against reference "
+              f"{baseline['settings'].get('reference')!r}, this run uses {settings['reference']!r}; "
+              "pass the same --reference or --update", file=sys.stderr)
+        return EXIT_USAGE
     rng = np.random.default_rng(0)
     batch = rng.random((settings["batch"], 1, settings["size"], settings["size"]), dtype=np.float32)
     results, failures = {}, []

@@ -58,10 +58,11 @@ def latency_report(record: dict) -> str:
     rows = [[r["model"], r["kind"], f"{r['size']}^2", r["batch"], r["runs"], r["p50_ms"], r["p95_ms"], r["p99_ms"],
              r["per_image_p50_ms"], r["images_per_s"], _stage(r, "preprocess"), _stage(r, "h2d"), _stage(r, "compute"),
              _stage(r, "d2h"), _stage(r, "postprocess"), r["achieved_gflops"],
-             f"{r['achieved_gflops'] / ceiling['gflops']:.0%}" if r["achieved_gflops"] else None]
+             f"{r['achieved_gflops'] / ceiling['gflops']:.0%}" if r["achieved_gflops"] else None,
+             r.get("ceiling_bound_ms")]
             for r in record["latency"]]
     parts.append(table(["model", "backend", "size", "N", "runs", "p50 ms", "p95 ms", "p99 ms", "ms/img", "img/s",
-                        "pre", "h2d", "compute", "d2h", "post", "GFLOP/s", "of ceil"], rows))
+                        "pre", "h2d", "compute", "d2h", "post", "GFLOP/s", "of ceil", "bound ms"], rows))
     for skip in record.get("skipped", []):
         parts.append(f"skipped {skip['model']}: {skip['reason']}")
     if record.get("dicom_end_to_end"):

@@ -21,10 +21,14 @@ def timed_runs(
 
     ``run`` returns its own per-stage seconds (it knows where its stages begin and end);
     a ``total`` stage is added from the wall clock around the call. At least ``min_runs``
-    timed runs are made even past the budget, so percentiles always have samples.
+    timed runs are made even past the budget, so percentiles always have samples. A slow
+    configuration (one warm-up run over half the budget) gets a single warm-up run.
     """
     for _ in range(max(0, warmup)):
+        begin = time.perf_counter()
         run()
+        if time.perf_counter() - begin > budget_s / 2:
+            break
     samples: list[StageTimes] = []
     started = time.perf_counter()
     while len(samples) < runs:

@@ -25,16 +25,7 @@ from onnxruntime.quantization import (
 )
 
 from compiler.errors import CompilerError
-from compiler.onnx_io import (
-    OPSET,
-    load_model,
-    metadata,
-    opset_version,
-    qdq_summary,
-    read_contract,
-    save_model,
-    set_metadata,
-)
+from compiler.onnx_io import check_int8, load_model, metadata, qdq_summary, read_contract, save_model, set_metadata
 from compiler.trt_gate import trt_api
 from compiler.samples import dicom_files, fit_to_multiple, fit_to_shape, prepared_frames
 from runtime.model_contract import INPUT_NAME, ModelContract
@@ -75,7 +66,7 @@ def calibration_frames(
     data: str | Path, contract: ModelContract, max_images: int, max_side: int
 ) -> list[np.ndarray]:
     """Up to ``max_images`` prepared frames from ``data``, each fitted to the size multiple."""
-    frames = prepared_frames(dicom_files(data), contract)[:max_images]
+    frames = prepared_frames(dicom_files(data), contract, max_images)
     return [fit_to_multiple(frame, contract.size_multiple, max_side) for frame in frames]
 
 
@@ -104,19 +95,8 @@ def keep_float_paths(model: onnx.ModelProto) -> int:
 
 
 def check_int8_onnx(path: Path) -> CalibrationResult:
-    """Verify an INT8 ONNX: opset 17, Q/DQ present, every zero point 0, per-channel weights."""
-    model = load_model(path)
-    if opset_version(model) != OPSET:
-        raise CompilerError(f"{path}: opset {opset_version(model)}, TensorRT 8.5/8.6 need {OPSET}")
-    summary = qdq_summary(model)
-    if not summary.is_quantized:
-        raise CompilerError(f"{path}: no QuantizeLinear/DequantizeLinear nodes")
-    if summary.nonzero_zero_points:
-        raise CompilerError(f"{path}: non-zero zero points in {summary.nonzero_zero_points[:3]}")
-    if summary.zero_point_types - {"INT8"}:
-        raise CompilerError(f"{path}: zero points of type {sorted(summary.zero_point_types)}, need INT8")
-    if summary.per_channel_weights == 0:
-        raise CompilerError(f"{path}: no per-channel weight quantization")
+    """Verify an INT8 ONNX file (see :func:`compiler.onnx_io.check_int8`)."""
+    summary = check_int8(load_model(path), str(path))
     return CalibrationResult(path, 0, summary.quantize, summary.dequantize, summary.per_channel_weights)
 
 
@@ -152,11 +132,15 @@ def quantize(
             weight_type=QuantType.QInt8,
             calibrate_method=METHODS[method],
             # Bias stays float: TensorRT 8.x parses only int8 Q/DQ, not int32 bias DQ.
-            # Conv outputs stay float until the next conv quantizes its input.
+            # For TensorRT 8.x: float weights with a Q/DQ pair (its parser takes no int8
+            # initializer into DequantizeLinear) and one Q/DQ pair per consumer. Conv outputs
+            # stay float until the next conv quantizes its input.
             extra_options={
                 "ActivationSymmetric": True,
                 "WeightSymmetric": True,
                 "QuantizeBias": False,
+                "AddQDQPairToWeight": True,
+                "DedicatedQDQPair": True,
                 "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
             },
         )
@@ -192,7 +176,7 @@ def write_trt_cache(
     from polygraphy.backend.trt import Calibrator
 
     height, width = (s - s % contract.size_multiple for s in shape)
-    frames = prepared_frames(dicom_files(data), contract)[:max_images]
+    frames = prepared_frames(dicom_files(data), contract, max_images)
     batches = [{INPUT_NAME: fit_to_shape(f, height, width)[None, None]} for f in frames]
     calibrator = Calibrator(batches, cache=str(cache), BaseClass=trt.IInt8EntropyCalibrator2)
     options = BuildOptions(fp32_onnx, cache.with_suffix(".engine"), "int8", (1, 1, height, width))

@@ -18,7 +18,7 @@ import onnx
 import torch
 
 from compiler.errors import CompilerError
-from compiler.onnx_io import OPSET, cpu_session, qdq_summary, save_model, set_metadata, slim
+from compiler.onnx_io import OPSET, check_int8, cpu_session, save_model, set_metadata, slim
 from compiler.samples import SMALL_HELDOUT_CT, fit_to_multiple, packaged_ct, prepared_frames, random_batch
 from runtime.engine_sidecar import sha256_file
 from runtime.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContract
@@ -171,12 +171,8 @@ def export_model(
         raw = Path(tmp) / "raw.onnx"
         _torch_export(model, raw, contract.size_multiple)
         graph = slim(onnx.load(str(raw)))
-    summary = qdq_summary(graph)
     if precision == "int8":
-        if not summary.is_quantized:
-            raise CompilerError("QAT checkpoint exported without QuantizeLinear/DequantizeLinear nodes")
-        if summary.nonzero_zero_points:
-            raise CompilerError(f"QAT export has non-zero zero points: {summary.nonzero_zero_points[:3]}")
+        check_int8(graph, f"{out_path} (QAT export)")
     set_metadata(graph, contract.to_metadata())
     save_model(graph, out_path)
     result = ExportResult(out_path, precision)

@@ -172,3 +172,27 @@ def slim(model: onnx.ModelProto) -> onnx.ModelProto:
         )
     set_metadata(slimmed, kept)
     return slimmed
+
+
+def check_int8(model: onnx.ModelProto, source: str = "model") -> QdqSummary:
+    """The Q/DQ summary of an INT8 model; CompilerError unless it is what TensorRT 8.5+ takes.
+
+    Opset 17, Q/DQ nodes present, every zero point int8 and 0 (symmetric), no int8 weight
+    initializer feeding DequantizeLinear (TensorRT 8.x wants float weights behind a Q/DQ
+    pair), and per-channel weight scales.
+    """
+    if opset_version(model) != OPSET:
+        raise CompilerError(f"{source}: opset {opset_version(model)}, TensorRT 8.5/8.6 need {OPSET}")
+    summary = qdq_summary(model)
+    if not summary.is_quantized:
+        raise CompilerError(f"{source}: no QuantizeLinear/DequantizeLinear nodes")
+    if summary.nonzero_zero_points:
+        raise CompilerError(f"{source}: non-zero zero points in {summary.nonzero_zero_points[:3]}")
+    if summary.zero_point_types - {"INT8"}:
+        raise CompilerError(f"{source}: zero points of type {sorted(summary.zero_point_types)}, need INT8")
+    initializers = {init.name for init in model.graph.initializer}
+    if any(n.op_type == "DequantizeLinear" and n.input[0] in initializers for n in model.graph.node):
+        raise CompilerError(f"{source}: int8 weight initializers feed DequantizeLinear; TensorRT 8.x needs Q/DQ pairs")
+    if summary.per_channel_weights == 0:
+        raise CompilerError(f"{source}: no per-channel weight quantization")
+    return summary

@@ -72,15 +72,17 @@ def dicom_files(root: str | Path) -> list[Path]:
     return files
 
 
-def prepared_frames(paths: list[Path], contract: ModelContract) -> list[np.ndarray]:
+def prepared_frames(paths: list[Path], contract: ModelContract, limit: int | None = None) -> list[np.ndarray]:
     """Normalized 2-D frames of every readable greyscale image in ``paths``.
 
     Files that are not DICOM images, or of a modality the model does not declare, are
-    skipped; CompilerError if nothing usable remains.
+    skipped; CompilerError if nothing usable remains. Reading stops after ``limit`` frames.
     """
     frames: list[np.ndarray] = []
     declared = {m.upper() for m in contract.modalities}
     for path in paths:
+        if limit is not None and len(frames) >= limit:
+            break
         try:
             ds = pydicom.dcmread(path)
             if "PixelData" not in ds:
@@ -94,6 +96,7 @@ def prepared_frames(paths: list[Path], contract: ModelContract) -> list[np.ndarr
             # Unreadable, non-image or undecodable files are skipped: a folder may hold anything.
             continue
         frames.extend(np.asarray(frame, dtype=np.float32) for frame in prepared.normalized)
+    frames = frames[:limit]
     if not frames:
         names = ", ".join(sorted(declared)) or "any"
         raise CompilerError(

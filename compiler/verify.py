@@ -34,6 +34,7 @@ from runtime.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContract
 
 # Minimum PSNR (dB, data range 1) of candidate vs reference, by the candidate's precision.
 DEFAULT_TOLERANCE_DB = {"fp32": 80.0, "fp16": 50.0, "int8": 30.0}
+MAX_REAL_FRAMES = 16  # real inputs read from --data (the first ones, in path order)
 MAX_SIDE = 256  # real frames are center-cropped to this for ONNX-vs-ONNX runs (CPU time)
 
 
@@ -93,7 +94,7 @@ def _real_frames(data: str | Path | None, contract: ModelContract) -> list[tuple
     paths = dicom_files(data) if data is not None else packaged_ct(HELDOUT_CT)
     if not paths:
         return []
-    return [(f"dicom#{i}", frame) for i, frame in enumerate(prepared_frames(paths, contract))]
+    return [(f"dicom#{i}", frame) for i, frame in enumerate(prepared_frames(paths, contract, MAX_REAL_FRAMES))]
 
 
 def onnx_inputs(

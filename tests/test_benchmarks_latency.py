@@ -10,10 +10,11 @@ import numpy as np
 import onnx
 import pytest
 
-from benchmarks import latency
+from benchmarks import latency, markdown
 from benchmarks.flops import onnx_conv_flops
 from benchmarks.synthetic import conv_stack, save_conv_stack
 from benchmarks.targets import TARGETS, judge
+from benchmarks.timing import summarize, timed_runs
 from runtime.model_contract import ModelContract
 
 
@@ -44,6 +45,24 @@ def test_conv_flops_match_the_formula(tmp_path: Path) -> None:
     # 3x3 convs 1->8, 8->8, 8->1 at 2 FLOPs per multiply-add, per output pixel, batch 2
     expected = 2 * 9 * (1 * 8 + 8 * 8 + 8 * 1) * 2 * 40 * 48
     assert onnx_conv_flops(path, (2, 1, 40, 48)) == expected
+
+
+def test_timed_runs_stop_at_the_budget_but_not_below_the_minimum() -> None:
+    import time
+
+    calls = []
+
+    def run() -> dict[str, float]:
+        calls.append(1)
+        time.sleep(0.01)
+        return {"compute": 0.01}
+
+    samples = timed_runs(run, warmup=2, runs=1000, budget_s=0.05, min_runs=3)
+    assert 3 <= len(samples) < 50 and len(calls) == len(samples) + 2
+    assert all(s["total"] >= 0.01 for s in samples)
+    assert len(timed_runs(run, warmup=0, runs=1000, budget_s=0.0, min_runs=4)) == 4
+    stats = summarize(samples)["total"]
+    assert 10.0 <= stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
 
 
 def test_targets_report_pass_miss_and_margin() -> None:
@@ -92,3 +111,5 @@ def test_latency_smoke_writes_json_and_png(tmp_path: Path) -> None:
     assert judged[("gflops_fraction_of_matmul_ceiling", "tiny.int8.onnx")]["measured"] > 0
     assert [c["key"] for c in record["claims"]] == ["trt_2ms", "ct1024_0p8s", "int8_75pct_smaller", "distilled_3x_faster"]
     assert record["claims"][0]["status"] == "not measurable here"
+    text = markdown.latency_markdown(record)
+    assert "| tiny.int8.onnx | 512 | 1 |" in text and "| seed claim |" in text

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import trainer.baselines as baselines
-from benchmarks import quality, tuning
+from benchmarks import markdown, quality, tuning
 from benchmarks.crops import region_of_interest
 from benchmarks.synthetic import save_conv_stack
 from runtime.normalization import CT_DEFAULT, PERCENTILE_DEFAULT
@@ -57,3 +57,4 @@ def test_quality_smoke_writes_json_and_png(tmp_path: Path) -> None:
     sweep = next(iter(record["baseline_tuning"].values()))
     assert sweep["nlm"]["best"] in tuning.SWEEPS["nlm"][1]
     assert sweep["nlm"]["tuning_image"] not in {row["image"] for row in record["per_image"]}
+    assert "| MR |" in markdown.quality_markdown(record)

@@ -292,3 +292,14 @@ def test_calibrators_are_refused_on_tensorrt_11():
     assert require("10.3.0", cache_calibrator, "--calibration-cache") is cache_calibrator
     with pytest.raises(CompilerError, match=r"--calibration-cache needs TensorRT >= 8.5 and < 11 \(this is 11.4.0\)"):
         require("11.4.0", cache_calibrator, "--calibration-cache")
+
+
+def test_jetson_commands_do_not_import_torch():
+    """build/verify/calibrate run on a Jetson, where torch may be absent."""
+    import subprocess
+    import sys
+
+    code = "import sys, compiler.__main__, compiler.build, compiler.verify, compiler.calibrate; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"

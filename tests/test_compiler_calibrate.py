@@ -51,10 +51,12 @@ def test_int8_onnx_is_symmetric_per_channel_opset17(calibrated):
     for node in qdq:
         zero_point = tensors[node.input[2]]
         assert zero_point.dtype == np.int8 and not zero_point.any()
-    # The first conv has 6 output channels: its weight DequantizeLinear carries 6 scales.
-    weight_dq = [n for n in qdq if n.op_type == "DequantizeLinear" and tensors.get(n.input[0]) is not None
-                 and tensors[n.input[0]].ndim == 4]
-    assert any(tensors[n.input[1]].shape == (6,) for n in weight_dq)
+    # Weights stay float behind a Q/DQ pair (TensorRT 8.x); the first conv has 6 output
+    # channels, so its weight QuantizeLinear carries 6 scales.
+    weight_q = [n for n in qdq if n.op_type == "QuantizeLinear" and n.input[0] in tensors]
+    assert weight_q and all(tensors[n.input[0]].dtype == np.float32 for n in weight_q)
+    assert any(tensors[n.input[1]].shape == (6,) for n in weight_q)
+    assert not [n for n in qdq if n.op_type == "DequantizeLinear" and n.input[0] in tensors]
     assert result.per_channel_weights >= 1
 
 

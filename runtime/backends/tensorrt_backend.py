@@ -98,6 +98,11 @@ class TensorRTBackend(Backend):
             raise BackendError(str(error)) from error
         logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(logger)
+        if record.get("version_compatible"):
+            # A version-compatible plan embeds its own lean runtime, which must be allowed to load.
+            runtime.engine_host_code_allowed = True
+        if record.get("dla_core") is not None:
+            runtime.DLA_core = int(record["dla_core"])
         self._engine = runtime.deserialize_cuda_engine(self.model_path.read_bytes())
         if self._engine is None:
             raise BackendError(f"{self.model_path}: TensorRT could not deserialize the engine; rebuild it")
