@@ -165,7 +165,7 @@ def judge_all(rows: list[dict], models: dict[str, dict], dicom: list[dict], proc
     """Targets (pass/miss with margins) and the seed's claims from everything measured."""
     targets: list[dict] = []
     students = [label for label, m in models.items() if m["kind"] in ("onnxruntime", "tensorrt")]
-    teachers = [label for label, m in models.items() if m["kind"] == "pytorch"]
+    teachers = [label for label, m in models.items() if m.get("role") == "teacher"]
     teacher_row = _row(rows, teachers[0]) if teachers else None
     for label in students:
         row = _row(rows, label)
@@ -235,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"matmul ceiling: {ceiling['gflops']:.1f} GFLOP/s (float32 {ceiling['n']}^2, {args.threads} threads)",
           file=sys.stderr)
     rows, skipped, models = measure_models(specs, args)
+    for model in models.values():
+        model["role"] = "teacher" if model["spec"] == args.teacher else "model"
     onnx_models = [m["spec"] for m in models.values() if m["kind"] == "onnxruntime"]
     dicom, processes = [], {}
     with tempfile.TemporaryDirectory(prefix="medclear-bench-") as workdir:

@@ -3,6 +3,7 @@ pasting the measured numbers into docs/BENCHMARKS.md."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -64,15 +65,17 @@ def quality_markdown(record: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Print Markdown for each JSON record named on the command line."""
-    paths = argv if argv is not None else sys.argv[1:]
-    if not paths:
-        print("usage: python -m benchmarks.markdown RESULT.json ...", file=sys.stderr)
-        return 2
-    for path in paths:
-        record = json.loads(Path(path).read_text())
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.markdown", description=__doc__.split(":", 1)[1].strip())
+    parser.add_argument("records", nargs="+", type=Path, metavar="RESULT.json", help="latency or quality JSON record")
+    for path in parser.parse_args(argv).records:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            print(f"markdown: error: {path}: cannot read a JSON record ({error})", file=sys.stderr)
+            return 2
         render = {"latency": latency_markdown, "quality": quality_markdown}.get(record.get("benchmark"))
         if render is None:
-            print(f"{path}: not a latency or quality record", file=sys.stderr)
+            print(f"markdown: error: {path}: not a latency or quality record", file=sys.stderr)
             return 2
         print(render(record) + "\n")
     return 0

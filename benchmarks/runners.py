@@ -86,7 +86,7 @@ def _open_backend(path: Path, threads: int) -> Runner:
     try:
         backend = select_backend(path, backend="auto", threads=threads).open()
     except BackendError as error:
-        raise SkipModel(f"{path.name}: {error}") from error
+        raise SkipModel(str(error)) from error  # its message names the file
     contract = backend.contract
     info = {"file": file_record(path), "model_name": contract.model_name}
     if backend.kind == "tensorrt":
@@ -114,7 +114,12 @@ def _open_torch(spec: str, threads: int) -> Runner:
     else:
         from trainer.checkpoint import load_model
 
-        model, checkpoint = load_model(spec)
+        if not Path(spec).is_file():
+            raise SkipModel(f"{spec}: checkpoint not found")
+        try:
+            model, checkpoint = load_model(spec)
+        except (OSError, RuntimeError, ValueError, KeyError) as error:
+            raise SkipModel(f"cannot load the checkpoint: {error}") from error
         info = {"file": file_record(spec), "model_name": checkpoint.get("model_name"),
                 "model_kwargs": checkpoint.get("model_kwargs"), "stage": checkpoint.get("stage")}
         label = Path(spec).name

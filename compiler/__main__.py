@@ -16,7 +16,7 @@ EXIT_MISMATCH = 1  # verify: candidate outside the tolerance
 def _export(args: argparse.Namespace) -> int:
     from compiler.export import export_checkpoint
 
-    for result in export_checkpoint(args.checkpoint, args.out_dir):
+    for result in export_checkpoint(args.checkpoint, args.out_dir, args.name):
         worst = max(result.checks, key=lambda c: c.max_abs)
         print(f"wrote {result.path} ({result.precision}); vs PyTorch: max abs {worst.max_abs:.3g} "
               f"on {len(result.checks)} inputs (worst: {worst.input_name})")
@@ -98,6 +98,8 @@ def parser() -> argparse.ArgumentParser:
                        "contract in metadata) and check it against PyTorch with ONNX Runtime.")
     p.add_argument("--checkpoint", type=Path, required=True, help="medclear checkpoint (.pt)")
     p.add_argument("--out-dir", type=Path, required=True, help="folder for the ONNX files")
+    p.add_argument("--name", help="file name stem NAME (default: the model's registry name, e.g. "
+                   "'student'; the shipped model uses 'medclear_student')")
     p.set_defaults(run=_export)
 
     p = sub.add_parser("calibrate", help="fp32 ONNX + DICOM folder -> INT8 Q/DQ ONNX",

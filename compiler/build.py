@@ -21,6 +21,7 @@ import onnx
 from compiler.errors import CompilerError
 from compiler.onnx_io import load_model, qdq_summary, read_contract, save_model, slim
 from compiler.trt_gate import import_tensorrt, in_range, require, select, trt_api
+from runtime.outputs import atomic_write
 from runtime.engine_sidecar import EngineSidecarError, detect_gpu, sha256_file, write_sidecar
 from runtime.model_contract import INPUT_NAME
 
@@ -303,8 +304,7 @@ def build(options: BuildOptions) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         parsed = prepare_onnx(options, version, Path(tmp))
         plan = build_serialized(trt, options, parsed, calibrator)
-    options.out.parent.mkdir(parents=True, exist_ok=True)
-    options.out.write_bytes(plan)
+    atomic_write(options.out, lambda handle: handle.write(plan))
     lo, opt, hi = options.shapes
     record = {
         "tensorrt_version": version,

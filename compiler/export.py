@@ -158,15 +158,17 @@ def export_model(
     info: dict,
     out_dir: str | Path,
     checkpoint_sha256: str = "",
+    name: str | None = None,
 ) -> ExportResult:
     """Export one in-memory model (fake-quantized if ``info`` says QAT) and check it.
 
-    Writes ``out_dir/NAME.fp32.onnx`` or ``out_dir/NAME.int8.onnx``.
+    Writes ``out_dir/NAME.fp32.onnx`` or ``out_dir/NAME.int8.onnx``; NAME defaults to the
+    model's registry name.
     """
     model = model.eval()
     precision = "int8" if is_quantized(info) else "fp32"
     contract = contract_for(model, info, precision, checkpoint_sha256)
-    out_path = Path(out_dir) / f"{contract.model_name}.{precision}.onnx"
+    out_path = Path(out_dir) / f"{name or contract.model_name}.{precision}.onnx"
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
         _torch_export(model, raw, contract.size_multiple)
@@ -185,7 +187,7 @@ def export_model(
     return result
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> list[ExportResult]:
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, name: str | None = None) -> list[ExportResult]:
     """Export a medclear checkpoint: fp32 always; int8 Q/DQ too for a QAT checkpoint.
 
     The fp32 file of a QAT checkpoint comes from the same weights with quantizers disabled.
@@ -204,11 +206,11 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> list[Expor
     digest = sha256_file(checkpoint)
     results = []
     if is_quantized(info):
-        results.append(export_model(model, info, out_dir, digest))
+        results.append(export_model(model, info, out_dir, digest, name))
         with _quantizers_disabled(model):
-            results.insert(0, export_model(model, {**info, "quantization": None}, out_dir, digest))
+            results.insert(0, export_model(model, {**info, "quantization": None}, out_dir, digest, name))
     else:
-        results.append(export_model(model, info, out_dir, digest))
+        results.append(export_model(model, info, out_dir, digest, name))
     return results
 
 

@@ -158,3 +158,27 @@ def test_stage_needs_its_checkpoint(tmp_path):
         train(load_config(CONFIGS / "tiny_qat.json"), tmp_path / "q", data=toy_data())
     with pytest.raises(FileNotFoundError, match="last.pt"):
         train(load_config(CONFIGS / "tiny_teacher.json"), tmp_path / "t", data=toy_data(), resume=True)
+
+
+@pytest.mark.slow
+def test_early_stopping_and_time_budget(tmp_path):
+    cfg = load_config(CONFIGS / "tiny_teacher.json", ["train.eval_every=3", "train.patience=1", "train.min_delta_db=100"])
+    result = train(cfg, tmp_path / "patience", data=toy_data())
+    assert result["stopped_early"] and result["step"] == 6  # evals at 3 (best) and 6 (no 100 dB gain)
+    cfg = load_config(CONFIGS / "tiny_teacher.json", ["train.max_minutes=1e-5"])
+    result = train(cfg, tmp_path / "budget", data=toy_data())
+    assert result["out_of_time"] and result["step"] == 1
+    assert load_checkpoint(tmp_path / "budget" / "best.pt")["step"] == 1
+
+
+@pytest.mark.slow
+def test_bf16_adversarial_deep_supervision_and_resume(tmp_path):
+    overrides = ["train.amp=bf16", "train.steps=4", "train.eval_every=2", "loss.adversarial=0.2", "loss.l1=0.5",
+                 "loss.disc_width=8", 'model.kwargs={"base_width": 4, "depth": 3, "deep_supervision": true}']
+    first = train(load_config(CONFIGS / "tiny_teacher.json", overrides), tmp_path, data=toy_data())
+    assert first["step"] == 4 and np.isfinite(first["heldout"]["psnr"])
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["extra_modules"]["disc_opt"] and any(k.startswith("discriminator.") for k in ckpt["extra_modules"]["recon"])
+    longer = train(load_config(CONFIGS / "tiny_teacher.json", overrides + ["train.steps=6"]), tmp_path,
+                   data=toy_data(), resume=True)
+    assert longer["step"] == 6

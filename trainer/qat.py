@@ -10,6 +10,8 @@ modelopt is imported lazily: it takes seconds to import and only QAT needs it.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -47,7 +49,8 @@ def quantize(
 
     was_training = model.training
     model.eval()
-    with torch.no_grad():
+    # ModelOpt prints progress to stdout; keep stdout for the CLI's JSON result.
+    with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
         model = mtq.quantize(model, quant_config(skip_modules), forward_loop=calibration)
     model.train(was_training)
     return model
@@ -79,7 +82,8 @@ def restore_quantized(model: nn.Module, info: dict) -> nn.Module:
         raise ValueError(f"unknown quantization method {info.get('method')!r} (expected {METHOD!r})")
     import modelopt.torch.opt as mto
 
-    return mto.restore_from_modelopt_state(model, info["modelopt_state"])
+    with contextlib.redirect_stdout(sys.stderr):
+        return mto.restore_from_modelopt_state(model, info["modelopt_state"])
 
 
 def is_quantized(model: nn.Module) -> bool:

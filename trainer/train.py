@@ -196,8 +196,8 @@ def train(
     seed_everything(tc.seed)
     last_path = out / "last.pt"
     resumed = load_checkpoint(last_path) if resume else None
-    if resume and resumed is None:
-        raise FileNotFoundError(f"{last_path}: nothing to resume")
+    if resumed is not None and resumed["stage"] != cfg.stage:
+        raise ValueError(f"{last_path}: is a {resumed['stage']} checkpoint, cannot resume the {cfg.stage} stage")
     if data is None:
         data = load_data(cfg.data)
 
@@ -210,7 +210,9 @@ def train(
     elif cfg.stage == "qat":
         if student is None:
             raise ValueError("the qat stage needs --student CKPT (a distilled student checkpoint)")
-        model, _ = load_model(student)
+        model, student_ckpt = load_model(student)
+        if student_ckpt["quantization"] is not None:
+            raise ValueError(f"{student}: is already quantized; qat needs the float (distilled) student")
     else:
         model = create_model(cfg.model.name, **cfg.model.kwargs)
     model.to(device)

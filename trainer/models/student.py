@@ -23,17 +23,28 @@ def conv_relu(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
 class Student(nn.Module):
     """Encoder/decoder with ``depth`` downsamplings; level i has ``width * 2**i`` channels,
     or ``widths[i]`` when given (then depth = len(widths) - 1; a thin full-resolution level,
-    e.g. widths=[8, 24, 48], is what makes a 512x512 slice cheap)."""
+    e.g. widths=[8, 24, 48], is what makes a 512x512 slice cheap).
 
-    def __init__(self, width: int = 16, depth: int = 2, widths: list[int] | None = None) -> None:
+    ``stem_stride=2`` runs the whole network at half resolution (FFDNet-style): the head is a
+    learned 2x2 stride-2 space-to-depth conv and the tail a 2x2 stride-2 transposed conv back to
+    full resolution, which cuts the full-resolution work that dominates CPU latency."""
+
+    def __init__(
+        self, width: int = 16, depth: int = 2, widths: list[int] | None = None, stem_stride: int = 1
+    ) -> None:
         super().__init__()
         w = list(widths) if widths is not None else [width * 2**i for i in range(depth + 1)]
         if len(w) < 2 or min(w) < 1:
             raise ValueError(f"student needs at least two positive level widths, got {w}")
         self.depth = depth = len(w) - 1
-        self.size_multiple = 2**depth
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
+        self.size_multiple = 2**depth * stem_stride
         self.widths = w
-        self.head = conv_relu(1, w[0])
+        if stem_stride == 1:
+            self.head = conv_relu(1, w[0])
+        else:
+            self.head = nn.Sequential(nn.Conv2d(1, w[0], 2, stride=2), nn.ReLU(inplace=True))
         self.down = nn.ModuleList(
             nn.Sequential(conv_relu(w[i], w[i + 1], stride=2), conv_relu(w[i + 1], w[i + 1])) for i in range(depth)
         )
@@ -42,7 +53,10 @@ class Student(nn.Module):
             nn.Sequential(conv_relu(w[i + 1], w[i]), nn.Upsample(scale_factor=2, mode="nearest")) for i in range(depth)
         )
         self.fuse = nn.ModuleList(conv_relu(2 * w[i], w[i]) for i in range(depth))
-        self.tail = nn.Conv2d(w[0], 1, 3, padding=1)
+        if stem_stride == 1:
+            self.tail = nn.Conv2d(w[0], 1, 3, padding=1)
+        else:
+            self.tail = nn.ConvTranspose2d(w[0], 1, 2, stride=2)
         # Start as the identity map: training then only ever adds a learned correction.
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)

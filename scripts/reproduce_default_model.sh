@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Reproduce the shipped default model end to end on a CPU (about 1-2 hours on 2 cores):
+# teacher -> distilled student -> QAT -> ONNX fp32 + int8 -> quality and latency records ->
+# model card. Every number in models/MODEL_CARD.md comes from the files this writes.
+#
+#   bash scripts/reproduce_default_model.sh [RUN_DIR]     (default RUN_DIR: runs/default)
+#
+# The trainer configs hold the data, model and loss settings; the --set overrides below are
+# the step counts and patch size used for the shipped model (fixed steps, not a time budget,
+# so the result does not depend on the machine's speed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN="${1:-runs/default}"
+PY="${PYTHON:-.venv/bin/python}"
+mkdir -p "$RUN"
+
+COMMON=(--set train.max_minutes=0 --set train.patience=100 --set data.noise_aug_prob=0.2 --set data.patch_size=48)
+
+echo "== 1/6 teacher (U-Net++ base width 16, depth 4)"
+"$PY" -m trainer teacher --config trainer/configs/default_teacher.json --out "$RUN/teacher" \
+    "${COMMON[@]}" --set train.steps=600 --set train.eval_every=200
+
+echo "== 2/6 distill student from the teacher"
+"$PY" -m trainer distill --config trainer/configs/default_distill.json --out "$RUN/student" \
+    --teacher "$RUN/teacher/best.pt" "${COMMON[@]}" --set train.steps=STUDENT_STEPS --set train.eval_every=300
+
+echo "== 3/6 quantization-aware training (ModelOpt INT8)"
+"$PY" -m trainer qat --config trainer/configs/default_qat.json --out "$RUN/qat" \
+    --student "$RUN/student/best.pt" "${COMMON[@]}" --set train.steps=QAT_STEPS
+
+echo "== 4/6 export ONNX fp32 + int8 into models/"
+cp "$RUN/qat/best.pt" models/medclear_student.qat.pt
+"$PY" -m compiler export --checkpoint models/medclear_student.qat.pt --out-dir models --name medclear_student
+"$PY" -m compiler verify --onnx models/medclear_student.int8.onnx --reference models/medclear_student.fp32.onnx
+
+echo "== 5/6 quality and latency on the held-out set / this machine"
+"$PY" -m benchmarks.quality --teacher "$RUN/teacher/best.pt" --out models/quality.json --grid docs/images/quality_crops.png
+"$PY" -m benchmarks.latency --teacher "$RUN/teacher/best.pt" --out models/latency.json --plot docs/images/latency.png
+
+echo "== 6/6 model card"
+"$PY" scripts/make_model_card.py --run "$RUN" --quality models/quality.json --latency models/latency.json
