@@ -8,6 +8,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter
 
 from runtime.normalization import NormalizationSpec, denormalize, fit_normalization
+from benchmarks import report
 
 SOFT_TISSUE = (40.0, 400.0)  # level, width (HU)
 
@@ -72,9 +73,4 @@ def crop_grid(rows: list[dict], columns: list[str], path: Path, side: int = 128)
             if c == 0:
                 axis.set_ylabel(f"{row['modality']} {row['degradation']}", fontsize=7)
     fig.suptitle("held-out crops (CT: soft-tissue window W400/L40)", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return report.save_figure(fig, path, dpi=110)

@@ -7,14 +7,15 @@ from pathlib import Path
 
 def table(headers: list[str], rows: list[list[object]]) -> str:
     """A plain fixed-width text table."""
-    cells = [[_cell(v) for v in row] for row in rows]
+    cells = [[format_cell(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths)) for r in cells]
     return "\n".join(lines)
 
 
-def _cell(value: object) -> str:
+def format_cell(value: object) -> str:
+    """A number or value as table text: 3 significant digits, n/a for None."""
     if value is None:
         return "n/a"
     if isinstance(value, float):
@@ -118,9 +119,16 @@ def plot_latency(record: dict, path: Path) -> Path:
     left.legend(fontsize=7)
     machine = record["machine"]
     fig.suptitle(f"medclear latency — {machine['cpu']}, {machine['usable_cores']} cores")
+    return save_figure(fig, path, dpi=100)
+
+
+def save_figure(fig, path: str | Path, dpi: int) -> Path:
+    """Lay out, save (creating the folder) and close a matplotlib figure."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
+    import matplotlib.pyplot as plt
+
     plt.close(fig)
     return path

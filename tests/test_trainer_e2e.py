@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from trainer.checkpoint import load_checkpoint, load_model
 from trainer.config import load_config
+from trainer.models import create_model
 from trainer.train import DataBundle, train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "trainer" / "configs"
@@ -182,3 +183,19 @@ def test_bf16_adversarial_deep_supervision_and_resume(tmp_path):
     longer = train(load_config(CONFIGS / "tiny_teacher.json", overrides + ["train.steps=6"]), tmp_path,
                    data=toy_data(), resume=True)
     assert longer["step"] == 6
+
+
+@pytest.mark.slow
+def test_conv_transpose_weights_quantized_per_output_channel(tmp_path):
+    from trainer.checkpoint import save_checkpoint
+    from trainer.qat import quantization_info, quantize
+
+    model = create_model("student", widths=[4, 8], stem_stride=2)
+    torch.nn.init.normal_(model.tail.weight, std=0.1)
+    x = torch.rand(2, 1, 32, 32)
+    model = quantize(model, lambda m: m(x))
+    assert model.tail.weight_quantizer.axis == 1  # [C_in, C_out, kH, kW]: output channels
+    assert model.down[0][0][0].weight_quantizer.axis == 0
+    save_checkpoint(tmp_path / "q.pt", model, quantization=quantization_info(model))
+    again, _ = load_model(tmp_path / "q.pt")
+    assert torch.equal(again(x), model.eval()(x))

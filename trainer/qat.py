@@ -36,6 +36,8 @@ def quant_config(skip_modules: Iterable[str] = ()) -> dict:
         {"quantizer_name": "*", "enable": False},
         {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": 8, "axis": 0}},
         {"quantizer_name": "*input_quantizer", "cfg": {"num_bits": 8, "axis": None}},
+        # ConvTranspose weights are [C_in, C_out, kH, kW]: output channels are axis 1 (TensorRT's K).
+        {"quantizer_name": "*weight_quantizer", "parent_class": "nn.ConvTranspose2d", "cfg": {"num_bits": 8, "axis": 1}},
     ]
     entries += [{"quantizer_name": f"{pattern}*", "enable": False} for pattern in skip_modules]
     return {"quant_cfg": entries, "algorithm": "max"}
