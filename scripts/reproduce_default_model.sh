@@ -5,28 +5,24 @@
 #
 #   bash scripts/reproduce_default_model.sh [RUN_DIR]     (default RUN_DIR: runs/default)
 #
-# The trainer configs hold the data, model and loss settings; the --set overrides below are
-# the step counts and patch size used for the shipped model (fixed steps, not a time budget,
-# so the result does not depend on the machine's speed).
+# The trainer configs (trainer/configs/default_*.json) hold every setting: fixed step counts,
+# not a time budget, so the result does not depend on the machine's speed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="${1:-runs/default}"
 PY="${PYTHON:-.venv/bin/python}"
 mkdir -p "$RUN"
 
-COMMON=(--set train.max_minutes=0 --set train.patience=100 --set data.noise_aug_prob=0.2 --set data.patch_size=48)
-
 echo "== 1/6 teacher (U-Net++ base width 16, depth 4)"
-"$PY" -m trainer teacher --config trainer/configs/default_teacher.json --out "$RUN/teacher" \
-    "${COMMON[@]}" --set train.steps=600 --set train.eval_every=200
+"$PY" -m trainer teacher --config trainer/configs/default_teacher.json --out "$RUN/teacher"
 
 echo "== 2/6 distill student from the teacher"
 "$PY" -m trainer distill --config trainer/configs/default_distill.json --out "$RUN/student" \
-    --teacher "$RUN/teacher/best.pt" "${COMMON[@]}" --set train.steps=STUDENT_STEPS --set train.eval_every=300
+    --teacher "$RUN/teacher/best.pt"
 
 echo "== 3/6 quantization-aware training (ModelOpt INT8)"
 "$PY" -m trainer qat --config trainer/configs/default_qat.json --out "$RUN/qat" \
-    --student "$RUN/student/best.pt" "${COMMON[@]}" --set train.steps=QAT_STEPS
+    --student "$RUN/student/best.pt"
 
 echo "== 4/6 export ONNX fp32 + int8 into models/"
 cp "$RUN/qat/best.pt" models/medclear_student.qat.pt
