@@ -20,7 +20,8 @@ from trainer.checkpoint import load_checkpoint
 from trainer.models import count_flops, count_parameters, create_model
 
 MODELS = Path("models")
-FILES = ["medclear_student.fp32.onnx", "medclear_student.int8.onnx", "medclear_student.qat.pt"]
+FILES = ["medclear_student.fp32.onnx", "medclear_student.int8.onnx", "medclear_student.qat.pt", "medclear_teacher.pt"]
+STUDENT_INT8, STUDENT_FP32, TEACHER = "medclear_student.int8.onnx", "medclear_student.fp32.onnx", "medclear_teacher.pt"
 REPRODUCE = "bash scripts/reproduce_default_model.sh"
 
 
@@ -45,6 +46,32 @@ def _quality_rows(record: dict) -> list[list]:
     for row in record["summary"]:
         rows.append([row["modality"], row["degradation"], row["method"], row["images"], *[row.get(k) for k in keys]])
     return rows
+
+
+def _real_ct_means(quality: dict) -> dict[str, dict[str, float]]:
+    """Mean PSNR (both conventions) per method over the held-out real (non-phantom) CT slices."""
+    sums: dict[str, list[tuple[float, float]]] = {}
+    for row in quality["per_image"]:
+        if row["modality"] == "CT" and row["image"].startswith("offline:"):
+            sums.setdefault(row["method"], []).append((row["metrics"]["psnr_full"], row["metrics"]["psnr_window"]))
+    return {m: {"psnr_full": sum(v[0] for v in vals) / len(vals), "psnr_window": sum(v[1] for v in vals) / len(vals),
+                "images": len(vals)} for m, vals in sums.items()}
+
+
+def _targets(quality: dict) -> list[list]:
+    """The issue's quality targets on held-out real CT at quarter dose, judged from the record."""
+    means = _real_ct_means(quality)
+    if not {"input", "nlm", STUDENT_INT8, STUDENT_FP32, TEACHER} <= means.keys():
+        return []
+    int8, fp32, teacher = means[STUDENT_INT8], means[STUDENT_FP32], means[TEACHER]
+    rows = [
+        ["student INT8 within 0.3 dB of the teacher (window)", int8["psnr_window"] - teacher["psnr_window"], ">= -0.3"],
+        ["student INT8 above NLM (window)", int8["psnr_window"] - means["nlm"]["psnr_window"], "> 0"],
+        ["student INT8 gain over noisy input (window)", int8["psnr_window"] - means["input"]["psnr_window"], ">= +4"],
+        ["student INT8 vs FP32 (window)", int8["psnr_window"] - fp32["psnr_window"], ">= -0.1"],
+    ]
+    limits = {">= -0.3": lambda d: d >= -0.3, "> 0": lambda d: d > 0, ">= +4": lambda d: d >= 4, ">= -0.1": lambda d: d >= -0.1}
+    return [[name, f"{delta:+.2f} dB", limit, "pass" if limits[limit](delta) else "MISS"] for name, delta, limit in rows]
 
 
 def build_card(run: Path, quality: dict, latency: dict | None) -> tuple[str, dict]:
@@ -84,7 +111,7 @@ def build_card(run: Path, quality: dict, latency: dict | None) -> tuple[str, dic
         "## Data",
         f"- Sources: {', '.join(map(str, data.get('sources', [])))}; modalities {', '.join(map(str, data.get('modalities', [])))};",
         "  degradations: projection-domain low-dose CT and MR noise (docs/DATA.md).",
-        f"- Held-out split (never seen in training): {', '.join(map(str, data.get('heldout_names', data.get('heldout', []))))}.",
+        f"- Held-out split (never seen in training): {', '.join(map(str, (data.get('heldout') or {}).get('names', [])))}.",
         "- Full data summary: `model_card.json` → `stages.qat.data_summary`.",
         "",
         "## Quality on the held-out set",
@@ -96,6 +123,9 @@ def build_card(run: Path, quality: dict, latency: dict | None) -> tuple[str, dic
                   "FSIM full", "FSIM window", "PSNR", "SSIM", "FSIM"], _quality_rows(quality)),
         "",
         f"Quality measured on: {quality.get('machine', {}).get('cpu', '?')}, {quality.get('created_utc', '?')}.",
+        "",
+        "## Quality targets (held-out real CT slices, quarter dose, display window)",
+        md_table(["target", "measured", "limit", "status"], _targets(quality)),
         "",
     ]
     if latency:

@@ -11,7 +11,7 @@ from runtime.backends.tensorrt_backend import ENGINE_SUFFIXES, TensorRTBackend
 
 MODEL_ENV = "MEDCLEAR_MODEL"
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-DEFAULT_MODELS = ("medclear_student.int8.onnx", "medclear_student.fp32.onnx")
+DEFAULT_MODELS = ("medclear_student.fp32.onnx", "medclear_student.int8.onnx")
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
@@ -20,7 +20,7 @@ class ModelNotFoundError(BackendError):
 
 
 def default_model(models_dir: Path | None = None) -> Path:
-    """``$MEDCLEAR_MODEL``, else ``models/medclear_student.int8.onnx``, else the fp32 one."""
+    """``$MEDCLEAR_MODEL``, else ``models/medclear_student.fp32.onnx`` (faster than INT8 in ONNX Runtime on CPUs; docs/DECISIONS.md), else the int8 one."""
     models_dir = models_dir or MODELS_DIR
     from_env = os.environ.get(MODEL_ENV)
     if from_env:
