@@ -71,14 +71,14 @@ def test_select_backend_by_kind_and_override(tmp_path, model):
         select_backend(tmp_path / "missing.onnx")
 
 
-def test_default_model_prefers_env_then_int8_then_fp32(tmp_path, monkeypatch, model):
+def test_default_model_prefers_env_then_fp32_then_int8(tmp_path, monkeypatch, model):
     monkeypatch.delenv(select_module.MODEL_ENV, raising=False)
     with pytest.raises(ModelNotFoundError, match="--model FILE or set MEDCLEAR_MODEL"):
         select_module.default_model(tmp_path)
-    (tmp_path / "medclear_student.fp32.onnx").write_bytes(b"")
-    assert select_module.default_model(tmp_path).name == "medclear_student.fp32.onnx"
     (tmp_path / "medclear_student.int8.onnx").write_bytes(b"")
     assert select_module.default_model(tmp_path).name == "medclear_student.int8.onnx"
+    (tmp_path / "medclear_student.fp32.onnx").write_bytes(b"")
+    assert select_module.default_model(tmp_path).name == "medclear_student.fp32.onnx"
     monkeypatch.setenv(select_module.MODEL_ENV, str(model))
     assert select_module.default_model(tmp_path) == model
 
