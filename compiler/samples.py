@@ -27,36 +27,34 @@ HELDOUT_CT = ("explicit_VR-UN.dcm", "CT_small.dcm")
 SMALL_HELDOUT_CT = "CT_small.dcm"  # 128 x 128: quick real input for export checks
 
 
-def fit_to_multiple(image: np.ndarray, multiple: int, max_side: int | None = None) -> np.ndarray:
-    """Center-crop a 2-D image to a multiple of ``multiple`` (at most ``max_side``); pad if too small."""
+def _crop_or_pad(image: np.ndarray, targets: tuple[int, int], centre_pad: bool) -> np.ndarray:
+    """Center-crop each axis longer than its target; edge-pad shorter ones (at the end, or centred)."""
     out = image
-    for axis in (0, 1):
+    for axis, target in enumerate(targets):
         size = out.shape[axis]
-        target = size if max_side is None else min(size, max_side)
-        target = max(multiple, target - target % multiple)
         if size > target:
             start = (size - target) // 2
             out = np.take(out, range(start, start + target), axis=axis)
         elif size < target:
+            before = (target - size) // 2 if centre_pad else 0
             pad = [(0, 0), (0, 0)]
-            pad[axis] = (0, target - size)
+            pad[axis] = (before, target - size - before)
             out = np.pad(out, pad, mode="edge")
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def fit_to_multiple(image: np.ndarray, multiple: int, max_side: int | None = None) -> np.ndarray:
+    """Center-crop a 2-D image to a multiple of ``multiple`` (at most ``max_side``); pad if too small."""
+    targets = []
+    for size in image.shape[:2]:
+        target = size if max_side is None else min(size, max_side)
+        targets.append(max(multiple, target - target % multiple))
+    return _crop_or_pad(image, (targets[0], targets[1]), centre_pad=False)
 
 
 def fit_to_shape(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Center-crop or edge-pad a 2-D image to exactly (height, width)."""
-    out = image
-    for axis, target in ((0, height), (1, width)):
-        size = out.shape[axis]
-        if size > target:
-            start = (size - target) // 2
-            out = np.take(out, range(start, start + target), axis=axis)
-        elif size < target:
-            pad = [(0, 0), (0, 0)]
-            pad[axis] = ((target - size) // 2, target - size - (target - size) // 2)
-            out = np.pad(out, pad, mode="edge")
-    return np.ascontiguousarray(out, dtype=np.float32)
+    return _crop_or_pad(image, (height, width), centre_pad=True)
 
 
 def dicom_files(root: str | Path) -> list[Path]:

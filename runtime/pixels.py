@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 SUPPORTED_PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2")
 
@@ -57,7 +58,7 @@ def _single_rescale(ds: Dataset, keyword: str, default: float) -> float:
     if value is None or value == "":
         return default
     # Some writers store multi-valued rescale tags; the first value is the one that applies.
-    if isinstance(value, (list, tuple)) or hasattr(value, "__len__") and not isinstance(value, str):
+    if isinstance(value, (list, tuple, MultiValue)):
         value = value[0]
     return float(value)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from runtime.outputs import atomic_write
 from trainer.models import create_model
 
 FORMAT = "medclear-checkpoint/1"
@@ -30,11 +31,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **info) -> dict:
         "quantization": None,
     }
     ckpt.update(info)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)  # an interrupted save never leaves a half-written checkpoint
+    # An interrupted save never leaves a half-written checkpoint.
+    atomic_write(Path(path), lambda handle: torch.save(ckpt, handle))
     return ckpt
 
 
