@@ -27,7 +27,10 @@ SWEEPS: dict[str, tuple[str, tuple[float, ...]]] = {
 TUNING_SIDE = 256
 
 
-TUNING_METRIC = "psnr over the normalized range [0, 1] (= psnr_full for CT, psnr otherwise)"
+TUNING_METRIC = (
+    "psnr over the normalized range [0, 1] (CT: the model's ct_hu_range, [-160, 240] HU = psnr_window "
+    "for the shipped model; psnr otherwise)"
+)
 
 
 def tuning_score(denoised: np.ndarray, clean: np.ndarray) -> float:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.data.degrade import LowDoseCT, blur, downsample, gaussian_noise, hu_to_mu, rician_noise
+from trainer.data.degrade import (
+    LowDoseCT,
+    blur,
+    downsample,
+    gaussian_noise,
+    hu_to_mu,
+    noise_sigma_hu,
+    rician_noise,
+    soft_tissue_mask,
+)
 from trainer.data.phantoms import phantom_pixel_mm, random_phantom, shepp_logan_hu
 from trainer.metrics import psnr
 
@@ -38,6 +47,54 @@ def test_low_dose_is_reproducible_and_keeps_the_reference(phantom):
     assert not np.array_equal(a, phantom)
     # Noise has no mean offset: the reference is the original image, not a blurred FBP.
     assert abs(float(np.mean(a - phantom))) < 5.0
+
+
+def test_a_smooth_slice_keeps_the_photon_count():
+    clean = _tissue_phantom()
+    matched = LowDoseCT(clean, 2.0, angles=32, photons=3e6, match_own_noise=True)
+    plain = LowDoseCT(clean, 2.0, angles=32, photons=3e6)
+    assert matched.photons_per_bin == plain.photons_per_bin
+    assert matched.own_variance_fraction < 0.05
+
+
+def _tissue_phantom(side: int = 128) -> np.ndarray:
+    """A water disc with a few soft-tissue and bone inserts: plenty of soft tissue to measure."""
+    yy, xx = np.mgrid[:side, :side] - (side - 1) / 2
+    hu = np.full((side, side), -1000.0, dtype=np.float32)
+    hu[yy**2 + xx**2 < (0.42 * side) ** 2] = 40.0
+    hu[(yy - side / 6) ** 2 + xx**2 < (side / 12) ** 2] = 700.0
+    hu[yy**2 + (xx - side / 5) ** 2 < (side / 14) ** 2] = -80.0
+    return hu
+
+
+def test_a_noisy_scan_gets_the_noise_of_its_own_quarter_dose():
+    # A "real" full-dose scan: the tissue phantom plus the noise of a scan at 1/8 of 3e6 photons.
+    clean = _tissue_phantom()
+    pixel_mm = 2.0
+    scan = LowDoseCT(clean, pixel_mm, angles=90, photons=3e6).degrade(
+        0.125, np.random.default_rng(1)
+    )
+    mask = soft_tissue_mask(clean)
+    own = noise_sigma_hu(scan, mask)
+    simulator = LowDoseCT(scan, pixel_mm, angles=90, photons=3e6, match_own_noise=True)
+    # Its own noise says it was acquired with ~1/8 of the photons: I0 is lowered to match.
+    assert simulator.photons_per_bin == pytest.approx(3e6 * 1000 / 90 / 8, rel=0.3)
+    assert simulator.own_variance_fraction == 1.0
+    quarter = simulator.degrade(0.25, np.random.default_rng(2))
+    # Quarter dose of this scan: total noise 2x its own (variance 1/dose), not own + a fixed amount.
+    assert noise_sigma_hu(quarter, mask) == pytest.approx(2.0 * own, rel=0.15)
+
+
+def test_scan_pair_nests_noise_like_a_real_low_full_dose_pair():
+    clean = _tissue_phantom()
+    simulator = LowDoseCT(clean, 2.0, angles=90, photons=3e6)
+    mask = soft_tissue_mask(clean)
+    one_dose = noise_sigma_hu(simulator.degrade(1.0, np.random.default_rng(3)), mask)
+    full, low = simulator.scan_pair(0.25, np.random.default_rng(4))
+    # The reference is a full-dose scan (noisy), the low-dose scan adds 3x its noise variance.
+    assert noise_sigma_hu(full, mask) == pytest.approx(one_dose, rel=0.15)
+    assert noise_sigma_hu(low - full, mask) == pytest.approx(np.sqrt(3.0) * one_dose, rel=0.15)
+    assert noise_sigma_hu(low, mask) == pytest.approx(2.0 * one_dose, rel=0.15)
 
 
 def test_low_dose_handles_non_square_slices():

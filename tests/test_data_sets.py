@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainer.data import DataConfig, build_heldout_set, build_training_set, data_summary
-from trainer.data.datasets import load_sources, split_sources
+from trainer.data.datasets import load_sources, normalization_table, spec_for, split_sources
 from trainer.data.split import is_heldout, split_value
 
 SMALL = dict(sources=["phantom"], phantom_count=3, phantom_size=64, heldout_phantoms=1, ct_angles=24,
@@ -96,6 +96,35 @@ def test_config_round_trip_and_errors():
         DataConfig.from_dict({**cfg.to_dict(), "bogus": 1})
     with pytest.raises(ValueError, match="dose_fractions"):
         DataConfig(dose_fractions=[0.0])
+    with pytest.raises(ValueError, match="ct_hu_range"):
+        DataConfig(ct_hu_range=[240, -160])
+
+
+def test_full_dose_reference_gives_noisy_references_in_training_only():
+    plain = DataConfig(**SMALL, augment=False, ct_hu_range=[-160, 240])
+    paired = DataConfig(**SMALL, augment=False, ct_hu_range=[-160, 240], ct_full_dose_reference=True)
+    (d0, c0), (d1, c1) = build_training_set(plain)[0], build_training_set(paired)[0]
+    # Same patch of the same slice: the reference is now a noisy full-dose scan ...
+    assert not torch.equal(c0, c1) and float((c1 - c0).std()) > 1e-3
+    # ... and the input is noisier than its reference (a lower dose of the same scan).
+    assert float((d1 - c1).std()) > float((c1 - c0).std())
+    # Held-out references stay the original slices.
+    for a, b in zip(build_heldout_set(plain), build_heldout_set(paired)):
+        np.testing.assert_array_equal(a.clean, b.clean)
+    assert data_summary(paired)["degradation"]["ct"]["full_dose_reference"] is True
+
+
+def test_ct_hu_range_sets_the_ct_normalization_everywhere():
+    cfg = DataConfig(**SMALL, ct_hu_range=[-160, 240])
+    spec = spec_for("CT", cfg)
+    assert (spec.kind, spec.hu_min, spec.hu_max) == ("hu_linear", -160.0, 240.0)
+    assert normalization_table(cfg)["CT"] == spec.to_dict()
+    assert spec_for("MR", cfg).kind == "percentile"
+    # Held-out slices are normalized with it: 40 HU (the window's centre) is 0.5, unclipped.
+    image = next(i for i in build_heldout_set(cfg) if i.modality == "CT")
+    assert image.spec == spec
+    hu = image.clean * (spec.hu_max - spec.hu_min) + spec.hu_min
+    assert hu.min() < -900 and image.clean.min() < 0  # air stays representable below the range
 
 
 # The offline images (pydicom + pydicom-data) are decoded once per process (~5 s).

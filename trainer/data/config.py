@@ -25,11 +25,20 @@ class DataConfig:
     patches_per_epoch: int = 2048
     seed: int = 0
     augment: bool = True
+    # CT normalization: this HU range maps linearly to [0, 1], unclipped (docs/DATA.md). The
+    # shipped model uses the soft-tissue window [-160, 240] so that quarter-dose noise
+    # (10-20 HU) is as large to the model as MR noise; the default is the full 12-bit range.
+    ct_hu_range: list[float] = field(default_factory=lambda: [-1024.0, 3071.0])
     # CT low-dose simulation (projection domain).
     dose_fractions: list[float] = field(default_factory=lambda: [0.25])
     ct_angles: int = 180  # projection views simulated over 180 degrees
-    ct_photons: float = 3.0e6  # photons per detector bin at full dose, stated for 1000 views (docs/DATA.md)
+    # Photons per detector bin at full dose, stated for 1000 views: 1.4e6 is the dose that the one
+    # real noisy abdominal scan in the packages (explicit_VR-UN, 9.6 HU own noise) implies (docs/DATA.md).
+    ct_photons: float = 1.4e6
     ct_noise_realizations: int = 2  # precomputed noisy versions per training slice and dose
+    # Training CT pairs as real low/full-dose pairs come: the reference is a simulated full-dose
+    # scan (its own noise), not the noiseless slice. Held-out pairs are unchanged (docs/DATA.md).
+    ct_full_dose_reference: bool = False
     # MR and X-ray noise, in normalized units (fraction of the clean image's percentile range).
     mr_noise: str = "rician"  # "rician" or "gaussian"
     mr_noise_sigma: float = 0.03
@@ -61,6 +70,8 @@ class DataConfig:
             raise ValueError(f"dose_fractions {self.dose_fractions} must be in (0, 1]")
         if self.mr_noise not in ("rician", "gaussian"):
             raise ValueError(f"mr_noise {self.mr_noise!r} must be 'rician' or 'gaussian'")
+        if len(self.ct_hu_range) != 2 or not self.ct_hu_range[0] < self.ct_hu_range[1]:
+            raise ValueError(f"ct_hu_range {self.ct_hu_range} must be [hu_min, hu_max] with hu_min < hu_max")
         if (self.paired_low_dir is None) != (self.paired_full_dir is None):
             raise ValueError("paired_low_dir and paired_full_dir must be given together")
         if not 0 <= self.heldout_fraction < 1:

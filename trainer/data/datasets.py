@@ -17,7 +17,6 @@ import torch
 from torch.utils.data import Dataset
 
 from runtime.normalization import (
-    CT_DEFAULT,
     PERCENTILE_DEFAULT,
     NormalizationSpec,
     NormalizationState,
@@ -32,14 +31,18 @@ from trainer.data.sources import SourceImage, directory_images, offline_images, 
 from trainer.data.split import SPLIT_SALT, is_heldout, stable_seed
 
 
-def spec_for(modality: str) -> NormalizationSpec:
-    """The normalization a modality uses: CT hu_linear, everything else percentile."""
-    return CT_DEFAULT if modality.upper() == "CT" else PERCENTILE_DEFAULT
+def spec_for(modality: str, cfg: DataConfig) -> NormalizationSpec:
+    """The normalization a modality uses: CT hu_linear over ``cfg.ct_hu_range``, everything
+    else percentile."""
+    if modality.upper() == "CT":
+        hu_min, hu_max = cfg.ct_hu_range
+        return NormalizationSpec(kind="hu_linear", hu_min=float(hu_min), hu_max=float(hu_max))
+    return PERCENTILE_DEFAULT
 
 
 def normalization_table(cfg: DataConfig) -> dict[str, dict]:
     """Modality -> NormalizationSpec dict, with a ``"*"`` fallback (the checkpoint's field)."""
-    table = {m: spec_for(m).to_dict() for m in cfg.modalities}
+    table = {m: spec_for(m, cfg).to_dict() for m in cfg.modalities}
     table["*"] = PERCENTILE_DEFAULT.to_dict()
     return table
 
@@ -77,6 +80,7 @@ class _Variant:
     degraded: np.ndarray | None  # normalized, or None for on-the-fly noise
     noise: str | None = None  # "rician" | "gaussian"
     sigma: float = 0.0  # normalized units
+    reference: np.ndarray | None = None  # normalized; None: the pool image's clean slice
 
 
 @dataclass
@@ -112,24 +116,38 @@ def _extra_label(cfg: DataConfig) -> str:
 
 
 def _ct_variants(
-    image: SourceImage, state: NormalizationState, cfg: DataConfig, realizations: int, seed_parts: tuple
+    image: SourceImage,
+    state: NormalizationState,
+    cfg: DataConfig,
+    realizations: int,
+    seed_parts: tuple,
+    full_dose_reference: bool = False,
 ) -> list[_Variant]:
-    simulator = degrade.LowDoseCT(image.values, image.pixel_mm, cfg.ct_angles, cfg.ct_photons)
+    # Phantoms are noiseless by construction; real slices already hold their own scan's noise.
+    simulator = degrade.LowDoseCT(
+        image.values, image.pixel_mm, cfg.ct_angles, cfg.ct_photons, match_own_noise=image.source != "phantom"
+    )
     variants = []
     for dose in cfg.dose_fractions:
         for index in range(realizations):
             rng = np.random.default_rng(stable_seed(*seed_parts, image.name, dose, index))
-            variants.append(_Variant(f"ct_dose_{dose:g}", normalize(simulator.degrade(dose, rng), state)))
+            if full_dose_reference:
+                full, low = simulator.scan_pair(dose, rng)
+                variants.append(_Variant(f"ct_dose_{dose:g}", normalize(low, state), reference=normalize(full, state)))
+            else:
+                variants.append(_Variant(f"ct_dose_{dose:g}", normalize(simulator.degrade(dose, rng), state)))
     return variants
 
 
 def _pool_image(image: SourceImage, cfg: DataConfig) -> _PoolImage:
-    state = fit_normalization(image.values, spec_for(image.modality))
+    state = fit_normalization(image.values, spec_for(image.modality, cfg))
     clean = normalize(image.values, state)
     if image.low_dose is not None:
         variants = [_Variant(image.low_dose_label or "paired", normalize(image.low_dose, state))]
     elif image.modality == "CT":
-        variants = _ct_variants(image, state, cfg, cfg.ct_noise_realizations, ("train", cfg.seed))
+        variants = _ct_variants(
+            image, state, cfg, cfg.ct_noise_realizations, ("train", cfg.seed), cfg.ct_full_dose_reference
+        )
     else:
         kind, sigma = _noise_kind(image.modality, cfg)
         variants = [_Variant(f"{image.modality.lower()}_{kind}_{sigma:g}", None, kind, sigma)]
@@ -184,7 +202,8 @@ class PatchDataset(Dataset):
         p, m = self.cfg.patch_size, self.margin
         rows, cols = pool.clean.shape
         top, left = rng.integers(0, max(rows - p, 0) + 1) - m, rng.integers(0, max(cols - p, 0) + 1) - m
-        clean = _reflect_crop(pool.clean, top, left, p + 2 * m)
+        reference = pool.clean if variant.reference is None else variant.reference
+        clean = _reflect_crop(reference, top, left, p + 2 * m)
         if variant.degraded is not None:
             degraded = _reflect_crop(variant.degraded, top, left, p + 2 * m)
         else:
@@ -225,7 +244,7 @@ def _crop_to(values: np.ndarray, side: int) -> np.ndarray:
 
 
 def _heldout_pairs(image: SourceImage, cfg: DataConfig) -> list[HeldoutImage]:
-    spec = spec_for(image.modality)
+    spec = spec_for(image.modality, cfg)
     cropped = _crop_to(image.values, cfg.heldout_max_side)
     state = fit_normalization(cropped, spec)
     clean = normalize(cropped, state)
@@ -288,7 +307,8 @@ def data_summary(cfg: DataConfig) -> dict:
         "heldout": describe(heldout),
         "split": {"rule": "sha256(salt/group) < fraction", "salt": SPLIT_SALT, "fraction": cfg.heldout_fraction},
         "degradation": {
-            "ct": {"dose_fractions": list(cfg.dose_fractions), "angles": cfg.ct_angles, "photons": cfg.ct_photons},
+            "ct": {"dose_fractions": list(cfg.dose_fractions), "angles": cfg.ct_angles, "photons": cfg.ct_photons,
+                   "full_dose_reference": cfg.ct_full_dose_reference},
             "mr": {"noise": cfg.mr_noise, "sigma": cfg.mr_noise_sigma},
             "xray": {"noise": "gaussian", "sigma": cfg.xray_noise_sigma},
             "extra": _extra_label(cfg) or None,
