@@ -26,12 +26,13 @@ echo "== 3/6 quantization-aware training (ModelOpt INT8)"
 
 echo "== 4/6 export ONNX fp32 + int8 into models/"
 cp "$RUN/qat/best.pt" models/medclear_student.qat.pt
+cp "$RUN/teacher/best.pt" models/medclear_teacher.pt
 "$PY" -m compiler export --checkpoint models/medclear_student.qat.pt --out-dir models --name medclear_student
 "$PY" -m compiler verify --onnx models/medclear_student.int8.onnx --reference models/medclear_student.fp32.onnx
 
 echo "== 5/6 quality and latency on the held-out set / this machine"
-"$PY" -m benchmarks.quality --teacher "$RUN/teacher/best.pt" --out models/quality.json --grid docs/images/quality_crops.png
-"$PY" -m benchmarks.latency --teacher "$RUN/teacher/best.pt" --out models/latency.json --plot docs/images/latency.png
+"$PY" -m benchmarks.quality --teacher models/medclear_teacher.pt --threads 1 --out models/quality.json --grid docs/images/quality_crops.png
+"$PY" -m benchmarks.latency --teacher models/medclear_teacher.pt --batches 1,2 --out models/latency.json --plot docs/images/latency.png
 
 echo "== 6/6 model card"
 "$PY" scripts/make_model_card.py --run "$RUN" --quality models/quality.json --latency models/latency.json

@@ -79,8 +79,26 @@ def test_shipped_student_is_lighter_than_default_teacher():
 
 
 def test_student_uses_only_tensorrt_friendly_layers():
-    allowed = (nn.Conv2d, nn.ReLU, nn.Upsample, nn.Sequential, nn.ModuleList)
-    model = create_model("student", widths=[8, 16, 32, 64])
+    allowed = (nn.Conv2d, nn.ReLU, nn.Upsample, nn.Sequential, nn.ModuleList, nn.Hardtanh)  # Hardtanh: ONNX Clip
+    model = create_model("student", widths=[8, 16, 32, 64], input_clip=[-0.5, 1.5])
     kinds = {type(m) for m in model.modules() if m is not model}
     assert all(issubclass(k, allowed) for k in kinds), kinds
     assert all(m.mode == "nearest" for m in model.modules() if isinstance(m, nn.Upsample))
+
+
+def test_student_input_clip_limits_what_the_network_sees_not_the_output():
+    torch.manual_seed(0)
+    model = create_model("student", widths=[4, 8], input_clip=[-0.5, 1.5])
+    nn.init.normal_(model.tail.weight, std=0.1)  # leave the identity start
+    x = torch.rand(1, 1, 16, 16)
+    far = x.clone()
+    far[..., :4, :4] = 6.0  # e.g. dense bone in the soft-tissue-window normalization
+    beyond = far.clone()
+    beyond[..., :4, :4] = 9.0
+    with torch.no_grad():
+        a, b = model(far), model(beyond)
+    # The network sees both as 1.5, so its correction is identical; the output keeps the input's values.
+    torch.testing.assert_close(a - far, b - beyond)
+    assert float((b - a)[..., :4, :4].mean()) == pytest.approx(3.0, abs=1e-5)
+    with pytest.raises(ValueError, match="input_clip"):
+        create_model("student", widths=[4, 8], input_clip=[1.0, 0.0])

@@ -1,7 +1,7 @@
 """Student: a small TensorRT-friendly U-Net.
 
-Only Conv, ReLU, Add, Concat and nearest Upsample: no normalization, nothing a TensorRT
-INT8 build or ONNX Runtime cannot fuse. Downsampling is a stride-2 conv; the decoder
+Only Conv, ReLU, Add, Concat and nearest Upsample (plus an optional input Clip): no
+normalization, nothing a TensorRT INT8 build or ONNX Runtime cannot fuse. Downsampling is a stride-2 conv; the decoder
 convolves at the coarse resolution *before* upsampling, which keeps full-resolution work
 (the bulk of the cost on a 512x512 slice) to a few thin layers. The output is residual: x + f(x).
 """
@@ -27,10 +27,21 @@ class Student(nn.Module):
 
     ``stem_stride=2`` runs the whole network at half resolution (FFDNet-style): the head is a
     learned 2x2 stride-2 space-to-depth conv and the tail a 2x2 stride-2 transposed conv back to
-    full resolution, which cuts the full-resolution work that dominates CPU latency."""
+    full resolution, which cuts the full-resolution work that dominates CPU latency.
+
+    ``input_clip=[low, high]`` clips what the network *sees* to that normalized range (ONNX
+    ``Clip``, TensorRT's clip activation); the residual is still added to the unclipped input.
+    INT8 per-tensor activations cannot hold CT's 4000 HU range and its 15 HU noise at once
+    (one step of 127 over the full range is ~30 HU), so the shipped student looks at a window
+    around soft tissue only and leaves values outside it unchanged (docs/QUANTIZATION.md)."""
 
     def __init__(
-        self, width: int = 16, depth: int = 2, widths: list[int] | None = None, stem_stride: int = 1
+        self,
+        width: int = 16,
+        depth: int = 2,
+        widths: list[int] | None = None,
+        stem_stride: int = 1,
+        input_clip: list[float] | None = None,
     ) -> None:
         super().__init__()
         w = list(widths) if widths is not None else [width * 2**i for i in range(depth + 1)]
@@ -41,6 +52,9 @@ class Student(nn.Module):
             raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
         self.size_multiple = 2**depth * stem_stride
         self.widths = w
+        if input_clip is not None and not (len(input_clip) == 2 and input_clip[0] < input_clip[1]):
+            raise ValueError(f"input_clip must be [low, high] with low < high, got {input_clip}")
+        self.input_clip = nn.Hardtanh(*map(float, input_clip)) if input_clip is not None else None
         if stem_stride == 1:
             self.head = conv_relu(1, w[0])
         else:
@@ -63,7 +77,7 @@ class Student(nn.Module):
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]]]:
         """Output plus ``features`` (the encoder feature at each level, full resolution first)."""
-        skips = [self.head(x)]
+        skips = [self.head(self.input_clip(x) if self.input_clip is not None else x)]
         for down in self.down:
             skips.append(down(skips[-1]))
         y = skips[-1]
