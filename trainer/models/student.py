@@ -1,9 +1,10 @@
 """Student: a small TensorRT-friendly U-Net.
 
 Only Conv, ReLU, Add, Concat and nearest Upsample (plus an optional input Clip): no
-normalization, nothing a TensorRT INT8 build or ONNX Runtime cannot fuse. Downsampling is a stride-2 conv; the decoder
-convolves at the coarse resolution *before* upsampling, which keeps full-resolution work
-(the bulk of the cost on a 512x512 slice) to a few thin layers. The output is residual: x + f(x).
+normalization, nothing a TensorRT INT8 build or ONNX Runtime cannot fuse. Downsampling is a
+stride-2 conv; the decoder convolves at the coarse resolution *before* upsampling, which keeps
+full-resolution work (the bulk of the cost on a 512x512 slice) to a few thin layers. The output
+is residual: x + f(x).
 """
 
 from __future__ import annotations
