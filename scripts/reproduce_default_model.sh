@@ -33,6 +33,7 @@ cp "$RUN/teacher/best.pt" models/medclear_teacher.pt
 echo "== 5/6 quality and latency on the held-out set / this machine"
 "$PY" -m benchmarks.quality --teacher models/medclear_teacher.pt --threads 1 --out models/quality.json --grid docs/images/quality_crops.png
 "$PY" -m benchmarks.latency --teacher models/medclear_teacher.pt --batches 1,2 --out models/latency.json --plot docs/images/latency.png
+"$PY" -m benchmarks.regression --update --threads 1  # CI's latency baseline follows the new models
 
 echo "== 6/6 model card"
 "$PY" scripts/make_model_card.py --run "$RUN" --quality models/quality.json --latency models/latency.json
