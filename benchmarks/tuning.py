@@ -21,7 +21,7 @@ from trainer.metrics import psnr
 
 # baseline -> (trainer.baselines constant, values tried around the defaults 0.8 and 1.0)
 SWEEPS: dict[str, tuple[str, tuple[float, ...]]] = {
-    "nlm": ("NLM_H_PER_SIGMA", (0.3, 0.4, 0.6, 0.8, 1.0, 1.2, 1.6)),
+    "nlm": ("NLM_H_PER_SIGMA", (0.3, 0.4, 0.6, 0.8, 1.0, 1.2, 1.6, 2.0, 2.5, 3.2)),
     "tv": ("TV_WEIGHT_PER_SIGMA", (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)),
 }
 TUNING_SIDE = 256
