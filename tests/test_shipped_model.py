@@ -3,7 +3,7 @@
 The sample (samples/ct_quarter_dose.dcm) is the held-out real CT slice explicit_VR-UN.dcm
 from pydicom-data at simulated quarter dose (scripts/make_sample.py); its full-dose original
 is the reference. This checks the files a user gets, not a training-time copy: the FP32 and
-INT8 ONNX models must clearly improve the slice in the soft-tissue window, beat non-local
+INT8 ONNX models must improve the slice by at least 3 dB in the soft-tissue window, beat non-local
 means on it, and agree with each other within the issue's 0.1 dB.
 """
 
@@ -67,7 +67,7 @@ def test_shipped_model_improves_the_sample_and_beats_nlm(enhanced_hu, reference_
     nlm_hu = nlm((noisy - WINDOW[0]) / 400.0) * 400.0 + WINDOW[0]
     for precision, enhanced in enhanced_hu.items():
         after = window_psnr(enhanced, reference_hu)
-        assert after - before >= 1.0, f"{precision}: {before:.2f} -> {after:.2f} dB"
+        assert after - before >= 3.0, f"{precision}: {before:.2f} -> {after:.2f} dB"  # measured +3.5
         assert after > window_psnr(nlm_hu, reference_hu), precision
 
 
