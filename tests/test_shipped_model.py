@@ -20,12 +20,13 @@ from runtime.enhance import main as enhance_main
 from runtime.image_contract import modality_image
 from trainer.baselines import nlm
 from trainer.data.offline import offline_dicom_files
-from trainer.metrics import psnr
+from trainer.metrics import SOFT_TISSUE_WINDOW, psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "ct_quarter_dose.dcm"
 MODELS = ROOT / "models"
-WINDOW = (-160.0, 240.0)  # W400/L40, the issue's display-window convention
+_LEVEL, _WIDTH = SOFT_TISSUE_WINDOW  # W400/L40, the issue's display-window convention
+WINDOW = (_LEVEL - _WIDTH / 2, _LEVEL + _WIDTH / 2)
 
 
 def window_psnr(hu: np.ndarray, reference_hu: np.ndarray) -> float:
@@ -65,7 +66,7 @@ def test_shipped_model_improves_the_sample_and_beats_nlm(enhanced_hu, reference_
     noisy = hu_of(SAMPLE)
     before = window_psnr(noisy, reference_hu)
     # NLM on the same normalization the model uses (HU over the soft-tissue window, unclipped).
-    nlm_hu = nlm((noisy - WINDOW[0]) / 400.0) * 400.0 + WINDOW[0]
+    nlm_hu = nlm((noisy - WINDOW[0]) / _WIDTH) * _WIDTH + WINDOW[0]
     for precision, enhanced in enhanced_hu.items():
         after = window_psnr(enhanced, reference_hu)
         assert after - before >= 3.0, f"{precision}: {before:.2f} -> {after:.2f} dB"  # measured +3.5
