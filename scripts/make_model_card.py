@@ -48,12 +48,16 @@ def _quality_rows(record: dict) -> list[list]:
     return rows
 
 
+def _real_ct(quality: dict) -> list[dict]:
+    """The per-image records of the held-out real (non-phantom) CT slices."""
+    return [row for row in quality["per_image"] if row["modality"] == "CT" and row["image"].startswith("offline:")]
+
+
 def _real_ct_means(quality: dict) -> dict[str, dict[str, float]]:
     """Mean PSNR (both conventions) per method over the held-out real (non-phantom) CT slices."""
     sums: dict[str, list[tuple[float, float]]] = {}
-    for row in quality["per_image"]:
-        if row["modality"] == "CT" and row["image"].startswith("offline:"):
-            sums.setdefault(row["method"], []).append((row["metrics"]["psnr_full"], row["metrics"]["psnr_window"]))
+    for row in _real_ct(quality):
+        sums.setdefault(row["method"], []).append((row["metrics"]["psnr_full"], row["metrics"]["psnr_window"]))
     return {m: {"psnr_full": sum(v[0] for v in vals) / len(vals), "psnr_window": sum(v[1] for v in vals) / len(vals),
                 "images": len(vals)} for m, vals in sums.items()}
 
@@ -61,9 +65,8 @@ def _real_ct_means(quality: dict) -> dict[str, dict[str, float]]:
 def _real_ct_rows(quality: dict) -> tuple[list[str], list[list]]:
     """Per held-out real CT slice: input PSNR (window) and each method's gain over it."""
     by_image: dict[str, dict[str, float]] = {}
-    for row in quality["per_image"]:
-        if row["modality"] == "CT" and row["image"].startswith("offline:"):
-            by_image.setdefault(row["image"], {})[row["method"]] = row["metrics"]["psnr_window"]
+    for row in _real_ct(quality):
+        by_image.setdefault(row["image"], {})[row["method"]] = row["metrics"]["psnr_window"]
     methods = [m for m in next(iter(by_image.values()), {}) if m != "input"]
     rows = [[image.split("/")[-1], f"{scores['input']:.2f}", *[f"{scores[m] - scores['input']:+.2f}" for m in methods]]
             for image, scores in by_image.items()]

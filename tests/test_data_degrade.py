@@ -49,14 +49,6 @@ def test_low_dose_is_reproducible_and_keeps_the_reference(phantom):
     assert abs(float(np.mean(a - phantom))) < 5.0
 
 
-def test_a_smooth_slice_keeps_the_photon_count():
-    clean = _tissue_phantom()
-    matched = LowDoseCT(clean, 2.0, angles=32, photons=3e6, match_own_noise=True)
-    plain = LowDoseCT(clean, 2.0, angles=32, photons=3e6)
-    assert matched.photons_per_bin == plain.photons_per_bin
-    assert matched.own_variance_fraction < 0.05
-
-
 def _tissue_phantom(side: int = 128) -> np.ndarray:
     """A water disc with a few soft-tissue and bone inserts: plenty of soft tissue to measure."""
     yy, xx = np.mgrid[:side, :side] - (side - 1) / 2
@@ -67,13 +59,19 @@ def _tissue_phantom(side: int = 128) -> np.ndarray:
     return hu
 
 
+def test_a_smooth_slice_keeps_the_photon_count():
+    clean = _tissue_phantom()
+    matched = LowDoseCT(clean, 2.0, angles=32, photons=3e6, match_own_noise=True)
+    plain = LowDoseCT(clean, 2.0, angles=32, photons=3e6)
+    assert matched.photons_per_bin == plain.photons_per_bin
+    assert matched.own_variance_fraction < 0.05
+
+
 def test_a_noisy_scan_gets_the_noise_of_its_own_quarter_dose():
     # A "real" full-dose scan: the tissue phantom plus the noise of a scan at 1/8 of 3e6 photons.
     clean = _tissue_phantom()
     pixel_mm = 2.0
-    scan = LowDoseCT(clean, pixel_mm, angles=90, photons=3e6).degrade(
-        0.125, np.random.default_rng(1)
-    )
+    scan = LowDoseCT(clean, pixel_mm, angles=90, photons=3e6).degrade(0.125, np.random.default_rng(1))
     mask = soft_tissue_mask(clean)
     own = noise_sigma_hu(scan, mask)
     simulator = LowDoseCT(scan, pixel_mm, angles=90, photons=3e6, match_own_noise=True)

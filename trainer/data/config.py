@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 
+from runtime.normalization import CT_DEFAULT
+
 
 @dataclass
 class DataConfig:
@@ -28,7 +30,7 @@ class DataConfig:
     # CT normalization: this HU range maps linearly to [0, 1], unclipped (docs/DATA.md). The
     # shipped model uses the soft-tissue window [-160, 240] so that quarter-dose noise
     # (10-20 HU) is as large to the model as MR noise; the default is the full 12-bit range.
-    ct_hu_range: list[float] = field(default_factory=lambda: [-1024.0, 3071.0])
+    ct_hu_range: list[float] = field(default_factory=lambda: [CT_DEFAULT.hu_min, CT_DEFAULT.hu_max])
     # CT low-dose simulation (projection domain).
     dose_fractions: list[float] = field(default_factory=lambda: [0.25])
     ct_angles: int = 180  # projection views simulated over 180 degrees
