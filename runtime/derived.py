@@ -75,14 +75,24 @@ ORIGINAL_ONLY_MR = (
 ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
 
 
+DESCRIPTION_LIMIT = 1024  # Derivation Description is ST (PS3.5 6.2)
+CONTRIBUTION_LIMIT = 64
+
+
 @dataclass(frozen=True)
 class Derivation:
     """Who derived the image and how: enters Derivation Description and Contributing Equipment."""
 
-    description: str
+    description: str  # the same for every file of a run (also the Contribution Description)
     software_version: str
     model_name: str
     model_id: str  # distinguishes models: different models give different derived series
+    parameters: str = ""  # this file's own facts (estimated noise, strength), appended
+
+    def derivation_description(self) -> str:
+        """``description; parameters``, within Derivation Description's 1024 characters."""
+        text = f"{self.description}; {self.parameters}" if self.parameters else self.description
+        return text[:DESCRIPTION_LIMIT]
 
 
 def derived_uid(*parts: str) -> UID:
@@ -124,7 +134,7 @@ def _equipment(derivation: Derivation, now: datetime.datetime) -> Dataset:
     item.ManufacturerModelName = derivation.model_name[:64]
     item.SoftwareVersions = derivation.software_version[:64]
     item.ContributionDateTime = now.strftime("%Y%m%d%H%M%S")
-    item.ContributionDescription = derivation.description[:64]
+    item.ContributionDescription = derivation.description[:CONTRIBUTION_LIMIT]
     return item
 
 
@@ -203,7 +213,7 @@ def _derive_enhanced(ds: Dataset, source: Dataset, derivation: Derivation) -> No
 
 def _derivation_items(target: Dataset, source: Dataset, derivation: Derivation) -> Dataset:
     """Derivation Description, Derivation Code Sequence and Source Image Sequence on ``target``."""
-    target.DerivationDescription = derivation.description[:1024]
+    target.DerivationDescription = derivation.derivation_description()
     target.DerivationCodeSequence = [_code_item(DERIVATION_CODE)]
     target.SourceImageSequence = [_source_reference(source)]
     return target

@@ -1,8 +1,10 @@
 """python -m runtime.enhance: enhance DICOM images with a medclear model, writing derived DICOM.
 
 One file at a time: classify and bound it before decoding, prepare it through the image
-contract, run the model (padded, batched, tiled), restore the source's encoding and write the
-result atomically. Every problem is one line naming the file and the cause; the batch goes on.
+contract, estimate its noise, run the model (padded, batched, tiled), blend at the chosen
+strength, restore the source's encoding and write the result atomically. Every enhanced file
+gets one line (noise and strength), every problem one line naming the file and the cause; the
+batch goes on.
 """
 
 from __future__ import annotations
@@ -13,23 +15,25 @@ import statistics
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataset import Dataset
 
 from runtime.backends import Backend, BackendError, select_backend
 from runtime.backends.select import BACKENDS, DEFAULT_MODELS, MODEL_ENV
 from runtime.derived import Derivation, derive
 from runtime.dicom_io import DEFAULT_MAX_PIXELS, InputError, NotAnImage, check_image, decode, read_dataset
 from runtime.engine_sidecar import sha256_file
-from runtime.image_contract import prepare, restore
+from runtime.image_contract import PreparedImage, modality_values, prepare, restore
 from runtime.model_contract import ModelContract
 from runtime.inputs import Job, discover
-from runtime.normalization import denormalize
+from runtime.noise import NoiseLevel, prepared_noise
 from runtime.outputs import display_window, montage, side_by_side, to_display, write_dicom, write_npy, write_png
 from runtime.pixels import UnsupportedImageError
-from runtime.tiling import TilePlan, enhance_frames
+from runtime.strength import DEFAULT_STRENGTH, MAX_STRENGTH, apply_strength, check_strength
+from runtime.tiling import InferFn, TilePlan, enhance_frames
 
 SOFTWARE_VERSION = "medclear 0.1.0"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -57,6 +61,16 @@ outputs:
   Files are written atomically; existing outputs are kept (a re-run skips finished files)
   unless --overwrite.
 
+strength:
+  --strength S blends the model's change into the image: out = in + S * (model(in) - in),
+  in the model's normalized space. 0 = off (the input comes back, within rounding; the model
+  is not run), 1 = the model's output (default), between 0 and 1 = gentler ("Low"), above 1
+  = stronger ("High"; up to {MAX_STRENGTH:g}), like the Low/Medium/High settings of commercial
+  deep-learning reconstruction.
+  Each enhanced file gets one line on stderr with its estimated noise before enhancement
+  (CT: in HU, over soft tissue; MR, X-ray and others: in percent of the image's 0.5-99.5
+  percentile range) and the strength; the derived DICOM's Derivation Description says both.
+
 model and backends:
   --model FILE takes an .onnx model (ONNX Runtime: CPU, or its CUDA provider if installed)
   or a TensorRT .engine/.plan built by `python -m compiler build` (checked against this
@@ -83,6 +97,7 @@ class Settings:
     preview: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     plan: TilePlan = field(default_factory=TilePlan)
+    strength: float = DEFAULT_STRENGTH
 
 
 @dataclass
@@ -112,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--outdir", type=Path, required=True, help="output folder (created if needed)")
     parser.add_argument("--model", type=Path, help="model file: .onnx, or TensorRT .engine/.plan")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
+    parser.add_argument(
+        "--strength", type=_strength_arg, default=DEFAULT_STRENGTH, metavar="S",
+        help=f"0 = off, 1 = the model's output (default), >1 = stronger; at most {MAX_STRENGTH:g}",
+    )
     parser.add_argument("--format", dest="fmt", choices=("dicom", "png", "npy"), default="dicom", help="output format")
     parser.add_argument("--png-preview", action="store_true", help="also write a before/after PNG per file")
     parser.add_argument("--dry-run", action="store_true", help="list what would be done; write nothing")
@@ -132,6 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _strength_arg(text: str) -> float:
+    """argparse type for --strength: a usage error unless 0 <= S <= MAX_STRENGTH."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    try:
+        return check_strength(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 class ModalityNotCovered(NotAnImage):
     """The model's contract does not list this image's modality: skipped, not guessed at."""
 
@@ -146,23 +177,50 @@ def _check_modality(ds, contract: ModelContract) -> str:
     return modality
 
 
-def enhance_file(job: Job, backend: Backend, settings: Settings, derivation: Derivation) -> None:
-    """Enhance one file and write its outputs; InputError (or OSError on write) on failure."""
+def enhance_prepared(
+    prepared: PreparedImage, infer: InferFn, plan: TilePlan, strength: float = DEFAULT_STRENGTH
+) -> np.ndarray:
+    """The one inference path: the model over every frame (padded, batched, tiled), blended
+    with the input at ``strength``; normalized float32 ``(frames, rows, cols)`` for ``restore``."""
+    if check_strength(strength) == 0:
+        return prepared.normalized.copy()  # off: the model is not run
+    return apply_strength(prepared.normalized, enhance_frames(prepared.normalized, infer, plan), strength)
+
+
+def file_facts(noise: NoiseLevel, strength: float) -> str:
+    """What the log line and the Derivation Description say about one file."""
+    return f"estimated input {noise.describe()}; strength {strength:g}"
+
+
+def enhance_file(job: Job, backend: Backend, settings: Settings, derivation: Derivation) -> NoiseLevel:
+    """Enhance one file, write its outputs and return its estimated noise before enhancement.
+
+    Raises InputError (or OSError on write) on failure.
+    """
     ds = read_dataset(job.source)
     check_image(ds, settings.max_pixels)
     modality = _check_modality(ds, backend.contract)
     decode(ds)
     prepared = prepare(ds, backend.contract.normalization_for(modality))
-    enhanced = enhance_frames(prepared.normalized, backend.infer, settings.plan)
-    stored = restore(enhanced, prepared)
-    target = job.output(settings.outdir, settings.fmt)
+    noise = prepared_noise(prepared)
+    enhanced = enhance_prepared(prepared, backend.infer, settings.plan, settings.strength)
     if settings.fmt == "dicom":
-        write_dicom(target, derive(ds, stored, prepared.encoding, derivation))
-    values = np.stack([denormalize(f, s) for f, s in zip(enhanced, prepared.states)]).astype(np.float32)
+        facts = replace(derivation, parameters=file_facts(noise, settings.strength))
+        stored = restore(enhanced, prepared)
+        write_dicom(job.output(settings.outdir, settings.fmt), derive(ds, stored, prepared.encoding, facts))
+    if settings.fmt != "dicom" or settings.preview:
+        _write_arrays(job, ds, prepared, enhanced, settings)
+    return noise
+
+
+def _write_arrays(job: Job, ds: Dataset, prepared: PreparedImage, enhanced: np.ndarray, settings: Settings) -> None:
+    """The npy/png outputs and the before/after preview, in modality values."""
+    target = job.output(settings.outdir, settings.fmt)
+    values = modality_values(enhanced, prepared)
     if settings.fmt == "npy":
         write_npy(target, values)
     if settings.fmt == "png" or settings.preview:
-        before = np.stack([denormalize(f, s) for f, s in zip(prepared.normalized, prepared.states)])
+        before = modality_values(prepared.normalized, prepared)
         window = display_window(ds, before, prepared.modality)
         if settings.fmt == "png":
             write_png(target, montage(to_display(values, window)))
@@ -213,9 +271,10 @@ def _run_jobs(jobs: list[Job], backend: Backend, settings: Settings, reporter: R
                 reporter.line(f"medclear: skipped {job.source}: output exists ({target}); use --overwrite")
                 continue
             start = time.perf_counter()
-            enhance_file(job, backend, settings, derivation)
+            noise = enhance_file(job, backend, settings, derivation)
             tally.milliseconds.append((time.perf_counter() - start) * 1000.0)
             tally.done += 1
+            reporter.line(f"medclear: enhanced {job.source}: {file_facts(noise, settings.strength)}")
         except NotAnImage as error:
             tally.skipped += 1
             reporter.line(f"medclear: skipped {job.source}: {error}")
@@ -252,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         print("medclear: error: --batch must be >= 1, --tile and --overlap >= 0", file=sys.stderr)
         return EXIT_USAGE
     settings = Settings(outdir=args.outdir, fmt=args.fmt, overwrite=args.overwrite, preview=args.png_preview,
-                        max_pixels=args.max_pixels)
+                        max_pixels=args.max_pixels, strength=args.strength)
     jobs, input_errors = discover(args.inputs, exclude=args.outdir)
     for path, reason in input_errors:
         print(f"medclear: FAILED {path}: {reason}", file=sys.stderr)

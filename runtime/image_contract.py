@@ -60,6 +60,12 @@ def prepare(ds: Dataset, spec: NormalizationSpec) -> PreparedImage:
     return PreparedImage(frames, encoding, states, mask, stored)
 
 
+def modality_values(normalized: np.ndarray, prepared: PreparedImage) -> np.ndarray:
+    """Normalized frames (the input or the model's output) -> modality values, float32."""
+    frames = np.asarray(normalized).reshape(prepared.normalized.shape)
+    return np.stack([denormalize(f, s) for f, s in zip(frames, prepared.states)]).astype(np.float32)
+
+
 def restore(enhanced: np.ndarray, prepared: PreparedImage) -> np.ndarray:
     """The model's normalized output -> stored values in the source's encoding.
 

@@ -16,6 +16,8 @@ FORMAT_VERSION = "1"
 INPUT_NAME = "image"
 OUTPUT_NAME = "enhanced"
 _PREFIX = "medclear."
+BLIND = "blind"  # the model takes only the image and was trained over a range of noise levels
+SUPPORTED_NOISE_CONDITIONING = (BLIND,)
 
 
 class ModelContractError(ValueError):
@@ -39,6 +41,7 @@ class ModelContract:
     model_name: str = "unknown"
     training_data: str = "unknown"
     checkpoint_sha256: str = ""
+    noise_conditioning: str = BLIND
     format_version: str = FORMAT_VERSION
 
     def normalization_for(self, modality: str) -> NormalizationSpec:
@@ -65,6 +68,7 @@ class ModelContract:
             _PREFIX + "model_name": self.model_name,
             _PREFIX + "training_data": self.training_data,
             _PREFIX + "checkpoint_sha256": self.checkpoint_sha256,
+            _PREFIX + "noise_conditioning": self.noise_conditioning,
         }
 
     @classmethod
@@ -84,6 +88,12 @@ class ModelContract:
             raise ModelContractError(
                 f"{source}: contract format {version!r}, this runtime reads {FORMAT_VERSION!r}"
             )
+        conditioning = get("noise_conditioning", BLIND)
+        if conditioning not in SUPPORTED_NOISE_CONDITIONING:
+            raise ModelContractError(
+                f"{source}: noise conditioning {conditioning!r} is not supported; "
+                f"this runtime supports blind models ({BLIND!r}: the image is the only input)"
+            )
         try:
             normalization = {
                 k: NormalizationSpec.from_dict(v) for k, v in json.loads(get("normalization")).items()
@@ -98,6 +108,7 @@ class ModelContract:
                 model_name=get("model_name", "unknown"),
                 training_data=get("training_data", "unknown"),
                 checkpoint_sha256=get("checkpoint_sha256", ""),
+                noise_conditioning=conditioning,
                 format_version=version,
             )
         except (ValueError, TypeError, json.JSONDecodeError) as error:

@@ -134,3 +134,54 @@ def file_hashes(paths) -> dict[Path, str]:
     import hashlib
 
     return {Path(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+
+
+DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
+
+
+def make_xray(path: Path, modality: str, photometric: str, rows: int = 600, cols: int = 520) -> Path:
+    """A CR or DX radiograph cut from pydicom-data's CR ``RG3_J2KR.dcm`` (MONOCHROME1, 10 bits).
+
+    ``photometric`` MONOCHROME2 inverts the stored values; ``modality`` DX turns it into a DX
+    For Presentation image with the DX modules' attributes, so dciodvfy accepts it.
+    """
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = pydicom.dcmread(pydicom_file("RG3_J2KR.dcm"))
+    stored = ds.pixel_array[500 : 500 + rows, 600 : 600 + cols].astype(np.uint16)
+    if photometric != ds.PhotometricInterpretation:
+        stored = ((1 << int(ds.BitsStored)) - 1 - stored).astype(np.uint16)
+    ds.PixelData, ds.Rows, ds.Columns = stored.tobytes(), rows, cols
+    ds["PixelData"].VR = "OW"
+    ds.PhotometricInterpretation = photometric
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[modality, photometric, str(rows), str(cols)])
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if modality == "DX":
+        _to_dx(ds, photometric)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _to_dx(ds, photometric: str) -> None:
+    """CR -> DX For Presentation: the DX Series, Anatomy, Image, Detector and Positioning modules."""
+    ds.Modality = "DX"
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = DX_FOR_PRESENTATION
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.ImageLaterality = ds.Laterality
+    for keyword in ("Laterality", "BodyPartExamined", "PlateType", "PhosphorType", "CassetteOrientation",
+                    "CassetteSize", "Sensitivity", "AcquisitionDeviceProcessingDescription",
+                    "AcquisitionDeviceProcessingCode"):
+        if keyword in ds:
+            del ds[keyword]
+    ds.AnatomicRegionSequence, ds.AcquisitionContextSequence, ds.PositionerType = [], [], ""
+    ds.PixelIntensityRelationship = "LOG"
+    ds.PixelIntensityRelationshipSign = 1 if photometric == "MONOCHROME2" else -1
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
+    ds.PresentationLUTShape = "IDENTITY" if photometric == "MONOCHROME2" else "INVERSE"
+    ds.BurnedInAnnotation = "NO"
+    ds.DetectorType = "SCINTILLATOR"
+    ds.ImagerPixelSpacing = [0.2, 0.2]

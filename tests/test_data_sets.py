@@ -76,7 +76,7 @@ def test_phantom_heldout_set_is_fixed_and_separate():
     assert names == {"phantom:shepp-logan", "phantom:heldout-0"}
     for h in heldout:
         assert h.degraded.dtype == h.clean.dtype == np.float32 and h.degraded.shape == (64, 64)
-        assert h.degradation == "ct_dose_0.25" and h.spec.kind == "hu_linear"
+        assert h.degradation == "ct_dose_0.25_ramp" and h.level == 0.25 and h.kernel == "ramp" and h.spec.kind == "hu_linear"
     training_clean = [pool.clean for pool in build_training_set(cfg).images]
     for h in heldout:
         assert not any(np.array_equal(h.clean, clean) for clean in training_clean)
@@ -189,7 +189,7 @@ def test_directory_source_degrades_clean_images(tmp_path):
     cfg = DataConfig(sources=[str(tmp_path)], modalities=["CT"], ct_angles=16, ct_noise_realizations=1,
                      patch_size=32, patches_per_epoch=4, heldout_fraction=0.0)
     dataset = build_training_set(cfg)
-    assert len(dataset.images) == 3 and dataset.images[0].variants[0].label == "ct_dose_0.25"
+    assert len(dataset.images) == 3 and dataset.images[0].variants[0].label == "ct_dose_0.25_ramp"
     summary = data_summary(cfg)
     assert summary["training"]["by_source"] == {"dir": 3} and summary["training"]["names"] == []
     with pytest.raises(FileNotFoundError, match="does not exist"):

@@ -7,7 +7,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from runtime.image_contract import prepare, restore
+from runtime.image_contract import modality_values, prepare, restore
 from runtime.model_contract import ModelContract, ModelContractError
 from runtime.normalization import CT_DEFAULT, PERCENTILE_DEFAULT, NormalizationSpec
 from runtime.pixels import PixelEncoding, UnsupportedImageError, from_modality, to_modality
@@ -115,6 +115,21 @@ def test_model_contract_round_trips_through_metadata():
     assert again.normalization_for("CT").kind == "hu_linear"
 
 
+def test_noise_conditioning_is_blind_by_default_and_written():
+    metadata = ModelContract().to_metadata()
+    assert metadata["medclear.noise_conditioning"] == "blind"
+    del metadata["medclear.noise_conditioning"]  # model files from before the key still load
+    assert ModelContract.from_metadata(metadata).noise_conditioning == "blind"
+
+
+@pytest.mark.parametrize("value", ["noise_map", "BLIND", ""])
+def test_other_noise_conditioning_is_refused_naming_the_value(value):
+    metadata = ModelContract().to_metadata()
+    metadata["medclear.noise_conditioning"] = value
+    with pytest.raises(ModelContractError, match=rf"x.onnx: noise conditioning {value!r} .*supports blind models"):
+        ModelContract.from_metadata(metadata, source="x.onnx")
+
+
 def test_model_contract_missing_key_says_how_to_fix():
     metadata = ModelContract().to_metadata()
     del metadata["medclear.normalization"]
@@ -145,3 +160,12 @@ def test_per_frame_rescale_is_read_and_disagreement_refused():
     ds.PerFrameFunctionalGroupsSequence = [frame(-1024), frame(0)]
     with pytest.raises(UnsupportedImageError, match="differ between frames"):
         prepare(ds, CT_DEFAULT)
+
+
+def test_modality_values_undo_the_normalization():
+    ds = pydicom.dcmread(next(p for p in OFFLINE_IMAGES if p.name == "CT_small.dcm"))
+    prepared = prepare(ds, CT_DEFAULT)
+    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    values = modality_values(prepared.normalized, prepared)
+    assert values.dtype == np.float32 and values.shape == (1, *hu.shape)
+    np.testing.assert_allclose(values[0], hu, atol=1e-3)

@@ -54,6 +54,13 @@ def test_model_without_contract_is_refused(tmp_path, model):
         OnnxRuntimeBackend(tmp_path / "bare.onnx").open()
 
 
+def test_model_that_is_not_blind_is_refused_when_opened(tmp_path):
+    contract = ModelContract(modalities=("*",), noise_conditioning="noise_map")
+    model = make_smoothing_model(tmp_path / "map.onnx", contract=contract)
+    with pytest.raises(BackendError, match="map.onnx: noise conditioning 'noise_map' is not supported"):
+        OnnxRuntimeBackend(model).open()
+
+
 def test_select_backend_by_kind_and_override(tmp_path, model):
     assert isinstance(select_backend(model), OnnxRuntimeBackend)
     engine = tmp_path / "m.engine"

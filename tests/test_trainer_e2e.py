@@ -72,7 +72,7 @@ def test_stages_train_and_losses_fall(pipeline):
     for stage in ("teacher", "distill"):
         losses = logged_losses(root / stage)
         assert np.mean(losses[-2:]) < np.mean(losses[:2]), (stage, losses)
-        assert results[stage]["heldout"]["psnr"] > 0
+        assert results[stage]["validation"]["psnr"] > 0
     assert results["qat"]["fp32"]["psnr"] > 0
     assert "qat_minus_fp32_db" in results["qat"]
 
@@ -139,7 +139,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     data = toy_data()
     train(cfg, tmp_path / "straight", data=data)
     batch = cfg.train.batch_size
-    broken = DataBundle(InterruptAfter(data.train_set, 8 * batch), data.heldout, data.summary,
+    broken = DataBundle(InterruptAfter(data.train_set, 8 * batch), data.validation, data.summary,
                         data.normalization, data.modalities)
     with pytest.raises(KeyboardInterrupt):
         train(load_config(CONFIGS / "tiny_teacher.json"), tmp_path / "resumed", data=broken)
@@ -177,7 +177,7 @@ def test_bf16_adversarial_deep_supervision_and_resume(tmp_path):
     overrides = ["train.amp=bf16", "train.steps=4", "train.eval_every=2", "loss.adversarial=0.2", "loss.l1=0.5",
                  "loss.disc_width=8", 'model.kwargs={"base_width": 4, "depth": 3, "deep_supervision": true}']
     first = train(load_config(CONFIGS / "tiny_teacher.json", overrides), tmp_path, data=toy_data())
-    assert first["step"] == 4 and np.isfinite(first["heldout"]["psnr"])
+    assert first["step"] == 4 and np.isfinite(first["validation"]["psnr"])
     ckpt = load_checkpoint(tmp_path / "last.pt")
     assert ckpt["extra_modules"]["disc_opt"] and any(k.startswith("discriminator.") for k in ckpt["extra_modules"]["recon"])
     longer = train(load_config(CONFIGS / "tiny_teacher.json", overrides + ["train.steps=6"]), tmp_path,

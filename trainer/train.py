@@ -39,20 +39,21 @@ class DataBundle:
     """Everything the loop needs from the data layer."""
 
     train_set: torch.utils.data.Dataset
-    heldout: Sequence[Any]  # HeldoutImage-like: name, modality, degraded, clean (float32 [H, W])
+    validation: Sequence[Any]  # HeldoutImage-like: name, modality, degraded, clean (float32 [H, W])
     summary: dict = field(default_factory=dict)
     normalization: dict = field(default_factory=dict)  # modality -> NormalizationSpec dict, "*" fallback
     modalities: list = field(default_factory=list)
 
 
 def load_data(data_cfg: dict) -> DataBundle:
-    """Build the training set and held-out slices with trainer.data."""
+    """Build the training set and the validation slices (they choose best.pt) with trainer.data;
+    the test split is never loaded here."""
     from trainer.data import DataConfig, build_heldout_set, build_training_set, data_summary, normalization_table
 
     dcfg = DataConfig.from_dict(data_cfg)
     return DataBundle(
         train_set=build_training_set(dcfg),
-        heldout=build_heldout_set(dcfg),
+        validation=build_heldout_set(dcfg, "validation"),
         summary=data_summary(dcfg),
         normalization=normalization_table(dcfg),
         modalities=list(dcfg.modalities),
@@ -138,11 +139,11 @@ def enhance_slice(model: nn.Module, image: np.ndarray, device: torch.device) -> 
     return y[0, 0, : image.shape[0], : image.shape[1]].float().cpu().numpy()
 
 
-def evaluate(model: nn.Module, heldout: Sequence[Any], cfg: Config, device: torch.device) -> dict:
-    """Mean held-out PSNR/SSIM (normalized units, data range cfg.eval.data_range) on full slices."""
+def evaluate(model: nn.Module, images: Sequence[Any], cfg: Config, device: torch.device) -> dict:
+    """Mean validation PSNR/SSIM (normalized units, data range cfg.eval.data_range) on full slices."""
     from trainer.metrics import psnr, ssim
 
-    images = list(heldout)[: cfg.eval.max_images or None]
+    images = list(images)[: cfg.eval.max_images or None]
     if not images:
         return {}
     was_training = model.training
@@ -227,7 +228,7 @@ def train(
     if cfg.stage == "qat" and resumed is None:
         from trainer.qat import quantize
 
-        fp32_metrics = evaluate(model, data.heldout, cfg, device)
+        fp32_metrics = evaluate(model, data.validation, cfg, device)
         calib = StepBatches(len(data.train_set), tc.batch_size, tc.seed + 1, 0, cfg.qat.calib_batches)
         calib_loader = torch.utils.data.DataLoader(data.train_set, batch_sampler=calib, num_workers=tc.num_workers)
 
@@ -264,7 +265,7 @@ def train(
             disc_opt.load_state_dict(extra["disc_opt"])
         step, best_psnr, bad_evals = resumed["step"], resumed["best_psnr"], resumed["bad_evals"]
         elapsed_before = resumed["elapsed_s"]
-        metrics = resumed["metrics"].get("heldout", {})
+        metrics = resumed["metrics"].get("validation", {})
         set_rng_state(resumed["rng"])
 
     log = JsonlLog(out / "log.jsonl")
@@ -296,7 +297,7 @@ def train(
             modalities=data.modalities,
             quantization=quantization_info,
             stage=cfg.stage,
-            metrics={"heldout": metrics, "fp32": fp32_metrics, "best_psnr": best_psnr},
+            metrics={"validation": metrics, "fp32": fp32_metrics, "best_psnr": best_psnr},
             step=step,
             best_psnr=best_psnr,
             bad_evals=bad_evals,
@@ -366,7 +367,7 @@ def train(
             # Evaluate on held-out full slices; keep the best, stop when it stops improving.
             out_of_time = budget_s > 0 and elapsed() >= budget_s
             if step % tc.eval_every == 0 or step == tc.steps or out_of_time:
-                metrics = evaluate(model, data.heldout, cfg, device)
+                metrics = evaluate(model, data.validation, cfg, device)
                 improved = metrics.get("psnr", -math.inf) > best_psnr + tc.min_delta_db
                 if improved or not metrics:
                     best_psnr, bad_evals = metrics.get("psnr", best_psnr), 0
@@ -383,7 +384,7 @@ def train(
         raise
     finally:
         bar.close()
-    result = {"stage": cfg.stage, "step": step, "heldout": metrics, "best_psnr": best_psnr,
+    result = {"stage": cfg.stage, "step": step, "validation": metrics, "best_psnr": best_psnr,
               "stopped_early": stopped_early,
               "out_of_time": out_of_time, "elapsed_s": elapsed(), "fp32": fp32_metrics}
     if fp32_metrics and metrics:

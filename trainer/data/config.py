@@ -25,37 +25,61 @@ class DataConfig:
     modalities: list[str] = field(default_factory=lambda: ["CT", "MR", "CR", "DX"])
     patch_size: int = 64
     patches_per_epoch: int = 2048
+    # Share of training patches per modality (e.g. {"CT": 0.6, "MR": 0.2, "CR": 0.2}); a
+    # modality without training images is left out and the rest renormalized. None: every
+    # training image is equally likely (CT phantoms then dominate).
+    modality_weights: dict[str, float] | None = None
     seed: int = 0
     augment: bool = True
     # CT normalization: this HU range maps linearly to [0, 1], unclipped (docs/DATA.md). The
     # shipped model uses the soft-tissue window [-160, 240] so that quarter-dose noise
     # (10-20 HU) is as large to the model as MR noise; the default is the full 12-bit range.
     ct_hu_range: list[float] = field(default_factory=lambda: [CT_DEFAULT.hu_min, CT_DEFAULT.hu_max])
-    # CT low-dose simulation (projection domain).
+    # CT low-dose simulation (projection domain). ``dose_fractions`` are the levels validation
+    # and test images are degraded at (each exactly); training draws a fresh dose per patch,
+    # log-uniform in ``train_dose_range`` (None: one of ``dose_fractions``).
     dose_fractions: list[float] = field(default_factory=lambda: [0.25])
+    train_dose_range: list[float] | None = None
+    # Reconstruction kernels (skimage iradon filters, sharp "ramp" ... smooth "hann"): training
+    # draws among ``ct_kernels``; validation/test use ``eval_ct_kernels`` (None: the same).
+    ct_kernels: list[str] = field(default_factory=lambda: ["ramp"])
+    eval_ct_kernels: list[str] | None = None
     ct_angles: int = 180  # projection views simulated over 180 degrees
-    # Photons per detector bin at full dose, stated for 1000 views: 1.4e6 is the dose that the one
-    # real noisy abdominal scan in the packages (explicit_VR-UN, 9.6 HU own noise) implies (docs/DATA.md).
-    ct_photons: float = 1.4e6
+    # Photons per detector bin at full dose, stated for 1000 views. 7e5 puts a quarter-dose
+    # abdomen-sized slice (0.68 mm pixels) at 25-38 HU soft-tissue noise depending on the kernel,
+    # inside the 20-45 HU published for quarter-dose abdominal CT (docs/DATA.md).
+    ct_photons: float = 7e5
     ct_noise_realizations: int = 2  # precomputed noisy versions per training slice and dose
     # Training CT pairs as real low/full-dose pairs come: the reference is a simulated full-dose
     # scan (its own noise), not the noiseless slice. Held-out pairs are unchanged (docs/DATA.md).
     ct_full_dose_reference: bool = False
-    # MR and X-ray noise, in normalized units (fraction of the clean image's percentile range).
+    # MR noise, in normalized units (fraction of the clean image's percentile range): the
+    # levels of validation/test images; training draws sigma log-uniform in the range (None:
+    # one of the levels).
     mr_noise: str = "rician"  # "rician" or "gaussian"
-    mr_noise_sigma: float = 0.03
+    mr_noise_sigmas: list[float] = field(default_factory=lambda: [0.03])
+    train_mr_sigma_range: list[float] | None = None
+    # X-ray (CR/DX) noise: "gaussian" (sigma in normalized units) or "quantum" (Poisson-Gaussian,
+    # signal dependent, at ``xray_photons`` quanta per pixel in the open field; docs/DATA.md).
+    xray_noise: str = "gaussian"
     xray_noise_sigma: float = 0.02
+    xray_photons: list[float] = field(default_factory=lambda: [1000.0])
+    train_xray_photon_range: list[float] | None = None
     # Optional extra degradations for every modality (0 / 1 disable them).
     blur_sigma: float = 0.0  # Gaussian blur, pixels
     downsample_factor: int = 1  # area-downsample then cubic upsample back
     # Phantoms.
     phantom_count: int = 16  # random training phantoms
     phantom_size: int = 256
-    heldout_phantoms: int = 2  # random held-out phantoms, plus Shepp-Logan
+    heldout_phantoms: int = 2  # random test phantoms, plus Shepp-Logan
+    validation_phantoms: int = 0  # random validation phantoms
     # Images smaller than this on either side are skipped (packaged 16x16 thumbnails).
     min_image_side: int = 64
-    # Held-out split (see docs/DATA.md): stable hash rule over each image group's key.
+    # Three-way split (see docs/DATA.md): stable hash rule over each image group's key; the
+    # first ``heldout_fraction`` of the hash range is test, the next ``validation_fraction``
+    # validation, the rest training.
     heldout_fraction: float = 0.3
+    validation_fraction: float = 0.0
     heldout_max_side: int = 512  # held-out slices are center-cropped to at most this side
     # Augmentations (from the seed).
     rotation_degrees: float = 15.0
@@ -72,21 +96,52 @@ class DataConfig:
             raise ValueError(f"dose_fractions {self.dose_fractions} must be in (0, 1]")
         if self.mr_noise not in ("rician", "gaussian"):
             raise ValueError(f"mr_noise {self.mr_noise!r} must be 'rician' or 'gaussian'")
+        if self.xray_noise not in ("gaussian", "quantum"):
+            raise ValueError(f"xray_noise {self.xray_noise!r} must be 'gaussian' or 'quantum'")
+        for name in ("train_dose_range", "train_mr_sigma_range", "train_xray_photon_range"):
+            bounds = getattr(self, name)
+            if bounds is not None and not (len(bounds) == 2 and 0 < bounds[0] <= bounds[1]):
+                raise ValueError(f"{name} {bounds} must be [low, high] with 0 < low <= high")
+        if self.train_dose_range is not None and self.train_dose_range[1] > 1:
+            raise ValueError(f"train_dose_range {self.train_dose_range} must lie in (0, 1]")
+        from trainer.data.degrade import CT_KERNELS  # noqa: PLC0415 (config stays light to import)
+
+        for kernel in self.ct_kernels + (self.eval_ct_kernels or []):
+            if kernel not in CT_KERNELS:
+                raise ValueError(f"CT kernel {kernel!r} is not one of {', '.join(CT_KERNELS)}")
+        if not self.ct_kernels or not self.mr_noise_sigmas or not self.xray_photons:
+            raise ValueError("ct_kernels, mr_noise_sigmas and xray_photons need at least one value")
         if len(self.ct_hu_range) != 2 or not self.ct_hu_range[0] < self.ct_hu_range[1]:
             raise ValueError(f"ct_hu_range {self.ct_hu_range} must be [hu_min, hu_max] with hu_min < hu_max")
         if (self.paired_low_dir is None) != (self.paired_full_dir is None):
             raise ValueError("paired_low_dir and paired_full_dir must be given together")
-        if not 0 <= self.heldout_fraction < 1:
-            raise ValueError(f"heldout_fraction {self.heldout_fraction} must be in [0, 1)")
+        if not (0 <= self.heldout_fraction < 1 and 0 <= self.validation_fraction < 1 - self.heldout_fraction):
+            raise ValueError(
+                f"heldout_fraction {self.heldout_fraction} and validation_fraction {self.validation_fraction} "
+                "must be >= 0 and leave a training share"
+            )
         self.modalities = [m.upper() for m in self.modalities]
+        if self.modality_weights is not None:
+            if any(w < 0 for w in self.modality_weights.values()) or sum(self.modality_weights.values()) <= 0:
+                raise ValueError(f"modality_weights {self.modality_weights} must be >= 0 with a positive sum")
+            self.modality_weights = {k.upper(): float(v) for k, v in self.modality_weights.items()}
 
     def to_dict(self) -> dict:
         """Plain-data form (JSON-able)."""
         return asdict(self)
 
+    @property
+    def eval_kernels(self) -> list[str]:
+        """The kernels validation and test CT images are reconstructed with."""
+        return list(self.eval_ct_kernels or self.ct_kernels)
+
     @classmethod
     def from_dict(cls, data: dict) -> "DataConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error. Configs saved before the
+        noise ranges (scalar ``mr_noise_sigma``) still load."""
+        data = dict(data)
+        if "mr_noise_sigma" in data:
+            data.setdefault("mr_noise_sigmas", [data.pop("mr_noise_sigma")])
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -28,7 +28,7 @@ from trainer.data.augment import AugmentSettings, augment_pair, center_crop, cro
 from trainer.data.config import DataConfig
 from trainer.data.pairing import find_dose_dirs
 from trainer.data.sources import SourceImage, directory_images, offline_images, paired_images, phantom_images
-from trainer.data.split import SPLIT_SALT, is_heldout, stable_seed
+from trainer.data.split import SPLIT_SALT, split_of, stable_seed
 
 
 def spec_for(modality: str, cfg: DataConfig) -> NormalizationSpec:
@@ -55,7 +55,8 @@ def load_sources(cfg: DataConfig) -> list[SourceImage]:
             images += offline_images(modalities, cfg.min_image_side)
         elif source == "phantom":
             if "CT" in modalities:
-                images += phantom_images(cfg.phantom_count, cfg.phantom_size, cfg.heldout_phantoms)
+                images += phantom_images(cfg.phantom_count, cfg.phantom_size, cfg.heldout_phantoms,
+                                         cfg.validation_phantoms)
         elif (dose_dirs := find_dose_dirs(source)) is not None:
             images += paired_images(*dose_dirs, modalities, cfg.min_image_side)
         else:
@@ -65,21 +66,34 @@ def load_sources(cfg: DataConfig) -> list[SourceImage]:
     return images
 
 
-def split_sources(images: list[SourceImage], cfg: DataConfig) -> tuple[list[SourceImage], list[SourceImage]]:
-    """``(training, heldout)`` by the fixed rule of trainer/data/split.py."""
-    heldout = [image for image in images if is_heldout(image.group, cfg.heldout_fraction)]
-    training = [image for image in images if not is_heldout(image.group, cfg.heldout_fraction)]
-    return training, heldout
+def split_sources(images: list[SourceImage], cfg: DataConfig, split: str = "test") -> tuple[list[SourceImage], list[SourceImage]]:
+    """``(training, images of split)`` by the fixed rule of trainer/data/split.py; ``split`` is
+    ``"test"`` (the held-out set) or ``"validation"``."""
+    if split not in ("test", "validation"):
+        raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
+
+    def of(image: SourceImage) -> str:
+        return split_of(image.group, cfg.heldout_fraction, cfg.validation_fraction)
+
+    return [i for i in images if of(i) == "train"], [i for i in images if of(i) == split]
+
+
+def _log_uniform(bounds: tuple[float, float], rng: np.random.Generator) -> float:
+    low, high = bounds
+    return float(np.exp(rng.uniform(np.log(low), np.log(high)))) if high > low else float(low)
 
 
 @dataclass
 class _Variant:
-    """One way an image is degraded: a fixed degraded slice, or noise drawn per patch."""
+    """One way an image is degraded: a fixed degraded slice, or noise drawn per patch at a
+    level drawn log-uniformly from ``levels`` (CT: dose; MR: sigma; X-ray: quanta)."""
 
     label: str
-    degraded: np.ndarray | None  # normalized, or None for on-the-fly noise
-    noise: str | None = None  # "rician" | "gaussian"
-    sigma: float = 0.0  # normalized units
+    degraded: np.ndarray | None = None  # normalized, fixed; None: drawn per patch
+    noise: str | None = None  # per patch: "ct" | "rician" | "gaussian" | "quantum"
+    levels: tuple[float, float] = (0.0, 0.0)
+    unit_noise: np.ndarray | None = None  # "ct": normalized noise image at full dose (LowDoseCT.unit_noise)
+    own_fraction: float = 0.0  # "ct": LowDoseCT.own_variance_fraction
     reference: np.ndarray | None = None  # normalized; None: the pool image's clean slice
 
 
@@ -88,19 +102,32 @@ class _PoolImage:
     clean: np.ndarray  # normalized float32
     state: NormalizationState
     variants: list[_Variant]
+    modality: str = "CT"
 
 
-def _noise_kind(modality: str, cfg: DataConfig) -> tuple[str, float]:
-    return (cfg.mr_noise, cfg.mr_noise_sigma) if modality == "MR" else ("gaussian", cfg.xray_noise_sigma)
+def _noise_levels(modality: str, cfg: DataConfig) -> tuple[str, list[float], list[float] | None]:
+    """(noise kind, evaluation levels, training range) for a non-CT modality."""
+    if modality == "MR":
+        return cfg.mr_noise, cfg.mr_noise_sigmas, cfg.train_mr_sigma_range
+    if cfg.xray_noise == "quantum":
+        return "quantum", cfg.xray_photons, cfg.train_xray_photon_range
+    return "gaussian", [cfg.xray_noise_sigma], None
+
+
+def _level_label(modality: str, kind: str, level: float) -> str:
+    return f"{modality.lower()}_{kind}_{level:g}"
 
 
 def _draw_noise(
-    clean: np.ndarray, state: NormalizationState, kind: str, sigma: float, rng: np.random.Generator
+    clean: np.ndarray, state: NormalizationState, kind: str, level: float, rng: np.random.Generator
 ) -> np.ndarray:
-    """Noise drawn in modality values (Rician needs the true zero), returned normalized."""
+    """Noise drawn in modality values (Rician needs the true zero), returned normalized;
+    ``quantum`` noise is drawn on the normalized image (``level`` = quanta per pixel)."""
+    if kind == "quantum":
+        return degrade.xray_quantum_noise(clean, level, rng)
     values = clean.astype(np.float64) * state.scale + state.offset
     draw = degrade.rician_noise if kind == "rician" else degrade.gaussian_noise
-    noisy = draw(values, sigma * state.scale, rng)
+    noisy = draw(values, level * state.scale, rng)
     return normalize(noisy, state)
 
 
@@ -115,27 +142,38 @@ def _extra_label(cfg: DataConfig) -> str:
     return blurred + (f"+down{cfg.downsample_factor}" if cfg.downsample_factor > 1 else "")
 
 
-def _ct_variants(
-    image: SourceImage,
-    state: NormalizationState,
-    cfg: DataConfig,
-    realizations: int,
-    seed_parts: tuple,
-    full_dose_reference: bool = False,
-) -> list[_Variant]:
+def ct_label(dose: float, kernel: str) -> str:
+    """Degradation label of a simulated low-dose CT image, e.g. ``ct_dose_0.25_ramp``."""
+    return f"ct_dose_{dose:g}_{kernel}"
+
+
+def _simulator(image: SourceImage, cfg: DataConfig) -> degrade.LowDoseCT:
     # Phantoms are noiseless by construction; real slices already hold their own scan's noise.
-    simulator = degrade.LowDoseCT(
+    return degrade.LowDoseCT(
         image.values, image.pixel_mm, cfg.ct_angles, cfg.ct_photons, match_own_noise=image.source != "phantom"
     )
-    variants = []
-    for dose in cfg.dose_fractions:
-        for index in range(realizations):
-            rng = np.random.default_rng(stable_seed(*seed_parts, image.name, dose, index))
-            if full_dose_reference:
+
+
+def _ct_training_variants(image: SourceImage, state: NormalizationState, cfg: DataConfig) -> list[_Variant]:
+    simulator = _simulator(image, cfg)
+    seed_parts = ("train", cfg.seed, image.name)
+    if cfg.ct_full_dose_reference:  # fixed pairs at the evaluation doses, nested like real pairs
+        variants = []
+        for dose in cfg.dose_fractions:
+            for index in range(cfg.ct_noise_realizations):
+                rng = np.random.default_rng(stable_seed(*seed_parts, dose, index))
                 full, low = simulator.scan_pair(dose, rng)
-                variants.append(_Variant(f"ct_dose_{dose:g}", normalize(low, state), reference=normalize(full, state)))
-            else:
-                variants.append(_Variant(f"ct_dose_{dose:g}", normalize(simulator.degrade(dose, rng), state)))
+                variants.append(_Variant(ct_label(dose, "ramp"), normalize(low, state), reference=normalize(full, state)))
+        return variants
+    levels = tuple(cfg.train_dose_range) if cfg.train_dose_range else None
+    variants = []
+    for kernel in cfg.ct_kernels:
+        for index in range(cfg.ct_noise_realizations):
+            rng = np.random.default_rng(stable_seed(*seed_parts, kernel, index))
+            unit = (simulator.unit_noise(rng, kernel) / state.scale).astype(np.float32)
+            for low, high in [levels] if levels else [(d, d) for d in cfg.dose_fractions]:
+                label = ct_label(low, kernel) if low == high else f"ct_dose_{low:g}-{high:g}_{kernel}"
+                variants.append(_Variant(label, None, "ct", (low, high), unit, simulator.own_variance_fraction))
     return variants
 
 
@@ -145,13 +183,12 @@ def _pool_image(image: SourceImage, cfg: DataConfig) -> _PoolImage:
     if image.low_dose is not None:
         variants = [_Variant(image.low_dose_label or "paired", normalize(image.low_dose, state))]
     elif image.modality == "CT":
-        variants = _ct_variants(
-            image, state, cfg, cfg.ct_noise_realizations, ("train", cfg.seed), cfg.ct_full_dose_reference
-        )
+        variants = _ct_training_variants(image, state, cfg)
     else:
-        kind, sigma = _noise_kind(image.modality, cfg)
-        variants = [_Variant(f"{image.modality.lower()}_{kind}_{sigma:g}", None, kind, sigma)]
-    return _PoolImage(clean, state, variants)
+        kind, levels, train_range = _noise_levels(image.modality, cfg)
+        ranges = [tuple(train_range)] if train_range else [(level, level) for level in levels]
+        variants = [_Variant(f"{image.modality.lower()}_{kind}", None, kind, bounds) for bounds in ranges]
+    return _PoolImage(clean, state, variants, image.modality)
 
 
 def _reflect_crop(image: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
@@ -163,6 +200,26 @@ def _reflect_crop(image: np.ndarray, top: int, left: int, size: int) -> np.ndarr
         return np.clip(idx, 0, length - 1)
 
     return image[np.ix_(indices(top, image.shape[0]), indices(left, image.shape[1]))]
+
+
+def _image_probabilities(images: list[_PoolImage], weights: dict[str, float] | None) -> np.ndarray | None:
+    """Per-image sampling probabilities giving each modality its weight (None: uniform)."""
+    if weights is None:
+        return None
+    counts = Counter(image.modality for image in images)
+    # CR and DX are one family (radiographs): a DX weight covers CR images and vice versa.
+    family = {m: ("XRAY" if m in ("CR", "DX") else m) for m in counts}
+    family_weight: dict[str, float] = {}
+    for modality, weight in weights.items():
+        key = "XRAY" if modality in ("CR", "DX") else modality
+        family_weight[key] = max(family_weight.get(key, 0.0), weight)
+    family_count = Counter(family[m] for m in (image.modality for image in images))
+    probabilities = np.array(
+        [family_weight.get(family[image.modality], 0.0) / family_count[family[image.modality]] for image in images]
+    )
+    if probabilities.sum() <= 0:
+        raise ValueError(f"modality_weights {weights} give no weight to any training image ({dict(counts)})")
+    return probabilities / probabilities.sum()
 
 
 class PatchDataset(Dataset):
@@ -185,6 +242,7 @@ class PatchDataset(Dataset):
             tuple(cfg.noise_aug_sigma),
         )
         self.margin = crop_margin(cfg.patch_size, self.settings) if cfg.augment else 0
+        self.image_probabilities = _image_probabilities(images, cfg.modality_weights)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw a different (still reproducible) set of patches."""
@@ -197,7 +255,10 @@ class PatchDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(index)
         rng = np.random.default_rng([self.cfg.seed, self.epoch, index])
-        pool = self.images[rng.integers(len(self.images))]
+        if self.image_probabilities is None:
+            pool = self.images[rng.integers(len(self.images))]
+        else:
+            pool = self.images[rng.choice(len(self.images), p=self.image_probabilities)]
         variant = pool.variants[rng.integers(len(pool.variants))]
         p, m = self.cfg.patch_size, self.margin
         rows, cols = pool.clean.shape
@@ -206,8 +267,12 @@ class PatchDataset(Dataset):
         clean = _reflect_crop(reference, top, left, p + 2 * m)
         if variant.degraded is not None:
             degraded = _reflect_crop(variant.degraded, top, left, p + 2 * m)
+        elif variant.noise == "ct":
+            dose = _log_uniform(variant.levels, rng)
+            unit = _reflect_crop(variant.unit_noise, top, left, p + 2 * m)
+            degraded = clean + unit * np.float32(degrade.dose_noise_scale(dose, variant.own_fraction))
         else:
-            degraded = _draw_noise(clean, pool.state, variant.noise, variant.sigma, rng)
+            degraded = _draw_noise(clean, pool.state, variant.noise, _log_uniform(variant.levels, rng), rng)
         degraded = _extra(degraded, self.cfg)
         if self.cfg.augment:
             degraded, clean = augment_pair(degraded, clean, p, self.settings, rng)
@@ -228,14 +293,19 @@ def build_training_set(cfg: DataConfig) -> PatchDataset:
 
 @dataclass
 class HeldoutImage:
-    """One held-out full slice, normalized, with its degraded version."""
+    """One validation or test full slice, normalized, with its degraded version."""
 
     name: str
     modality: str
     degraded: np.ndarray  # float32 (H, W), normalized
     clean: np.ndarray  # float32 (H, W), normalized
     spec: NormalizationSpec
-    degradation: str  # e.g. "ct_dose_0.25", "mr_rician_0.03", "ct_paired_quarter_dose"
+    degradation: str  # e.g. "ct_dose_0.25_ramp", "mr_rician_0.03", "ct_paired_quarter_dose"
+    level: float = float("nan")  # CT dose fraction, MR sigma, X-ray quanta (NaN: paired)
+    kernel: str | None = None  # CT reconstruction kernel
+    # True noise standard deviation, normalized units, where it is measured (CT: soft tissue;
+    # real slices include their own full-dose noise): what an oracle classical filter is given.
+    noise_sigma: float = float("nan")
 
 
 def _crop_to(values: np.ndarray, side: int) -> np.ndarray:
@@ -243,41 +313,64 @@ def _crop_to(values: np.ndarray, side: int) -> np.ndarray:
     return values[top : top + side, left : left + side]
 
 
-def _heldout_pairs(image: SourceImage, cfg: DataConfig) -> list[HeldoutImage]:
+def _true_sigma(degraded: np.ndarray, clean: np.ndarray, mask: np.ndarray | None, own: float = 0.0) -> float:
+    """RMS of the inserted noise over ``mask`` (all pixels when None or too small), combined
+    with the slice's own noise ``own`` (same units)."""
+    difference = np.asarray(degraded, dtype=np.float64) - clean
+    inside = difference[mask] if mask is not None and mask.sum() >= 100 else difference
+    return float(np.sqrt(np.mean(inside**2) + own**2))
+
+
+def _eval_pairs(image: SourceImage, cfg: DataConfig) -> list[HeldoutImage]:
     spec = spec_for(image.modality, cfg)
     cropped = _crop_to(image.values, cfg.heldout_max_side)
     state = fit_normalization(cropped, spec)
     clean = normalize(cropped, state)
+    # (label, degraded, level, kernel, true sigma in normalized units)
+    variants: list[tuple[str, np.ndarray, float, str | None, float]] = []
     if image.low_dose is not None:
         low_dose = normalize(_crop_to(image.low_dose, cfg.heldout_max_side), state)
-        variants = [(image.low_dose_label or "paired", low_dose)]
+        variants.append((image.low_dose_label or "paired", low_dose, float("nan"), None, float("nan")))
     elif image.modality == "CT":
         crop = SourceImage(image.name, "CT", cropped, image.pixel_mm, image.group, image.source)
-        variants = [(v.label, v.degraded) for v in _ct_variants(crop, state, cfg, 1, ("heldout",))]
+        simulator = _simulator(crop, cfg)
+        mask = degrade.soft_tissue_mask(cropped)
+        own = degrade.noise_sigma_hu(cropped, mask) if image.source != "phantom" else 0.0
+        for dose in cfg.dose_fractions:
+            for kernel in cfg.eval_kernels:
+                rng = np.random.default_rng(stable_seed("heldout", image.name, dose, kernel))
+                degraded = normalize(simulator.degrade(dose, rng, kernel), state)
+                sigma = _true_sigma(degraded, clean, mask, (own if np.isfinite(own) else 0.0) / state.scale)
+                variants.append((ct_label(dose, kernel), degraded, dose, kernel, sigma))
     else:
-        kind, sigma = _noise_kind(image.modality, cfg)
-        label = f"{image.modality.lower()}_{kind}_{sigma:g}"
-        rng = np.random.default_rng(stable_seed("heldout", image.name, label))
-        variants = [(label, _draw_noise(clean, state, kind, sigma, rng))]
+        kind, levels, _ = _noise_levels(image.modality, cfg)
+        for level in levels:
+            label = _level_label(image.modality, kind, level)
+            rng = np.random.default_rng(stable_seed("heldout", image.name, label))
+            degraded = _draw_noise(clean, state, kind, level, rng)
+            variants.append((label, degraded, level, None, _true_sigma(degraded, clean, None)))
     pairs = []
-    for label, degraded in variants:
+    for label, degraded, level, kernel, sigma in variants:
         degraded = np.ascontiguousarray(_extra(degraded, cfg), dtype=np.float32)
         degraded.setflags(write=False)
-        pairs.append(HeldoutImage(image.name, image.modality, degraded, clean, spec, label + _extra_label(cfg)))
+        pairs.append(HeldoutImage(image.name, image.modality, degraded, clean, spec, label + _extra_label(cfg),
+                                  level, kernel, sigma))
     clean.setflags(write=False)
     return pairs
 
 
 @lru_cache(maxsize=4)
-def _heldout_cached(key: str) -> tuple[HeldoutImage, ...]:
+def _eval_cached(key: str, split: str) -> tuple[HeldoutImage, ...]:
     cfg = DataConfig.from_dict(json.loads(key))
-    _, heldout = split_sources(load_sources(cfg), cfg)
-    return tuple(pair for image in heldout for pair in _heldout_pairs(image, cfg))
+    _, chosen = split_sources(load_sources(cfg), cfg, split)
+    return tuple(pair for image in chosen for pair in _eval_pairs(image, cfg))
 
 
-def build_heldout_set(cfg: DataConfig) -> list[HeldoutImage]:
-    """The fixed held-out slices, degraded once with seeds from their names (cached in memory)."""
-    return list(_heldout_cached(cfg.key()))
+def build_heldout_set(cfg: DataConfig, split: str = "test") -> list[HeldoutImage]:
+    """The fixed ``"test"`` (default) or ``"validation"`` slices at every evaluation level
+    (CT doses x kernels, MR sigmas, X-ray quanta), degraded once with seeds from their names
+    (cached in memory)."""
+    return list(_eval_cached(cfg.key(), split))
 
 
 def _named(image: SourceImage) -> bool:
@@ -287,7 +380,9 @@ def _named(image: SourceImage) -> bool:
 
 def data_summary(cfg: DataConfig) -> dict:
     """Plain-JSON description of the data a model was trained and evaluated on."""
-    training, heldout = split_sources(load_sources(cfg), cfg)
+    images = load_sources(cfg)
+    training, heldout = split_sources(images, cfg)
+    _, validation = split_sources(images, cfg, "validation")
     training = [image for image in training if min(image.values.shape) >= cfg.patch_size]
 
     def describe(images: list[SourceImage]) -> dict:
@@ -304,13 +399,19 @@ def data_summary(cfg: DataConfig) -> dict:
         + (["paired"] if cfg.paired_low_dir else []),
         "modalities": list(cfg.modalities),
         "training": describe(training),
+        "validation": describe(validation),
         "heldout": describe(heldout),
-        "split": {"rule": "sha256(salt/group) < fraction", "salt": SPLIT_SALT, "fraction": cfg.heldout_fraction},
+        "split": {"rule": "v = sha256(salt/group); test v < heldout_fraction; validation below "
+                  "heldout_fraction + validation_fraction; phantoms by name", "salt": SPLIT_SALT,
+                  "fraction": cfg.heldout_fraction, "validation_fraction": cfg.validation_fraction},
         "degradation": {
-            "ct": {"dose_fractions": list(cfg.dose_fractions), "angles": cfg.ct_angles, "photons": cfg.ct_photons,
-                   "full_dose_reference": cfg.ct_full_dose_reference},
-            "mr": {"noise": cfg.mr_noise, "sigma": cfg.mr_noise_sigma},
-            "xray": {"noise": "gaussian", "sigma": cfg.xray_noise_sigma},
+            "ct": {"dose_fractions": list(cfg.dose_fractions), "train_dose_range": cfg.train_dose_range,
+                   "kernels": list(cfg.ct_kernels), "eval_kernels": cfg.eval_kernels, "angles": cfg.ct_angles,
+                   "photons": cfg.ct_photons, "full_dose_reference": cfg.ct_full_dose_reference},
+            "mr": {"noise": cfg.mr_noise, "sigmas": list(cfg.mr_noise_sigmas),
+                   "train_sigma_range": cfg.train_mr_sigma_range},
+            "xray": {"noise": cfg.xray_noise, "sigma": cfg.xray_noise_sigma, "photons": list(cfg.xray_photons),
+                     "train_photon_range": cfg.train_xray_photon_range},
             "extra": _extra_label(cfg) or None,
         },
         "normalization": normalization_table(cfg),

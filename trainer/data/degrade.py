@@ -8,33 +8,20 @@ docs/DATA.md.
 from __future__ import annotations
 
 import numpy as np
-import pywt
 from scipy import ndimage
 from skimage.transform import iradon, radon, resize
 
+# A slice's own noise is measured the way the runtime measures a scan's (one estimator):
+# soft-tissue pixels, finest diagonal Haar band, median absolute value / 0.6745.
+from runtime.noise import haar_mad_sigma as noise_sigma_hu
+from runtime.noise import soft_tissue_mask
+
+__all__ = ["noise_sigma_hu", "soft_tissue_mask"]  # re-exported for the trainer's callers
+
 MU_WATER_PER_MM = 0.0192  # linear attenuation of water at ~70 keV effective energy, 1/mm
 REFERENCE_VIEWS = 1000  # ct_photons is stated for a scan of this many views
-SOFT_TISSUE_HU = (-150.0, 250.0)  # where a CT slice's own noise is measured
-_MAD_TO_SIGMA = 0.6745  # median(|N(0, 1)|)
-
-
-def soft_tissue_mask(hu: np.ndarray) -> np.ndarray:
-    """Soft-tissue pixels away from edges (eroded 3 px), where noise dominates fine detail."""
-    tissue = (hu > SOFT_TISSUE_HU[0]) & (hu < SOFT_TISSUE_HU[1])
-    return ndimage.binary_erosion(tissue, iterations=3)
-
-
-def noise_sigma_hu(image: np.ndarray, mask: np.ndarray) -> float:
-    """Robust noise level (HU) of ``image`` over ``mask``: the median absolute value of the
-    finest diagonal Haar wavelet band / 0.6745 (Donoho's estimator), restricted to the mask.
-    NaN when the mask has fewer than 100 wavelet coefficients."""
-    _, (_, _, diagonal) = pywt.dwt2(np.asarray(image, dtype=np.float64), "haar")
-    rows, cols = diagonal.shape
-    inside = mask[: 2 * rows : 2, : 2 * cols : 2] & mask[1 : 2 * rows : 2, 1 : 2 * cols : 2]
-    if inside.sum() < 100:
-        return float("nan")
-    return float(np.median(np.abs(diagonal[inside])) / _MAD_TO_SIGMA)
-
+# Reconstruction kernels: skimage.transform.iradon's filters, from sharp (ramp) to smooth (hann).
+CT_KERNELS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 
 def hu_to_mu(hu: np.ndarray) -> np.ndarray:
     """HU -> linear attenuation (1/mm); anything below air is air (mu = 0)."""
@@ -70,7 +57,12 @@ class LowDoseCT:
     """
 
     def __init__(
-        self, hu: np.ndarray, pixel_mm: float, angles: int, photons: float, match_own_noise: bool = False
+        self,
+        hu: np.ndarray,
+        pixel_mm: float,
+        angles: int,
+        photons: float,
+        match_own_noise: bool = False,
     ) -> None:
         if hu.ndim != 2:
             raise ValueError(f"LowDoseCT needs a 2-D slice, got shape {hu.shape}")
@@ -93,35 +85,51 @@ class LowDoseCT:
     def _match_own_noise(self) -> None:
         mask = soft_tissue_mask(self.hu)
         own = noise_sigma_hu(self.hu, mask)
-        # A fixed generator: the matched I0 is a property of the slice, not of a draw.
-        simulated = noise_sigma_hu(self._fbp_noise(self.photons_per_bin, np.random.default_rng(0)), mask)
+        # A fixed generator and the sharp kernel: the matched I0 is a property of the slice
+        # (its scan's dose), not of a draw or of the kernel simulated afterwards.
+        simulated = noise_sigma_hu(
+            self._fbp_noise(self.photons_per_bin, np.random.default_rng(0)), mask
+        )
         if not (np.isfinite(own) and np.isfinite(simulated) and simulated > 0):
             return  # too little soft tissue to measure: treat the slice as noiseless
         if own > simulated:
             self.photons_per_bin *= (simulated / own) ** 2  # noise sigma ~ 1/sqrt(I0)
         self.own_variance_fraction = min(1.0, (own / simulated) ** 2)
 
-    def noise(self, dose: float, rng: np.random.Generator) -> np.ndarray:
-        """The HU noise image to add for a scan at ``dose`` (fraction of full dose)."""
+    def noise(self, dose: float, rng: np.random.Generator, kernel: str = "ramp") -> np.ndarray:
+        """The HU noise image to add for a scan at ``dose`` (fraction of full dose),
+        reconstructed with ``kernel`` (one of CT_KERNELS)."""
         if not 0 < dose <= 1:
             raise ValueError(f"dose {dose} must be in (0, 1]")
-        noise = self._fbp_noise(self.photons_per_bin * dose, rng)
+        noise = self._fbp_noise(self.photons_per_bin * dose, rng, kernel)
         # Insert only the variance the slice lacks: sigma_dose^2 - sigma_own^2.
         keep = max(0.0, 1.0 - dose * self.own_variance_fraction)
         return noise if keep == 1.0 else (noise * np.float32(np.sqrt(keep)))
 
-    def _fbp_noise(self, incident: float, rng: np.random.Generator) -> np.ndarray:
+    def unit_noise(self, rng: np.random.Generator, kernel: str = "ramp", reference_dose: float = 0.25) -> np.ndarray:
+        """A noise image to scale to any dose: ``unit_noise * dose_noise_scale(d, own)`` (own =
+        ``own_variance_fraction``) is the noise :meth:`noise` inserts at dose ``d``.
+
+        In the high-count regime FBP noise scales as ``1/sqrt(dose)``, so one Poisson draw at
+        ``reference_dose`` serves every dose near it; training draws a fresh dose per patch
+        this way (validation and test images use :meth:`noise` at each level exactly).
+        """
+        return self._fbp_noise(self.photons_per_bin * reference_dose, rng, kernel) * np.float32(np.sqrt(reference_dose))
+
+    def _fbp_noise(self, incident: float, rng: np.random.Generator, kernel: str = "ramp") -> np.ndarray:
         """FBP of the Poisson noise of ``incident`` photons per bin, in HU (cropped to the slice)."""
+        if kernel not in CT_KERNELS:
+            raise ValueError(f"unknown CT reconstruction kernel {kernel!r}; choose from {', '.join(CT_KERNELS)}")
         counts = rng.poisson(incident * np.exp(-self.sinogram))
         noisy = -np.log(np.maximum(counts, 1) / incident)  # one count floor: no log(0)
         side = self.sinogram.shape[0]
-        delta_mu = iradon(noisy - self.sinogram, self.theta, output_size=side, filter_name="ramp", circle=True)
+        delta_mu = iradon(noisy - self.sinogram, self.theta, output_size=side, filter_name=kernel, circle=True)
         delta_hu = delta_mu / self.pixel_mm / MU_WATER_PER_MM * 1000.0
         return delta_hu[self._crop].astype(np.float32)
 
-    def degrade(self, dose: float, rng: np.random.Generator) -> np.ndarray:
+    def degrade(self, dose: float, rng: np.random.Generator, kernel: str = "ramp") -> np.ndarray:
         """The slice as scanned at ``dose``: original + reconstructed dose noise (HU)."""
-        return self.hu + self.noise(dose, rng)
+        return self.hu + self.noise(dose, rng, kernel)
 
     def scan_pair(self, dose: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``(full_dose, low_dose)`` scans of the slice, the way real pairs come (HU).
@@ -138,11 +146,37 @@ class LowDoseCT:
         return full, full + extra
 
 
+def dose_noise_scale(dose: float, own_variance_fraction: float) -> float:
+    """Factor on :meth:`LowDoseCT.unit_noise` for a scan at ``dose``, the slice's own noise
+    variance (a fraction of the full-dose variance) already being there."""
+    return float(np.sqrt(max(0.0, 1.0 / dose - own_variance_fraction)))
+
+
 def low_dose_ct(
     hu: np.ndarray, dose: float, rng: np.random.Generator, *, pixel_mm: float, angles: int, photons: float
 ) -> np.ndarray:
     """One low-dose realization of a real CT slice, matched to its own noise (see :class:`LowDoseCT`)."""
     return LowDoseCT(hu, pixel_mm, angles, photons, match_own_noise=True).degrade(dose, rng)
+
+
+def xray_quantum_noise(
+    attenuation: np.ndarray, photons: float, rng: np.random.Generator, contrast: float = 3.0, electronic: float = 2.0
+) -> np.ndarray:
+    """Poisson-Gaussian quantum noise of a radiograph, on its normalized image (brighter = more
+    attenuating, as the image contract presents MONOCHROME1 and MONOCHROME2 alike).
+
+    A pixel of normalized value ``x`` received ``photons * exp(-contrast * x)`` quanta (``x``
+    clipped to [-0.25, 1.25] for this); the detector adds Gaussian electronic noise of
+    ``electronic`` quanta; the log of the noisy count is mapped back. Only the difference to
+    the noiseless value is added, so values outside the clip keep their exact offset. Noise is
+    therefore signal dependent: about ``exp(contrast * x / 2) / (contrast * sqrt(photons))``,
+    larger behind bone than in the open field.
+    """
+    x = np.clip(np.asarray(attenuation, dtype=np.float64), -0.25, 1.25)
+    expected = photons * np.exp(-contrast * x)
+    counts = rng.poisson(expected) + rng.normal(0.0, electronic, size=x.shape)
+    noisy = -np.log(np.maximum(counts, 0.5) / photons) / contrast
+    return (np.asarray(attenuation, dtype=np.float64) + (noisy - x)).astype(np.float32)
 
 
 def gaussian_noise(values: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:

@@ -10,11 +10,20 @@ from skimage.transform import resize
 
 AIR_HU = -1000.0
 PHANTOM_FOV_MM = 350.0  # a body field of view; pixel size is this over the phantom side
+# Random phantoms draw their field of view from this range: a child's to a large adult's
+# body. With the matrix fixed, a larger body has larger pixels and longer, more attenuating
+# paths, which changes the simulated noise level and texture.
+PHANTOM_FOV_RANGE_MM = (250.0, 450.0)
 
 
-def phantom_pixel_mm(size: int) -> float:
-    """Pixel size of a phantom of ``size`` pixels, in mm."""
-    return PHANTOM_FOV_MM / size
+def phantom_pixel_mm(size: int, fov_mm: float = PHANTOM_FOV_MM) -> float:
+    """Pixel size of a phantom of ``size`` pixels over ``fov_mm``, in mm."""
+    return fov_mm / size
+
+
+def random_fov_mm(rng: np.random.Generator) -> float:
+    """A body field of view (mm) from PHANTOM_FOV_RANGE_MM."""
+    return float(rng.uniform(*PHANTOM_FOV_RANGE_MM))
 
 
 def _fill(image: np.ndarray, rng: np.random.Generator, center, radii, value: float, inside=None) -> None:
@@ -29,8 +38,9 @@ def _fill(image: np.ndarray, rng: np.random.Generator, center, radii, value: flo
 def random_phantom(size: int, rng: np.random.Generator) -> np.ndarray:
     """A random body-like phantom in HU, float32 ``(size, size)``.
 
-    Air outside (-1000), a fat layer (~-100), soft-tissue organs (20-60), lungs (-850..-750),
-    bones (400-1500) and a smooth tissue texture of a few HU.
+    Air outside (-1000), a fat layer (~-100), soft-tissue organs (20-60), low-contrast lesions
+    (5-20 HU from their organ), lungs (-850..-750) with vessels, bones (400-1500), small bright
+    vessels and calcifications (150-600), and a smooth tissue texture of a few HU.
     """
     image = np.full((size, size), AIR_HU, dtype=np.float32)
     c = size / 2.0
@@ -47,6 +57,15 @@ def random_phantom(size: int, rng: np.random.Generator) -> np.ndarray:
     for _ in range(rng.integers(2, 7)):  # organs and lesions
         center = c + rng.uniform(-0.25, 0.25, size=2) * size
         _fill(image, rng, center, size * rng.uniform(0.02, 0.12, size=2), rng.uniform(20, 60), soft)
+    for _ in range(rng.integers(0, 4)):  # low-contrast lesions: what low-dose noise hides first
+        center = c + rng.uniform(-0.25, 0.25, size=2) * size
+        base = float(image[int(center[0]), int(center[1])])
+        if -50 < base < 100:
+            _fill(image, rng, center, size * rng.uniform(0.01, 0.04, size=2), base + rng.choice([-1, 1]) * rng.uniform(5, 20), soft)
+    lungs = (image > -900) & (image < -700)
+    for _ in range(rng.integers(0, 12)):  # vessels (in the lungs too) and calcifications
+        center = c + rng.uniform(-0.35, 0.35, size=2) * size
+        _fill(image, rng, center, size * rng.uniform(0.003, 0.012, size=2), rng.uniform(150, 600), soft | lungs)
     for _ in range(rng.integers(1, 5)):  # bones
         center = c + rng.uniform(-0.3, 0.3, size=2) * size
         _fill(image, rng, center, size * rng.uniform(0.015, 0.06, size=2), rng.uniform(400, 1500), soft)

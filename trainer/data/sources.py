@@ -22,7 +22,7 @@ from skimage.transform import resize
 from runtime.image_contract import modality_image
 from trainer.data.offline import offline_dicom_entries
 from trainer.data.pairing import pair_series
-from trainer.data.phantoms import phantom_pixel_mm, random_phantom, shepp_logan_hu
+from trainer.data.phantoms import phantom_pixel_mm, random_fov_mm, random_phantom, shepp_logan_hu
 
 log = logging.getLogger(__name__)
 
@@ -216,21 +216,28 @@ def directory_images(root: str | Path, modalities: tuple[str, ...], min_side: in
     return images
 
 
-def phantom_images(count: int, size: int, heldout_count: int) -> list[SourceImage]:
-    """Random training phantoms ``phantom:train-i``, the held-out Shepp-Logan and held-out
-    random ``phantom:heldout-i`` (split by name: groups ``train:...`` / ``heldout:...``)."""
-    pixel_mm = phantom_pixel_mm(size)
+def phantom_images(count: int, size: int, test_count: int, validation_count: int = 0) -> list[SourceImage]:
+    """Random phantoms by name: training ``phantom:train-i``, validation ``phantom:val-i``, and
+    test: Shepp-Logan and ``phantom:heldout-i`` (groups ``train:`` / ``validation:`` / ``heldout:``).
 
-    def make(name: str, group: str, values: np.ndarray) -> SourceImage:
+    Random phantoms draw their field of view (body size, so pixel size) from
+    ``PHANTOM_FOV_RANGE_MM``; Shepp-Logan keeps the fixed ``PHANTOM_FOV_MM``.
+    """
+
+    def make(name: str, group: str, seed: list[int]) -> SourceImage:
+        rng = np.random.default_rng(seed)
+        values = random_phantom(size, rng)
+        pixel_mm = phantom_pixel_mm(size, random_fov_mm(rng))
         return SourceImage(f"phantom:{name}", "CT", values, pixel_mm, f"{group}:phantom:{name}", "phantom")
 
-    # Separate seed streams ([7, 0, i] train, [7, 1, i] held out) keep the two sets distinct.
-    images = [make(f"train-{i}", "train", random_phantom(size, np.random.default_rng([7, 0, i]))) for i in range(count)]
-    images.append(make("shepp-logan", "heldout", shepp_logan_hu(size)))
-    images += [
-        make(f"heldout-{i}", "heldout", random_phantom(size, np.random.default_rng([7, 1, i])))
-        for i in range(heldout_count)
-    ]
+    # Separate seed streams ([7, 0, i] train, [7, 1, i] test, [7, 2, i] validation) keep the sets distinct.
+    images = [make(f"train-{i}", "train", [7, 0, i]) for i in range(count)]
+    images += [make(f"val-{i}", "validation", [7, 2, i]) for i in range(validation_count)]
+    images.append(
+        SourceImage("phantom:shepp-logan", "CT", shepp_logan_hu(size), phantom_pixel_mm(size),
+                    "heldout:phantom:shepp-logan", "phantom")
+    )
+    images += [make(f"heldout-{i}", "heldout", [7, 1, i]) for i in range(test_count)]
     return images
 
 

@@ -1,10 +1,12 @@
-"""The fixed held-out rule: a stable hash of an image group's key.
+"""The fixed three-way split: a stable hash of an image group's key.
 
 A group is every copy of one image (the same slice stored in several transfer syntaxes,
 lossless and lossy, or cropped) plus, for multi-frame files, all frames of the file. The
-group is held out when the salted SHA-256 of its key falls below ``fraction``; the key is a
-name, not decoded pixels, so a new decoder version or added files never move an image
-between training and held-out. The salt was fixed once (docs/DATA.md).
+salted SHA-256 of its key, read as a number ``v`` in [0, 1), decides: ``v < test_fraction``
+is test (held out, only reported), ``v < test_fraction + validation_fraction`` is
+validation (chooses checkpoints, recipes and baseline settings), the rest trains. The key is
+a name, not decoded pixels, so a new decoder version or added files never move an image
+between the sets. The salt was fixed once (docs/DATA.md).
 """
 
 from __future__ import annotations
@@ -20,16 +22,25 @@ def split_value(group_key: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def is_heldout(group_key: str, fraction: float) -> bool:
-    """Whether the group named ``group_key`` belongs to the held-out set.
+SPLITS = ("train", "validation", "test")
+# Keys with these prefixes (phantoms) are assigned by name, not by hash.
+_NAMED = {"train:": "train", "validation:": "validation", "heldout:": "test"}
 
-    Keys starting ``heldout:`` or ``train:`` (phantoms) are assigned by name; others by hash.
-    """
-    if group_key.startswith("heldout:"):
-        return True
-    if group_key.startswith("train:"):
-        return False
-    return split_value(group_key) < fraction
+
+def split_of(group_key: str, test_fraction: float, validation_fraction: float = 0.0) -> str:
+    """``"train"``, ``"validation"`` or ``"test"`` for the group named ``group_key``."""
+    for prefix, split in _NAMED.items():
+        if group_key.startswith(prefix):
+            return split
+    value = split_value(group_key)
+    if value < test_fraction:
+        return "test"
+    return "validation" if value < test_fraction + validation_fraction else "train"
+
+
+def is_heldout(group_key: str, fraction: float) -> bool:
+    """Whether the group named ``group_key`` belongs to the test (held-out) set."""
+    return split_of(group_key, fraction) == "test"
 
 
 def stable_seed(*parts: object) -> int:

@@ -20,6 +20,39 @@ def conv_relu(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1), nn.ReLU(inplace=True))
 
 
+class WindowedHead(nn.Module):
+    """First layer seeing the input through several intensity windows, one conv each, summed.
+
+    Window ``[low, high]`` passes ``clip(x, low, high) - (low + high) / 2`` to its own 3x3 conv
+    (ONNX Clip, Sub, Conv; the convs' outputs are added, then ReLU). Each conv has its own
+    INT8 input quantizer, so each window keeps its own resolution: with CT normalized over
+    [-160, 240] HU, a soft-tissue window [-0.5, 1.5] resolves 3 HU per INT8 step, a lung window
+    [-2.35, -0.25] 3.3 HU and a bone window [1, 8] 11 HU, where one per-tensor scale over
+    the whole range would step 25 HU and drown low-dose noise (docs/QUANTIZATION.md).
+    """
+
+    def __init__(self, windows: list[list[float]], out_ch: int, kernel: int = 3, stride: int = 1) -> None:
+        super().__init__()
+        for window in windows:
+            if not (len(window) == 2 and window[0] < window[1]):
+                raise ValueError(f"input window must be [low, high] with low < high, got {window}")
+        self.windows = [(float(low), float(high)) for low, high in windows]
+        self.clips = nn.ModuleList(nn.Hardtanh(low, high) for low, high in self.windows)
+        padding = kernel // 2 if stride == 1 else 0
+        self.convs = nn.ModuleList(
+            nn.Conv2d(1, out_ch, kernel, stride=stride, padding=padding, bias=index == 0)
+            for index in range(len(self.windows))
+        )
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = None
+        for (low, high), clip, conv in zip(self.windows, self.clips, self.convs):
+            y = conv(clip(x) - (low + high) / 2.0)
+            total = y if total is None else total + y
+        return self.relu(total)
+
+
 @register_model("student")
 class Student(nn.Module):
     """Encoder/decoder with ``depth`` downsamplings; level i has ``width * 2**i`` channels,
@@ -34,7 +67,11 @@ class Student(nn.Module):
     ``Clip``, TensorRT's clip activation); the residual is still added to the unclipped input.
     INT8 per-tensor activations cannot hold CT's 4000 HU range and its 15 HU noise at once
     (one step of 127 over the full range is ~30 HU), so the shipped student looks at a window
-    around soft tissue only and leaves values outside it unchanged (docs/QUANTIZATION.md)."""
+    around soft tissue only and leaves values outside it unchanged (docs/QUANTIZATION.md).
+
+    ``input_windows=[[low, high], ...]`` instead gives the first layer several windows, each
+    through its own conv (:class:`WindowedHead`), so lung and bone are denoised too and INT8
+    still resolves soft-tissue noise; the shipped student uses soft tissue, lung and bone."""
 
     def __init__(
         self,
@@ -43,6 +80,7 @@ class Student(nn.Module):
         widths: list[int] | None = None,
         stem_stride: int = 1,
         input_clip: list[float] | None = None,
+        input_windows: list[list[float]] | None = None,
     ) -> None:
         super().__init__()
         w = list(widths) if widths is not None else [width * 2**i for i in range(depth + 1)]
@@ -56,7 +94,11 @@ class Student(nn.Module):
         if input_clip is not None and not (len(input_clip) == 2 and input_clip[0] < input_clip[1]):
             raise ValueError(f"input_clip must be [low, high] with low < high, got {input_clip}")
         self.input_clip = nn.Hardtanh(*map(float, input_clip)) if input_clip is not None else None
-        if stem_stride == 1:
+        if input_windows is not None:
+            if input_clip is not None:
+                raise ValueError("give input_clip or input_windows, not both")
+            self.head = WindowedHead(input_windows, w[0], kernel=3 if stem_stride == 1 else 2, stride=stem_stride)
+        elif stem_stride == 1:
             self.head = conv_relu(1, w[0])
         else:
             self.head = nn.Sequential(nn.Conv2d(1, w[0], 2, stride=2), nn.ReLU(inplace=True))
