@@ -45,8 +45,17 @@ def display(image: np.ndarray, modality: str, spec: NormalizationSpec, reference
     return np.clip((image - low) / max(high - low, 1e-6), 0.0, 1.0)
 
 
-def crop_grid(rows: list[dict], columns: list[str], path: Path, side: int = 128) -> Path:
-    """One row per image (``name``, ``modality``, ``spec``, ``images``: column -> array) as a PNG."""
+def cropped(images: dict[str, np.ndarray], modality: str, spec: NormalizationSpec, side: int) -> dict[str, np.ndarray]:
+    """Every image of a row cut to the region of interest of ``images["clean"]``."""
+    top, left = region_of_interest(images["clean"], modality, spec, side)
+    edge = min(side, *images["clean"].shape)
+    return {name: image[top : top + edge, left : left + edge] for name, image in images.items()}
+
+
+def crop_grid(rows: list[dict], columns: list[str], path: Path, side: int = 128,
+              title: str = "held-out crops (CT: soft-tissue window W400/L40)", dpi: int = 110) -> Path:
+    """One row per image (``name``, ``modality``, ``spec``, ``degradation``, ``images``: column ->
+    array; rows may be cropped already, see :func:`cropped`) as a PNG; columns are titled by name."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,23 +63,26 @@ def crop_grid(rows: list[dict], columns: list[str], path: Path, side: int = 128)
 
     fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.9 * len(columns), 2.0 * len(rows)), squeeze=False)
     for r, row in enumerate(rows):
-        clean = row["images"]["clean"]
-        top, left = region_of_interest(clean, row["modality"], row["spec"], side)
-        edge = min(side, *clean.shape)
+        images = cropped(row["images"], row["modality"], row["spec"], side)
         for c, column in enumerate(columns):
             axis = axes[r][c]
             axis.set_xticks([])
             axis.set_yticks([])
-            image = row["images"].get(column)
+            image = images.get(column)
             if image is None:
                 axis.set_facecolor("0.85")
             else:
-                crop = image[top : top + edge, left : left + edge]
-                axis.imshow(display(crop, row["modality"], row["spec"], clean[top : top + edge, left : left + edge]),
+                axis.imshow(display(image, row["modality"], row["spec"], images["clean"]),
                             cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             if r == 0:
                 axis.set_title(column, fontsize=8)
             if c == 0:
                 axis.set_ylabel(f"{row['modality']} {row['degradation']}", fontsize=7)
-    fig.suptitle("held-out crops (CT: soft-tissue window W400/L40)", fontsize=9)
-    return report.save_figure(fig, path, dpi=110)
+    fig.suptitle(title, fontsize=9)
+    path = report.save_figure(fig, path, dpi=dpi, title_inches=0.3)
+    from PIL import Image
+
+    with Image.open(path) as image:  # grey crops, black text: 8-bit grey is a quarter of RGBA
+        grey = image.convert("L")
+    grey.save(path, optimize=True)
+    return path

@@ -60,16 +60,19 @@ def quality_markdown(record: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Print Markdown for each JSON record named on the command line."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.markdown", description=__doc__.split(":", 1)[1].strip())
-    parser.add_argument("records", nargs="+", type=Path, metavar="RESULT.json", help="latency or quality JSON record")
+    parser.add_argument("records", nargs="+", type=Path, metavar="RESULT.json", help="latency, quality or dose-curve JSON record")
     for path in parser.parse_args(argv).records:
         try:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as error:
             print(f"markdown: error: {path}: cannot read a JSON record ({error})", file=sys.stderr)
             return 2
-        render = {"latency": latency_markdown, "quality": quality_markdown}.get(record.get("benchmark"))
+        from benchmarks.dose_report import markdown as dose_curve_markdown
+
+        render = {"latency": latency_markdown, "quality": quality_markdown,
+                  "dose_curve": dose_curve_markdown}.get(record.get("benchmark"))
         if render is None:
-            print(f"markdown: error: {path}: not a latency or quality record", file=sys.stderr)
+            print(f"markdown: error: {path}: not a latency, quality or dose-curve record", file=sys.stderr)
             return 2
         print(render(record) + "\n")
     return 0

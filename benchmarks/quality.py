@@ -1,18 +1,24 @@
 """Image quality on the held-out split: ``python -m benchmarks.quality [MODEL ...] [options]``.
 
-PSNR / SSIM / FSIM (trainer.metrics.image_quality: CT in both conventions, full HU range and
-soft-tissue window) of the degraded input, the classical baselines (trainer.baselines, their
-strength tuned on an image outside the held-out set), the teacher (PyTorch checkpoint) and the
-student models (ONNX through the runtime's backend), per modality and dose level. Writes a JSON
-record and a PNG grid of region-of-interest crops.
+PSNR / SSIM / FSIM (trainer.metrics.image_quality: CT over the full HU range and in the
+soft-tissue and lung windows) of the degraded input, the classical baselines (trainer.baselines,
+their strength tuned on validation images, never test images: benchmarks/tuning.py), the teacher
+(PyTorch checkpoint) and the student models (ONNX through the runtime's backend), per modality
+and dose level. Writes a JSON record and a PNG grid of region-of-interest crops.
+
+``--dose-curve`` runs the dose-curve benchmark instead (benchmarks/dose_curve.py): every test
+image at every noise level, oracle and estimated-sigma NLM, lung window, plot, targets.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +31,8 @@ from trainer.data import DataConfig, HeldoutImage, build_heldout_set
 from trainer.metrics import image_quality
 
 DEFAULT_MODELS = ("models/medclear_student.fp32.onnx", "models/medclear_student.int8.onnx")
+SHIPPED_DATA_CONFIG = "trainer/configs/default_teacher.json"  # the dose curve's default data configuration
+RESULTS = Path("benchmarks/results")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,33 +40,77 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("models", nargs="*", help=f"student models (.onnx); default: {', '.join(DEFAULT_MODELS)} where present")
     parser.add_argument("--teacher", help="teacher checkpoint (.pt), run in PyTorch")
-    parser.add_argument("--data-from", help="checkpoint whose config['data'] defines the held-out set "
-                        "(default: the teacher's, else trainer.data.DataConfig defaults)")
+    parser.add_argument("--data-from", help="checkpoint (.pt) or trainer config (.json) whose 'data' defines the "
+                        "test set (default: the teacher's; else DataConfig defaults, with --dose-curve "
+                        f"{SHIPPED_DATA_CONFIG})")
     parser.add_argument("--sources", nargs="+", help="override DataConfig.sources")
     parser.add_argument("--modalities", nargs="+", help="override DataConfig.modalities")
     parser.add_argument("--dose-fractions", type=float, nargs="+", help="override DataConfig.dose_fractions")
+    parser.add_argument("--kernels", nargs="+", help="override DataConfig.eval_ct_kernels")
+    parser.add_argument("--mr-sigmas", type=float, nargs="+", help="override DataConfig.mr_noise_sigmas")
+    parser.add_argument("--xray-photons", type=float, nargs="+", help="override DataConfig.xray_photons")
     parser.add_argument("--max-side", type=int, help="override DataConfig.heldout_max_side")
-    parser.add_argument("--max-images", type=int, help="evaluate only the first N held-out images (smoke runs)")
+    parser.add_argument("--max-images", type=int, help="smoke runs: evaluate only the first N held-out images "
+                        "(with --dose-curve: the first N images of each modality, at every level)")
     parser.add_argument("--no-tune", action="store_true", help="run baselines at trainer.baselines' defaults")
     parser.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
     parser.add_argument("--crop", type=int, default=128, help="side of the region-of-interest crops")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/quality.json"), help="JSON record")
-    parser.add_argument("--grid", type=Path, default=Path("benchmarks/results/quality_crops.png"), help="PNG crop grid")
-    return parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, help="JSON record (default: benchmarks/results/quality.json, "
+                        "with --dose-curve benchmarks/results/dose_curve.json)")
+    parser.add_argument("--grid", type=Path, help="PNG crop grid (default: benchmarks/results/quality_crops.png, "
+                        "with --dose-curve benchmarks/results/dose_curve_crops.png)")
+    curve = parser.add_argument_group("dose curve (--dose-curve)")
+    curve.add_argument("--dose-curve", action="store_true", help="every test image at every noise level: "
+                       "input, NLM (true / estimated sigma), TV, teacher, students; targets check")
+    curve.add_argument("--plot", type=Path, default=RESULTS / "dose_curve.png", help="PNG of PSNR against noise level")
+    curve.add_argument("--markdown", type=Path, help="also write the tables into this Markdown file between "
+                       "the <!-- dose-curve:begin/end --> markers (e.g. docs/BENCHMARKS.md)")
+    curve.add_argument("--fsim", action="store_true", help="also compute FSIM (slow)")
+    args = parser.parse_args(argv)
+    name = "dose_curve" if args.dose_curve else "quality"
+    args.out = args.out or RESULTS / f"{name}.json"
+    args.grid = args.grid or RESULTS / f"{name}_crops.png"
+    return args
 
 
 def data_config(args: argparse.Namespace) -> DataConfig:
-    """The held-out set's configuration: from a checkpoint, then command-line overrides."""
-    source = args.data_from or args.teacher
+    """The test set's configuration: from a checkpoint or config file, then command-line overrides."""
+    teacher = args.teacher if args.teacher and args.teacher.endswith(".pt") else None  # not arch:NAME
+    source = args.data_from or teacher or (SHIPPED_DATA_CONFIG if args.dose_curve else None)
     values = {}
     if source and source.endswith(".pt"):
         from trainer.checkpoint import load_checkpoint
 
         values = dict(load_checkpoint(source).get("config", {}).get("data", {}))
+    elif source and source.endswith(".json"):
+        loaded = json.loads(Path(source).read_text())
+        values = dict(loaded.get("data", loaded))
     overrides = {"sources": args.sources, "modalities": args.modalities, "dose_fractions": args.dose_fractions,
-                 "heldout_max_side": args.max_side}
+                 "eval_ct_kernels": args.kernels, "mr_noise_sigmas": args.mr_sigmas,
+                 "xray_photons": args.xray_photons, "heldout_max_side": args.max_side}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return DataConfig.from_dict(values) if values else DataConfig()
+
+
+def open_runners(args: argparse.Namespace, threads: int, log: Callable[[str], None]) -> tuple[list[Runner], list[dict]]:
+    """The teacher (first, if given) and the student models; those this machine cannot run are skipped."""
+    specs = list(args.models or [m for m in DEFAULT_MODELS if Path(m).is_file()])
+    if args.teacher:
+        specs.insert(0, args.teacher)
+    runners, skipped = [], []
+    for spec in specs:
+        try:
+            runners.append(open_runner(spec, threads))
+        except SkipModel as reason:
+            skipped.append({"model": spec, "reason": str(reason)})
+            log(f"skip {spec}: {reason}")
+    return runners, skipped
+
+
+def model_records(runners: list[Runner]) -> dict:
+    """What each model is, for the JSON record."""
+    return {r.label: {"spec": r.spec, "kind": r.kind, "engine": r.engine, "precision": r.precision, **r.info}
+            for r in runners}
 
 
 def enhance(runner: Runner, image: np.ndarray) -> np.ndarray:
@@ -67,16 +119,22 @@ def enhance(runner: Runner, image: np.ndarray) -> np.ndarray:
     return enhance_frames(image[np.newaxis], lambda batch: runner.run(batch)[0], plan)[0]
 
 
+# Per-image fields copied into the summary (the same within a group) and averaged over it.
+CARRIED, AVERAGED = ("level", "kernel", "noise_unit"), ("noise_sigma", "noise")
+
+
 def summarize(per_image: list[dict]) -> list[dict]:
     """Mean of every metric per (modality, degradation, method)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in per_image:
-        groups[(row["modality"], row["degradation"], row["method"])].append(row["metrics"])
+        groups[(row["modality"], row["degradation"], row["method"])].append(row)
     summary = []
-    for (modality, degradation, method), metrics in groups.items():
-        keys = metrics[0].keys()
-        summary.append({"modality": modality, "degradation": degradation, "method": method, "images": len(metrics),
-                        **{k: float(np.mean([m[k] for m in metrics])) for k in keys}})
+    for (modality, degradation, method), rows in groups.items():
+        first, metrics = rows[0], [row["metrics"] for row in rows]
+        summary.append({"modality": modality, "degradation": degradation, "method": method, "images": len(rows),
+                        **{k: first[k] for k in CARRIED if k in first},
+                        **{k: float(np.mean([row[k] for row in rows])) for k in AVERAGED if k in first},
+                        **{k: float(np.mean([m[k] for m in metrics])) for k in metrics[0]}})
     return summary
 
 
@@ -89,11 +147,15 @@ def quality_report(summary: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the quality benchmark; returns the exit status."""
+    """Run the quality benchmark (or, with --dose-curve, the dose curve); returns the exit status."""
     args = parse_args(argv)
     warnings.filterwarnings("ignore")  # pydicom/skimage warnings on packaged test files
-    threads = args.threads or len(__import__("os").sched_getaffinity(0))
+    threads = args.threads or len(os.sched_getaffinity(0))
     log = lambda text: print(text, file=sys.stderr)  # noqa: E731
+    if args.dose_curve:
+        from benchmarks import dose_curve
+
+        return dose_curve.run(args, data_config(args), threads, log)
     cfg = data_config(args)
     heldout: list[HeldoutImage] = build_heldout_set(cfg)[: args.max_images]
     if not heldout:
@@ -101,22 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log(f"held-out set: {len(heldout)} images")
     tuned = {} if args.no_tune else tuning.tune_all(cfg, heldout, log)
-    specs = list(args.models or [m for m in DEFAULT_MODELS if Path(m).is_file()])
-    if args.teacher:
-        specs.insert(0, args.teacher)
-    runners, skipped = [], []
-    for spec in specs:
-        try:
-            runners.append(open_runner(spec, threads))
-        except SkipModel as reason:
-            skipped.append({"model": spec, "reason": str(reason)})
-            log(f"skip {spec}: {reason}")
+    runners, skipped = open_runners(args, threads, log)
     columns = ["clean", "input", *tuning.baselines.BASELINES, *[r.label for r in runners]]
     per_image, grid_rows, seen = [], [], set()
     for image in heldout:
         outputs = {"input": image.degraded}
         for name in tuning.baselines.BASELINES:
-            best = tuned.get(f"{image.modality}/{image.degradation}", {}).get(name, {}).get("best")
+            best = next(iter(tuning.best_strengths(tuned, image, name).values()))
             outputs[name] = tuning.run_baseline(name, image.degraded, best)
         for runner in runners:
             outputs[runner.label] = enhance(runner, image.degraded)
@@ -133,16 +186,19 @@ def main(argv: list[str] | None = None) -> int:
         runner.close()
     summary = summarize(per_image)
     print(quality_report(summary))
-    models = {r.label: {"spec": r.spec, "kind": r.kind, "engine": r.engine, "precision": r.precision, **r.info}
-              for r in runners}
-    record = {**header("quality", {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}),
-              "data_config": cfg.to_dict(), "heldout_images": len(heldout), "models": models, "skipped": skipped,
-              "baseline_tuning": tuned or "not tuned (--no-tune): trainer.baselines defaults",
+    record = {**header("quality", settings(args)),
+              "data_config": cfg.to_dict(), "heldout_images": len(heldout), "models": model_records(runners),
+              "skipped": skipped, "baseline_tuning": tuned or "not tuned (--no-tune): trainer.baselines defaults",
               "summary": summary, "per_image": per_image}
     write_json(record, args.out)
     crops.crop_grid(grid_rows, columns, args.grid, side=args.crop)
     log(f"wrote {args.out} and {args.grid}")
     return 0
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """The command line's settings, JSON-able."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
 
 
 if __name__ == "__main__":

@@ -122,9 +122,10 @@ def plot_latency(record: dict, path: Path) -> Path:
     return save_figure(fig, path, dpi=100)
 
 
-def save_figure(fig, path: str | Path, dpi: int) -> Path:
-    """Lay out, save (creating the folder) and close a matplotlib figure."""
-    fig.tight_layout()
+def save_figure(fig, path: str | Path, dpi: int, title_inches: float = 0.0) -> Path:
+    """Lay out (keeping ``title_inches`` at the top free for a suptitle), save (creating the
+    folder) and close a matplotlib figure."""
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - title_inches / fig.get_figheight()))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)

@@ -32,6 +32,7 @@ FP32_MAX_ABS = 1e-4
 INT8_MAX_ABS = 0.05
 INT8_MEAN_ABS = 2e-3
 TRAINING_DATA_MAX_CHARS = 2000
+_KEPT_SECTIONS = ("degradation", "modalities")  # kept in the contract when the summary is long
 
 
 @dataclass
@@ -58,6 +59,11 @@ def training_data_string(summary: dict | None) -> str:
     if not summary:
         return "unknown"
     text = json.dumps(summary, sort_keys=True, default=str)
+    if len(text) <= TRAINING_DATA_MAX_CHARS:
+        return text
+    # Too long with the image names: keep the scalars and what the noise ranges were.
+    kept = {k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool)) or k in _KEPT_SECTIONS}
+    text = json.dumps(kept, sort_keys=True, default=str)
     if len(text) <= TRAINING_DATA_MAX_CHARS:
         return text
     scalars = {k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool))}

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from runtime.image_contract import modality_image
 from runtime.outputs import write_dicom
-from runtime.pixels import from_modality
 from trainer.data import DataConfig
 from trainer.data.degrade import low_dose_ct
+from trainer.data.dicom_out import degraded_dataset
 from trainer.data.offline import offline_dicom_files
 from trainer.data.sources import pixel_spacing_mm
 
@@ -37,24 +36,18 @@ def main() -> None:
 
     source = next(p for p in offline_dicom_files() if p.name == SOURCE_NAME)
     ds = pydicom.dcmread(source)
-    hu, encoding, _ = modality_image(ds)
+    hu = modality_image(ds)[0]
     cfg = DataConfig()
     noisy = low_dose_ct(
         hu[0], args.dose, np.random.default_rng(args.seed),
         pixel_mm=pixel_spacing_mm(ds), angles=cfg.ct_angles, photons=cfg.ct_photons,
     )
-    ds.PixelData = from_modality(noisy, encoding).tobytes()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.SeriesInstanceUID = generate_uid()
-    ds.SeriesDescription = f"medclear sample: simulated {int(args.dose * 100)}% dose"
-    ds.ImageComments = (
+    ds = degraded_dataset(
+        ds, noisy,
         f"Simulated low-dose CT ({args.dose:g} of full dose, projection domain) from pydicom-data "
-        f"{SOURCE_NAME}; made by scripts/make_sample.py"
+        f"{SOURCE_NAME}; made by scripts/make_sample.py",
     )
-    ds.PatientName = "Sample^LowDose"
-    ds.PatientID = "MEDCLEAR-SAMPLE"
+    ds.SeriesDescription = f"medclear sample: simulated {int(args.dose * 100)}% dose"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_dicom(args.out, ds)
     print(f"wrote {args.out} ({args.dose:g} dose, seed {args.seed})")

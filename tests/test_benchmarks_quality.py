@@ -31,11 +31,15 @@ def test_other_modalities_pick_the_detailed_region() -> None:
     assert abs(top - 5) <= 3 and abs(left - 50) <= 3
 
 
-def test_strength_patch_is_scoped() -> None:
-    default = baselines.NLM_H_PER_SIGMA
-    with tuning.strength("nlm", 0.123):
-        assert baselines.NLM_H_PER_SIGMA == 0.123
-    assert baselines.NLM_H_PER_SIGMA == default
+def test_run_baseline_passes_strength_and_sigma(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setitem(baselines.BASELINES, "nlm", lambda image, sigma, **options: calls.append((sigma, options)))
+    monkeypatch.setitem(baselines.BASELINES, "wavelet", lambda image, sigma, **options: calls.append((sigma, options)))
+    image = np.zeros((8, 8), dtype=np.float32)
+    tuning.run_baseline("nlm", image, 1.6, 0.02)
+    tuning.run_baseline("nlm", image)
+    tuning.run_baseline("wavelet", image, 1.6)  # no strength parameter: the value is not passed
+    assert calls == [(0.02, {"h_per_sigma": 1.6}), (None, {}), (None, {})]
 
 
 @pytest.mark.slow
@@ -55,6 +59,6 @@ def test_quality_smoke_writes_json_and_png(tmp_path: Path) -> None:
         assert row["modality"] == "MR" and row["degradation"] and row["images"] == 1
         assert np.isfinite([row["psnr"], row["ssim"], row["fsim"]]).all()
     sweep = next(iter(record["baseline_tuning"].values()))
-    assert sweep["nlm"]["best"] in tuning.SWEEPS["nlm"][1]
-    assert sweep["nlm"]["tuning_image"] not in {row["image"] for row in record["per_image"]}
+    assert sweep["nlm"]["best"]["psnr"] in tuning.SWEEPS["nlm"] and sweep["nlm"]["sigma"] == "estimated"
+    assert not set(sweep["nlm"]["tuning_images"]) & {row["image"] for row in record["per_image"]}
     assert "| MR |" in markdown.quality_markdown(record)

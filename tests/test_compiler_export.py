@@ -205,3 +205,16 @@ def test_export_qat_checkpoint_writes_int8_qdq(tmp_path):
         for r in results
     ]
     assert 0 < np.abs(outputs[0] - outputs[1]).max() < INT8_MAX_ABS
+
+
+def test_long_training_summary_keeps_the_noise_ranges_in_the_contract():
+    import json as _json
+
+    from compiler.export import TRAINING_DATA_MAX_CHARS, training_data_string
+
+    summary = {"seed": 0, "modalities": ["CT", "MR"], "degradation": {"ct": {"train_dose_range": [0.03, 0.7]}},
+               "training": {"names": ["offline:x" * 40] * 20}}
+    text = training_data_string(summary)
+    assert len(text) <= TRAINING_DATA_MAX_CHARS
+    kept = _json.loads(text)
+    assert kept["degradation"]["ct"]["train_dose_range"] == [0.03, 0.7] and "training" not in kept

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.data import camera
 
-from runtime.normalization import CT_DEFAULT, PERCENTILE_DEFAULT
+from runtime.normalization import CT_DEFAULT, PERCENTILE_DEFAULT, NormalizationSpec
 from trainer.metrics import fsim, image_quality, psnr, ssim
 
 
@@ -70,11 +70,26 @@ def test_ct_conventions_differ_by_about_20_db():
     noisy = hu + rng.normal(0.0, 10.0, hu.shape)
     to_norm = lambda v: ((v + 1024.0) / 4095.0).astype(np.float32)  # noqa: E731
     scores = image_quality(to_norm(noisy), to_norm(hu), "CT", CT_DEFAULT)
-    assert set(scores) == {"psnr_full", "ssim_full", "fsim_full", "psnr_window", "ssim_window", "fsim_window"}
+    assert set(scores) == {f"{m}_{w}" for m in ("psnr", "ssim", "fsim") for w in ("full", "window", "lung")}
     # No pixel is clipped by the window, so the gap is exactly 20 log10(4095 / 400) = 20.2 dB.
     assert scores["psnr_full"] - scores["psnr_window"] == pytest.approx(20 * np.log10(4095 / 400), abs=0.01)
     assert scores["psnr_full"] == pytest.approx(psnr(noisy, hu, 4095.0), abs=0.01)  # float32 rounding
     assert scores["ssim_full"] > scores["ssim_window"]
+
+
+def test_lung_window_scores_w1500_l600_with_clipping():
+    rng = np.random.default_rng(0)
+    hu = rng.uniform(-900.0, -200.0, size=(64, 64))  # lung, inside W1500/L-600 = [-1350, 150]
+    pred = hu + 15.0  # a constant 15 HU error
+    hu[:8], pred[:8] = -2000.0, -1400.0  # below the window in both: clipped, no error counted
+    spec = NormalizationSpec(kind="hu_linear", hu_min=-160.0, hu_max=240.0)  # the shipped CT normalization
+    to_norm = lambda v: ((v + 160.0) / 400.0).astype(np.float32)  # noqa: E731
+    scores = image_quality(to_norm(pred), to_norm(hu), "CT", spec, with_fsim=False)
+    inside = 1.0 - 8 / 64  # share of pixels with the 15 HU error
+    assert scores["psnr_lung"] == pytest.approx(20 * np.log10(1500 / 15.0) - 10 * np.log10(inside), abs=0.01)
+    assert scores["psnr_window"] == float("inf")  # all below -160 HU: clipped alike
+    assert set(image_quality(to_norm(pred), to_norm(hu), "CT", spec, with_fsim=False, with_ssim=False)) == {
+        "psnr_full", "psnr_window", "psnr_lung"}
 
 
 def test_non_ct_uses_the_normalized_unit_range(image):

@@ -199,3 +199,13 @@ def test_conv_transpose_weights_quantized_per_output_channel(tmp_path):
     save_checkpoint(tmp_path / "q.pt", model, quantization=quantization_info(model))
     again, _ = load_model(tmp_path / "q.pt")
     assert torch.equal(again(x), model.eval()(x))
+
+
+def test_slim_checkpoint_drops_resume_state_and_reloads_exactly(pipeline, tmp_path):
+    from trainer.checkpoint import RESUME_KEYS, slim_checkpoint
+
+    source = pipeline[0] / "teacher" / "last.pt"
+    slim = slim_checkpoint(source, tmp_path / "slim.pt")
+    assert not set(RESUME_KEYS) & slim.keys() and "config" in slim
+    x = torch.rand(1, 1, 24, 24)
+    assert torch.equal(load_model(source)[0](x), load_model(tmp_path / "slim.pt")[0](x))

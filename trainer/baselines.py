@@ -1,8 +1,11 @@
 """Classical denoisers from scikit-image, on normalized 2-D images, for comparison.
 
-Each takes the noisy normalized image and returns a denoised float32 image of the same shape.
-The noise level is estimated from the image itself (``skimage.restoration.estimate_sigma``,
-wavelet MAD), so no baseline sees the clean reference.
+Each takes the noisy normalized image and, optionally, the noise standard deviation ``sigma``
+in the same normalized units, and returns a denoised float32 image of the same shape. With
+``sigma=None`` the level is estimated from the image itself (``skimage.restoration.
+estimate_sigma``, wavelet MAD), so no baseline sees the clean reference; a benchmark that knows
+the true level (an "oracle" filter) passes it. NLM's ``h`` and TV's weight are multiples of
+sigma: ``h_per_sigma`` / ``weight_per_sigma`` (default: the module constants below).
 """
 
 from __future__ import annotations
@@ -28,27 +31,38 @@ def noise_sigma(noisy: np.ndarray) -> float:
     return float(estimate_sigma(_image(noisy)))
 
 
-def nlm(noisy: np.ndarray) -> np.ndarray:
+def _sigma(image: np.ndarray, sigma: float | None) -> float:
+    if sigma is None:
+        return noise_sigma(image)
+    if not np.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
+    return float(sigma)
+
+
+def nlm(noisy: np.ndarray, sigma: float | None = None, *, h_per_sigma: float | None = None) -> np.ndarray:
     """Non-local means: 5x5 patches, 13x13 search (distance 6), h = 0.8 sigma, fast mode."""
     image = _image(noisy)
-    sigma = noise_sigma(image)
-    out = denoise_nl_means(
-        image, patch_size=5, patch_distance=6, h=NLM_H_PER_SIGMA * sigma, sigma=sigma, fast_mode=True
-    )
+    sigma = _sigma(image, sigma)
+    factor = NLM_H_PER_SIGMA if h_per_sigma is None else h_per_sigma
+    out = denoise_nl_means(image, patch_size=5, patch_distance=6, h=factor * sigma, sigma=sigma, fast_mode=True)
     return out.astype(np.float32)
 
 
-def tv(noisy: np.ndarray) -> np.ndarray:
+def tv(noisy: np.ndarray, sigma: float | None = None, *, weight_per_sigma: float | None = None) -> np.ndarray:
     """Total-variation (Chambolle) with weight = sigma (the fidelity/smoothness balance)."""
     image = _image(noisy)
-    return denoise_tv_chambolle(image, weight=TV_WEIGHT_PER_SIGMA * noise_sigma(image)).astype(np.float32)
+    factor = TV_WEIGHT_PER_SIGMA if weight_per_sigma is None else weight_per_sigma
+    return denoise_tv_chambolle(image, weight=factor * _sigma(image, sigma)).astype(np.float32)
 
 
-def wavelet(noisy: np.ndarray) -> np.ndarray:
-    """Wavelet shrinkage: BayesShrink soft thresholds per sub-band, db1, sigma estimated."""
+def wavelet(noisy: np.ndarray, sigma: float | None = None) -> np.ndarray:
+    """Wavelet shrinkage: BayesShrink soft thresholds per sub-band, db1 (sigma estimated if None)."""
     image = _image(noisy)
     # rescale_sigma=True keeps the estimate consistent after the internal range handling.
-    return denoise_wavelet(image, method="BayesShrink", mode="soft", rescale_sigma=True).astype(np.float32)
+    return denoise_wavelet(image, sigma=None if sigma is None else _sigma(image, sigma), method="BayesShrink",
+                           mode="soft", rescale_sigma=True).astype(np.float32)
 
 
-BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {"nlm": nlm, "tv": tv, "wavelet": wavelet}
+BASELINES: dict[str, Callable[..., np.ndarray]] = {"nlm": nlm, "tv": tv, "wavelet": wavelet}
+# The keyword each baseline's strength (a multiple of sigma) is set by; wavelet has none.
+STRENGTH_KEYWORDS: dict[str, str] = {"nlm": "h_per_sigma", "tv": "weight_per_sigma"}

@@ -68,3 +68,27 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:
         return model_from_checkpoint(ckpt), ckpt
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: cannot rebuild the model ({type(exc).__name__}: {exc})") from None
+
+
+RESUME_KEYS = ("optimizer", "scheduler", "scaler", "rng", "extra_modules")
+
+
+def slim_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> dict:
+    """Copy a checkpoint without its resume state (optimizer, RNG, ...): what ships in models/.
+    The result loads with :func:`load_model` exactly like the source."""
+    ckpt = {k: v for k, v in load_checkpoint(source).items() if k not in RESUME_KEYS}
+    atomic_write(Path(target), lambda handle: torch.save(ckpt, handle))
+    return ckpt
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m trainer.checkpoint", description="Checkpoint utilities.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    slim = commands.add_parser("slim", help="copy SOURCE to TARGET without optimizer/RNG resume state")
+    slim.add_argument("source")
+    slim.add_argument("target")
+    args = parser.parse_args()
+    slim_checkpoint(args.source, args.target)
+    print(f"wrote {args.target}")

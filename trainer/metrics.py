@@ -2,7 +2,8 @@
 
 Every metric takes an explicit ``data_range``: PSNR and SSIM depend on it, and a CT number
 quoted without its range is meaningless (the same image scores ~20 dB apart between the full
-HU range and a soft-tissue window). ``image_quality`` reports both for CT.
+HU range and a soft-tissue window). ``image_quality`` reports the full range and two display
+windows (soft tissue, lung) for CT.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from runtime.normalization import NormalizationSpec, denormalize, fit_normalizat
 
 HU_FULL = (-1024.0, 3071.0)  # data range 4095 HU
 SOFT_TISSUE_WINDOW = (40.0, 400.0)  # level, width -> [-160, 240] HU, data range 400
+LUNG_WINDOW = (-600.0, 1500.0)  # level, width -> [-1350, 150] HU, data range 1500
+# Key suffix -> display window (level, width) that image_quality scores CT in.
+CT_WINDOWS = {"_window": SOFT_TISSUE_WINDOW, "_lung": LUNG_WINDOW}
 
 
 def _pair(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,33 +91,42 @@ def fsim(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:
     return float(_piq_fsim()(to_tensor(pred), to_tensor(ref), data_range=float(data_range), chromatic=False))
 
 
-def _scores(pred: np.ndarray, ref: np.ndarray, data_range: float, suffix: str, with_fsim: bool) -> dict[str, float]:
-    scores = {f"psnr{suffix}": psnr(pred, ref, data_range), f"ssim{suffix}": ssim(pred, ref, data_range)}
+def _scores(pred: np.ndarray, ref: np.ndarray, data_range: float, suffix: str, with_fsim: bool,
+            with_ssim: bool = True) -> dict[str, float]:
+    scores = {f"psnr{suffix}": psnr(pred, ref, data_range)}
+    if with_ssim:
+        scores[f"ssim{suffix}"] = ssim(pred, ref, data_range)
     if with_fsim:
         scores[f"fsim{suffix}"] = fsim(pred, ref, data_range)
     return scores
 
 
+def window_bounds(level: float, width: float) -> tuple[float, float]:
+    """The HU interval a display window (level, width) shows."""
+    return level - width / 2.0, level + width / 2.0
+
+
 def image_quality(
-    pred: np.ndarray, ref: np.ndarray, modality: str, spec: NormalizationSpec, *, with_fsim: bool = True
+    pred: np.ndarray, ref: np.ndarray, modality: str, spec: NormalizationSpec, *, with_fsim: bool = True,
+    with_ssim: bool = True,
 ) -> dict[str, float]:
     """Quality of a normalized prediction against its normalized reference.
 
-    CT (hu_linear): back to HU, then ``*_full`` over [-1024, 3071] HU (data range 4095) and
-    ``*_window`` in the soft-tissue window W400/L40 (both clipped to [-160, 240], range 400).
-    Other modalities: ``psnr``, ``ssim``, ``fsim`` on the normalized images clipped to [0, 1].
-    FSIM costs ~1-4 s per 512² image on a CPU; ``with_fsim=False`` leaves the ``fsim*`` keys out.
+    CT (hu_linear): back to HU, then ``*_full`` over [-1024, 3071] HU (data range 4095),
+    ``*_window`` in the soft-tissue window W400/L40 ([-160, 240] HU, range 400) and ``*_lung``
+    in the lung window W1500/L-600 ([-1350, 150] HU, range 1500); both images are clipped to
+    the range first. Other modalities: ``psnr``, ``ssim``, ``fsim`` on the normalized images
+    clipped to [0, 1]. FSIM costs ~1-4 s per 512² image on a CPU; ``with_fsim=False`` leaves
+    the ``fsim*`` keys out, ``with_ssim=False`` the ``ssim*`` keys (PSNR only: cheap).
     """
     pred, ref = _pair(pred, ref)
     if modality.upper() == "CT" and spec.kind == "hu_linear":
         state = fit_normalization(ref, spec)  # hu_linear: a fixed map, no fitting
-        low, high = HU_FULL
-        pred_hu, ref_hu = (np.clip(denormalize(a, state), low, high) - low for a in (pred, ref))
-        level, width = SOFT_TISSUE_WINDOW
-        w_low = level - width / 2.0
-        pred_w, ref_w = (np.clip(a + low, w_low, w_low + width) - w_low for a in (pred_hu, ref_hu))
-        return {
-            **_scores(pred_hu, ref_hu, high - low, "_full", with_fsim),
-            **_scores(pred_w, ref_w, width, "_window", with_fsim),
-        }
-    return _scores(np.clip(pred, 0.0, 1.0), np.clip(ref, 0.0, 1.0), 1.0, "", with_fsim)
+        pred_hu, ref_hu = denormalize(pred, state), denormalize(ref, state)
+        ranges = {"_full": HU_FULL, **{suffix: window_bounds(*window) for suffix, window in CT_WINDOWS.items()}}
+        scores: dict[str, float] = {}
+        for suffix, (low, high) in ranges.items():
+            clipped = (np.clip(a, low, high) - low for a in (pred_hu, ref_hu))
+            scores.update(_scores(*clipped, high - low, suffix, with_fsim, with_ssim))
+        return scores
+    return _scores(np.clip(pred, 0.0, 1.0), np.clip(ref, 0.0, 1.0), 1.0, "", with_fsim, with_ssim)

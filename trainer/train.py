@@ -140,7 +140,9 @@ def enhance_slice(model: nn.Module, image: np.ndarray, device: torch.device) -> 
 
 
 def evaluate(model: nn.Module, images: Sequence[Any], cfg: Config, device: torch.device) -> dict:
-    """Mean validation PSNR/SSIM (normalized units, data range cfg.eval.data_range) on full slices."""
+    """Validation PSNR/SSIM (normalized units, data range cfg.eval.data_range) on full slices:
+    the mean per modality (``psnr_CT``, ...) and, as ``psnr``/``ssim``, the mean over modalities,
+    so that a modality with many small validation frames does not outvote the others."""
     from trainer.metrics import psnr, ssim
 
     images = list(images)[: cfg.eval.max_images or None]
@@ -149,14 +151,19 @@ def evaluate(model: nn.Module, images: Sequence[Any], cfg: Config, device: torch
     was_training = model.training
     model.eval()
     rng = cfg.eval.data_range
-    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "psnr_input": []}
+    per_modality: dict[str, dict[str, list[float]]] = {}
     for img in images:
         pred = enhance_slice(model, img.degraded, device)
+        scores = per_modality.setdefault(getattr(img, "modality", "*"), {"psnr": [], "ssim": [], "psnr_input": []})
         scores["psnr"].append(float(psnr(pred, img.clean, data_range=rng)))
         scores["ssim"].append(float(ssim(pred, img.clean, data_range=rng)))
         scores["psnr_input"].append(float(psnr(img.degraded, img.clean, data_range=rng)))
     model.train(was_training)
-    return {k: float(np.mean(v)) for k, v in scores.items()}
+    means = {m: {k: float(np.mean(v)) for k, v in scores.items()} for m, scores in per_modality.items()}
+    result = {k: float(np.mean([means[m][k] for m in means])) for k in ("psnr", "ssim", "psnr_input")}
+    for modality, values in sorted(means.items()):
+        result.update({f"{k}_{modality}": v for k, v in values.items()})
+    return result
 
 
 class JsonlLog:

@@ -303,44 +303,45 @@ class HeldoutImage:
     degradation: str  # e.g. "ct_dose_0.25_ramp", "mr_rician_0.03", "ct_paired_quarter_dose"
     level: float = float("nan")  # CT dose fraction, MR sigma, X-ray quanta (NaN: paired)
     kernel: str | None = None  # CT reconstruction kernel
-    # True noise standard deviation, normalized units, where it is measured (CT: soft tissue;
-    # real slices include their own full-dose noise): what an oracle classical filter is given.
+    # True noise standard deviation, normalized units, where it is measured (CT: soft tissue):
+    # the RMS of degraded - clean, i.e. the noise that separates the input from its reference
+    # (a real slice's own noise is in both). What an oracle classical filter is given.
     noise_sigma: float = float("nan")
+    state: NormalizationState | None = None  # the affine map of ``clean`` (to modality values)
 
 
-def _crop_to(values: np.ndarray, side: int) -> np.ndarray:
+def crop_to(values: np.ndarray, side: int) -> np.ndarray:
+    """The centered crop of at most ``side`` pixels per side (how evaluation slices are cut)."""
     top, left = max(0, (values.shape[0] - side) // 2), max(0, (values.shape[1] - side) // 2)
     return values[top : top + side, left : left + side]
 
 
-def _true_sigma(degraded: np.ndarray, clean: np.ndarray, mask: np.ndarray | None, own: float = 0.0) -> float:
-    """RMS of the inserted noise over ``mask`` (all pixels when None or too small), combined
-    with the slice's own noise ``own`` (same units)."""
+def _true_sigma(degraded: np.ndarray, clean: np.ndarray, mask: np.ndarray | None) -> float:
+    """RMS of ``degraded - clean`` over ``mask`` (all pixels when None or too small)."""
     difference = np.asarray(degraded, dtype=np.float64) - clean
     inside = difference[mask] if mask is not None and mask.sum() >= 100 else difference
-    return float(np.sqrt(np.mean(inside**2) + own**2))
+    return float(np.sqrt(np.mean(inside**2)))
 
 
 def _eval_pairs(image: SourceImage, cfg: DataConfig) -> list[HeldoutImage]:
     spec = spec_for(image.modality, cfg)
-    cropped = _crop_to(image.values, cfg.heldout_max_side)
+    cropped = crop_to(image.values, cfg.heldout_max_side)
     state = fit_normalization(cropped, spec)
     clean = normalize(cropped, state)
     # (label, degraded, level, kernel, true sigma in normalized units)
     variants: list[tuple[str, np.ndarray, float, str | None, float]] = []
     if image.low_dose is not None:
-        low_dose = normalize(_crop_to(image.low_dose, cfg.heldout_max_side), state)
+        low_dose = normalize(crop_to(image.low_dose, cfg.heldout_max_side), state)
         variants.append((image.low_dose_label or "paired", low_dose, float("nan"), None, float("nan")))
     elif image.modality == "CT":
         crop = SourceImage(image.name, "CT", cropped, image.pixel_mm, image.group, image.source)
         simulator = _simulator(crop, cfg)
         mask = degrade.soft_tissue_mask(cropped)
-        own = degrade.noise_sigma_hu(cropped, mask) if image.source != "phantom" else 0.0
         for dose in cfg.dose_fractions:
             for kernel in cfg.eval_kernels:
                 rng = np.random.default_rng(stable_seed("heldout", image.name, dose, kernel))
                 degraded = normalize(simulator.degrade(dose, rng, kernel), state)
-                sigma = _true_sigma(degraded, clean, mask, (own if np.isfinite(own) else 0.0) / state.scale)
+                sigma = _true_sigma(degraded, clean, mask)
                 variants.append((ct_label(dose, kernel), degraded, dose, kernel, sigma))
     else:
         kind, levels, _ = _noise_levels(image.modality, cfg)
@@ -354,7 +355,7 @@ def _eval_pairs(image: SourceImage, cfg: DataConfig) -> list[HeldoutImage]:
         degraded = np.ascontiguousarray(_extra(degraded, cfg), dtype=np.float32)
         degraded.setflags(write=False)
         pairs.append(HeldoutImage(image.name, image.modality, degraded, clean, spec, label + _extra_label(cfg),
-                                  level, kernel, sigma))
+                                  level, kernel, sigma, state))
     clean.setflags(write=False)
     return pairs
 

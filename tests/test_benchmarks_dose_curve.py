@@ -1,0 +1,157 @@
+"""``python -m benchmarks.quality --dose-curve`` on a tiny configuration (64² crops, two levels
+per modality, two CT kernels) with tiny FP32/"INT8" ONNX models: every level and method is in
+the JSON, the Markdown and the PNGs; the oracle NLM gets the true sigma; the baselines are tuned
+on validation images only; each CT window's strength; the target check's arithmetic."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import trainer.baselines as baselines
+from benchmarks import dose_curve, dose_report, quality
+from runtime.normalization import NormalizationSpec
+from tests.onnx_fixtures import write_tiny_onnx
+from trainer.data import DataConfig, HeldoutImage, build_heldout_set
+
+DATA = {
+    "sources": ["offline", "phantom"], "modalities": ["CT", "MR", "CR"], "ct_hu_range": [-160, 240],
+    "dose_fractions": [0.1, 0.5], "ct_kernels": ["ramp", "hann"], "eval_ct_kernels": ["ramp", "hann"],
+    "ct_angles": 30, "mr_noise_sigmas": [0.02, 0.08], "xray_noise": "quantum", "xray_photons": [1000, 300],
+    "phantom_count": 1, "phantom_size": 64, "heldout_phantoms": 1, "validation_phantoms": 1,
+    "validation_fraction": 0.1, "heldout_max_side": 64,
+}
+LEVELS = {"CT": {"ct_dose_0.1_ramp", "ct_dose_0.5_ramp", "ct_dose_0.1_hann", "ct_dose_0.5_hann"},
+          "MR": {"mr_rician_0.02", "mr_rician_0.08"}, "CR": {"cr_quantum_1000", "cr_quantum_300"}}
+METHODS = {"input", "nlm_oracle", "nlm_estimated", "tv_oracle", "tiny.fp32.onnx", "tiny.int8.onnx"}
+DOCUMENT = "# Benchmarks\n\nbefore\n\n{}\nold table\n{}\n\nafter\n".format(*dose_report.MARKERS)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict:
+    """One dose-curve run; every call of trainer.baselines' NLM is recorded."""
+    root = tmp_path_factory.mktemp("dose_curve")
+    (root / "data.json").write_text(json.dumps({"data": DATA}))
+    (root / "BENCHMARKS.md").write_text(DOCUMENT)
+    models = [write_tiny_onnx(root / "tiny.fp32.onnx", modalities=("CT", "MR", "CR")),
+              write_tiny_onnx(root / "tiny.int8.onnx", seed=1, modalities=("CT", "MR", "CR"), precision="int8")]
+    calls = []
+    nlm = baselines.BASELINES["nlm"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(baselines.BASELINES, "nlm", lambda image, sigma=None, **kw: calls.append((image, sigma)) or
+                      nlm(image, sigma, **kw))
+        status = quality.main(["--dose-curve", *map(str, models), "--data-from", str(root / "data.json"),
+                               "--max-images", "1", "--threads", "1", "--crop", "32", "--out", str(root / "d.json"),
+                               "--plot", str(root / "d.png"), "--grid", str(root / "g.png"),
+                               "--markdown", str(root / "BENCHMARKS.md")])
+    cfg = DataConfig.from_dict(DATA)
+    return {"status": status, "root": root, "record": json.loads((root / "d.json").read_text()), "calls": calls,
+            "test": build_heldout_set(cfg, "test"), "validation": build_heldout_set(cfg, "validation")}
+
+
+@pytest.mark.slow
+def test_every_level_and_method_is_in_every_output(run) -> None:
+    assert run["status"] == 0
+    record = run["record"]
+    cells = {(r["modality"], r["degradation"]): set() for r in record["summary"]}
+    for row in record["summary"]:
+        cells[(row["modality"], row["degradation"])].add(row["method"])
+        assert row["images"] == 1
+        if row["modality"] == "CT":
+            assert {"psnr_window", "ssim_window", "psnr_lung", "ssim_lung", "psnr_full"} <= row.keys()
+            assert row["noise_unit"] == "HU" and row["kernel"] in ("ramp", "hann")
+    assert {(m, d) for m, levels in LEVELS.items() for d in levels} == set(cells)
+    assert all(methods == METHODS for methods in cells.values())
+    assert record["roles"] == {"fp32": "tiny.fp32.onnx", "int8": "tiny.int8.onnx"}
+    assert record["machine"]["cpu"] and len(record["models"]["tiny.int8.onnx"]["file"]["sha256"]) == 64
+    assert {t["status"] for t in record["targets"]} <= {"pass", "miss"}  # every target measured
+    for name in ("d.png", "g.png"):
+        assert (run["root"] / name).stat().st_size > 5000
+    document = (run["root"] / "BENCHMARKS.md").read_text()
+    assert document.startswith("# Benchmarks\n\nbefore\n") and document.endswith("\n\nafter\n")
+    assert "old table" not in document and document.count(dose_report.MARKERS[0]) == 1
+    for text in ("dose 0.1", "dose 0.5", "σ 0.08", "300 quanta", "lung window", "INT8 − NLM (true σ)", "Targets"):
+        assert text in document
+
+
+@pytest.mark.slow
+def test_oracle_nlm_gets_the_true_sigma(run) -> None:
+    rows = [r for r in run["record"]["per_image"] if r["method"] == "nlm_oracle"]
+    assert len(rows) == sum(len(levels) for levels in LEVELS.values())
+    for image in (i for i in run["test"] if i.name in run["record"]["test_images"]):
+        given = [sigma for array, sigma in run["calls"] if array is image.degraded]
+        assert image.noise_sigma in given, image.degradation  # the oracle's call
+        assert any(sigma != image.noise_sigma for sigma in given)  # and the estimated-sigma NLM's
+        row = next(r for r in rows if r["image"] == image.name and r["degradation"] == image.degradation)
+        assert row["sigma"] == image.noise_sigma
+    estimated = [r for r in run["record"]["per_image"] if r["method"] == "nlm_estimated"]
+    assert all(0.3 < r["sigma"] / r["noise_sigma"] < 3 for r in estimated)
+
+
+@pytest.mark.slow
+def test_baselines_are_tuned_on_validation_images_never_test(run) -> None:
+    test_names = {image.name for image in run["test"]}
+    validation_names = {image.name for image in run["validation"]}
+    tuned = run["record"]["baseline_tuning"]
+    assert set(tuned) == {f"{m}/{d}" for m, levels in LEVELS.items() for d in levels}
+    for key, entry in tuned.items():
+        for name in ("nlm", "tv"):
+            names = set(entry[name]["tuning_images"])
+            assert names and not names & test_names, key
+            if key.startswith("CR/"):  # no validation radiograph in the packages: a training crop
+                assert entry[name]["tuning_split"].startswith("train") and not names & validation_names
+            else:
+                assert entry[name]["tuning_split"] == "validation" and names <= validation_names, key
+            assert entry[name]["sigma"] == "true"
+    ct = tuned["CT/ct_dose_0.1_ramp"]["nlm"]["best"]
+    assert set(ct) == {"psnr_window", "psnr_lung"}
+
+
+def _row(modality: str, degradation: str, method: str, **scores: float) -> dict:
+    return {"modality": modality, "degradation": degradation, "method": method, "kernel": "ramp",
+            "level": 0.1, "noise": 20.0, "noise_unit": "HU", **scores}
+
+
+def test_target_check_margins() -> None:
+    roles = {"int8": "s.int8.onnx", "fp32": "s.fp32.onnx"}
+    summary = [
+        _row("CT", "a", "s.int8.onnx", psnr_window=30.0, psnr_lung=40.0),
+        _row("CT", "a", "nlm_oracle", psnr_window=29.0, psnr_lung=40.5),
+        _row("CT", "a", "s.fp32.onnx", psnr_window=30.1, psnr_lung=40.0),
+        _row("CT", "b", "s.int8.onnx", psnr_window=28.0, psnr_lung=41.0),
+        _row("CT", "b", "nlm_oracle", psnr_window=28.5, psnr_lung=40.0),
+        _row("CT", "b", "s.fp32.onnx", psnr_window=28.3, psnr_lung=41.5),
+    ]
+    targets = {t["description"]: t for t in dose_curve.target_check(summary, roles)}
+    every = targets["INT8 >= oracle NLM, CT soft-tissue window W400/L40, every dose and kernel"]
+    assert [c["margin_db"] for c in every["cells"]] == pytest.approx([1.0, -0.5])
+    assert every["value_db"] == pytest.approx(-0.5) and every["cells_met"] == 1 and every["status"] == "miss"
+    mean = targets["INT8 - oracle NLM, CT soft-tissue window, mean over doses and kernels"]
+    assert mean["value_db"] == pytest.approx(0.25) and mean["limit_db"] == 1.0 and mean["status"] == "miss"
+    lung = targets["INT8 >= oracle NLM, CT lung window W1500/L-600, every dose and kernel"]
+    assert lung["value_db"] == pytest.approx(-0.5) and lung["cells_met"] == 1
+    fp32 = targets["INT8 within 0.2 dB of FP32, CT soft-tissue window"]
+    assert [c["margin_db"] for c in fp32["cells"]] == pytest.approx([-0.1, -0.3])
+    assert fp32["cells_met"] == 1 and fp32["status"] == "miss"
+    fp32_lung = targets["INT8 within 0.2 dB of FP32, CT lung window"]
+    assert fp32_lung["value_db"] == pytest.approx(-0.5)
+    for missing in ("INT8 >= oracle NLM, MR, every noise level", "INT8 within 0.2 dB of FP32, MR and X-ray"):
+        assert targets[missing]["status"] == "not measured" and targets[missing]["value_db"] is None
+    # Without an FP32 model the INT8-vs-FP32 targets are not measured (not failed).
+    no_fp32 = {t["description"]: t for t in dose_curve.target_check(summary, {"int8": "s.int8.onnx"})}
+    assert no_fp32["INT8 within 0.2 dB of FP32, CT soft-tissue window"]["status"] == "not measured"
+    assert no_fp32["INT8 >= oracle NLM, CT lung window W1500/L-600, every dose and kernel"]["status"] == "miss"
+
+
+def test_each_ct_window_uses_the_strength_tuned_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(baselines.BASELINES, "nlm", lambda image, sigma, h_per_sigma=None: image * h_per_sigma)
+    image = HeldoutImage("x", "CT", np.ones((4, 4), dtype=np.float32), np.ones((4, 4), dtype=np.float32),
+                         NormalizationSpec(), "ct_dose_0.1_ramp", noise_sigma=0.1)
+    keys = [f"{m}_{w}" for m in ("psnr", "ssim") for w in ("full", "window", "lung")]
+    quality = lambda out: {k: float(out.mean()) for k in keys}  # noqa: E731
+    output, scores = dose_curve.classical("nlm", image, 0.1, {"psnr_window": 1.0, "psnr_lung": 2.0}, quality)
+    assert output.mean() == 1.0  # the image shown is the primary (soft-tissue) one
+    assert scores == {"psnr_full": 1.0, "ssim_full": 1.0, "psnr_window": 1.0, "ssim_window": 1.0,
+                      "psnr_lung": 2.0, "ssim_lung": 2.0}
