@@ -139,11 +139,27 @@ def enhance_slice(model: nn.Module, image: np.ndarray, device: torch.device) -> 
     return y[0, 0, : image.shape[0], : image.shape[1]].float().cpu().numpy()
 
 
+def display_psnr(pred: np.ndarray, image: Any, data_range: float) -> float:
+    """PSNR as a reader sees the image: CT the mean of the soft-tissue (W400/L40) and lung
+    (W1500/L-600) window PSNRs, other modalities the normalized image clipped to [0, 1]
+    (trainer.metrics.image_quality). Images without a normalization spec (toy data): plain
+    PSNR over ``data_range``."""
+    from trainer.metrics import image_quality, psnr
+
+    if getattr(image, "spec", None) is None:
+        return float(psnr(pred, image.clean, data_range=data_range))
+    quality = image_quality(pred, image.clean, image.modality, image.spec, with_fsim=False, with_ssim=False)
+    if "psnr_window" in quality:
+        return float((quality["psnr_window"] + quality["psnr_lung"]) / 2.0)
+    return float(quality["psnr"])
+
+
 def evaluate(model: nn.Module, images: Sequence[Any], cfg: Config, device: torch.device) -> dict:
-    """Validation PSNR/SSIM (normalized units, data range cfg.eval.data_range) on full slices:
-    the mean per modality (``psnr_CT``, ...) and, as ``psnr``/``ssim``, the mean over modalities,
-    so that a modality with many small validation frames does not outvote the others."""
-    from trainer.metrics import psnr, ssim
+    """Validation PSNR (:func:`display_psnr`) and SSIM (normalized units, data range
+    cfg.eval.data_range) on full slices: the mean per modality (``psnr_CT``, ...) and, as
+    ``psnr``/``ssim``, the mean over modalities, so that a modality with many small validation
+    frames does not outvote the others."""
+    from trainer.metrics import ssim
 
     images = list(images)[: cfg.eval.max_images or None]
     if not images:
@@ -155,9 +171,9 @@ def evaluate(model: nn.Module, images: Sequence[Any], cfg: Config, device: torch
     for img in images:
         pred = enhance_slice(model, img.degraded, device)
         scores = per_modality.setdefault(getattr(img, "modality", "*"), {"psnr": [], "ssim": [], "psnr_input": []})
-        scores["psnr"].append(float(psnr(pred, img.clean, data_range=rng)))
+        scores["psnr"].append(display_psnr(pred, img, rng))
         scores["ssim"].append(float(ssim(pred, img.clean, data_range=rng)))
-        scores["psnr_input"].append(float(psnr(img.degraded, img.clean, data_range=rng)))
+        scores["psnr_input"].append(display_psnr(img.degraded, img, rng))
     model.train(was_training)
     means = {m: {k: float(np.mean(v)) for k, v in scores.items()} for m, scores in per_modality.items()}
     result = {k: float(np.mean([means[m][k] for m in means])) for k in ("psnr", "ssim", "psnr_input")}
