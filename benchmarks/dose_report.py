@@ -5,6 +5,7 @@ a document (docs/BENCHMARKS.md)."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from benchmarks import report
@@ -154,14 +155,15 @@ def markdown(record: dict) -> str:
 
 def write_section(path: str | Path, text: str) -> Path:
     """Replace what stands between the two MARKERS in ``path`` by ``text`` (appended with the
-    markers when the file has none)."""
+    markers when the file has none). A marker counts only on a line of its own, so prose that
+    quotes it is left alone."""
     path = Path(path)
     document = path.read_text() if path.is_file() else ""
-    begin, end = MARKERS
-    section = f"{begin}\n{text.rstrip()}\n{end}"
-    if begin in document and end in document:
-        head, rest = document.split(begin, 1)
-        document = head + section + rest.split(end, 1)[1]
+    begin, end = (re.escape(marker) for marker in MARKERS)
+    section = f"{MARKERS[0]}\n{text.rstrip()}\n{MARKERS[1]}"
+    pattern = re.compile(rf"^{begin}$.*?^{end}$", re.MULTILINE | re.DOTALL)
+    if pattern.search(document):
+        document = pattern.sub(lambda _: section, document, count=1)
     else:
         document = document.rstrip() + ("\n\n" if document else "") + section + "\n"
     path.write_text(document)

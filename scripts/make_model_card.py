@@ -44,7 +44,7 @@ def _pareto_rows(pareto: dict | None) -> list[list]:
     """One row per distilled student size: cost and the validation PSNR that chose among them."""
     if not pareto:
         return []
-    return [[("**" if s["run"] == pareto["chosen"] else "") + Path(s["run"]).name, json.dumps(s["model"]["kwargs"]["widths"]),
+    return [[(f"**{Path(s['run']).name}**" if s["run"] == pareto["chosen"] else Path(s["run"]).name), json.dumps(s["model"]["kwargs"]["widths"]),
              f"{s['params_m']:.3f}", f"{s['gflop_512']:.1f}", f"{s['validation_psnr']:.2f}"] for s in pareto["students"]]
 
 
@@ -94,8 +94,8 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
         "- Full data summary: `model_card.json` → `stages.qat.data_summary`.",
         "",
         "## Student size: quality against cost (validation split)",
-        "Distilled from the same teacher with the same recipe; the chosen one (bold) is the smallest",
-        f"within {(pareto or {}).get('rule', '?')}.",
+        "Distilled from the same teacher with the same recipe; the chosen one (bold) has the",
+        f"{(pareto or {}).get('rule', '?')}.",
         "",
         md_table(["run", "widths", "parameters (M)", "GFLOP per 512²", "validation PSNR (dB)"], _pareto_rows(pareto)),
         "",

@@ -155,3 +155,14 @@ def test_each_ct_window_uses_the_strength_tuned_for_it(monkeypatch: pytest.Monke
     assert output.mean() == 1.0  # the image shown is the primary (soft-tissue) one
     assert scores == {"psnr_full": 1.0, "ssim_full": 1.0, "psnr_window": 1.0, "ssim_window": 1.0,
                       "psnr_lung": 2.0, "ssim_lung": 2.0}
+
+
+def test_markdown_section_ignores_markers_quoted_in_prose(tmp_path):
+    from benchmarks.dose_report import MARKERS, write_section
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"prose quoting `{MARKERS[0]}` inline\n\n{MARKERS[0]}\nold\n{MARKERS[1]}\ntail\n")
+    write_section(doc, "new table")
+    text = doc.read_text()
+    assert text.startswith(f"prose quoting `{MARKERS[0]}` inline") and "old" not in text
+    assert f"{MARKERS[0]}\nnew table\n{MARKERS[1]}\ntail" in text
