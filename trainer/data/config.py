@@ -46,8 +46,8 @@ class DataConfig:
     eval_ct_kernels: list[str] | None = None
     ct_angles: int = 180  # projection views simulated over 180 degrees
     # Photons per detector bin at full dose, stated for 1000 views. 7e5 puts a quarter-dose
-    # abdomen-sized slice (0.68 mm pixels) at 25-38 HU soft-tissue noise depending on the kernel,
-    # inside the 20-45 HU published for quarter-dose abdominal CT (docs/DATA.md).
+    # abdomen-sized slice (0.68 mm pixels) at 19-50 HU soft-tissue noise depending on the kernel
+    # (Hann ... ramp), bracketing the 20-45 HU published for quarter-dose abdominal CT (docs/DATA.md).
     ct_photons: float = 7e5
     ct_noise_realizations: int = 2  # precomputed noisy versions per training slice and dose
     # Training CT pairs as real low/full-dose pairs come: the reference is a simulated full-dose

@@ -202,23 +202,24 @@ def _reflect_crop(image: np.ndarray, top: int, left: int, size: int) -> np.ndarr
     return image[np.ix_(indices(top, image.shape[0]), indices(left, image.shape[1]))]
 
 
+def _family(modality: str) -> str:
+    """CR and DX are one family (radiographs): a weight for either covers both."""
+    return "XRAY" if modality in ("CR", "DX") else modality
+
+
 def _image_probabilities(images: list[_PoolImage], weights: dict[str, float] | None) -> np.ndarray | None:
     """Per-image sampling probabilities giving each modality its weight (None: uniform)."""
     if weights is None:
         return None
-    counts = Counter(image.modality for image in images)
-    # CR and DX are one family (radiographs): a DX weight covers CR images and vice versa.
-    family = {m: ("XRAY" if m in ("CR", "DX") else m) for m in counts}
     family_weight: dict[str, float] = {}
     for modality, weight in weights.items():
-        key = "XRAY" if modality in ("CR", "DX") else modality
-        family_weight[key] = max(family_weight.get(key, 0.0), weight)
-    family_count = Counter(family[m] for m in (image.modality for image in images))
-    probabilities = np.array(
-        [family_weight.get(family[image.modality], 0.0) / family_count[family[image.modality]] for image in images]
-    )
+        family_weight[_family(modality)] = max(family_weight.get(_family(modality), 0.0), weight)
+    families = [_family(image.modality) for image in images]
+    count = Counter(families)
+    probabilities = np.array([family_weight.get(f, 0.0) / count[f] for f in families])
     if probabilities.sum() <= 0:
-        raise ValueError(f"modality_weights {weights} give no weight to any training image ({dict(counts)})")
+        modalities = dict(Counter(image.modality for image in images))
+        raise ValueError(f"modality_weights {weights} give no weight to any training image ({modalities})")
     return probabilities / probabilities.sum()
 
 

@@ -23,6 +23,7 @@ REFERENCE_VIEWS = 1000  # ct_photons is stated for a scan of this many views
 # Reconstruction kernels: skimage.transform.iradon's filters, from sharp (ramp) to smooth (hann).
 CT_KERNELS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 
+
 def hu_to_mu(hu: np.ndarray) -> np.ndarray:
     """HU -> linear attenuation (1/mm); anything below air is air (mu = 0)."""
     return np.clip(MU_WATER_PER_MM * (1.0 + np.asarray(hu, dtype=np.float64) / 1000.0), 0.0, None)
@@ -57,12 +58,7 @@ class LowDoseCT:
     """
 
     def __init__(
-        self,
-        hu: np.ndarray,
-        pixel_mm: float,
-        angles: int,
-        photons: float,
-        match_own_noise: bool = False,
+        self, hu: np.ndarray, pixel_mm: float, angles: int, photons: float, match_own_noise: bool = False
     ) -> None:
         if hu.ndim != 2:
             raise ValueError(f"LowDoseCT needs a 2-D slice, got shape {hu.shape}")
@@ -87,9 +83,7 @@ class LowDoseCT:
         own = noise_sigma_hu(self.hu, mask)
         # A fixed generator and the sharp kernel: the matched I0 is a property of the slice
         # (its scan's dose), not of a draw or of the kernel simulated afterwards.
-        simulated = noise_sigma_hu(
-            self._fbp_noise(self.photons_per_bin, np.random.default_rng(0)), mask
-        )
+        simulated = noise_sigma_hu(self._fbp_noise(self.photons_per_bin, np.random.default_rng(0)), mask)
         if not (np.isfinite(own) and np.isfinite(simulated) and simulated > 0):
             return  # too little soft tissue to measure: treat the slice as noiseless
         if own > simulated:
@@ -172,11 +166,11 @@ def xray_quantum_noise(
     therefore signal dependent: about ``exp(contrast * x / 2) / (contrast * sqrt(photons))``,
     larger behind bone than in the open field.
     """
-    x = np.clip(np.asarray(attenuation, dtype=np.float64), -0.25, 1.25)
-    expected = photons * np.exp(-contrast * x)
-    counts = rng.poisson(expected) + rng.normal(0.0, electronic, size=x.shape)
+    values = np.asarray(attenuation, dtype=np.float64)
+    x = np.clip(values, -0.25, 1.25)
+    counts = rng.poisson(photons * np.exp(-contrast * x)) + rng.normal(0.0, electronic, size=x.shape)
     noisy = -np.log(np.maximum(counts, 0.5) / photons) / contrast
-    return (np.asarray(attenuation, dtype=np.float64) + (noisy - x)).astype(np.float32)
+    return (values + (noisy - x)).astype(np.float32)
 
 
 def gaussian_noise(values: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
