@@ -209,3 +209,23 @@ def test_slim_checkpoint_drops_resume_state_and_reloads_exactly(pipeline, tmp_pa
     assert not set(RESUME_KEYS) & slim.keys() and "config" in slim
     x = torch.rand(1, 1, 24, 24)
     assert torch.equal(load_model(source)[0](x), load_model(tmp_path / "slim.pt")[0](x))
+
+
+def test_init_starts_from_a_checkpoint_and_logs_its_starting_point(pipeline, tmp_path):
+    root, _ = pipeline
+    start, _ = load_model(root / "distill" / "best.pt")
+    # Different widths in the config: --init's model spec wins; KD weights 0 = supervised fine-tuning.
+    cfg = load_config(CONFIGS / "tiny_distill.json", ["train.steps=2", "model.kwargs.widths=[2,4]",
+                                                      "distill.output_kd=0", "distill.feature_kd=0",
+                                                      "loss.noise_balance=0.01"])
+    train(cfg, tmp_path / "ft", teacher=root / "teacher" / "best.pt", data=toy_data(), init=root / "distill" / "best.pt")
+    tuned, ckpt = load_model(tmp_path / "ft" / "last.pt")
+    assert ckpt["config"]["model"] == {"name": start.model_name, "kwargs": dict(start.model_kwargs)}
+    records = [json.loads(line) for line in (tmp_path / "ft" / "log.jsonl").read_text().splitlines()]
+    assert records[0]["init"].endswith("best.pt") and records[1]["step"] == 0 and "psnr" in records[1]["eval"]
+    assert not any("kd_out" in r for r in records)  # the teacher was not run
+    changed = [k for k, v in tuned.state_dict().items() if not torch.equal(v, start.state_dict()[k])]
+    assert changed  # it trained from there
+    with pytest.raises(ValueError, match="--init"):
+        train(load_config(CONFIGS / "tiny_qat.json"), tmp_path / "q", data=toy_data(), init=root / "distill" / "best.pt",
+              student=root / "distill" / "best.pt")

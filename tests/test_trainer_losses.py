@@ -70,3 +70,28 @@ def test_distillation_output_and_feature_terms():
     assert parts["kd_out"] == pytest.approx(0.1, abs=1e-5)  # both models start as the identity
     assert total.item() == pytest.approx(parts["kd_out"] + 0.5 * parts["kd_feat"], rel=1e-5)
     assert len(kd.adapters.adapters) == 2  # the student's two levels
+
+
+def test_noise_balance_weights_favour_low_noise_samples_and_average_one():
+    from trainer.losses import noise_balance_weights
+
+    clean = smooth_image(5).repeat(3, 1, 1, 1)
+    g = torch.Generator().manual_seed(6)
+    degraded = clean + torch.tensor([0.01, 0.05, 0.2]).view(3, 1, 1, 1) * torch.randn(clean.shape, generator=g)
+    weights = noise_balance_weights(degraded, clean, floor=0.01)
+    assert weights.shape == (3,) and weights.mean().item() == pytest.approx(1.0, abs=1e-6)
+    assert weights[0] > weights[1] > weights[2]
+    assert (weights[0] / weights[2]).item() == pytest.approx((0.2 + 0.01) / (0.01 + 0.01), rel=0.1)
+
+
+def test_weighted_reconstruction_loss_is_the_weighted_mean_of_per_sample_losses():
+    ref = smooth_image(7).repeat(2, 1, 1, 1)
+    pred = ref.clone()
+    pred[1] += 0.1  # only the second sample is wrong
+    loss = ReconstructionLoss(LossConfig(l1=1.0, ssim=0.0))
+    plain, _ = loss(pred, ref)
+    assert plain.item() == pytest.approx(0.05, abs=1e-5)
+    down, _ = loss(pred, ref, torch.tensor([1.5, 0.5]))
+    assert down.item() == pytest.approx(0.025, abs=1e-5)
+    assert ssim(pred, ref, per_sample=True).shape == (2,)
+    assert ssim(pred, ref, per_sample=True)[0].item() == pytest.approx(1.0, abs=1e-6)

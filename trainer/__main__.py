@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (optimizer, LR schedule, step, RNG)")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set train.steps=20 (value parsed as JSON); repeatable")
+        if stage in ("teacher", "distill"):
+            p.add_argument("--init", metavar="CKPT",
+                           help="start from this float checkpoint's model and weights (fine-tuning: fresh "
+                                "optimizer and LR schedule; its model spec replaces the config's)")
         if stage == "distill":
             p.add_argument("--teacher", help="teacher checkpoint (required unless resuming)")
         if stage == "qat":
@@ -60,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides, stage=args.stage)
         result = train(cfg, args.out, resume=args.resume, teacher=getattr(args, "teacher", None),
-                       student=getattr(args, "student", None))
+                       student=getattr(args, "student", None), init=getattr(args, "init", None))
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

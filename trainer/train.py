@@ -30,7 +30,7 @@ from tqdm import tqdm
 from trainer.checkpoint import load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
 from trainer.config import Config, ModelSpec, to_dict
 from trainer.distill import DistillLoss
-from trainer.losses import ReconstructionLoss
+from trainer.losses import ReconstructionLoss, noise_balance_weights
 from trainer.models import create_model
 
 
@@ -204,10 +204,13 @@ def train(
     teacher: str | Path | None = None,
     student: str | Path | None = None,
     data: DataBundle | None = None,
+    init: str | Path | None = None,
 ) -> dict:
     """Run one stage (cfg.stage) into ``out_dir``; returns the final held-out metrics.
 
     ``teacher``: teacher checkpoint (distill). ``student``: distilled student checkpoint (qat).
+    ``init``: float checkpoint whose model and weights start a teacher or distill run (fine-tuning
+    with a fresh optimizer and schedule; the config's model spec is replaced by the checkpoint's).
     ``data``: prebuilt data (tests); by default built from cfg.data with trainer.data.
     """
     out = Path(out_dir)
@@ -231,6 +234,12 @@ def train(
     if resumed is not None:
         model = model_from_checkpoint(resumed)
         teacher = teacher or resumed.get("teacher_checkpoint")
+    elif init is not None:
+        if cfg.stage == "qat":
+            raise ValueError("--init is for the teacher and distill stages; qat starts from --student")
+        model, init_ckpt = load_model(init)
+        if init_ckpt["quantization"] is not None:
+            raise ValueError(f"{init}: is quantized; --init needs a float checkpoint")
     elif cfg.stage == "qat":
         if student is None:
             raise ValueError("the qat stage needs --student CKPT (a distilled student checkpoint)")
@@ -266,7 +275,9 @@ def train(
 
     # --- losses, optimizer, schedule
     recon = ReconstructionLoss(cfg.loss).to(device)
-    kd = DistillLoss(cfg.distill, model, teacher_model).to(device) if teacher_model is not None else None
+    # Both KD weights 0: supervised fine-tuning of a student, the teacher is not run at all.
+    distilling = teacher_model is not None and (cfg.distill.output_kd > 0 or cfg.distill.feature_kd > 0)
+    kd = DistillLoss(cfg.distill, model, teacher_model).to(device) if distilling else None
     params = list(model.parameters()) + (list(kd.parameters()) if kd is not None else [])
     optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     disc_opt = (
@@ -337,7 +348,10 @@ def train(
         )
 
     if resumed is None:
-        log.write({"event": "start", "stage": cfg.stage, "config": to_dict(cfg), "fp32": fp32_metrics})
+        log.write({"event": "start", "stage": cfg.stage, "config": to_dict(cfg), "fp32": fp32_metrics,
+                   "init": str(init) if init is not None else None})
+        if init is not None:  # the starting point, so that the log shows what fine-tuning gained
+            log.write({"step": 0, "eval": evaluate(model, data.validation, cfg, device)})
     start_step = step
     loader = torch.utils.data.DataLoader(
         data.train_set,
@@ -359,7 +373,8 @@ def train(
             with autocast():
                 pred, aux = model.forward_with_aux(degraded)
                 outputs = aux["deep"] if len(aux["deep"]) > 1 else [pred]  # deep supervision
-                losses = [recon(o, clean) for o in outputs]
+                weights = noise_balance_weights(degraded, clean, cfg.loss.noise_balance) if cfg.loss.noise_balance > 0 else None
+                losses = [recon(o, clean, weights) for o in outputs]
                 loss = sum(l for l, _ in losses) / len(losses)
                 parts = losses[-1][1]
                 if kd is not None:

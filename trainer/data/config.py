@@ -73,6 +73,11 @@ class DataConfig:
     phantom_size: int = 256
     heldout_phantoms: int = 2  # random test phantoms, plus Shepp-Logan
     validation_phantoms: int = 0  # random validation phantoms
+    mr_phantoms: int = 0  # noiseless MR-contrast training phantoms (sources: "phantom", modality MR)
+    mr_validation_phantoms: int = 0  # and validation ones (never test)
+    # Non-CT real references noisier than this fraction of their signal range are binned 2x2
+    # until clean enough, or dropped (trainer/data/reference.py). 0: every reference as it is.
+    max_reference_noise: float = 0.0
     # Images smaller than this on either side are skipped (packaged 16x16 thumbnails).
     min_image_side: int = 64
     # Three-way split (see docs/DATA.md): stable hash rule over each image group's key; the

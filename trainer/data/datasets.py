@@ -27,7 +27,15 @@ from trainer.data import degrade
 from trainer.data.augment import AugmentSettings, augment_pair, center_crop, crop_margin
 from trainer.data.config import DataConfig
 from trainer.data.pairing import find_dose_dirs
-from trainer.data.sources import SourceImage, directory_images, offline_images, paired_images, phantom_images
+from trainer.data.reference import clean_reference
+from trainer.data.sources import (
+    SourceImage,
+    directory_images,
+    mr_phantom_images,
+    offline_images,
+    paired_images,
+    phantom_images,
+)
 from trainer.data.split import SPLIT_SALT, split_of, stable_seed
 
 
@@ -57,13 +65,16 @@ def load_sources(cfg: DataConfig) -> list[SourceImage]:
             if "CT" in modalities:
                 images += phantom_images(cfg.phantom_count, cfg.phantom_size, cfg.heldout_phantoms,
                                          cfg.validation_phantoms)
+            if "MR" in modalities:
+                images += mr_phantom_images(cfg.mr_phantoms, cfg.phantom_size, cfg.mr_validation_phantoms)
         elif (dose_dirs := find_dose_dirs(source)) is not None:
             images += paired_images(*dose_dirs, modalities, cfg.min_image_side)
         else:
             images += directory_images(source, modalities, cfg.min_image_side)
     if cfg.paired_low_dir is not None:
         images += paired_images(cfg.paired_low_dir, cfg.paired_full_dir, modalities, cfg.min_image_side)
-    return images
+    screened = (clean_reference(image, cfg.max_reference_noise, cfg.min_image_side) for image in images)
+    return [image for image in screened if image is not None]
 
 
 def split_sources(images: list[SourceImage], cfg: DataConfig, split: str = "test") -> tuple[list[SourceImage], list[SourceImage]]:

@@ -87,3 +87,17 @@ def shepp_logan_hu(size: int) -> np.ndarray:
     head = ndimage.binary_fill_holes(grey > 0.05)
     hu[head & (grey <= 0.05)] = 10.0
     return hu.astype(np.float32)
+
+
+# HU knots of the MR contrast map: air, lung, fat, water, soft tissue, vessel, bone, dense bone.
+_MR_KNOTS_HU = [-1000.0, -800.0, -100.0, 0.0, 50.0, 300.0, 700.0, 1500.0]
+
+
+def mr_contrast(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random MR-like contrast of a CT phantom: a piecewise-linear map of its HU onto signal
+    0-1000 (air and lung dark, each tissue class its own random brightness, bone dark or
+    mid-grey as in T1/T2/PD images), float32. Noiseless, so a clean MR training reference."""
+    tissue = rng.uniform(150.0, 1000.0, size=4)  # fat, water, soft tissue, vessel
+    bone = rng.uniform(20.0, 300.0, size=2)
+    levels = [0.0, rng.uniform(0.0, 40.0), *tissue, *bone]
+    return np.interp(hu, _MR_KNOTS_HU, levels).astype(np.float32)

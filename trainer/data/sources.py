@@ -22,7 +22,7 @@ from skimage.transform import resize
 from runtime.image_contract import modality_image
 from trainer.data.offline import offline_dicom_entries
 from trainer.data.pairing import pair_series
-from trainer.data.phantoms import phantom_pixel_mm, random_fov_mm, random_phantom, shepp_logan_hu
+from trainer.data.phantoms import mr_contrast, phantom_pixel_mm, random_fov_mm, random_phantom, shepp_logan_hu
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +239,21 @@ def phantom_images(count: int, size: int, test_count: int, validation_count: int
     )
     images += [make(f"heldout-{i}", "heldout", [7, 1, i]) for i in range(test_count)]
     return images
+
+
+def mr_phantom_images(count: int, size: int, validation_count: int = 0) -> list[SourceImage]:
+    """Noiseless MR-like phantoms (random body phantoms under a random MR contrast): training
+    ``phantom:mr-train-i`` and validation ``phantom:mr-val-i``; none are test images."""
+
+    def make(name: str, group: str, seed: list[int]) -> SourceImage:
+        rng = np.random.default_rng(seed)
+        values = mr_contrast(random_phantom(size, rng), rng)
+        pixel_mm = phantom_pixel_mm(size, random_fov_mm(rng))
+        return SourceImage(f"phantom:{name}", "MR", values, pixel_mm, f"{group}:phantom:{name}", "phantom")
+
+    # Seed streams [8, 0, i] (train) and [8, 2, i] (validation), apart from the CT phantoms' [7, ...].
+    images = [make(f"mr-train-{i}", "train", [8, 0, i]) for i in range(count)]
+    return images + [make(f"mr-val-{i}", "validation", [8, 2, i]) for i in range(validation_count)]
 
 
 def paired_images(

@@ -1,0 +1,64 @@
+"""Clean training references: noisy real MR/X-ray frames are binned or dropped; MR phantoms."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from trainer.data import DataConfig
+from trainer.data.datasets import load_sources, split_sources
+from trainer.data.reference import bin2, clean_reference, own_noise_fraction
+from trainer.data.sources import SourceImage, mr_phantom_images
+
+
+def smooth_body(size: int, seed: int = 0) -> np.ndarray:
+    """A smooth positive 'anatomy' spanning about 0-1000."""
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.normal(size=(size, size)), size / 16)
+    field = (field - field.min()) / (field.max() - field.min())
+    return (100 + 900 * field).astype(np.float32)
+
+
+def source(values: np.ndarray, modality: str = "MR") -> SourceImage:
+    return SourceImage("offline:test.dcm#0", modality, values, 1.0, "offline:test", "offline")
+
+
+def test_own_noise_fraction_measures_added_noise():
+    body = smooth_body(256)
+    noisy = body + np.random.default_rng(1).normal(0, 20, body.shape).astype(np.float32)
+    assert own_noise_fraction(body) < 0.002
+    assert 0.015 < own_noise_fraction(noisy) < 0.03  # 20 over a range of about 900
+
+
+def test_noisy_reference_is_binned_until_clean_enough_or_dropped():
+    body = smooth_body(256)
+    noisy = body + np.random.default_rng(2).normal(0, 6, body.shape).astype(np.float32)  # ~0.7 %
+    clean = clean_reference(source(body), 0.005, 64)
+    assert clean is not None and clean.values is body  # already clean: untouched
+    binned = clean_reference(source(noisy), 0.005, 64)
+    assert binned is not None and binned.values.shape == (128, 128) and binned.name.endswith("@bin2")
+    assert binned.pixel_mm == 2.0 and own_noise_fraction(binned.values) <= 0.005
+    assert clean_reference(source(noisy[:100, :100]), 0.005, 64) is None  # binning would go below 64
+    assert clean_reference(source(noisy, "CT"), 0.005, 64).values is noisy  # CT: the simulator handles it
+    assert clean_reference(source(noisy), 0.0, 64).values is noisy  # screening off
+
+
+def test_bin2_averages_blocks():
+    x = np.arange(25, dtype=np.float32).reshape(5, 5)
+    assert np.allclose(bin2(x), [[3.0, 5.0], [13.0, 15.0]])
+
+
+def test_mr_phantoms_are_noiseless_mr_images_in_train_and_validation_only():
+    images = mr_phantom_images(2, 192, validation_count=1)
+    assert [i.name for i in images] == ["phantom:mr-train-0", "phantom:mr-train-1", "phantom:mr-val-0"]
+    assert all(i.modality == "MR" and i.values.min() >= 0 and i.values.max() <= 1000 for i in images)
+    assert own_noise_fraction(images[0].values) < 0.005  # passes the screen it is meant for
+    assert not np.array_equal(images[0].values, images[1].values)
+    cfg = DataConfig(sources=["phantom"], modalities=["CT", "MR"], phantom_count=1, phantom_size=64,
+                     heldout_phantoms=1, mr_phantoms=2, mr_validation_phantoms=1, ct_angles=24)
+    everything = load_sources(cfg)
+    training, test = split_sources(everything, cfg, "test")
+    _, validation = split_sources(everything, cfg, "validation")
+    assert {i.name for i in training if i.modality == "MR"} == {"phantom:mr-train-0", "phantom:mr-train-1"}
+    assert [i.name for i in validation if i.modality == "MR"] == ["phantom:mr-val-0"]
+    assert all(i.modality == "CT" for i in test)
