@@ -25,8 +25,8 @@ from benchmarks import crops, dose_report, tuning
 from benchmarks.quality import enhance, model_records, open_runners, settings, summarize
 from benchmarks.record import header, write_json
 from benchmarks.runners import Runner
+from compiler.quality import heldout_values
 from runtime.noise import estimate_noise
-from runtime.normalization import denormalize, fit_normalization
 from trainer.baselines import noise_sigma
 from trainer.data import DataConfig, HeldoutImage, build_heldout_set
 from trainer.metrics import image_quality
@@ -50,8 +50,8 @@ NOISE_ESTIMATOR = ("runtime.noise.estimate_noise on the degraded image (CT: HU o
 def estimated_sigma(image: HeldoutImage) -> float:
     """The noise sigma of ``image.degraded`` as the runtime estimates it, in normalized units."""
     if image.modality.upper() == "CT" and image.spec.kind == "hu_linear":
-        state = fit_normalization(image.degraded, image.spec)
-        sigma = estimate_noise(denormalize(image.degraded, state), "CT") / state.scale
+        pair = heldout_values(image)
+        sigma = estimate_noise(pair.degraded, "CT") / pair.data_range
     else:  # the percentile map is affine and the estimator scale-free: measure the normalized image
         sigma = estimate_noise(image.degraded, image.modality)
     return float(sigma) if np.isfinite(sigma) else noise_sigma(image.degraded)
@@ -92,7 +92,7 @@ def evaluate(image: HeldoutImage, tuned: dict, runners: list[Runner], fsim: bool
         strengths = tuning.best_strengths(tuned, image, name)
         outputs[method], scores[method] = classical(name, image, sigmas[method], strengths, quality)
     for runner in runners:
-        outputs[runner.label] = enhance(runner, image.degraded)
+        outputs[runner.label] = enhance(runner, image)
         scores[runner.label] = quality(outputs[runner.label])
     noise, unit = noise_in_units(image)
     base = {"image": image.name, "modality": image.modality, "degradation": image.degradation, "level": image.level,

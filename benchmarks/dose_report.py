@@ -1,17 +1,17 @@
 """Markdown tables, the targets section and the PSNR-against-noise plot of a dose-curve record
-(benchmarks/dose_curve.py); ``write_section`` puts the Markdown between two marker comments of
-a document (docs/BENCHMARKS.md)."""
+(benchmarks/dose_curve.py); ``write_section`` puts the Markdown between the ``dose-curve``
+marker comments of a document (docs/BENCHMARKS.md)."""
 
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.markdown import md_table
+from benchmarks.markdown import md_table, section_markers, write_marked_section
 
-MARKERS = ("<!-- dose-curve:begin -->", "<!-- dose-curve:end -->")
+SECTION = "dose-curve"
+MARKERS = section_markers(SECTION)
 MODALITY_ORDER = ("CT", "MR", "CR", "DX")
 # PSNR key -> what it is scored on (CT keys for CT rows, "psnr" for every other modality)
 WINDOWS = {
@@ -154,20 +154,8 @@ def markdown(record: dict) -> str:
 
 
 def write_section(path: str | Path, text: str) -> Path:
-    """Replace what stands between the two MARKERS in ``path`` by ``text`` (appended with the
-    markers when the file has none). A marker counts only on a line of its own, so prose that
-    quotes it is left alone."""
-    path = Path(path)
-    document = path.read_text() if path.is_file() else ""
-    begin, end = (re.escape(marker) for marker in MARKERS)
-    section = f"{MARKERS[0]}\n{text.rstrip()}\n{MARKERS[1]}"
-    pattern = re.compile(rf"^{begin}$.*?^{end}$", re.MULTILINE | re.DOTALL)
-    if pattern.search(document):
-        document = pattern.sub(lambda _: section, document, count=1)
-    else:
-        document = document.rstrip() + ("\n\n" if document else "") + section + "\n"
-    path.write_text(document)
-    return path
+    """Put ``text`` between the dose-curve MARKERS of ``path`` (see ``write_marked_section``)."""
+    return write_marked_section(path, text, SECTION)
 
 
 def plot(record: dict, path: str | Path) -> Path:

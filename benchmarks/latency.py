@@ -24,7 +24,8 @@ from benchmarks.record import header, write_json
 from benchmarks.runners import Runner, SkipModel, open_runner
 from benchmarks.targets import claim, efficiency, judge
 from benchmarks.timing import Stopwatch, summarize, timed_runs
-from runtime.normalization import CT_DEFAULT, denormalize, fit_normalization, normalize
+from runtime.backends import BackendError
+from runtime.image_contract import denormalize_frames, normalize_frames
 from runtime.pixels import PixelEncoding, from_modality
 from runtime.tiling import TilePlan, pad_frames
 
@@ -71,22 +72,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def padded_side(runner: Runner, size: int) -> int:
+    """The side a ``size``² image is padded to for this model (its size multiple)."""
+    return TilePlan(size_multiple=runner.size_multiple).padded_side(size)
+
+
+def outside_profile(runner: Runner, size: int, batch: int) -> str | None:
+    """Why the model cannot take a batch of ``batch`` ``size``² images, or None when it can.
+
+    A TensorRT engine accepts only the shapes of its optimization profile (e.g. at most the
+    batch it was built for); an ONNX model with dynamic axes takes any.
+    """
+    side = padded_side(runner, size)
+    try:
+        runner.backend.constraints.check((batch, 1, side, side))
+    except BackendError as error:
+        return f"size {size}, batch {batch}: {error}"
+    return None
+
+
 def time_configuration(runner: Runner, size: int, batch: int, args: argparse.Namespace) -> dict:
     """Time one (model, size, batch): preprocess / [h2d] / compute / [d2h] / postprocess."""
     rng = np.random.default_rng(size * 131 + batch)
     hu = rng.normal(40.0, 300.0, size=(batch, size, size)).astype(np.float32)
-    padded = TilePlan(size_multiple=runner.size_multiple).padded_side(size)
+    padded = padded_side(runner, size)
+
+    spec = runner.backend.contract.normalization_for("CT")  # the model's own CT normalization
 
     def one_run() -> dict[str, float]:
         watch = Stopwatch()
         with watch("preprocess"):
-            states = [fit_normalization(image, CT_DEFAULT) for image in hu]
-            normalized = np.stack([normalize(image, state) for image, state in zip(hu, states)])
+            normalized, states = normalize_frames(hu, spec)
             model_input = pad_frames(normalized, padded, padded)[:, np.newaxis]
         output, stages = runner.run(model_input)
         with watch("postprocess"):
-            cropped = output[:, 0, :size, :size]
-            _ = [from_modality(denormalize(image, state), CT_ENCODING) for image, state in zip(cropped, states)]
+            _ = from_modality(denormalize_frames(output[:, 0, :size, :size], states), CT_ENCODING)
         return {**watch.times, **stages}
 
     samples = timed_runs(one_run, warmup=args.warmup, runs=args.runs, budget_s=args.budget_s, min_runs=args.min_runs)
@@ -107,7 +127,8 @@ def time_configuration(runner: Runner, size: int, batch: int, args: argparse.Nam
 
 
 def measure_models(specs: list[tuple[str, list[int], list[int]]], args: argparse.Namespace) -> tuple[list, list, dict]:
-    """Latency rows for every model spec; skipped models with their reasons; model info."""
+    """Latency rows for every model spec; what was skipped with the reason (a model this machine
+    cannot run, or a size and batch outside an engine's profile); model info."""
     rows, skipped, models = [], [], {}
     for spec, sizes, batches in specs:
         try:
@@ -121,6 +142,11 @@ def measure_models(specs: list[tuple[str, list[int], list[int]]], args: argparse
         try:
             for size in sizes:
                 for batch in batches:
+                    reason = outside_profile(runner, size, batch)
+                    if reason is not None:
+                        skipped.append({"model": runner.label, "size": size, "batch": batch, "reason": reason})
+                        print(f"skip {runner.label}: {reason}", file=sys.stderr)
+                        continue
                     row = time_configuration(runner, size, batch, args)
                     rows.append(row)
                     print(report.latency_line(row), file=sys.stderr)

@@ -1,10 +1,13 @@
-"""``python -m benchmarks.markdown RESULT.json ...``: Markdown tables of benchmark records, for
-pasting the measured numbers into docs/BENCHMARKS.md."""
+"""``python -m benchmarks.markdown RESULT.json ... [--into DOC.md]``: Markdown tables of benchmark
+records, printed or written into a document between the record's marker comments (e.g.
+``<!-- latency:begin -->`` … ``<!-- latency:end -->`` in docs/BENCHMARKS.md), so that measured
+numbers in the docs are generated from their record, never typed."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -57,24 +60,78 @@ def quality_markdown(record: dict) -> str:
                      for r in record["summary"]])
 
 
+def render(record: dict) -> str:
+    """The Markdown of a latency, quality or dose-curve record; ValueError for anything else."""
+    from benchmarks.dose_report import markdown as dose_curve_markdown  # it imports this module
+
+    renderers = {"latency": latency_markdown, "quality": quality_markdown, "dose_curve": dose_curve_markdown}
+    kind = record.get("benchmark") if isinstance(record, dict) else None
+    if kind not in renderers:
+        raise ValueError("not a latency, quality or dose-curve record")
+    return renderers[kind](record)
+
+
+def section_name(record: dict) -> str:
+    """The marker name a record's section goes under: its benchmark, e.g. ``dose-curve``."""
+    return str(record["benchmark"]).replace("_", "-")
+
+
+def section_markers(name: str) -> tuple[str, str]:
+    """The comment lines that open and close a generated section, e.g. ``<!-- latency:begin -->``."""
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def _section_pattern(name: str) -> re.Pattern[str]:
+    # A marker counts only on a line of its own, so prose that quotes it is left alone.
+    begin, end = (re.escape(marker) for marker in section_markers(name))
+    return re.compile(rf"^{begin}\n(.*?)\n?^{end}$", re.MULTILINE | re.DOTALL)
+
+
+def read_marked_section(path: str | Path, name: str) -> str | None:
+    """What stands between ``name``'s markers in ``path``; None when the file has no such section."""
+    match = _section_pattern(name).search(Path(path).read_text())
+    return match.group(1) if match else None
+
+
+def write_marked_section(path: str | Path, text: str, name: str) -> Path:
+    """Replace what stands between ``name``'s markers in ``path`` by ``text`` (appended with the
+    markers when the file has none)."""
+    path = Path(path)
+    document = path.read_text() if path.is_file() else ""
+    begin, end = section_markers(name)
+    section = f"{begin}\n{text.rstrip()}\n{end}"
+    pattern = _section_pattern(name)
+    if pattern.search(document):
+        document = pattern.sub(lambda _: section, document, count=1)
+    else:
+        document = document.rstrip() + ("\n\n" if document else "") + section + "\n"
+    path.write_text(document)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Print Markdown for each JSON record named on the command line."""
+    """Print (or write ``--into`` a document) the Markdown of each JSON record named."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.markdown", description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("records", nargs="+", type=Path, metavar="RESULT.json", help="latency, quality or dose-curve JSON record")
-    for path in parser.parse_args(argv).records:
+    parser.add_argument("--into", type=Path, metavar="DOC.md",
+                        help="write each record's tables between its <!-- NAME:begin/end --> markers in DOC.md "
+                             "(NAME: latency, quality, dose-curve; appended with the markers where absent)")
+    args = parser.parse_args(argv)
+    for path in args.records:
         try:
             record = json.loads(path.read_text())
+            text = render(record)
         except (OSError, json.JSONDecodeError) as error:
             print(f"markdown: error: {path}: cannot read a JSON record ({error})", file=sys.stderr)
             return 2
-        from benchmarks.dose_report import markdown as dose_curve_markdown
-
-        render = {"latency": latency_markdown, "quality": quality_markdown,
-                  "dose_curve": dose_curve_markdown}.get(record.get("benchmark"))
-        if render is None:
-            print(f"markdown: error: {path}: not a latency, quality or dose-curve record", file=sys.stderr)
+        except ValueError as error:
+            print(f"markdown: error: {path}: {error}", file=sys.stderr)
             return 2
-        print(render(record) + "\n")
+        if args.into is None:
+            print(text + "\n")
+        else:
+            write_marked_section(args.into, text, section_name(record))
+            print(f"wrote {args.into} ({section_name(record)} section, from {path})", file=sys.stderr)
     return 0
 
 

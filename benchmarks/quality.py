@@ -4,7 +4,10 @@ PSNR / SSIM / FSIM (trainer.metrics.image_quality: CT over the full HU range and
 soft-tissue and lung windows) of the degraded input, the classical baselines (trainer.baselines,
 their strength tuned on validation images, never test images: benchmarks/tuning.py), the teacher
 (PyTorch checkpoint) and the student models (ONNX through the runtime's backend), per modality
-and dose level. Writes a JSON record and a PNG grid of region-of-interest crops.
+and dose level. Every model runs through the runtime's inference path (``runtime.pipeline``)
+on the held-out images in modality values (HU for CT) and normalizes them by its own contract;
+metrics are taken in the test set's normalization. Writes a JSON record and a PNG grid of
+region-of-interest crops.
 
 ``--dose-curve`` runs the dose-curve benchmark instead (benchmarks/dose_curve.py): every test
 image at every noise level, oracle and estimated-sigma NLM, lung window, plot, targets.
@@ -26,7 +29,8 @@ import numpy as np
 from benchmarks import crops, report, tuning
 from benchmarks.record import header, write_json
 from benchmarks.runners import Runner, SkipModel, open_runner
-from runtime.tiling import TilePlan, enhance_frames
+from compiler.quality import evaluation_units, heldout_values
+from runtime.pipeline import enhance_values
 from trainer.data import DataConfig, HeldoutImage, build_heldout_set
 from trainer.metrics import image_quality
 
@@ -113,10 +117,14 @@ def model_records(runners: list[Runner]) -> dict:
             for r in runners}
 
 
-def enhance(runner: Runner, image: np.ndarray) -> np.ndarray:
-    """One normalized 2-D image through a model, padded and tiled as the runtime does."""
-    plan = TilePlan(size_multiple=runner.size_multiple)
-    return enhance_frames(image[np.newaxis], lambda batch: runner.run(batch)[0], plan)[0]
+def enhance(runner: Runner, image: HeldoutImage) -> np.ndarray:
+    """A model's output on a held-out image, in the image's evaluation normalization.
+
+    The degraded image goes back to modality values (HU for CT) and through the runtime's
+    inference path, where the model normalizes it by its own contract, as the CLI would.
+    """
+    values = enhance_values(runner.backend, heldout_values(image).degraded, image.modality)
+    return evaluation_units(values, image)
 
 
 # Per-image fields copied into the summary (the same within a group) and averaged over it.
@@ -172,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             best = next(iter(tuning.best_strengths(tuned, image, name).values()))
             outputs[name] = tuning.run_baseline(name, image.degraded, best)
         for runner in runners:
-            outputs[runner.label] = enhance(runner, image.degraded)
+            outputs[runner.label] = enhance(runner, image)
         for method, output in outputs.items():
             metrics = image_quality(output, image.clean, image.modality, image.spec)
             per_image.append({"image": image.name, "modality": image.modality, "degradation": image.degradation,

@@ -1,5 +1,7 @@
-"""One shape for everything the benchmarks time: a runtime backend (ONNX Runtime, TensorRT)
-or the teacher in PyTorch, the reference the student is compared with.
+"""One shape for everything the benchmarks run: a runtime backend (ONNX Runtime, TensorRT)
+or the teacher in PyTorch (the reference the student is compared with) behind the same
+backend interface, with the contract of its checkpoint, so that every model goes through the
+runtime's inference path (``runtime.pipeline``) and is fed what its own contract asks for.
 
 ``open_runner(spec)`` takes a model file (``.onnx``, ``.engine``, a ``.pt`` checkpoint) or
 ``arch:NAME[:key=value,...]`` (an untrained trainer model, for timing before training).
@@ -16,15 +18,42 @@ import numpy as np
 
 from benchmarks.flops import onnx_conv_flops
 from benchmarks.record import file_record
+from runtime.backends.base import Backend, InputConstraints
+from runtime.model_contract import INPUT_NAME, ModelContract
 
 
 class SkipModel(RuntimeError):
     """This model cannot be measured on this machine; the message says why."""
 
 
+class TorchBackend(Backend):
+    """A PyTorch module (the teacher) in the runtime's backend interface, loaded on creation."""
+
+    kind = "pytorch"
+
+    def __init__(self, module: object, contract: ModelContract, spec: str) -> None:
+        super().__init__(spec)
+        self.module = module
+        self._contract = contract
+        self._constraints = InputConstraints(INPUT_NAME, contract.size_multiple)
+        self.is_open = True  # nothing to load: ``open()`` must not look for a file
+
+    def _open(self) -> None:
+        pass
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(batch)).numpy()
+
+    def _close(self) -> None:
+        pass
+
+
 @dataclass
 class Runner:
-    """A loaded model: ``run(batch) -> (output, stage seconds)``."""
+    """A loaded model: ``backend`` for the inference path, ``run(batch) -> (output, stage seconds)``."""
 
     spec: str
     label: str
@@ -32,38 +61,26 @@ class Runner:
     engine: str  # what executes it, in words
     precision: str
     size_multiple: int
+    backend: Backend
     info: dict = field(default_factory=dict)
-    _backend: object = None
-    _torch_model: object = None
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         """Infer one ``[N, 1, H, W]`` batch; stages are ``compute`` plus h2d/d2h where known."""
-        if self._torch_model is not None:
-            return self._run_torch(batch)
         begin = time.perf_counter()
-        output = self._backend.infer(batch)
+        output = self.backend.infer(batch)
         elapsed = time.perf_counter() - begin
-        split = getattr(self._backend, "last_timings", None)
+        split = getattr(self.backend, "last_timings", None)
         if isinstance(split, dict) and split:
             return output, {k: float(v) for k, v in split.items()}
         return output, {"compute": elapsed}
 
-    def _run_torch(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        import torch
-
-        with torch.inference_mode():
-            begin = time.perf_counter()
-            tensor = torch.from_numpy(batch)
-            output = self._torch_model(tensor).numpy()
-            return output, {"compute": time.perf_counter() - begin}
-
     def flops(self, shape: tuple[int, int, int, int]) -> float | None:
         """Counted FLOPs of one forward pass at ``shape`` (None when they cannot be counted)."""
         try:
-            if self._torch_model is not None:
+            if isinstance(self.backend, TorchBackend):
                 from trainer.models import count_flops
 
-                return float(count_flops(self._torch_model, shape))
+                return float(count_flops(self.backend.module, shape))
             if self.spec.endswith(".onnx"):
                 return onnx_conv_flops(self.spec, shape)
             source = self.info.get("source_onnx")  # an engine's FLOPs are its source ONNX's
@@ -73,18 +90,18 @@ class Runner:
 
     def close(self) -> None:
         """Free the backend."""
-        if self._backend is not None:
-            self._backend.close()
+        self.backend.close()
 
 
 def _open_backend(path: Path, threads: int) -> Runner:
-    """A runtime backend chosen the way the bedside CLI chooses it (``select_backend``)."""
-    from runtime.backends import BackendError, select_backend
+    """A runtime backend opened the way the bedside CLI opens it (``runtime.pipeline.open_model``)."""
+    from runtime.backends import BackendError
+    from runtime.pipeline import open_model
 
     if path.suffix != ".onnx" and importlib.util.find_spec("tensorrt") is None:
         raise SkipModel(f"{path.name}: TensorRT is not installed on this machine (no GPU); run it on a GPU runner")
     try:
-        backend = select_backend(path, backend="auto", threads=threads).open()
+        backend = open_model(path, threads=threads)
     except BackendError as error:
         raise SkipModel(str(error)) from error  # its message names the file
     contract = backend.contract
@@ -95,7 +112,7 @@ def _open_backend(path: Path, threads: int) -> Runner:
         info["source_onnx"] = str(source) if source.is_file() else None  # X.engine is built from X.onnx
     return Runner(
         spec=str(path), label=path.name, kind=backend.kind, engine=backend.describe(),
-        precision=contract.precision, size_multiple=contract.size_multiple, info=info, _backend=backend,
+        precision=contract.precision, size_multiple=contract.size_multiple, backend=backend, info=info,
     )
 
 
@@ -110,7 +127,7 @@ def _open_torch(spec: str, threads: int) -> Runner:
         kwargs = {k: int(v) for k, v in (item.split("=") for item in options.split(",") if item)}
         model = create_model(name, **kwargs).eval()
         info = {"model_name": name, "model_kwargs": kwargs, "weights": "untrained (timing only)"}
-        label = spec
+        label, checkpoint = spec, {}
     else:
         from trainer.checkpoint import load_model
 
@@ -123,9 +140,13 @@ def _open_torch(spec: str, threads: int) -> Runner:
         info = {"file": file_record(spec), "model_name": checkpoint.get("model_name"),
                 "model_kwargs": checkpoint.get("model_kwargs"), "stage": checkpoint.get("stage")}
         label = Path(spec).name
+    from compiler.export import contract_for  # the contract its ONNX export would carry
+
+    contract = contract_for(model, checkpoint, "fp32", "")
     return Runner(
         spec=spec, label=label, kind="pytorch", engine=f"pytorch {torch.__version__} (CPU, {threads} threads)",
-        precision="fp32", size_multiple=int(getattr(model, "size_multiple", 1)), info=info, _torch_model=model.eval(),
+        precision="fp32", size_multiple=contract.size_multiple, backend=TorchBackend(model.eval(), contract, spec),
+        info=info,
     )
 
 

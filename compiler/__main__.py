@@ -158,7 +158,8 @@ def parser() -> argparse.ArgumentParser:
                    "graph's own semantics, as TensorRT computes it)")
     p.add_argument("--heldout", action="store_true",
                    help="with --reference: also report PSNR vs clean of both models on the "
-                   "trainer's held-out images (the INT8 PSNR drop; takes ~30 s)")
+                   "trainer's held-out images, in HU/modality values through the runtime's "
+                   "inference path as the CLI runs them (the INT8 PSNR drop; takes ~30 s)")
     p.set_defaults(run=_verify)
     return main
 

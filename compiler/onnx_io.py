@@ -11,31 +11,25 @@ import onnx
 from onnx import numpy_helper
 
 from compiler.errors import CompilerError
+from runtime.backends.base import BackendError
+from runtime.backends.onnxruntime_backend import graph_optimization
 from runtime.model_contract import ModelContract, ModelContractError
 
 OPSET = 17
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
-ORT_LEVELS = ("basic", "all")
-
-
 def ort_level(name: str):
-    """ONNX Runtime graph optimization level by name.
+    """ONNX Runtime graph optimization level by name (the runtime backend's mapping).
 
     ``all`` (ORT's default, what the CPU runtime uses) fuses Q/DQ into integer kernels;
     ``basic`` keeps Q/DQ as float ops, i.e. exact fake-quantization semantics (what
     PyTorch's fake quantizers and TensorRT's int32-accumulating kernels compute).
     """
-    import onnxruntime as ort
-
-    levels = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
-    if name not in levels:
-        raise CompilerError(f"ONNX Runtime optimization {name!r}: use one of {', '.join(levels)}")
-    return levels[name]
+    try:
+        return graph_optimization(name)
+    except BackendError as error:
+        raise CompilerError(str(error)) from error
 
 
 def cpu_session(path: str | Path, optimization: str = "all"):

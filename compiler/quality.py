@@ -1,7 +1,12 @@
 """What INT8 costs in image quality: PSNR vs the clean image, fp32 ONNX against INT8 ONNX.
 
-Uses held-out (degraded, clean) pairs from ``trainer.data.build_heldout_set`` (never seen in
-training or calibration) and runs both models with ONNX Runtime on a CPU.
+Held-out (degraded, clean) pairs from ``trainer.data.build_heldout_set`` (never seen in
+training or calibration) are turned back into modality values (HU for CT) and run through the
+runtime's one inference path (``runtime.pipeline``) exactly as ``python -m runtime.enhance``
+runs a DICOM file: each model normalizes the image by its own contract. PSNR is measured in
+modality units with the held-out image's evaluation range as the peak (the trainer's
+normalization of the clean image: CT -1024..3071 HU = 4095 HU by default; MR and X-ray its
+0.5-99.5 percentile range), so it does not depend on how a model normalizes.
 """
 
 from __future__ import annotations
@@ -11,25 +16,37 @@ from pathlib import Path
 from typing import Iterable, Protocol
 
 import numpy as np
-import onnxruntime as ort
 
-from compiler.onnx_io import cpu_session, load_model, read_contract
-from compiler.samples import fit_to_multiple
-from runtime.model_contract import INPUT_NAME, OUTPUT_NAME
-from trainer.metrics import psnr
+from compiler.verify import open_backend, psnr
+from runtime.normalization import NormalizationState, denormalize, normalize
+from runtime.pipeline import enhance_values
 
 
-class Pair(Protocol):
-    """A held-out image: ``name``, ``degraded`` and ``clean`` [H, W] normalized arrays."""
+class HeldoutImage(Protocol):
+    """What ``trainer.data.HeldoutImage`` offers: normalized images plus their affine map."""
 
     name: str
+    modality: str
+    degradation: str
     degraded: np.ndarray
     clean: np.ndarray
+    state: NormalizationState | None
+
+
+@dataclass(frozen=True)
+class HeldoutPair:
+    """A held-out image in modality values (HU for CT) and the PSNR's peak in those units."""
+
+    name: str  # image name and degradation
+    modality: str
+    degraded: np.ndarray  # float32 (rows, cols)
+    clean: np.ndarray  # float32 (rows, cols)
+    data_range: float
 
 
 @dataclass
 class QualityRow:
-    """PSNR (dB, normalized data range 1) of each model's output against the clean image."""
+    """PSNR (dB, peak = the evaluation range) of each model's output against the clean image."""
 
     name: str
     psnr_fp32: float
@@ -41,46 +58,60 @@ class QualityRow:
         return self.psnr_fp32 - self.psnr_int8
 
 
-def _enhance(session: ort.InferenceSession, image: np.ndarray) -> np.ndarray:
-    (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: image[None, None]})
-    return out[0, 0]
+def _state(image: HeldoutImage) -> NormalizationState:
+    if image.state is None:
+        raise ValueError(f"{image.name}: held-out image carries no normalization state")
+    return image.state
+
+
+def heldout_values(image: HeldoutImage) -> HeldoutPair:
+    """A trainer held-out image back in modality values (its normalization undone)."""
+    state = _state(image)
+    degraded, clean = (denormalize(a, state).astype(np.float32) for a in (image.degraded, image.clean))
+    return HeldoutPair(f"{image.name} {image.degradation}", image.modality, degraded, clean, float(state.scale))
+
+
+def evaluation_units(values: np.ndarray, image: HeldoutImage) -> np.ndarray:
+    """Modality values in ``image``'s evaluation normalization, where trainer.metrics score."""
+    return normalize(values, _state(image))
+
+
+def psnr_vs_clean(output: np.ndarray, pair: HeldoutPair) -> float:
+    """PSNR (dB) of an output in modality values against the pair's clean image."""
+    return psnr(output, pair.clean, data_range=pair.data_range)
 
 
 def psnr_drop(
-    fp32_onnx: str | Path, int8_onnx: str | Path, pairs: Iterable[Pair], optimization: str = "all"
+    fp32_onnx: str | Path, int8_onnx: str | Path, pairs: Iterable[HeldoutPair], optimization: str = "all"
 ) -> list[QualityRow]:
-    """Per held-out image PSNR of fp32 and INT8 outputs against the clean image."""
-    multiple = read_contract(load_model(fp32_onnx), source=str(fp32_onnx)).size_multiple
-    fp32 = cpu_session(fp32_onnx)
-    int8 = cpu_session(int8_onnx, optimization)
-    rows = []
-    for pair in pairs:
-        degraded = fit_to_multiple(np.asarray(pair.degraded), multiple)
-        clean = fit_to_multiple(np.asarray(pair.clean), multiple)
-        rows.append(
+    """Per held-out image PSNR of the fp32 and the INT8 model's outputs against the clean image."""
+    with open_backend(fp32_onnx, "onnxruntime") as fp32, open_backend(int8_onnx, "onnxruntime", optimization) as int8:
+        return [
             QualityRow(
                 pair.name,
-                psnr(_enhance(fp32, degraded), clean, data_range=1.0),
-                psnr(_enhance(int8, degraded), clean, data_range=1.0),
+                psnr_vs_clean(enhance_values(fp32, pair.degraded, pair.modality), pair),
+                psnr_vs_clean(enhance_values(int8, pair.degraded, pair.modality), pair),
             )
-        )
-    return rows
+            for pair in pairs
+        ]
 
 
-def heldout_pairs(modalities: Iterable[str]) -> list[Pair]:
-    """The trainer's held-out set (default data config) for the model's modalities."""
+def heldout_pairs(modalities: Iterable[str]) -> list[HeldoutPair]:
+    """The trainer's held-out set (default data config) for the model's modalities, in modality values."""
     from trainer.data import DataConfig, build_heldout_set
 
     wanted = [m for m in modalities if m != "*"]
     config = DataConfig(modalities=wanted) if wanted else DataConfig()
-    return list(build_heldout_set(config))
+    return [heldout_values(image) for image in build_heldout_set(config)]
 
 
 def report_lines(rows: list[QualityRow]) -> list[str]:
     """A table plus the mean drop."""
-    lines = ["held-out PSNR vs clean (dB):  fp32    int8    drop"]
+    width = max([len(row.name) for row in rows] + [5])
+    lines = ["held-out PSNR vs clean (dB; peak: the image's evaluation range, CT 4095 HU)",
+             f"  {'image':<{width}}     fp32     int8  drop"]
     for row in rows:
-        lines.append(f"  {row.name[:40]:<40} {row.psnr_fp32:6.2f}  {row.psnr_int8:6.2f}  {row.drop:+.3f}")
+        lines.append(f"  {row.name:<{width}} {row.psnr_fp32:8.3f} {row.psnr_int8:8.3f}  {row.drop:+.3f}")
     if rows:
         mean = float(np.mean([row.drop for row in rows]))
         lines.append(f"mean INT8 PSNR drop: {mean:+.3f} dB over {len(rows)} held-out images")

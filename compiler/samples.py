@@ -19,9 +19,10 @@ from runtime.model_contract import ModelContract
 from runtime.pixels import UnsupportedImageError
 from trainer.data.offline import offline_dicom_files
 
-# Packaged CT slices split as trainer.data splits them (docs/DATA.md): calibration uses only
-# training-side slices, checks use held-out ones. The 693_* files are one slice in several
-# encodings, so all of them stay on the training side.
+# Packaged CT slices split as trainer.data splits them (docs/DATA.md): calibration never uses a
+# test-split slice (under the shipped three-way split the 693_* slice, one image in several
+# encodings, is a validation image, the others train), checks use only test-split ones;
+# tests/test_compiler_calibrate.py checks both against trainer/configs/default_qat.json.
 CALIBRATION_CT = ("eCT_Supplemental.dcm", "bad_sequence.dcm", "693_UNCI.dcm")
 HELDOUT_CT = ("explicit_VR-UN.dcm", "CT_small.dcm")
 SMALL_HELDOUT_CT = "CT_small.dcm"  # 128 x 128: quick real input for export checks

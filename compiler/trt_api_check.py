@@ -1,10 +1,11 @@
 """Static TensorRT API check: does every TensorRT name a code path uses exist in that release?
 
 TensorRT cannot be imported without libnvinfer and a GPU, but each release's small Python
-bindings wheel (``tensorrt-bindings`` / ``tensorrt-cu12-bindings``) holds a ``tensorrt.so``
-whose string table names every bound class, method, property and enum value, plus an
-``__init__.py`` with the pure-Python helpers. This module reads a source file's AST, finds the
-attribute names used on TensorRT objects in each function, and checks them against a release.
+bindings wheel (``tensorrt-bindings`` / ``tensorrt-cu12-bindings``, pinned and fetched by
+:mod:`compiler.api_wheels`) holds a ``tensorrt.so`` whose string table names every bound
+class, method, property and enum value, plus an ``__init__.py`` with the pure-Python helpers.
+This module reads a source file's AST, finds the attribute names used on TensorRT objects in
+each function, and checks them against a release.
 
 Which functions run on which release comes from ``@trt_api(since, before)`` decorators in the
 source (see :mod:`compiler.trt_gate`) or from an explicit ``gates`` mapping; a function
@@ -18,21 +19,14 @@ a longer bound name (the linker merges such strings) is accepted.
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from compiler.api_wheels import DEFAULT_CACHE, TRT_BINDINGS_WHEELS, cached_wheel
 from compiler.trt_gate import SUPPORTED, in_range
 
-# Bindings wheels on PyPI: one per API family the code supports.
-BINDINGS_WHEELS = {
-    "8.6.1": "tensorrt-bindings==8.6.1",
-    "10.3.0": "tensorrt-cu12-bindings==10.3.0",
-    "11.4.0.106": "tensorrt-cu12-bindings==11.4.0.106",
-}
-DEFAULT_CACHE = Path.home() / ".cache" / "medclear" / "trt-bindings"
+BINDINGS_WHEELS = TRT_BINDINGS_WHEELS  # TensorRT version -> pinned bindings wheel requirement
 # Names that hold TensorRT objects by convention (parameters, locals, ``self._x``).
 TRT_RECEIVERS = frozenset({
     "trt", "tensorrt", "builder", "config", "network", "parser", "profile", "logger",
@@ -82,21 +76,9 @@ def load_bindings(wheel: str | Path) -> Bindings:
         return Bindings(version, archive.read(library), archive.read(init).decode() if init else "")
 
 
-def bindings_wheel(version: str, cache_dir: Path = DEFAULT_CACHE, download: bool = True) -> Path | None:
-    """The cached bindings wheel for ``version``, downloading it with pip if allowed; None if absent."""
-    requirement = BINDINGS_WHEELS[version]
-    distribution = requirement.split("==")[0].replace("-", "_")
-    pattern = f"{distribution}-{version}-*.whl"
-    found = sorted(cache_dir.glob(pattern))
-    if found or not download:
-        return found[0] if found else None
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(cache_dir), requirement],
-        check=False, capture_output=True, timeout=300,
-    )
-    found = sorted(cache_dir.glob(pattern))
-    return found[0] if found else None
+def bindings_wheel(version: str, cache_dir: Path = DEFAULT_CACHE) -> Path | None:
+    """The cached bindings wheel of TensorRT ``version`` (``python -m compiler.api_wheels fetch``), or None."""
+    return cached_wheel(BINDINGS_WHEELS[version], cache_dir)
 
 
 def _root_is_receiver(node: ast.AST, receivers: set[str]) -> bool:
@@ -138,12 +120,12 @@ def _assigned_names(target: ast.AST) -> list[str]:
     return []
 
 
-def function_uses(function: ast.FunctionDef, qualified: str, receivers: frozenset[str] = TRT_RECEIVERS) -> list[ApiUse]:
-    """TensorRT attribute names used in ``function`` (locals derived from TensorRT objects included)."""
+def _derived_receivers(function: ast.FunctionDef, receivers: frozenset[str]) -> set[str]:
+    """``receivers`` plus the locals ``function`` assigns from them (TensorRT objects too)."""
     known = set(receivers)
     assignments = [n for n in ast.walk(function) if isinstance(n, (ast.Assign, ast.AnnAssign, ast.With))]
     changed = True
-    while changed:  # locals assigned from TensorRT objects are TensorRT objects too
+    while changed:
         changed = False
         for node in assignments:
             pairs = []
@@ -159,6 +141,18 @@ def function_uses(function: ast.FunctionDef, qualified: str, receivers: frozense
                     if new:
                         known |= new
                         changed = True
+    return known
+
+
+def function_uses(
+    function: ast.FunctionDef, qualified: str, receivers: frozenset[str] = TRT_RECEIVERS, follow_locals: bool = True
+) -> list[ApiUse]:
+    """Attribute names used on ``receivers`` in ``function``.
+
+    ``follow_locals``: locals assigned from a receiver count as receivers (TensorRT calls return
+    TensorRT objects); off for APIs whose calls return plain values (cuda-python's tuples).
+    """
+    known = _derived_receivers(function, receivers) if follow_locals else set(receivers)
     uses = []
     for node in ast.walk(function):
         if isinstance(node, ast.Attribute) and _root_is_receiver(node.value, known):
@@ -186,10 +180,12 @@ def decorator_gates(tree: ast.Module, decorator: str = "trt_api") -> dict[str, t
     return gates
 
 
-def source_uses(source: str | Path) -> tuple[dict[str, list[ApiUse]], dict[str, tuple[str, str | None]]]:
-    """Per-function TensorRT uses and decorator gates of a source file."""
+def source_uses(
+    source: str | Path, receivers: frozenset[str] = TRT_RECEIVERS, follow_locals: bool = True
+) -> tuple[dict[str, list[ApiUse]], dict[str, tuple[str, str | None]]]:
+    """Per-function uses (names used on ``receivers``, TensorRT's by default) and decorator gates."""
     tree = ast.parse(Path(source).read_text(), filename=str(source))
-    uses = {name: function_uses(fn, name) for name, fn in _functions(tree).items()}
+    uses = {name: function_uses(fn, name, receivers, follow_locals) for name, fn in _functions(tree).items()}
     return {k: v for k, v in uses.items() if v}, decorator_gates(tree)
 
 

@@ -1,6 +1,8 @@
-"""Compare a candidate against a reference on the same inputs, with Polygraphy's runners.
+"""Compare a candidate against a reference on the same inputs, both loaded through the runtime.
 
 * ``--engine``: a TensorRT engine against its ONNX under ONNX Runtime (needs TensorRT + GPU).
+  The engine is opened by the runtime's TensorRT backend, so its sidecar is checked against
+  this machine and the file before it is deserialized, exactly as at the bedside.
 * ``--reference``: an ONNX (e.g. INT8 Q/DQ) against another (its fp32 export), both on a CPU.
 
 Inputs are random batches plus real DICOM frames prepared by the runtime. For each input the
@@ -11,14 +13,12 @@ normalized image range) are reported; the check fails when any PSNR falls below 
 from __future__ import annotations
 
 import math
-from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from compiler.errors import CompilerError
-from compiler.onnx_io import cpu_session, load_model, read_contract
 from compiler.samples import (
     HELDOUT_CT,
     dicom_files,
@@ -28,9 +28,10 @@ from compiler.samples import (
     prepared_frames,
     random_batch,
 )
-from compiler.trt_gate import import_tensorrt, trt_api
-from runtime.engine_sidecar import EngineSidecarError, read_sidecar
-from runtime.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContract
+from runtime.backends import Backend, BackendError
+from runtime.engine_sidecar import read_sidecar
+from runtime.model_contract import ModelContract
+from runtime.pipeline import open_model
 
 # Minimum PSNR (dB, data range 1) of candidate vs reference, by the candidate's precision.
 DEFAULT_TOLERANCE_DB = {"fp32": 80.0, "fp16": 50.0, "int8": 30.0}
@@ -125,26 +126,23 @@ def engine_inputs(
     return inputs
 
 
-def _ort_runner(path: Path, name: str, optimization: str = "all"):
-    from polygraphy.backend.onnxrt import OnnxrtRunner
+def open_backend(path: str | Path, backend: str, optimization: str = "all") -> Backend:
+    """``path`` opened by the runtime (ONNX Runtime on the CPU, or TensorRT with its sidecar
+    checked); CompilerError with the runtime's one-line reason if it cannot be opened."""
+    try:
+        return open_model(path, backend, cpu_only=True, ort_optimization=optimization)
+    except BackendError as error:
+        raise CompilerError(str(error)) from error
 
-    return OnnxrtRunner(partial(cpu_session, path, optimization), name=name)
 
-
-def compare(reference_runner, candidate_runner, inputs: list[tuple[str, np.ndarray]]) -> list[InputReport]:
-    """Run both runners on every input with Polygraphy's Comparator and measure the difference."""
-    from polygraphy.comparator import Comparator
-    from polygraphy.logger import G_LOGGER
-
-    G_LOGGER.module_severity = G_LOGGER.WARNING
-    feeds = [{INPUT_NAME: batch} for _, batch in inputs]
-    results = Comparator.run([reference_runner, candidate_runner], data_loader=feeds)
-    outputs = dict(results.items())
-    reference = outputs[reference_runner.name]
-    candidate = outputs[candidate_runner.name]
+def compare(reference: Backend, candidate: Backend, inputs: list[tuple[str, np.ndarray]]) -> list[InputReport]:
+    """Run both models on every input and measure how far the candidate is from the reference."""
     reports = []
-    for (name, batch), ref, cand in zip(inputs, reference, candidate):
-        ref_out, cand_out = np.asarray(ref[OUTPUT_NAME]), np.asarray(cand[OUTPUT_NAME])
+    for name, batch in inputs:
+        try:
+            ref_out, cand_out = reference.infer(batch), candidate.infer(batch)
+        except BackendError as error:
+            raise CompilerError(f"{name}: {error}") from error
         if ref_out.shape != cand_out.shape:
             raise CompilerError(f"{name}: output shapes differ ({ref_out.shape} vs {cand_out.shape})")
         diff = np.abs(cand_out.astype(np.float64) - ref_out)
@@ -164,30 +162,18 @@ def verify_onnx(
 ) -> VerifyReport:
     """An ONNX (typically INT8 Q/DQ) against a reference ONNX, both under ONNX Runtime on a CPU.
 
-    ``optimization`` is the candidate's ONNX Runtime level (see :func:`compiler.onnx_io.ort_level`).
+    ``optimization`` is the candidate's ONNX Runtime level, ``all`` or ``basic``
+    (:func:`runtime.backends.onnxruntime_backend.graph_optimization`).
     """
-    candidate, reference = Path(candidate), Path(reference)
-    contract = read_contract(load_model(candidate), source=str(candidate))
-    reference_contract = read_contract(load_model(reference), source=str(reference))
-    tolerance = tolerance_db if tolerance_db is not None else DEFAULT_TOLERANCE_DB.get(contract.precision, 30.0)
-    report = VerifyReport(str(candidate), str(reference), contract.precision, tolerance, optimization)
-    report.inputs = compare(
-        _ort_runner(reference, "reference"),
-        _ort_runner(candidate, "candidate", optimization),
-        onnx_inputs(contract, data, seed, with_random=contract.precision == reference_contract.precision),
-    )
+    with open_backend(candidate, "onnxruntime", optimization) as cand, open_backend(reference, "onnxruntime") as ref:
+        precision = cand.contract.precision
+        tolerance = tolerance_db if tolerance_db is not None else DEFAULT_TOLERANCE_DB.get(precision, 30.0)
+        report = VerifyReport(str(candidate), str(reference), precision, tolerance, optimization)
+        with_random = precision == ref.contract.precision
+        report.inputs = compare(ref, cand, onnx_inputs(cand.contract, data, seed, with_random))
     return report
 
 
-@trt_api(since="8.6")
-def host_code_runtime(trt):
-    """A runtime allowed to run the lean runtime embedded in a version-compatible plan."""
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    runtime.engine_host_code_allowed = True
-    return runtime
-
-
-@trt_api()
 def verify_engine(
     engine_path: str | Path,
     onnx_path: str | Path,
@@ -195,27 +181,18 @@ def verify_engine(
     data: str | Path | None = None,
     seed: int = 0,
 ) -> VerifyReport:
-    """A TensorRT engine against its ONNX under ONNX Runtime; needs TensorRT and a GPU."""
-    engine_path, onnx_path = Path(engine_path), Path(onnx_path)
-    if not engine_path.is_file():
-        raise CompilerError(f"{engine_path}: engine not found")
-    contract = read_contract(load_model(onnx_path), source=str(onnx_path))
-    try:
-        sidecar = read_sidecar(engine_path)
-    except EngineSidecarError as error:
-        raise CompilerError(str(error)) from error
-    trt = import_tensorrt()
-    from polygraphy.backend.common import BytesFromPath
-    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+    """A TensorRT engine against its ONNX under ONNX Runtime; needs TensorRT and a GPU.
 
-    precision = str(sidecar.get("precision", "fp16"))
-    tolerance = tolerance_db if tolerance_db is not None else DEFAULT_TOLERANCE_DB.get(precision, 30.0)
-    report = VerifyReport(str(engine_path), str(onnx_path), precision, tolerance, "TensorRT")
-    runtime = host_code_runtime(trt) if sidecar.get("version_compatible") else None
-    runner = TrtRunner(EngineFromBytes(BytesFromPath(str(engine_path)), runtime=runtime), name="candidate")
-    report.inputs = compare(
-        _ort_runner(onnx_path, "reference"),
-        runner,
-        engine_inputs(contract, sidecar["profile"]["opt"], data, seed),
-    )
+    The engine is opened by the runtime's TensorRT backend: its sidecar must match this
+    machine's TensorRT and GPU and the engine file, or it is refused before deserializing.
+    """
+    engine_path, onnx_path = Path(engine_path), Path(onnx_path)
+    # `candidate` is a runtime Backend (TensorRT stays inside it), so this function needs no @trt_api gate.
+    with open_backend(onnx_path, "onnxruntime") as reference, open_backend(engine_path, "tensorrt") as candidate:
+        sidecar = read_sidecar(engine_path)  # already checked by the backend
+        precision = str(sidecar.get("precision", candidate.contract.precision))
+        tolerance = tolerance_db if tolerance_db is not None else DEFAULT_TOLERANCE_DB.get(precision, 30.0)
+        report = VerifyReport(str(engine_path), str(onnx_path), precision, tolerance, "TensorRT")
+        inputs = engine_inputs(candidate.contract, sidecar["profile"]["opt"], data, seed)
+        report.inputs = compare(reference, candidate, inputs)
     return report

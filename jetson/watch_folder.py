@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Watch an inbox folder and enhance each new DICOM file with ``python -m runtime.enhance``.
+"""Watch an inbox folder and enhance each new DICOM file in this process, with one model load.
 
 Meant for the bedside service (jetson/medclear-enhance.service). A file is taken once it has
-stopped growing (a DICOM receiver may still be writing it), enhanced in batches so the model
-is loaded once per batch, then moved to the done folder; a file that fails is moved to the
-failed folder with the enhancer's output beside it. The log (systemd's journal) never names
-files: inputs appear as short hashes, since file names often carry patient details.
+stopped growing (a DICOM receiver may still be writing it) and enhanced exactly as
+``python -m runtime.enhance FILE -o OUTPUT --overwrite ...`` would (same flags, same outputs),
+but by one long-lived backend: the model (or TensorRT engine) is opened once, on the first
+batch, and kept. Each input then moves to the done folder, or to the failed folder with the
+enhancer's message beside it. The log (systemd's journal) never names files: inputs appear
+as short hashes, since file names often carry patient details.
 """
 from __future__ import annotations
 
@@ -15,11 +17,11 @@ import logging
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 LOG = logging.getLogger("medclear.watch")
 PARTIAL_SUFFIXES = (".part", ".tmp", ".partial", ".filepart")
@@ -78,18 +80,44 @@ def move_aside(path: Path, folder: Path) -> Path:
 
 
 class EnhancerUnavailable(RuntimeError):
-    """runtime.enhance failed as a whole (model, backend or arguments), not on one file."""
+    """The enhancer cannot work at all (bad arguments, or the model/backend cannot be opened)."""
+
+
+class _Lines:
+    """A runtime.enhance reporter that keeps the per-file lines instead of printing them."""
+
+    def __init__(self) -> None:
+        self.lines: List[str] = []
+
+    def file(self, status: str, source: object, message: str) -> None:
+        from runtime.report import file_line
+
+        self.lines.append(file_line(status, source, message))
+
+    def step(self) -> None:
+        pass
 
 
 class Enhancer:
-    """Runs the enhancement CLI on batches of files and files each input by its outcome."""
+    """Enhances files in this process, as runtime.enhance would, with one backend opened on
+    first use and kept open. Its options are runtime.enhance's, checked by its own parser."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
+        from runtime import enhance
 
-    def command(self, files: Sequence[Path]) -> List[str]:
+        self.args = args
+        parser = enhance.build_parser()
+        self.cli = parser.parse_args(["INPUT", *self.cli_args()])  # exits 2 on a bad option
+        problem = enhance.usage_problem(self.cli)  # the CLI's own checks of option values
+        if problem:
+            parser.error(problem)
+        self._backend: Any = None
+        self._settings: Any = None
+
+    def cli_args(self) -> List[str]:
+        """The runtime.enhance options this watcher applies (after the input files)."""
         a = self.args
-        cmd = [a.python, "-m", a.enhance_module, *map(str, files), "-o", str(a.output), "--overwrite"]
+        cmd = ["-o", str(a.output), "--overwrite"]
         if a.model:
             cmd += ["--model", str(a.model)]
         if a.backend:
@@ -98,51 +126,83 @@ class Enhancer:
             cmd += ["--format", a.format]
         return cmd + list(a.enhance_arg)
 
-    def _run(self, files: Sequence[Path]) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            self.command(files), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False
+    def command(self, files: Sequence[Path]) -> List[str]:
+        """The equivalent ``python -m runtime.enhance`` command line, for plans and docs."""
+        return ["python", "-m", "runtime.enhance", *map(str, files), *self.cli_args()]
+
+    def open(self) -> None:
+        """Open the model once; EnhancerUnavailable (reason in failed/enhancer-error.log) if it cannot."""
+        if self._backend is not None:
+            return
+        from runtime.backends import BackendError
+        from runtime.enhance import Settings, bounded_threads
+        from runtime.pipeline import open_model, tile_plan
+
+        cli = self.cli
+        try:
+            backend = open_model(cli.model, cli.backend, threads=bounded_threads(cli.threads),
+                                 cuda_graphs=cli.cuda_graphs)
+        except BackendError as error:
+            raise self._unavailable("the model could not be opened", error) from None
+        self._settings = Settings(
+            outdir=cli.outdir, fmt=cli.fmt, overwrite=cli.overwrite, preview=cli.png_preview,
+            max_pixels=cli.max_pixels, strength=cli.strength,
+            plan=tile_plan(backend, tile=cli.tile, overlap=cli.overlap, batch=cli.batch),
         )
+        self._backend = backend
+        LOG.info("model opened once for this process: %s", backend.describe())
+
+    def _unavailable(self, what: str, error: Exception) -> EnhancerUnavailable:
+        """The error to raise, its reason written to failed/enhancer-error.log (not the journal)."""
+        report = self.args.failed / "enhancer-error.log"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(f"medclear: error: {error}\n")
+        return EnhancerUnavailable(f"{what}; inputs stay in the inbox; the reason is in {report}")
+
+    def close(self) -> None:
+        """Free the backend (after a failure and at exit)."""
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def enhance_one(self, path: Path) -> Tuple[bool, List[str]]:
+        """Enhance one file with the CLI's own per-file loop (outputs, skips and messages exactly
+        as ``python -m runtime.enhance`` makes them); (succeeded, its lines about the file)."""
+        from runtime import enhance
+        from runtime.inputs import discover
+
+        jobs, errors = discover([path], exclude=self.args.output)
+        reporter = _Lines()
+        for source, reason in errors:
+            reporter.file("FAILED", source, reason)
+        try:
+            failed = enhance.run_jobs(jobs, self._backend, self._settings, reporter).failed
+        except enhance.BackendUnusable as error:  # the model stopped working: reopen it later
+            self.close()
+            raise self._unavailable("the model stopped working", error) from None
+        return not errors and failed == 0, reporter.lines
 
     def process(self, files: Sequence[Path]) -> Tuple[int, int]:
-        """Enhance FILES; returns (succeeded, failed). A failed batch is retried file by file.
-
-        EnhancerUnavailable when the enhancer itself cannot work (exit 2: bad arguments or the
-        model/backend could not be opened; 130: interrupted): the inputs stay in the inbox.
-        """
+        """Enhance FILES; returns (succeeded, failed). EnhancerUnavailable leaves them in the inbox."""
+        self.open()
         start = time.monotonic()
-        result = self._run(files)
-        if result.returncode not in (0, 1):
-            report = self.args.failed / "enhancer-error.log"
-            report.parent.mkdir(parents=True, exist_ok=True)
-            report.write_bytes(result.stdout or b"")
-            raise EnhancerUnavailable(
-                f"the enhancer could not run (exit {result.returncode}); inputs stay in the inbox;"
-                f" its message is in {report}"
-            )
-        if result.returncode == 0:
-            for path in files:
-                move_aside(path, self.args.done)
-            LOG.info("enhanced %d file(s) in %.1f s", len(files), time.monotonic() - start)
-            return len(files), 0
-        if len(files) == 1:
-            self._fail(files[0], result)
-            return 0, 1
-        LOG.warning("batch of %d failed (exit %d); retrying one by one", len(files), result.returncode)
         ok = bad = 0
         for path in files:
-            s, f = self.process([path])
-            ok, bad = ok + s, bad + f
+            succeeded, lines = self.enhance_one(path)
+            if succeeded:
+                move_aside(path, self.args.done)
+                ok += 1
+            else:
+                self._fail(path, lines)
+                bad += 1
+        LOG.info("enhanced %d file(s), %d failed, in %.1f s", ok, bad, time.monotonic() - start)
         return ok, bad
 
-    def _fail(self, path: Path, result: subprocess.CompletedProcess) -> None:
+    def _fail(self, path: Path, lines: List[str]) -> None:
         target = move_aside(path, self.args.failed)
         # The enhancer's message names the file, so it stays beside the file, not in the journal.
-        target.with_name(target.name + ".log").write_bytes(result.stdout or b"")
-        LOG.error(
-            "%s failed (exit %d); moved to the failed folder with a .log beside it",
-            token(path),
-            result.returncode,
-        )
+        target.with_name(target.name + ".log").write_text("\n".join(lines) + "\n")
+        LOG.error("%s failed; moved to the failed folder with a .log beside it", token(path))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -163,20 +223,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="ARG",
-        help="extra argument for runtime.enhance (repeatable), e.g. --enhance-arg=--threads=4",
+        help="extra runtime.enhance option (repeatable), e.g. --enhance-arg=--threads=4 or "
+        "--enhance-arg=--strength=0.8",
     )
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between scans (default: 2)")
     parser.add_argument(
         "--settle", type=float, default=5.0, help="seconds a file must stay unchanged (default: 5)"
     )
-    parser.add_argument("--max-batch", type=int, default=16, help="files per enhance call (default: 16)")
+    parser.add_argument(
+        "--max-batch", type=int, default=16, help="files taken per scan before checking for a stop (default: 16)"
+    )
     parser.add_argument("--once", action="store_true", help="process what is there now and exit")
     parser.add_argument(
         "--dry-run", action="store_true", help="print the plan (lines starting 'PLAN: ') and change nothing"
-    )
-    parser.add_argument("--python", default=sys.executable, help="interpreter for the enhancer")
-    parser.add_argument(
-        "--enhance-module", default="runtime.enhance", help="module run with -m (default: runtime.enhance)"
     )
     args = parser.parse_args(argv)
     args.done = args.done or args.input.parent / "done"
@@ -196,7 +255,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         files = candidates(args.input)
         for i in range(0, len(files), args.max_batch):
             batch = files[i : i + args.max_batch]
-            print("PLAN: " + shlex.join(enhancer.command(batch)))
+            print("PLAN: enhance in this process (one model load), as: " + shlex.join(enhancer.command(batch)))
             print(f"PLAN: move {len(batch)} input(s) to {args.done} (or {args.failed} on failure)")
         if not files:
             print(f"PLAN: nothing to do; {args.input} has no files")
@@ -213,6 +272,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGINT, stop)
     for folder in (args.input, args.output, args.done, args.failed):
         folder.mkdir(parents=True, exist_ok=True)
+    warnings.filterwarnings("ignore")  # pydicom's warnings can quote element values
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     tracker = SettleTracker(0.0 if args.once else args.settle)
     LOG.info("watching the inbox every %.1f s (settle %.1f s)", args.interval, args.settle)
     total_ok = total_bad = 0
@@ -235,6 +296,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         wake = time.monotonic() + pause
         while not stopping and time.monotonic() < wake:
             time.sleep(min(0.5, pause))
+    enhancer.close()
     LOG.info("stopped: %d enhanced, %d failed", total_ok, total_bad)
     return 1 if args.once and (total_bad or unavailable) else 0
 

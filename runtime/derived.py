@@ -180,17 +180,20 @@ def _evidence(source: Dataset) -> Dataset:
     instance.ReferencedSOPClassUID = source.SOPClassUID
     instance.ReferencedSOPInstanceUID = source.SOPInstanceUID
     series = Dataset()
-    series.SeriesInstanceUID = source.SeriesInstanceUID
+    series.SeriesInstanceUID = source.get("SeriesInstanceUID", "")
     series.ReferencedSOPSequence = [instance]
     study = Dataset()
-    study.StudyInstanceUID = source.StudyInstanceUID
+    study.StudyInstanceUID = source.get("StudyInstanceUID", "")
     study.ReferencedSeriesSequence = [series]
     return study
 
 
 def _derive_enhanced(ds: Dataset, source: Dataset, derivation: Derivation) -> None:
-    """Enhanced multi-frame: frame types DERIVED, derivation in the shared functional group."""
-    ds.SourceImageEvidenceSequence = [_evidence(source)]
+    """Enhanced multi-frame: frame types DERIVED, derivation in the shared functional group.
+
+    Source Image Evidence accompanies a Derivation Image functional group only; the IODs
+    forbid it otherwise (PS3.3 C.8.13.1, C.8.15.2), e.g. on a source without functional groups.
+    """
     if str(source.get("SOPClassUID", "")) == ENHANCED_MR:
         for keyword in ORIGINAL_ONLY_MR:
             if keyword in ds:
@@ -205,8 +208,9 @@ def _derive_enhanced(ds: Dataset, source: Dataset, derivation: Derivation) -> No
             if "DerivationImageSequence" in group:
                 del group.DerivationImageSequence
     step = _derivation_items(Dataset(), source, derivation)
-    if "SharedFunctionalGroupsSequence" in ds:
+    if ds.get("SharedFunctionalGroupsSequence"):
         ds.SharedFunctionalGroupsSequence[0].DerivationImageSequence = [step]
+        ds.SourceImageEvidenceSequence = [_evidence(source)]
     else:  # a malformed enhanced object without functional groups: keep the facts at top level
         _derivation_items(ds, source, derivation)
 

@@ -2,8 +2,9 @@
 
 ``X.engine`` is only valid for the TensorRT version and GPU it was built with. The compiler
 writes ``X.engine.json`` when it builds the engine; the runtime reads it back and refuses an
-engine that does not match the machine or whose bytes changed, with the exact command that
-rebuilds it. No torch, no TensorRT here: the runtime imports this module on every machine.
+engine that does not match the machine or whose bytes changed, saying how to rebuild it. The
+sidecar is checked field by field before use, and nothing read from it is shown as a command
+to run. No torch, no TensorRT here: the runtime imports this module on every machine.
 """
 
 from __future__ import annotations
@@ -11,10 +12,19 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+import re
 from pathlib import Path
+
+from runtime.logtext import cause
 
 SIDECAR_FORMAT = "medclear-engine/1"
 SIDECAR_SUFFIX = ".json"
+FIELD_LIMIT = 256
+# Fixed text: a command read from the sidecar is never shown, since a forged file could suggest anything.
+REBUILD_HINT = (
+    "rebuild it on this machine with `python -m compiler build` from the same ONNX model "
+    "(docs/COMPILER.md)"
+)
 
 
 class EngineSidecarError(RuntimeError):
@@ -55,11 +65,35 @@ def read_sidecar(engine_path: str | Path) -> dict:
         )
     try:
         record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise EngineSidecarError(f"{path}: unreadable engine sidecar ({error})") from error
+    except (OSError, UnicodeDecodeError, ValueError) as error:  # JSONDecodeError is a ValueError
+        raise EngineSidecarError(f"{path}: unreadable engine sidecar ({cause(error)})") from None
     if not isinstance(record, dict) or record.get("format") != SIDECAR_FORMAT:
         raise EngineSidecarError(f"{path}: not a {SIDECAR_FORMAT} sidecar")
+    problem = _malformed(record)
+    if problem:
+        raise EngineSidecarError(f"{path}: malformed engine sidecar: {problem}; {REBUILD_HINT}")
     return record
+
+
+def _malformed(record: dict) -> str | None:
+    """What is wrong with a sidecar's fields, or None: the runtime relies on their types."""
+    for key in ("tensorrt_version", "gpu_name", "compute_capability"):
+        if not isinstance(record.get(key), str) or len(record[key]) > FIELD_LIMIT:
+            return f"{key} must be a string"
+    if not re.fullmatch(r"[0-9a-f]{64}", str(record.get("engine_sha256", ""))):
+        return "engine_sha256 must be 64 hex digits"
+    if record.get("dla_core") is not None and not _is_int(record["dla_core"], 0, 15):
+        return "dla_core must be an integer 0..15 or null"
+    if not isinstance(record.get("version_compatible", False), bool):
+        return "version_compatible must be true or false"
+    for key in ("contract", "metadata", "model_contract"):
+        if key in record and not isinstance(record[key], dict):
+            return f"{key} must be a JSON object"
+    return None
+
+
+def _is_int(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -71,13 +105,6 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def _rebuild_hint(record: dict) -> str:
-    command = record.get("build_command")
-    if command:
-        return f"rebuild it on this machine with: {command}"
-    return "rebuild it on this machine with `python -m compiler build` (see docs/COMPILER.md)"
-
-
 def check_sidecar(
     engine_path: str | Path, trt_version: str, gpu_name: str, compute_capability: str
 ) -> None:
@@ -87,7 +114,6 @@ def check_sidecar(
     major version for version-compatible plans), the compute capability and the GPU name.
     """
     record = read_sidecar(engine_path)
-    hint = _rebuild_hint(record)
     problems = []
     if record.get("engine_sha256") != sha256_file(engine_path):
         problems.append("engine file changed since it was built (sha256 mismatch)")
@@ -96,18 +122,18 @@ def check_sidecar(
         built, here = version_tuple(built_trt), version_tuple(trt_version)
         if here[:1] != built[:1] or here < built:
             problems.append(
-                f"version-compatible engine built with TensorRT {built_trt}, this machine has {trt_version}"
+                f"version-compatible engine built with TensorRT {cause(built_trt)}, this machine has {trt_version}"
             )
     elif built_trt != str(trt_version):
-        problems.append(f"built with TensorRT {built_trt}, this machine has {trt_version}")
+        problems.append(f"built with TensorRT {cause(built_trt)}, this machine has {trt_version}")
     built_cc = str(record.get("compute_capability", ""))
     if built_cc != str(compute_capability):
-        problems.append(f"built for compute capability {built_cc}, this GPU is {compute_capability}")
+        problems.append(f"built for compute capability {cause(built_cc)}, this GPU is {compute_capability}")
     built_gpu = str(record.get("gpu_name", ""))
     if built_gpu != str(gpu_name):
-        problems.append(f"built on GPU {built_gpu!r}, this GPU is {gpu_name!r}")
+        problems.append(f"built on GPU {cause(repr(built_gpu))}, this GPU is {gpu_name!r}")
     if problems:
-        raise EngineSidecarError(f"{engine_path}: {'; '.join(problems)}; {hint}")
+        raise EngineSidecarError(f"{engine_path}: {'; '.join(problems)}; {REBUILD_HINT}")
 
 
 def detect_gpu(device: int = 0) -> tuple[str, str]:

@@ -1,17 +1,18 @@
 """python -m runtime.enhance: enhance DICOM images with a medclear model, writing derived DICOM.
 
-One file at a time: classify and bound it before decoding, prepare it through the image
-contract, estimate its noise, run the model (padded, batched, tiled), blend at the chosen
-strength, restore the source's encoding and write the result atomically. Every enhanced file
-gets one line (noise and strength), every problem one line naming the file and the cause; the
-batch goes on.
+One file at a time: read and check it before decoding, find the output names that belong to
+this source, prepare it through the image contract, estimate its noise, run the model
+(padded, batched, tiled), blend at the chosen strength, restore the source's encoding and
+write the result atomically. Every enhanced file gets one line (noise and strength), every
+problem one line naming the file and the cause, whatever went wrong; the batch goes on. Only
+a backend that no longer runs at all stops the run.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import statistics
+import os
 import sys
 import time
 import warnings
@@ -24,19 +25,28 @@ from pydicom.dataset import Dataset
 from runtime.backends import Backend, BackendError, select_backend
 from runtime.backends.select import BACKENDS, DEFAULT_MODELS, MODEL_ENV
 from runtime.derived import Derivation, derive
-from runtime.dicom_io import DEFAULT_MAX_PIXELS, InputError, NotAnImage, check_image, decode, read_dataset
+from runtime.dicom_io import DEFAULT_MAX_PIXELS, InputError, Skipped, check_image, decode, read_dataset
 from runtime.engine_sidecar import sha256_file
 from runtime.image_contract import PreparedImage, modality_values, prepare, restore
-from runtime.model_contract import ModelContract
 from runtime.inputs import Job, discover
+from runtime.logtext import cause, described, safe
+from runtime.model_contract import ModelContract
 from runtime.noise import NoiseLevel, prepared_noise
-from runtime.outputs import display_window, montage, side_by_side, to_display, write_dicom, write_npy, write_png
-from runtime.pixels import UnsupportedImageError
-from runtime.strength import DEFAULT_STRENGTH, MAX_STRENGTH, apply_strength, check_strength
-from runtime.tiling import InferFn, TilePlan, enhance_frames
+from runtime.outputs import (
+    display_window, montage, side_by_side, to_display, write_dicom, write_json, write_npy, write_png,
+)
+from runtime.pipeline import (  # the one inference path
+    DEFAULT_BATCH, DEFAULT_OVERLAP, DEFAULT_TILE, ModalityError, check_modality, enhance_prepared, open_model,
+    tile_plan,
+)
+from runtime.provenance import SOURCE_KEY, claim_output, npy_record, source_uid
+from runtime.report import Reporter, Tally, file_line
+from runtime.signals import Terminated, sigterm_as_interrupt
+from runtime.strength import DEFAULT_STRENGTH, MAX_STRENGTH, check_strength
+from runtime.tiling import InferFn, TilePlan
 
 SOFTWARE_VERSION = "medclear 0.1.0"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 DESCRIPTION = """\
 Enhance (denoise) DICOM images with a medclear model and write the results as new files.
@@ -44,7 +54,8 @@ Enhance (denoise) DICOM images with a medclear model and write the results as ne
 INPUTS are DICOM files, folders (searched recursively) or DICOMDIR files (their referenced
 images are processed). Single-frame and enhanced multi-frame greyscale images (MONOCHROME1/2)
 are enhanced, in any transfer syntax pydicom's pylibjpeg plugins decode. Objects without
-pixel data (SR, RT structure sets, DICOMDIRs met in a folder) are skipped; colour images are
+pixel data (SR, RT plans and structure sets, presentation states, DICOMDIRs met in a folder)
+are skipped; colour images and image files that cannot be read (corrupt, truncated) are
 reported as failed. Inputs are never modified.
 """
 
@@ -52,14 +63,20 @@ EPILOG = f"""\
 outputs:
   OUTDIR mirrors the inputs: a file NAME.dcm -> OUTDIR/NAME.enhanced.dcm; a folder D ->
   OUTDIR/D/<same relative paths>; a DICOMDIR -> OUTDIR/<its folder>/<referenced paths>.
+  OUTDIR must not contain an input (e.g. -o . with inputs below it); inside an input
+  folder it is fine (it is not searched).
   --format dicom (default) writes a conformant derived instance: new SOP Instance and Series
   UIDs, Image Type DERIVED\\SECONDARY, derivation and source-image references, same patient,
   study, geometry, bit depth and rescale (CT HU preserved), Explicit VR Little Endian.
   --format png writes an 8-bit windowed image (multi-frame: a grid of frames); --format npy
-  the enhanced modality values (HU for CT) as float32 (frames, rows, columns).
+  the enhanced modality values (HU for CT) as float32 (frames, rows, columns), with
+  NAME.enhanced.npy.json naming its source.
   --png-preview also writes NAME.preview.png: before | after, same window.
-  Files are written atomically; existing outputs are kept (a re-run skips finished files)
-  unless --overwrite.
+  Files are written atomically. An existing output counts as done only if it was derived
+  from the same source (same SOP Instance UID): a re-run skips it (and makes a missing
+  preview) unless --overwrite. An output of another source (two patients' files with the
+  same name) is never skipped or replaced: this source's output gets the name
+  NAME.<12-digit digest of its SOP Instance UID>.enhanced.dcm instead.
 
 strength:
   --strength S blends the model's change into the image: out = in + S * (model(in) - in),
@@ -77,13 +94,18 @@ model and backends:
   machine through its X.engine.json sidecar). Without --model: ${MODEL_ENV}, else
   models/{DEFAULT_MODELS[0]}, else models/{DEFAULT_MODELS[1]}.
   --backend auto picks by file kind; onnxruntime/tensorrt force one.
+  --threads N is at most this machine's CPU count (larger values are lowered to it).
+  --max-pixels (default {DEFAULT_MAX_PIXELS}) bounds rows x columns x frames per file so
+  that a default run stays within about 2 GiB of memory (docs/RUNTIME.md).
 
 exit codes:
-  0  every input enhanced or skipped (already done, no image in it, or a modality the
-     model's contract does not list)
-  1  at least one input failed (each failure is one line on stderr: file and cause)
-  2  bad arguments, or the model/backend could not be opened
+  0   every input enhanced or skipped (already done, no image in it, or a modality the
+      model's contract does not list)
+  1   at least one input failed (each failure is one line on stderr: file and cause; a
+      file with NaN/infinite values in or out is a failure, nothing is written for it)
+  2   bad arguments, or the model/backend could not be opened or stopped working
   130 interrupted (Ctrl-C); finished outputs are complete, no partial files remain
+  143 terminated (SIGTERM); the same as 130
 """
 
 
@@ -100,21 +122,20 @@ class Settings:
     strength: float = DEFAULT_STRENGTH
 
 
-@dataclass
-class Tally:
-    """Counts and timings for the summary line."""
+@dataclass(frozen=True)
+class Outcome:
+    """One enhanced file: its noise before enhancement and the names its outputs went to."""
 
-    done: int = 0
-    skipped: int = 0
-    failed: int = 0
-    milliseconds: list[float] = field(default_factory=list)
+    noise: NoiseLevel
+    job: Job
 
-    def summary(self) -> str:
-        median = f"{statistics.median(self.milliseconds):.1f}" if self.milliseconds else "n/a"
-        return (
-            f"medclear: {self.done} done, {self.skipped} skipped, {self.failed} failed; "
-            f"median {median} ms per image"
-        )
+
+class InferenceError(RuntimeError):
+    """The backend raised while running the model on one file."""
+
+
+class BackendUnusable(RuntimeError):
+    """The backend no longer runs even a plain input: the run stops (exit 2)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,14 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", dest="fmt", choices=("dicom", "png", "npy"), default="dicom", help="output format")
     parser.add_argument("--png-preview", action="store_true", help="also write a before/after PNG per file")
     parser.add_argument("--dry-run", action="store_true", help="list what would be done; write nothing")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime (default: all)")
-    parser.add_argument("--batch", type=int, default=4, help="frames or tiles per model call (default: 4)")
+    parser.add_argument("--overwrite", action="store_true", help="redo outputs derived from the same source")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for ONNX Runtime (default: all; at most the CPU count)")
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
+                        help=f"frames or tiles per model call (default: {DEFAULT_BATCH}; more helps on GPUs "
+                             "and costs memory)")
     parser.add_argument(
-        "--tile", type=int, default=1024,
-        help="images larger than this (pixels per side) run in overlapping tiles; 0 = never (default: 1024)",
+        "--tile", type=int, default=DEFAULT_TILE,
+        help=f"images larger than this (pixels per side) run in overlapping tiles; 0 = never (default: {DEFAULT_TILE})",
     )
-    parser.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default: 32)")
+    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
+                        help=f"tile overlap in pixels (default: {DEFAULT_OVERLAP})")
     parser.add_argument("--cuda-graphs", action="store_true", help="TensorRT: replay a CUDA graph per shape")
     parser.add_argument(
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
@@ -163,28 +188,15 @@ def _strength_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-class ModalityNotCovered(NotAnImage):
+class ModalityNotCovered(Skipped):
     """The model's contract does not list this image's modality: skipped, not guessed at."""
 
 
-def _check_modality(ds, contract: ModelContract) -> str:
-    modality = str(ds.get("Modality", "OT")).strip().upper() or "OT"
-    if "*" not in contract.modalities and modality not in contract.modalities:
-        raise ModalityNotCovered(
-            f"modality {modality} is not one the model {contract.model_name} was trained for "
-            f"({', '.join(contract.modalities)})"
-        )
-    return modality
-
-
-def enhance_prepared(
-    prepared: PreparedImage, infer: InferFn, plan: TilePlan, strength: float = DEFAULT_STRENGTH
-) -> np.ndarray:
-    """The one inference path: the model over every frame (padded, batched, tiled), blended
-    with the input at ``strength``; normalized float32 ``(frames, rows, cols)`` for ``restore``."""
-    if check_strength(strength) == 0:
-        return prepared.normalized.copy()  # off: the model is not run
-    return apply_strength(prepared.normalized, enhance_frames(prepared.normalized, infer, plan), strength)
+def _check_modality(ds: Dataset, contract: ModelContract) -> str:
+    try:
+        return check_modality(contract, str(ds.get("Modality", "OT")))
+    except ModalityError as error:
+        raise ModalityNotCovered(str(error)) from None
 
 
 def file_facts(noise: NoiseLevel, strength: float) -> str:
@@ -192,109 +204,149 @@ def file_facts(noise: NoiseLevel, strength: float) -> str:
     return f"estimated input {noise.describe()}; strength {strength:g}"
 
 
-def enhance_file(job: Job, backend: Backend, settings: Settings, derivation: Derivation) -> NoiseLevel:
-    """Enhance one file, write its outputs and return its estimated noise before enhancement.
+def _require_finite(values: np.ndarray, problem: str) -> None:
+    if not np.isfinite(values).all():
+        raise InputError(problem)
 
-    Raises InputError (or OSError on write) on failure.
+
+def _guarded(infer: InferFn) -> InferFn:
+    """``infer`` with any backend exception turned into InferenceError (one line)."""
+    def run(batch: np.ndarray) -> np.ndarray:
+        try:
+            return infer(batch)
+        except Exception as error:  # onnxruntime/TensorRT raise their own types
+            raise InferenceError(f"inference failed: {described(error)}") from error
+    return run
+
+
+def enhance_file(job: Job, backend: Backend, settings: Settings, derivation: Derivation) -> Outcome:
+    """Enhance one file and write its outputs under the names that belong to its source.
+
+    Raises Skipped (nothing to do), InputError / UnsupportedImageError (the file cannot be
+    enhanced), InferenceError (the backend raised) or OSError (on write).
     """
     ds = read_dataset(job.source)
     check_image(ds, settings.max_pixels)
     modality = _check_modality(ds, backend.contract)
+    uid = source_uid(ds)
+    job = claim_output(job, uid, settings.outdir, settings.fmt, settings.overwrite, settings.preview)
     decode(ds)
     prepared = prepare(ds, backend.contract.normalization_for(modality))
+    _require_finite(prepared.normalized, "image values are not finite (NaN or infinite Rescale Slope/Intercept "
+                                         "or values out of range)")
     noise = prepared_noise(prepared)
-    enhanced = enhance_prepared(prepared, backend.infer, settings.plan, settings.strength)
+    enhanced = enhance_prepared(prepared, _guarded(backend.infer), settings.plan, settings.strength)
+    _require_finite(enhanced, "the model's output contains NaN or infinite values; nothing written")
     if settings.fmt == "dicom":
         facts = replace(derivation, parameters=file_facts(noise, settings.strength))
         stored = restore(enhanced, prepared)
         write_dicom(job.output(settings.outdir, settings.fmt), derive(ds, stored, prepared.encoding, facts))
     if settings.fmt != "dicom" or settings.preview:
-        _write_arrays(job, ds, prepared, enhanced, settings)
-    return noise
+        _write_arrays(job, ds, prepared, enhanced, settings, uid)
+    return Outcome(noise, job)
 
 
-def _write_arrays(job: Job, ds: Dataset, prepared: PreparedImage, enhanced: np.ndarray, settings: Settings) -> None:
-    """The npy/png outputs and the before/after preview, in modality values."""
+def _write_arrays(
+    job: Job, ds: Dataset, prepared: PreparedImage, enhanced: np.ndarray, settings: Settings, uid: str
+) -> None:
+    """The npy/png outputs and the before/after preview, in modality values, naming their source."""
     target = job.output(settings.outdir, settings.fmt)
     values = modality_values(enhanced, prepared)
+    text = {SOURCE_KEY: uid}
     if settings.fmt == "npy":
+        write_json(npy_record(target), {"source_sop_instance_uid": uid, "software": SOFTWARE_VERSION})
         write_npy(target, values)
     if settings.fmt == "png" or settings.preview:
         before = modality_values(prepared.normalized, prepared)
         window = display_window(ds, before, prepared.modality)
         if settings.fmt == "png":
-            write_png(target, montage(to_display(values, window)))
+            write_png(target, montage(to_display(values, window)), text)
         if settings.preview:
             middle = len(values) // 2
             image = side_by_side(to_display(before[middle], window), to_display(values[middle], window))
-            write_png(job.preview(settings.outdir), image)
+            write_png(job.preview(settings.outdir), image, text)
 
 
-class Reporter:
-    """Per-file lines on stderr (through tqdm so the bar stays intact)."""
-
-    def __init__(self, total: int, quiet: bool) -> None:
-        from tqdm import tqdm
-
-        self._tqdm = tqdm
-        disable = quiet or not sys.stderr.isatty()
-        self.bar = tqdm(total=total, file=sys.stderr, disable=disable, unit="file", dynamic_ncols=True)
-
-    def line(self, text: str) -> None:
-        self._tqdm.write(text, file=sys.stderr)
-
-    def step(self) -> None:
-        self.bar.update(1)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _run_jobs(jobs: list[Job], backend: Backend, settings: Settings, reporter: Reporter) -> Tally:
-    tally = Tally()
+def _derivation(backend: Backend) -> Derivation:
     contract = backend.contract
-    model_id = contract.checkpoint_sha256 or sha256_file(backend.model_path)
-    derivation = Derivation(
+    return Derivation(
         description=(
             f"Denoised by {SOFTWARE_VERSION} with model {contract.model_name} "
             f"({contract.precision}, {backend.kind})"
         ),
         software_version=SOFTWARE_VERSION,
         model_name=contract.model_name,
-        model_id=model_id,
+        model_id=contract.checkpoint_sha256 or sha256_file(backend.model_path),
     )
+
+
+def _check_backend(backend: Backend, plan: TilePlan, failure: InferenceError) -> None:
+    """After a failed inference: BackendUnusable unless the model still runs a plain input."""
+    low = backend.constraints.min_shape
+    side = plan.padded_side(1)
+    probe = np.zeros((low[0] if low else 1, 1, side, side), dtype=np.float32)
+    try:
+        backend.infer(probe)
+    except Exception as error:  # whatever the backend raises: it cannot serve any file now
+        raise BackendUnusable(
+            f"{backend.describe()} stopped working ({cause(failure)}; a plain test input fails too: "
+            f"{described(error)}); the remaining files are not processed"
+        ) from None
+
+
+def _failure(error: Exception) -> str:
+    """The cause of a per-file failure, for any exception type."""
+    if isinstance(error, MemoryError):
+        return "out of memory for this image (lower --max-pixels, --batch or --tile, or free memory)"
+    if isinstance(error, OSError):  # reading errors are InputErrors already
+        return f"cannot write output: {error.strerror or error}"
+    if isinstance(error, (ValueError, InferenceError)):  # InputError, UnsupportedImageError, contract lookups
+        return str(error)
+    return f"unexpected error: {described(error)}"
+
+
+def run_jobs(jobs: list[Job], backend: Backend, settings: Settings, reporter: Reporter) -> Tally:
+    tally = Tally()
+    derivation = _derivation(backend)
     for job in jobs:
-        target = job.output(settings.outdir, settings.fmt)
         try:
-            if target.exists() and not settings.overwrite:
-                tally.skipped += 1
-                reporter.line(f"medclear: skipped {job.source}: output exists ({target}); use --overwrite")
-                continue
             start = time.perf_counter()
-            noise = enhance_file(job, backend, settings, derivation)
+            outcome = enhance_file(job, backend, settings, derivation)
             tally.milliseconds.append((time.perf_counter() - start) * 1000.0)
             tally.done += 1
-            reporter.line(f"medclear: enhanced {job.source}: {file_facts(noise, settings.strength)}")
-        except NotAnImage as error:
+            note = "" if outcome.job == job else (
+                f"; written as {outcome.job.output(settings.outdir, settings.fmt)} "
+                "(the plain name holds another source's output)"
+            )
+            reporter.file("enhanced", job.source, file_facts(outcome.noise, settings.strength) + note)
+        except Skipped as error:
             tally.skipped += 1
-            reporter.line(f"medclear: skipped {job.source}: {error}")
-        except (InputError, UnsupportedImageError, ValueError) as error:
+            reporter.file("skipped", job.source, str(error))
+        except Exception as error:  # one bad file never stops the batch
             tally.failed += 1
-            reporter.line(f"medclear: FAILED {job.source}: {error}")
-        except OSError as error:
-            tally.failed += 1
-            reporter.line(f"medclear: FAILED {job.source}: cannot write output: {error.strerror or error}")
+            reporter.file("FAILED", job.source, _failure(error))
+            if isinstance(error, InferenceError):
+                _check_backend(backend, settings.plan, error)
         finally:
             reporter.step()
     return tally
 
 
 def _dry_run(jobs: list[Job], settings: Settings, model: str) -> None:
-    print(f"medclear: dry run with model {model}; nothing is written")
+    """What a run would do with each file (headers are read, nothing is written)."""
+    print(f"medclear: dry run with model {safe(model)}; nothing is written")
     for job in jobs:
-        target = job.output(settings.outdir, settings.fmt)
-        action = "skip (output exists)" if target.exists() and not settings.overwrite else "enhance"
-        print(f"{action}: {job.source} -> {target}")
+        try:
+            ds = read_dataset(job.source)
+            check_image(ds, settings.max_pixels)
+            job_for_source = claim_output(
+                job, source_uid(ds), settings.outdir, settings.fmt, settings.overwrite, settings.preview
+            )
+            print(f"enhance: {safe(job.source)} -> {safe(job_for_source.output(settings.outdir, settings.fmt))}")
+        except Skipped as error:
+            print(f"skip: {safe(job.source)}: {cause(error)}")
+        except Exception as error:  # the real run would report it as FAILED
+            print(f"fail: {safe(job.source)}: {cause(_failure(error))}")
 
 
 def _quiet_libraries() -> None:
@@ -303,56 +355,80 @@ def _quiet_libraries() -> None:
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
+def usage_problem(args: argparse.Namespace) -> str | None:
+    """Why the arguments cannot work, or None."""
+    if args.batch < 1 or args.tile < 0 or args.overlap < 0:
+        return "--batch must be >= 1, --tile and --overlap >= 0"
+    if args.max_pixels < 1:
+        return "--max-pixels must be >= 1"
+    if args.threads is not None and args.threads < 1:
+        return "--threads must be >= 1"
+    outdir = args.outdir.resolve()
+    for item in args.inputs:
+        if item.exists() and item.resolve().is_relative_to(outdir):
+            return (
+                f"the output folder {safe(args.outdir)} contains the input {safe(item)}; choose an output "
+                "folder outside the inputs (a folder inside an input folder is fine)"
+            )
+    return None
+
+
+def bounded_threads(threads: int | None) -> int | None:
+    """--threads, lowered to this machine's CPU count (with a note) if larger."""
+    cpus = os.cpu_count() or 1
+    if threads is not None and threads > cpus:
+        print(f"medclear: --threads {threads} is more than this machine's {cpus} CPUs; using {cpus}",
+              file=sys.stderr)
+        return cpus
+    return threads
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = build_parser().parse_args(argv)
     _quiet_libraries()
-    if args.batch < 1 or args.tile < 0 or args.overlap < 0:
-        print("medclear: error: --batch must be >= 1, --tile and --overlap >= 0", file=sys.stderr)
+    with sigterm_as_interrupt():
+        try:
+            return _main(args)
+        except KeyboardInterrupt as stop:
+            terminated = isinstance(stop, Terminated)
+            print(f"medclear: {'terminated' if terminated else 'interrupted'}; finished outputs are complete, "
+                  "no partial files", file=sys.stderr)
+            return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+def _main(args: argparse.Namespace) -> int:
+    problem = usage_problem(args)
+    if problem:
+        print(f"medclear: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    threads = bounded_threads(args.threads)
     settings = Settings(outdir=args.outdir, fmt=args.fmt, overwrite=args.overwrite, preview=args.png_preview,
                         max_pixels=args.max_pixels, strength=args.strength)
     jobs, input_errors = discover(args.inputs, exclude=args.outdir)
     for path, reason in input_errors:
-        print(f"medclear: FAILED {path}: {reason}", file=sys.stderr)
+        print(file_line("FAILED", path, reason), file=sys.stderr)
     try:
-        backend = select_backend(args.model, args.backend, threads=args.threads, cuda_graphs=args.cuda_graphs)
         if args.dry_run:
-            _dry_run(jobs, settings, str(backend.model_path))
+            _dry_run(jobs, settings, str(select_backend(args.model, args.backend, threads=threads).model_path))
             return EXIT_FAILED if input_errors else EXIT_OK
-        backend.open()
+        backend = open_model(args.model, args.backend, threads=threads, cuda_graphs=args.cuda_graphs)
     except BackendError as error:
-        print(f"medclear: error: {error}", file=sys.stderr)
+        print(f"medclear: error: {cause(error, 1000)}", file=sys.stderr)
         return EXIT_USAGE
     with backend:
-        if backend.contract.scale != 1:
-            print(f"medclear: error: {backend.model_path}: super-resolution models (scale "
-                  f"{backend.contract.scale}) are not supported by this runtime", file=sys.stderr)
-            return EXIT_USAGE
-        settings.plan = _plan(args, backend)
+        settings.plan = tile_plan(backend, tile=args.tile, overlap=args.overlap, batch=args.batch)
         reporter = Reporter(len(jobs), args.quiet)
         try:
-            tally = _run_jobs(jobs, backend, settings, reporter)
-        except KeyboardInterrupt:
+            tally = run_jobs(jobs, backend, settings, reporter)
+        except BackendUnusable as error:
+            print(f"medclear: error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        finally:
             reporter.close()
-            print("medclear: interrupted; finished outputs are complete, no partial files", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        reporter.close()
     tally.failed += len(input_errors)
     print(tally.summary() + f" ({backend.describe()})")
     return EXIT_FAILED if tally.failed else EXIT_OK
-
-
-def _plan(args: argparse.Namespace, backend: Backend) -> TilePlan:
-    """Tiling/batching within what the model accepts (a TensorRT profile bounds both)."""
-    limits = backend.constraints
-    tile, batch = args.tile, args.batch
-    if limits.max_side is not None:
-        tile = min(tile, limits.max_side) if tile else limits.max_side
-    if limits.max_batch is not None:
-        batch = min(batch, limits.max_batch)
-    return TilePlan(size_multiple=limits.size_multiple, tile=tile, overlap=args.overlap, batch=batch,
-                    min_side=limits.min_side)
 
 
 if __name__ == "__main__":

@@ -44,12 +44,11 @@ def modality_image(ds: Dataset) -> tuple[np.ndarray, PixelEncoding, np.ndarray |
     return to_modality(stored, encoding), encoding, padding_mask(stored, encoding)
 
 
-def prepare(ds: Dataset, spec: NormalizationSpec) -> PreparedImage:
-    """Decode ``ds`` and normalize each frame with ``spec`` (padding pixels ignored in fitting)."""
-    encoding = read_encoding(ds)
-    stored = stored_values(ds, encoding)
-    values = to_modality(stored, encoding)
-    mask = padding_mask(stored, encoding)
+def normalize_frames(
+    values: np.ndarray, spec: NormalizationSpec, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, list[NormalizationState]]:
+    """Modality values ``(frames, rows, cols)`` -> normalized float32 frames and each frame's
+    state; ``mask`` marks padding pixels, ignored when fitting."""
     states: list[NormalizationState] = []
     frames = np.empty(values.shape, dtype=np.float32)
     for index, frame in enumerate(values):
@@ -57,13 +56,27 @@ def prepare(ds: Dataset, spec: NormalizationSpec) -> PreparedImage:
         state = fit_normalization(frame, spec, frame_mask)
         states.append(state)
         frames[index] = normalize(frame, state)
+    return frames, states
+
+
+def denormalize_frames(normalized: np.ndarray, states: list[NormalizationState]) -> np.ndarray:
+    """Normalized frames ``(frames, rows, cols)`` -> modality values, float32 (inverse of
+    :func:`normalize_frames`)."""
+    return np.stack([denormalize(f, s) for f, s in zip(normalized, states)]).astype(np.float32)
+
+
+def prepare(ds: Dataset, spec: NormalizationSpec) -> PreparedImage:
+    """Decode ``ds`` and normalize each frame with ``spec`` (padding pixels ignored in fitting)."""
+    encoding = read_encoding(ds)
+    stored = stored_values(ds, encoding)
+    mask = padding_mask(stored, encoding)
+    frames, states = normalize_frames(to_modality(stored, encoding), spec, mask)
     return PreparedImage(frames, encoding, states, mask, stored)
 
 
 def modality_values(normalized: np.ndarray, prepared: PreparedImage) -> np.ndarray:
     """Normalized frames (the input or the model's output) -> modality values, float32."""
-    frames = np.asarray(normalized).reshape(prepared.normalized.shape)
-    return np.stack([denormalize(f, s) for f, s in zip(frames, prepared.states)]).astype(np.float32)
+    return denormalize_frames(np.asarray(normalized).reshape(prepared.normalized.shape), prepared.states)
 
 
 def restore(enhanced: np.ndarray, prepared: PreparedImage) -> np.ndarray:

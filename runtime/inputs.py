@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom.fileset import FileSet
-
 from runtime.dicom_io import InputError, is_dicomdir, read_dataset
 
 OUTPUT_TAG = ".enhanced"
@@ -29,20 +27,37 @@ class Job:
         """``OUTDIR/<relative>.preview.png`` (before/after side by side)."""
         return outdir / self.relative.with_name(self.relative.name + PREVIEW_TAG + ".png")
 
+    def renamed(self, tag: str) -> "Job":
+        """The same source under ``<relative>.<tag>`` (when its plain name belongs to another source)."""
+        return Job(self.source, self.relative.with_name(f"{self.relative.name}.{tag}"))
+
 
 def _stem(path: Path) -> Path:
     return path.with_suffix("") if path.suffix.lower() == ".dcm" else path
 
 
-def _dicomdir_files(path: Path) -> list[Path]:
-    """The image files a DICOMDIR references (pydicom's FileSet follows its records)."""
+def _dicomdir_files(path: Path) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]] | None:
+    """``(file, File ID path)`` for every DICOMDIR record that references a file, and ``(file,
+    reason)`` for records whose file is missing or whose File ID would leave the file-set;
+    None if ``path`` is not a DICOMDIR. File IDs are relative to the DICOMDIR's real folder;
+    a DICOMDIR given by a relative path keeps its paths relative."""
     ds = read_dataset(path)
     if not is_dicomdir(ds):
-        return []
-    try:
-        return [Path(instance.path) for instance in FileSet(ds)]
-    except Exception as error:  # pydicom raises several types for broken directories
-        raise InputError(f"unreadable DICOMDIR: {error.__class__.__name__}: {error}") from None
+        return None
+    root = path.resolve().parent if path.is_symlink() else path.parent
+    files, problems = [], []
+    for record in ds.get("DirectoryRecordSequence") or []:
+        components = record.get("ReferencedFileID")
+        if not components:
+            continue
+        parts = [components] if isinstance(components, str) else [str(part) for part in components]
+        if any(part in ("", ".", "..") or "/" in part or "\\" in part for part in parts):
+            problems.append((path, f"DICOMDIR record with an invalid File ID {'/'.join(parts)!r}"))
+        elif (root / Path(*parts)).is_file():
+            files.append((root / Path(*parts), Path(*parts)))
+        else:
+            problems.append((root / Path(*parts), f"referenced by DICOMDIR {path} but missing"))
+    return files, problems
 
 
 def _is_dicomdir_file(path: Path) -> bool:
@@ -83,10 +98,16 @@ def discover(inputs: list[Path], exclude: Path | None = None) -> tuple[list[Job]
                     add(path, Path(item.resolve().name) / path.relative_to(item))
         elif item.is_file() and _is_dicomdir_file(item):
             try:
-                for path in _dicomdir_files(item):
-                    add(path, Path(item.resolve().parent.name) / path.relative_to(item.parent))
+                found = _dicomdir_files(item)
             except InputError as error:
                 errors.append((item, str(error)))
+                continue
+            if found is None:  # a file named DICOMDIR that is not one: an ordinary input
+                add(item, Path(item.name))
+                continue
+            for path, inside in found[0]:
+                add(path, Path(item.resolve().parent.name) / inside)
+            errors.extend(found[1])
         elif item.is_file():
             add(item, Path(item.name))
         else:

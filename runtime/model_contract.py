@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from runtime.logtext import cause
 from runtime.normalization import CT_DEFAULT, PERCENTILE_DEFAULT, NormalizationSpec
 
 FORMAT_VERSION = "1"
@@ -18,6 +19,8 @@ OUTPUT_NAME = "enhanced"
 _PREFIX = "medclear."
 BLIND = "blind"  # the model takes only the image and was trained over a range of noise levels
 SUPPORTED_NOISE_CONDITIONING = (BLIND,)
+MAX_SIZE_MULTIPLE = 1024  # a U-Net with 10 poolings; anything larger is not a real model
+MAX_SCALE = 8
 
 
 class ModelContractError(ValueError):
@@ -73,7 +76,8 @@ class ModelContract:
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str], source: str = "model") -> "ModelContract":
-        """Parse metadata written by :meth:`to_metadata`; raise ModelContractError if absent."""
+        """Parse metadata written by :meth:`to_metadata`; ModelContractError (one line) if absent
+        or malformed."""
         def get(key: str, default: str | None = None) -> str:
             value = metadata.get(_PREFIX + key, default)
             if value is None:
@@ -81,29 +85,28 @@ class ModelContract:
                     f"{source}: metadata key {_PREFIX + key!r} missing; export it with "
                     "`python -m compiler export`"
                 )
+            if not isinstance(value, str):
+                raise ModelContractError(f"{source}: metadata key {_PREFIX + key!r} must be a string")
             return value
 
         version = get("format_version")
         if version != FORMAT_VERSION:
             raise ModelContractError(
-                f"{source}: contract format {version!r}, this runtime reads {FORMAT_VERSION!r}"
+                f"{source}: contract format {cause(repr(version), 40)}, this runtime reads {FORMAT_VERSION!r}"
             )
         conditioning = get("noise_conditioning", BLIND)
         if conditioning not in SUPPORTED_NOISE_CONDITIONING:
             raise ModelContractError(
-                f"{source}: noise conditioning {conditioning!r} is not supported; "
+                f"{source}: noise conditioning {cause(repr(conditioning), 40)} is not supported; "
                 f"this runtime supports blind models ({BLIND!r}: the image is the only input)"
             )
         try:
-            normalization = {
-                k: NormalizationSpec.from_dict(v) for k, v in json.loads(get("normalization")).items()
-            }
             return cls(
                 task=get("task"),
-                modalities=tuple(json.loads(get("modalities"))),
-                normalization=normalization,
-                size_multiple=int(get("size_multiple")),
-                scale=int(get("scale", "1")),
+                modalities=_modalities(get("modalities")),
+                normalization=_normalization(get("normalization")),
+                size_multiple=_bounded_int(get("size_multiple"), "size_multiple", 1, MAX_SIZE_MULTIPLE),
+                scale=_bounded_int(get("scale", "1"), "scale", 1, MAX_SCALE),
                 precision=get("precision"),
                 model_name=get("model_name", "unknown"),
                 training_data=get("training_data", "unknown"),
@@ -111,5 +114,37 @@ class ModelContract:
                 noise_conditioning=conditioning,
                 format_version=version,
             )
-        except (ValueError, TypeError, json.JSONDecodeError) as error:
-            raise ModelContractError(f"{source}: malformed model contract: {error}") from error
+        except (ValueError, TypeError) as error:  # json.JSONDecodeError is a ValueError
+            raise ModelContractError(f"{source}: malformed model contract: {cause(error)}") from None
+
+
+def _bounded_int(text: str, key: str, low: int, high: int) -> int:
+    """An integer metadata value within ``[low, high]``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{key} {text!r} is not an integer") from None
+    if not low <= value <= high:
+        raise ValueError(f"{key} {value} is outside {low}..{high}")
+    return value
+
+
+def _modalities(text: str) -> tuple[str, ...]:
+    """A JSON list of modality names (or ``*``)."""
+    value = json.loads(text)
+    if not isinstance(value, list) or not value or not all(isinstance(m, str) and m.strip() for m in value):
+        raise ValueError("modalities must be a non-empty JSON list of names")
+    return tuple(m.strip().upper() for m in value)
+
+
+def _normalization(text: str) -> dict[str, NormalizationSpec]:
+    """A JSON object mapping modality (or ``*``) to a normalization spec."""
+    value = json.loads(text)
+    if not isinstance(value, dict) or not value:
+        raise ValueError("normalization must be a non-empty JSON object {modality: spec}")
+    specs = {}
+    for modality, spec in value.items():
+        if not isinstance(spec, dict):
+            raise ValueError(f"normalization for {modality!r} must be a JSON object")
+        specs[str(modality).upper()] = NormalizationSpec.from_dict(spec)
+    return specs

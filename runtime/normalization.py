@@ -8,6 +8,7 @@ scaling travels with the image, so the inverse is exact.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -32,10 +33,20 @@ class NormalizationSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> "NormalizationSpec":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; ValueError for unknown keys or values that cannot work."""
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown normalization keys {sorted(map(str, unknown))}")
         spec = cls(**data)
         if spec.kind not in ("hu_linear", "percentile"):
             raise ValueError(f"unknown normalization kind {spec.kind!r}")
+        numbers = (spec.hu_min, spec.hu_max, spec.low_percentile, spec.high_percentile)
+        if not all(isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) for n in numbers):
+            raise ValueError("normalization bounds must be finite numbers")
+        if not spec.hu_min < spec.hu_max:
+            raise ValueError(f"normalization hu_min {spec.hu_min} must be below hu_max {spec.hu_max}")
+        if not 0 <= spec.low_percentile < spec.high_percentile <= 100:
+            raise ValueError("normalization percentiles must satisfy 0 <= low < high <= 100")
         return spec
 
 

@@ -7,6 +7,7 @@ name (and a re-run does not mistake one for finished work).
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -95,11 +96,20 @@ def montage(frames: np.ndarray) -> np.ndarray:
     return grid
 
 
-def write_png(path: Path, image: np.ndarray) -> None:
-    """Save a 2-D uint8 image as PNG atomically (Pillow)."""
+def write_png(path: Path, image: np.ndarray, text: dict[str, str] | None = None) -> None:
+    """Save a 2-D uint8 image as PNG atomically (Pillow), with optional text chunks."""
     from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
 
-    atomic_write(path, lambda handle: Image.fromarray(image).save(handle, format="PNG"))
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    atomic_write(path, lambda handle: Image.fromarray(image).save(handle, format="PNG", pnginfo=info))
+
+
+def write_json(path: Path, record: dict) -> None:
+    """Save plain data as JSON atomically."""
+    atomic_write(path, lambda handle: handle.write((json.dumps(record, indent=2, sort_keys=True) + "\n").encode()))
 
 
 def side_by_side(before: np.ndarray, after: np.ndarray, gap: int = 4) -> np.ndarray:

@@ -8,6 +8,7 @@ way out, clipping to what the source's pixel representation can hold.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -114,6 +115,8 @@ def read_encoding(ds: Dataset) -> PixelEncoding:
         raise UnsupportedImageError(f"Bits Allocated {bits_allocated} is not supported")
     bits_stored = int(ds.get("BitsStored", bits_allocated))
     slope, intercept = _frame_rescale(ds)
+    if not (math.isfinite(slope) and math.isfinite(intercept)):
+        raise UnsupportedImageError("Rescale Slope or Intercept is not a finite number")
     padding = ds.get("PixelPaddingValue")
     padding_limit = ds.get("PixelPaddingRangeLimit")
     return PixelEncoding(

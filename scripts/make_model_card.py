@@ -50,7 +50,8 @@ def _pareto_rows(pareto: dict | None) -> list[list]:
 
 def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | None = None) -> tuple[str, dict]:
     """The Markdown card and its JSON twin."""
-    stages = {stage: _stage(run, stage) for stage in ("teacher", "student", "qat")}
+    names = ("teacher", "student", "finetune", "qat")  # finetune: optional (earlier recipes had none)
+    stages = {stage: _stage(run, stage) for stage in names if (run / stage / "best.pt").is_file()}
     files = {name: {"sha256": sha256_file(MODELS / name), "bytes": (MODELS / name).stat().st_size}
              for name in FILES if (MODELS / name).is_file()}
     data = stages["qat"]["data_summary"] or {}
@@ -130,7 +131,7 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, default=Path("runs/default"), help="folder with teacher/, student/, qat/")
+    parser.add_argument("--run", type=Path, default=Path("runs/default"), help="folder with teacher/, student/, [finetune/,] qat/")
     parser.add_argument("--quality", type=Path, required=True, help="benchmarks.quality JSON")
     parser.add_argument("--latency", type=Path, help="benchmarks.latency JSON")
     parser.add_argument("--pareto", type=Path, default=MODELS / "pareto.json", help="scripts/pareto_students.py JSON")

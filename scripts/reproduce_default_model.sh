@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default model end to end on a CPU (about 2-3 hours on 2 cores):
-# teacher -> distilled student -> QAT -> ONNX fp32 + int8 -> quality and latency records ->
-# model card. Every number in models/MODEL_CARD.md comes from the files this writes.
+# Reproduce the shipped default model end to end on a CPU (about 4-5 hours on 2 cores):
+# teacher -> distilled students -> fine-tuned student -> QAT -> ONNX fp32 + int8 -> quality
+# and latency records -> model card. Every number in models/MODEL_CARD.md comes from the files this writes.
 #
 #   bash scripts/reproduce_default_model.sh [RUN_DIR]     (default RUN_DIR: runs/default)
 #
@@ -13,10 +13,10 @@ RUN="${1:-runs/default}"
 PY="${PYTHON:-.venv/bin/python}"
 mkdir -p "$RUN"
 
-echo "== 1/6 teacher (U-Net++ base width 32, depth 4)"
+echo "== 1/7 teacher (U-Net++ base width 32, depth 4)"
 "$PY" -m trainer teacher --config trainer/configs/default_teacher.json --out "$RUN/teacher"
 
-echo "== 2/6 distill three student sizes from the teacher (in parallel, one thread each)"
+echo "== 2/7 distill three student sizes from the teacher (in parallel, one thread each)"
 declare -A WIDTHS=([student_w8]="[8,16,32,64]" [student_w12]="[12,24,48,96]" [student_w16]="[16,32,64,128]")
 pids=()
 for name in "${!WIDTHS[@]}"; do
@@ -34,23 +34,27 @@ for name in "${!WIDTHS[@]}"; do  # FP32 ONNX of every size, for the quality-vs-G
     "$PY" -m compiler export --checkpoint "$RUN/$name/best.pt" --out-dir "$RUN/onnx" --name "$name"
 done
 
-echo "== 3/6 quantization-aware training (ModelOpt INT8) of the chosen student"
-"$PY" -m trainer qat --config trainer/configs/default_qat.json --out "$RUN/qat" \
-    --student "$STUDENT/best.pt"
+echo "== 3/7 fine-tune the chosen student: clean references, MR phantoms, noise-balanced loss"
+"$PY" -m trainer distill --config trainer/configs/default_distill_finetune.json --out "$RUN/finetune" \
+    --teacher "$RUN/teacher/best.pt" --init "$STUDENT/best.pt" --set train.progress=false
 
-echo "== 4/6 export ONNX fp32 + int8 into models/"
+echo "== 4/7 quantization-aware training (ModelOpt INT8) of the fine-tuned student"
+"$PY" -m trainer qat --config trainer/configs/default_qat.json --out "$RUN/qat" \
+    --student "$RUN/finetune/best.pt"
+
+echo "== 5/7 export ONNX fp32 + int8 into models/"
 ln -sfn "$(basename "$STUDENT")" "$RUN/student"  # the model card reads teacher/, student/, qat/
 "$PY" -m trainer.checkpoint slim "$RUN/qat/best.pt" models/medclear_student.qat.pt  # weights + config, no optimizer
 "$PY" -m trainer.checkpoint slim "$RUN/teacher/best.pt" models/medclear_teacher.pt
 "$PY" -m compiler export --checkpoint models/medclear_student.qat.pt --out-dir models --name medclear_student
 "$PY" -m compiler verify --onnx models/medclear_student.int8.onnx --reference models/medclear_student.fp32.onnx
 
-echo "== 5/6 quality (dose curve on the test split) and latency on this machine"
+echo "== 6/7 quality (dose curve on the test split) and latency on this machine"
 "$PY" -m benchmarks.quality --dose-curve models/medclear_student.fp32.onnx models/medclear_student.int8.onnx \
     "$RUN"/onnx/student_w*.fp32.onnx --teacher models/medclear_teacher.pt --threads 2 --out models/quality.json \
     --plot docs/images/dose_curve.png --grid docs/images/dose_curve_crops.png --markdown docs/BENCHMARKS.md
 "$PY" -m benchmarks.latency --teacher models/medclear_teacher.pt --batches 1,2 --out models/latency.json --plot docs/images/latency.png
 "$PY" -m benchmarks.regression --update --threads 1  # CI's latency baseline follows the new models
 
-echo "== 6/6 model card"
+echo "== 7/7 model card"
 "$PY" scripts/make_model_card.py --run "$RUN" --quality models/quality.json --latency models/latency.json

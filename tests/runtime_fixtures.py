@@ -72,20 +72,41 @@ def new_errors(source: Path, output: Path) -> set[str]:
     return {line for line in dciodvfy_errors(output) if not inherited(line, source_errors)}
 
 
-def _quoted_values(line: str) -> set[str]:
-    return set(re.findall(r'<([^<>]{8,})>|"([^"]{8,})"', line)) - {("", "")}
-
-
 def inherited(line: str, source_errors: set[str]) -> bool:
-    """An output error is the source's own if the source reports it, or the same bad value.
+    """An output error is the source's own if the source reports the same error (message,
+    element and module alike, only true values masked), or reports the same bad value.
 
     A bad value copied from the source (e.g. an invalid SOP Instance UID that the output must
-    reference) is reported under the referencing attribute's name in the output.
+    reference) is reported under the referencing attribute's name in the output. Element,
+    module and attribute names are never values: a new error in a module where the source
+    already has a different one is new.
     """
     if line in source_errors:
         return True
-    values = {v for pair in _quoted_values(line) for v in pair if v}
-    return any(value in error for value in values for error in source_errors)
+    if error_key(line) in {error_key(error) for error in source_errors}:
+        return True
+    source_values = {value for error in source_errors for value in true_values(error)}
+    return any(len(value) >= 8 and value in source_values for value in true_values(line))
+
+
+# <...> after these words names an element, module, macro or attribute; any other <...> or
+# "..." in a dciodvfy line is a value.
+_NAME = re.compile(r'(?:Element=|Module=|Macro=|attribute )<[^<>]*>')
+_VALUE = re.compile(r'<[^<>]*>|"[^"]*"')
+
+
+def true_values(line: str) -> list[str]:
+    """The values (not names) quoted in a dciodvfy line."""
+    return [match.group(0)[1:-1] for match in _VALUE.finditer(_NAME.sub("", line))]
+
+
+def error_key(line: str) -> str:
+    """A dciodvfy line with its values masked and its names kept."""
+    names = _NAME.findall(line)
+    masked = _VALUE.sub("<value>", _NAME.sub("\x00", line))
+    for name in names:
+        masked = masked.replace("\x00", name, 1)
+    return masked
 
 
 def baseline_copy(source: Path, folder: Path) -> Path:
@@ -185,3 +206,11 @@ def _to_dx(ds, photometric: str) -> None:
     ds.BurnedInAnnotation = "NO"
     ds.DetectorType = "SCINTILLATOR"
     ds.ImagerPixelSpacing = [0.2, 0.2]
+
+
+def copy_file(name: str, folder: Path, new_name: str | None = None) -> Path:
+    """A packaged test file (``pydicom_file(name)``) copied into ``folder``."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(pydicom_file(name), folder / (new_name or name)))

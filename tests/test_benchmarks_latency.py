@@ -12,10 +12,12 @@ import pytest
 
 from benchmarks import latency, markdown
 from benchmarks.flops import onnx_conv_flops
+from benchmarks.runners import Runner
 from benchmarks.synthetic import conv_stack, save_conv_stack
 from benchmarks.targets import TARGETS, judge
 from benchmarks.timing import summarize, timed_runs
-from runtime.model_contract import ModelContract
+from runtime.backends import Backend, InputConstraints
+from runtime.model_contract import INPUT_NAME, ModelContract
 
 
 def _int8_copy(fp32: Path, out: Path) -> Path:
@@ -38,6 +40,48 @@ def _int8_copy(fp32: Path, out: Path) -> Path:
     onnx.helper.set_model_props(model, ModelContract(size_multiple=1, precision="int8", model_name="tiny").to_metadata())
     onnx.save(model, str(out))
     return out
+
+
+class ProfileBackend(Backend):
+    """An engine stand-in: the identity, taking only its profile's shapes (batch 1..4, sides 16..64)."""
+
+    kind = "tensorrt"
+
+    def __init__(self) -> None:
+        super().__init__("profile.engine")
+        self._contract = ModelContract(size_multiple=8, precision="fp16", model_name="profile")
+        self._constraints = InputConstraints(INPUT_NAME, 8, (1, 1, 16, 16), (4, 1, 64, 64))
+        self.is_open = True
+
+    def _open(self) -> None:
+        pass
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return batch
+
+    def _close(self) -> None:
+        pass
+
+
+def test_shapes_outside_an_engines_profile_are_skipped_rows_not_a_crash(tmp_path, monkeypatch) -> None:
+    """`--batches 1,4,8` on an engine built for batch 4 (and a size above its profile) times what
+    fits and lists the rest as skipped with the reason; an ONNX model (dynamic axes) takes batch 8."""
+    onnx_model = tmp_path / "tiny.onnx"
+    onnx.save(conv_stack(channels=4, layers=2, contract=ModelContract(size_multiple=1, model_name="tiny")),
+              str(onnx_model))
+    engine = Runner(spec="profile.engine", label="profile.engine", kind="tensorrt", engine="fake", precision="fp16",
+                    size_multiple=8, backend=ProfileBackend())
+    real_open = latency.open_runner
+    monkeypatch.setattr(latency, "open_runner", lambda spec, threads: engine if spec == engine.spec
+                        else real_open(spec, threads))
+    args = latency.parse_args([str(onnx_model), "--runs", "1", "--warmup", "0", "--min-runs", "1", "--budget-s", "0"])
+    rows, skipped, _ = latency.measure_models(
+        [(engine.spec, [32, 128], [1, 4, 8]), (str(onnx_model), [32], [8])], args)
+    assert {(r["model"], r["size"], r["batch"]) for r in rows} == {
+        ("profile.engine", 32, 1), ("profile.engine", 32, 4), ("tiny.onnx", 32, 8)}
+    assert {(s["size"], s["batch"]) for s in skipped} == {(32, 8), (128, 1), (128, 4), (128, 8)}
+    reason = next(s["reason"] for s in skipped if (s["size"], s["batch"]) == (32, 8))
+    assert reason.startswith("size 32, batch 8: input shape [8, 1, 32, 32] outside the model's range")
 
 
 def test_conv_flops_match_the_formula(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import trainer.baselines as baselines
 from benchmarks import markdown, quality, tuning
 from benchmarks.crops import region_of_interest
 from benchmarks.synthetic import save_conv_stack
+from runtime.model_contract import ModelContract
 from runtime.normalization import CT_DEFAULT, PERCENTILE_DEFAULT
 
 
@@ -44,7 +45,8 @@ def test_run_baseline_passes_strength_and_sigma(monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.slow
 def test_quality_smoke_writes_json_and_png(tmp_path: Path) -> None:
-    model = save_conv_stack(tmp_path / "tiny.fp32.onnx", channels=4, layers=2)
+    contract = ModelContract(size_multiple=1, model_name="tiny", modalities=("MR",))
+    model = save_conv_stack(tmp_path / "tiny.fp32.onnx", channels=4, layers=2, contract=contract)
     out, grid = tmp_path / "quality.json", tmp_path / "crops.png"
     status = quality.main([str(model), "--sources", "offline", "--modalities", "MR", "--max-side", "96",
                            "--max-images", "1", "--threads", "1", "--crop", "48", "--out", str(out), "--grid", str(grid)])
@@ -62,3 +64,38 @@ def test_quality_smoke_writes_json_and_png(tmp_path: Path) -> None:
     assert sweep["nlm"]["best"]["psnr"] in tuning.SWEEPS["nlm"] and sweep["nlm"]["sigma"] == "estimated"
     assert not set(sweep["nlm"]["tuning_images"]) & {row["image"] for row in record["per_image"]}
     assert "| MR |" in markdown.quality_markdown(record)
+
+
+def test_models_get_heldout_hu_normalized_by_their_own_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held-out images normalized with the trainer's default (-1024..3071 HU) reach a model whose
+    contract says -160..240 HU as (HU + 160) / 400; the output comes back in the test set's units."""
+    from benchmarks.runners import open_runner
+    from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from runtime.normalization import NormalizationSpec, NormalizationState, normalize
+    from trainer.data import HeldoutImage
+
+    window = NormalizationSpec(kind="hu_linear", hu_min=-160.0, hu_max=240.0)
+    contract = ModelContract(size_multiple=1, model_name="windowed", normalization={"CT": window})
+    runner = open_runner(str(save_conv_stack(tmp_path / "w.onnx", channels=4, layers=2, contract=contract)), 1)
+    fed: list[np.ndarray] = []
+    real_infer = OnnxRuntimeBackend._infer
+    monkeypatch.setattr(OnnxRuntimeBackend, "_infer", lambda self, batch: fed.append(batch.copy()) or real_infer(self, batch))
+    state = NormalizationState(offset=-1024.0, scale=4095.0)
+    hu = np.random.default_rng(0).normal(40.0, 25.0, (32, 40)).astype(np.float32)
+    image = HeldoutImage("x", "CT", normalize(hu, state), normalize(hu, state), CT_DEFAULT, "ct_dose_0.25_ramp",
+                         state=state)
+    output = quality.enhance(runner, image)
+    np.testing.assert_allclose(fed[0][0, 0], (hu + 160.0) / 400.0, atol=1e-5)
+    expected_hu = real_infer(runner.backend, ((hu + 160.0) / 400.0)[None, None])[0, 0] * 400.0 - 160.0
+    np.testing.assert_allclose(output, normalize(expected_hu, state), atol=1e-6)
+    runner.close()
+
+
+def test_the_teacher_runs_with_its_checkpoints_contract() -> None:
+    from benchmarks.runners import open_runner
+
+    teacher = Path(__file__).resolve().parents[1] / "models" / "medclear_teacher.pt"  # shipped in the repository
+    runner = open_runner(str(teacher), 1)
+    assert runner.kind == "pytorch" and runner.backend.contract.normalization_for("CT").hu_min == -160.0
+    out = runner.backend.infer(np.zeros((1, 1, 32, 32), np.float32))
+    assert out.shape == (1, 1, 32, 32)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -11,17 +13,23 @@ from compiler.__main__ import main
 from compiler.calibrate import check_int8_onnx, quantize
 from compiler.errors import CompilerError
 from compiler.onnx_io import OPSET, cpu_session, metadata, opset_version
-from compiler.quality import psnr_drop
+from compiler.quality import HeldoutPair, psnr_drop
 from compiler.samples import CALIBRATION_CT, HELDOUT_CT, fit_to_multiple, packaged_ct, prepared_frames
 from onnx_fixtures import tensorrt_importable, write_tiny_onnx
 from runtime.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContract
+from trainer.config import load_config
+from trainer.data.config import DataConfig
+from trainer.data.offline import offline_dicom_entries
+from trainer.data.sources import group_frames, read_frames
+from trainer.data.split import split_of
+
+CONFIGS = Path(__file__).resolve().parents[1] / "trainer" / "configs"
 
 
 @pytest.fixture(scope="module")
 def calibration_dir(tmp_path_factory):
     files = packaged_ct(CALIBRATION_CT)
-    if not files:
-        pytest.skip("packaged CT DICOM files (pydicom-data) are not installed")
+    assert files, "the packaged CT slices are missing: install the data extra (pip install -e '.[data]': pydicom-data)"
     folder = tmp_path_factory.mktemp("dicom")
     for path in files:
         (folder / path.name).symlink_to(path)
@@ -92,11 +100,11 @@ def test_check_int8_onnx_rejects_fp32_and_nonzero_zero_points(calibrated, tmp_pa
 def test_psnr_drop_of_identical_models_is_zero(calibrated):
     fp32, result = calibrated
 
-    class Pair:
-        def __init__(self, seed):
-            rng = np.random.default_rng(seed)
-            self.name, self.clean = f"p{seed}", rng.random((30, 42), dtype=np.float32) * 0.5
-            self.degraded = self.clean + rng.normal(0, 0.02, self.clean.shape).astype(np.float32)
+    def Pair(seed):  # a held-out CT image in HU
+        rng = np.random.default_rng(seed)
+        clean = rng.uniform(-1024, 1024, (30, 42)).astype(np.float32)
+        degraded = clean + rng.normal(0, 80, clean.shape).astype(np.float32)
+        return HeldoutPair(f"p{seed}", "CT", degraded, clean, 4095.0)
 
     same = psnr_drop(fp32, fp32, [Pair(1), Pair(2)])
     assert [row.drop for row in same] == [0.0, 0.0] and all(np.isfinite(r.psnr_fp32) for r in same)
@@ -130,8 +138,32 @@ def test_cli_calibrate_cache_fails_cleanly_without_tensorrt(calibration_dir, tmp
     assert not (tmp_path / "c.cache").exists()
 
 
-def test_calibration_and_heldout_sets_do_not_overlap():
-    assert not set(CALIBRATION_CT) & set(HELDOUT_CT)
+def _copies(label: str, frames: dict[str, list]) -> list[str]:
+    """Labels of the packaged files that hold the same image as ``label`` (itself included), by
+    the trainer's own copy rule: ``group_frames`` puts two files in one group when they are copies
+    (other encodings, lossy versions, crops)."""
+    return [other for other in frames
+            if len({image.group for image in group_frames(frames[label] + frames[other], "offline")}) == 1]
+
+
+def test_calibration_slices_are_never_test_images_and_checks_use_only_test_images():
+    """Under the split the shipped model was trained with (trainer/configs/default_qat.json), no
+    calibration slice is in the test split (it may be training or validation) and every slice
+    `verify` checks on is: the group key is the first copy's label, as trainer.data.sources makes it."""
+    data = DataConfig.from_dict(load_config(CONFIGS / "default_qat.json").data)
+    entries = offline_dicom_entries()
+    frames = {label: read_frames(path, label, ("CT",), data.min_image_side) for label, path in entries}
+    frames = {label: found for label, found in frames.items() if found}
+    label_of = {path: label for label, path in entries}
+
+    def split(name: str) -> str:
+        (path,) = packaged_ct((name,))  # the very file calibration or verify reads
+        key = f"offline:{min(_copies(label_of[path], frames))}"
+        return split_of(key, data.heldout_fraction, data.validation_fraction)
+
+    assert {name: split(name) for name in HELDOUT_CT} == dict.fromkeys(HELDOUT_CT, "test")
+    calibration = {name: split(name) for name in CALIBRATION_CT}
+    assert "test" not in calibration.values(), calibration
 
 
 def test_residual_skip_reads_the_float_input(calibrated):

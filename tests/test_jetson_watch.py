@@ -1,50 +1,25 @@
-"""The bedside folder watcher (jetson/watch_folder.py) with a stand-in enhancer, and the
-Jetson-safe requirement list (jetson/extras.py)."""
+"""The bedside folder watcher (jetson/watch_folder.py) enhancing real DICOM files in-process with
+one long-lived backend (a tiny ONNX model), and the Jetson-safe requirement list (jetson/extras.py)."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from runtime import enhance, pipeline
+from runtime_fixtures import make_smoothing_model, pydicom_file
 
 REPO = Path(__file__).resolve().parent.parent
 WATCHER = REPO / "jetson" / "watch_folder.py"
-
-# Behaves like runtime.enhance's contract: exit 0 all done, 1 some input failed (one line per
-# failure naming the file), 2 the model cannot be opened.
-FAKE_ENHANCE = textwrap.dedent(
-    """
-    import sys
-    from pathlib import Path
-
-    args = sys.argv[1:]
-    with open(Path(__file__).with_name("calls.log"), "a") as log:
-        log.write(" ".join(args) + "\\n")
-    out = Path(args[args.index("-o") + 1])
-    model = args[args.index("--model") + 1] if "--model" in args else None
-    if model and not Path(model).exists():
-        print(f"error: {model}: model file not found", file=sys.stderr)
-        sys.exit(2)
-    inputs = args[: args.index("-o")]
-    status = 0
-    for name in inputs:
-        data = Path(name).read_bytes()
-        if data.startswith(b"bad"):
-            print(f"error: {name}: not a DICOM file", file=sys.stderr)
-            status = 1
-            continue
-        out.mkdir(parents=True, exist_ok=True)
-        (out / (Path(name).stem + ".enhanced.dcm")).write_bytes(data.upper())
-    sys.exit(status)
-    """
-)
-
 PATIENT_NAMES = ["DOE^JANE_0001.dcm", "ROE^RICHARD_0002.dcm", "POE^EDGAR_0003.dcm"]
+BAD = "ROE^RICHARD_0002.dcm"  # not a DICOM file
 
 
 def _load_watcher():
@@ -56,70 +31,90 @@ def _load_watcher():
 
 @pytest.fixture()
 def site(tmp_path):
-    fake = tmp_path / "fake"
-    fake.mkdir()
-    (fake / "fake_enhance.py").write_text(FAKE_ENHANCE)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    model = tmp_path / "model.engine"
-    model.write_bytes(b"engine")
-    return tmp_path, fake, inbox, model
+    source = pydicom_file("CT_small.dcm")
+    for name in PATIENT_NAMES:
+        if name == BAD:
+            (inbox / name).write_bytes(b"bad: not a DICOM file")
+        else:
+            shutil.copy(source, inbox / name)
+    model = make_smoothing_model(tmp_path / "model.onnx")
+    return tmp_path, inbox, model
 
 
-def watch(site_root: Path, fake: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(fake)}
+def watch(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(WATCHER), "--input", str(site_root / "inbox"), "--output", str(site_root / "out"),
-         "--enhance-module", "fake_enhance", *args],
-        capture_output=True, text=True, env=env, timeout=60,
+        [sys.executable, str(WATCHER), "--input", str(root / "inbox"), "--output", str(root / "out"), *args],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)},
     )
 
 
 def test_enhances_moves_inputs_and_keeps_names_out_of_the_log(site):
-    root, fake, inbox, model = site
-    for name in PATIENT_NAMES:
-        (inbox / name).write_bytes(b"bad" if name.startswith("ROE") else b"dicm " + name.encode())
+    root, inbox, model = site
     (inbox / "incoming.dcm.part").write_bytes(b"still arriving")
-    result = watch(root, fake, "--model", str(model), "--once")
+    result = watch(root, "--model", str(model), "--once")
     assert result.returncode == 1, "a failed input makes --once exit 1"
-    good = [n for n in PATIENT_NAMES if not n.startswith("ROE")]
+    good = [n for n in PATIENT_NAMES if n != BAD]
     assert sorted(p.name for p in (root / "done").iterdir()) == sorted(good)
-    assert sorted(p.name for p in (root / "failed").iterdir()) == ["ROE^RICHARD_0002.dcm", "ROE^RICHARD_0002.dcm.log"]
-    assert "not a DICOM file" in (root / "failed" / "ROE^RICHARD_0002.dcm.log").read_text()
+    assert sorted(p.name for p in (root / "failed").iterdir()) == [BAD, BAD + ".log"]
+    assert "not a DICOM file" in (root / "failed" / (BAD + ".log")).read_text()
     for name in good:
-        assert (root / "out" / (Path(name).stem + ".enhanced.dcm")).read_bytes() == b"DICM " + name.upper().encode()
+        assert (root / "out" / (Path(name).stem + ".enhanced.dcm")).is_file()
     assert [p.name for p in inbox.iterdir()] == ["incoming.dcm.part"], "partial files are left alone"
-    # one batch, then (it failed) one call per file
-    calls = (fake / "calls.log").read_text().splitlines()
-    assert len(calls) == 1 + len(PATIENT_NAMES)
-    assert all("--overwrite" in c and f"--model {model}" in c for c in calls)
     log = result.stdout + result.stderr
-    assert "enhanced 1 file(s)" in log and "file#" in log
+    assert "model opened once" in log and "enhanced 2 file(s), 1 failed" in log and "file#" in log
     for name in PATIENT_NAMES:
         for part in (name, name.split("^")[0], Path(name).stem):
             assert part not in log
 
 
+def test_one_model_load_for_all_batches_and_outputs_as_the_cli(site, monkeypatch, tmp_path):
+    """The backend is opened once and kept (not a CLI process per batch); outputs equal the CLI's."""
+    root, inbox, model = site
+    (inbox / BAD).unlink()
+    opened = []
+    real_open = pipeline.open_model
+    monkeypatch.setattr(pipeline, "open_model", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    watcher = _load_watcher()
+    code = watcher.main(["--input", str(inbox), "--output", str(root / "out"), "--model", str(model),
+                         "--format", "npy", "--max-batch", "1", "--once", "--enhance-arg=--strength=0.5"])
+    assert code == 0 and len(opened) == 1, "one model load for two batches"
+    assert sorted(p.name for p in (root / "done").iterdir()) == sorted(n for n in PATIENT_NAMES if n != BAD)
+    cli_out = tmp_path / "cli"
+    assert enhance.main([str(root / "done" / PATIENT_NAMES[0]), "-o", str(cli_out), "--model", str(model),
+                         "--format", "npy", "--strength", "0.5", "-q"]) == 0
+    name = Path(PATIENT_NAMES[0]).stem + ".enhanced.npy"
+    np.testing.assert_array_equal(np.load(root / "out" / name), np.load(cli_out / name))
+
+
 def test_unopenable_model_leaves_inputs_in_the_inbox(site):
-    root, fake, inbox, _ = site
-    (inbox / PATIENT_NAMES[0]).write_bytes(b"dicm")
-    result = watch(root, fake, "--model", str(root / "missing.engine"), "--once")
+    root, inbox, _ = site
+    result = watch(root, "--model", str(root / "missing.onnx"), "--once")
     assert result.returncode == 1
-    assert [p.name for p in inbox.iterdir()] == [PATIENT_NAMES[0]]
+    assert sorted(p.name for p in inbox.iterdir()) == sorted(PATIENT_NAMES)
     assert not (root / "done").exists() or not list((root / "done").iterdir())
-    assert "could not run (exit 2)" in result.stderr
-    assert "model file not found" in (root / "failed" / "enhancer-error.log").read_text()
+    assert "could not be opened" in result.stderr
+    assert "missing.onnx: model file not found" in (root / "failed" / "enhancer-error.log").read_text()
+
+
+@pytest.mark.parametrize(("option", "message"), [("--strength=9", "strength must be between 0 and 4"),
+                                                ("--batch=0", "--batch must be >= 1")])
+def test_a_bad_enhance_option_is_refused_at_start(site, option, message):
+    root, inbox, model = site
+    result = watch(root, "--model", str(model), "--once", f"--enhance-arg={option}")
+    assert result.returncode == 2 and message in result.stderr
+    assert sorted(p.name for p in inbox.iterdir()) == sorted(PATIENT_NAMES)
 
 
 def test_dry_run_plans_and_changes_nothing(site):
-    root, fake, inbox, model = site
-    (inbox / "a.dcm").write_bytes(b"x")
-    result = watch(root, fake, "--model", str(model), "--backend", "tensorrt", "--dry-run")
+    root, inbox, model = site
+    result = watch(root, "--model", str(model), "--backend", "tensorrt", "--dry-run")
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("PLAN: ")]
-    assert "-m fake_enhance" in lines[0] and "--backend tensorrt" in lines[0] and str(inbox / "a.dcm") in lines[0]
-    assert [p.name for p in inbox.iterdir()] == ["a.dcm"] and not (root / "out").exists()
-    assert not (fake / "calls.log").exists()
+    assert "in this process" in lines[0] and "-m runtime.enhance" in lines[0] and "--backend tensorrt" in lines[0]
+    assert str(inbox / PATIENT_NAMES[0]).replace("^", "") in lines[0].replace("^", "").replace("'", "")
+    assert sorted(p.name for p in inbox.iterdir()) == sorted(PATIENT_NAMES) and not (root / "out").exists()
 
 
 def test_help_explains():

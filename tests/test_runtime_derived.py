@@ -25,7 +25,8 @@ def enhanced(tmp_path_factory):
     root = tmp_path_factory.mktemp("derived")
     model = make_smoothing_model(root / "model.onnx")
     names = ["CT_small.dcm", "MR_small.dcm", "eCT_Supplemental.dcm", "emri_small_big_endian.dcm",
-             "SC_jpeg_no_color_transform.dcm", "MR2_J2KI.dcm", "JPEG-lossy.dcm"]
+             "SC_jpeg_no_color_transform.dcm", "MR2_J2KI.dcm", "JPEG-lossy.dcm",
+             "emri_small_RLE.dcm"]  # an Enhanced MR without functional groups
     sources = {}
     for name in names:
         try:
@@ -95,7 +96,8 @@ def test_lossy_sources_are_flagged(enhanced):
 
 def test_outputs_pass_dciodvfy_and_dcentvfy(enhanced):
     code, sources, outputs = enhanced
-    assert outputs.keys() >= {"CT_small.dcm", "MR_small.dcm", "eCT_Supplemental.dcm", "emri_small_big_endian.dcm"}
+    assert outputs.keys() >= {"CT_small.dcm", "MR_small.dcm", "eCT_Supplemental.dcm", "emri_small_big_endian.dcm",
+                              "emri_small_RLE.dcm"}
     for name, output in outputs.items():
         assert new_errors(sources[name], output) == set(), name
         result = subprocess.run(["dcentvfy", str(sources[name]), str(output)], capture_output=True, text=True)

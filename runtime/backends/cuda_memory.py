@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from runtime.backends.base import BackendError
 
-class CudaError(RuntimeError):
-    """A CUDA call failed, or no CUDA Python binding is installed."""
+
+class CudaError(BackendError):
+    """A CUDA call failed, or no CUDA Python binding is installed (a BackendError: one clean line)."""
 
 
 class _CudaPython:

@@ -11,6 +11,9 @@ from runtime.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContract, Model
 
 # Tried in this order; only those onnxruntime reports as available are used.
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+# Graph optimization levels by name: "all" (the default) fuses Q/DQ into integer kernels,
+# "basic" keeps Q/DQ as float ops (the graph's own semantics, what TensorRT computes).
+OPTIMIZATION_LEVELS = ("basic", "all")
 
 
 def available_providers() -> list[str]:
@@ -21,17 +24,30 @@ def available_providers() -> list[str]:
     return [p for p in PREFERRED_PROVIDERS if p in offered]
 
 
+def graph_optimization(name: str):
+    """onnxruntime's GraphOptimizationLevel for ``basic`` or ``all``; BackendError otherwise."""
+    import onnxruntime as ort
+
+    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    if name not in levels:
+        raise BackendError(f"ONNX Runtime optimization {name!r}: use one of {', '.join(OPTIMIZATION_LEVELS)}")
+    return levels[name]
+
+
 class OnnxRuntimeBackend(Backend):
-    """Runs an ONNX model with onnxruntime, full graph optimization, settable thread count."""
+    """Runs an ONNX model with onnxruntime: full graph optimization (or ``basic``), settable
+    thread count and execution providers."""
 
     kind = "onnxruntime"
 
     def __init__(
-        self, model_path: str | Path, threads: int | None = None, providers: list[str] | None = None
+        self, model_path: str | Path, threads: int | None = None, providers: list[str] | None = None,
+        optimization: str = "all",
     ) -> None:
         super().__init__(model_path)
         self.threads = threads
         self.providers = providers
+        self.optimization = optimization
         self._session = None
 
     def describe(self) -> str:
@@ -42,7 +58,7 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = graph_optimization(self.optimization)
         if self.threads:
             options.intra_op_num_threads = int(self.threads)
         options.log_severity_level = 3  # errors only: warnings are not the user's business

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -10,17 +11,32 @@ from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.backends.tensorrt_backend import ENGINE_SUFFIXES, TensorRTBackend
 
 MODEL_ENV = "MEDCLEAR_MODEL"
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_MODELS = ("medclear_student.fp32.onnx", "medclear_student.int8.onnx")
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
+PACKAGED_MODELS = "medclear_models"  # the installed copy of models/ (package data, pyproject.toml)
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ModelNotFoundError(BackendError):
     """No model file was given and no default model is installed."""
 
 
+def installed_models_dir() -> Path:
+    """Where the default models live: ``models/`` of a source checkout (also an editable
+    install), else the ``medclear_models`` package data a ``pip install .`` put beside ``runtime``."""
+    checkout = _SOURCE_ROOT / "models"
+    if (_SOURCE_ROOT / "pyproject.toml").is_file():
+        return checkout
+    spec = importlib.util.find_spec(PACKAGED_MODELS)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]) if locations else checkout
+
+
+MODELS_DIR = installed_models_dir()
+
+
 def default_model(models_dir: Path | None = None) -> Path:
-    """``$MEDCLEAR_MODEL``, else ``models/medclear_student.fp32.onnx`` (faster than INT8 in ONNX Runtime on CPUs; docs/DECISIONS.md), else the int8 one."""
+    """``$MEDCLEAR_MODEL``, else ``MODELS_DIR/medclear_student.fp32.onnx`` (faster than INT8 in ONNX Runtime on CPUs; docs/DECISIONS.md), else the int8 one."""
     models_dir = models_dir or MODELS_DIR
     from_env = os.environ.get(MODEL_ENV)
     if from_env:
@@ -47,13 +63,14 @@ def model_kind(path: Path) -> str:
 
 def select_backend(
     model: str | Path | None = None, backend: str = "auto", threads: int | None = None,
-    cuda_graphs: bool = False,
+    cuda_graphs: bool = False, *, cpu_only: bool = False, ort_optimization: str = "all",
 ) -> Backend:
     """An unopened backend for ``model`` (default model if None).
 
     ``auto``: an ``.engine``/``.plan`` runs on TensorRT, an ``.onnx`` on ONNX Runtime (which uses
-    its CUDA execution provider where installed). ``onnxruntime``/``tensorrt`` force a backend
-    and fail clearly when the file kind or the machine cannot serve it.
+    its CUDA execution provider where installed, unless ``cpu_only``; ``ort_optimization`` is its
+    graph optimization, ``all`` or ``basic``). ``onnxruntime``/``tensorrt`` force a backend and
+    fail clearly when the file kind or the machine cannot serve it.
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -72,4 +89,5 @@ def select_backend(
         return TensorRTBackend(path, use_cuda_graphs=cuda_graphs)
     if kind != "onnx":
         raise BackendError(f"{path}: ONNX Runtime runs .onnx models, not TensorRT engines; use --backend tensorrt")
-    return OnnxRuntimeBackend(path, threads=threads)
+    providers = ["CPUExecutionProvider"] if cpu_only else None
+    return OnnxRuntimeBackend(path, threads=threads, providers=providers, optimization=ort_optimization)

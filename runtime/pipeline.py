@@ -1,0 +1,161 @@
+"""The one inference path: open a model through a runtime backend, prepare the image with the
+image contract, run the model (padded, batched, tiled) at a strength, restore it.
+
+The CLI (``runtime.enhance``), the folder watcher (``jetson/watch_folder.py``), ``compiler
+verify --heldout`` and the quality and end-to-end benchmarks all call these functions. A model
+is always fed what its own contract asks for (CT: its HU window; MR, X-ray: percentile
+scaling), and results come back in modality units (HU for CT). Callers that time the stages
+pass a stopwatch: any ``watch(stage)`` that returns a context manager (``prepare``, ``infer``,
+``restore``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ContextManager
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from runtime.backends import Backend, BackendError, select_backend
+from runtime.image_contract import (
+    PreparedImage,
+    denormalize_frames,
+    modality_values,
+    normalize_frames,
+    prepare,
+    restore,
+)
+from runtime.model_contract import ModelContract
+from runtime.noise import NoiseLevel, prepared_noise
+from runtime.strength import DEFAULT_STRENGTH, apply_strength, check_strength
+from runtime.tiling import InferFn, TilePlan, enhance_frames
+
+Stopwatch = Callable[[str], ContextManager[object]]
+DEFAULT_TILE, DEFAULT_OVERLAP = 1024, 32  # the CLI's --tile, --overlap
+# One frame or tile per model call by default (the CLI's --batch): on CPUs a batch runs no
+# faster, and each extra 1024x1024 tile in a call costs ONNX Runtime about 400 MB (docs/RUNTIME.md, memory).
+DEFAULT_BATCH = 1
+
+
+class ModalityError(ValueError):
+    """The model's contract does not list the image's modality."""
+
+
+def no_stopwatch(stage: str) -> ContextManager[object]:
+    """The stopwatch used when none is passed: times nothing."""
+    return contextlib.nullcontext()
+
+
+def open_model(
+    model: str | Path | None = None, backend: str = "auto", *, threads: int | None = None,
+    cuda_graphs: bool = False, cpu_only: bool = False, ort_optimization: str = "all",
+) -> Backend:
+    """An opened backend for ``model`` (the default model if None): its contract read, a
+    TensorRT engine's sidecar checked against this machine. BackendError (one line) otherwise,
+    also for super-resolution models, which this runtime does not run."""
+    opened = select_backend(model, backend, threads, cuda_graphs, cpu_only=cpu_only,
+                            ort_optimization=ort_optimization).open()
+    if opened.contract.scale != 1:
+        opened.close()
+        raise BackendError(f"{opened.model_path}: super-resolution models (scale {opened.contract.scale}) "
+                           "are not supported by this runtime")
+    return opened
+
+
+def tile_plan(
+    backend: Backend, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, batch: int = DEFAULT_BATCH
+) -> TilePlan:
+    """Tiling and batching within what the model accepts (a TensorRT profile bounds both)."""
+    limits = backend.constraints
+    if limits.max_side is not None:
+        tile = min(tile, limits.max_side) if tile else limits.max_side
+    if limits.max_batch is not None:
+        batch = min(batch, limits.max_batch)
+    return TilePlan(size_multiple=limits.size_multiple, tile=tile, overlap=overlap, batch=batch,
+                    min_side=limits.min_side)
+
+
+def check_modality(contract: ModelContract, modality: str) -> str:
+    """``modality`` (upper case) if the contract lists it or ``*``; ModalityError otherwise."""
+    key = (modality or "OT").strip().upper() or "OT"
+    if "*" not in contract.modalities and key not in contract.modalities:
+        raise ModalityError(f"modality {key} is not one the model {contract.model_name} was trained for "
+                            f"({', '.join(contract.modalities)})")
+    return key
+
+
+def enhance_normalized(
+    normalized: np.ndarray, infer: InferFn, plan: TilePlan, strength: float = DEFAULT_STRENGTH
+) -> np.ndarray:
+    """The model over normalized frames ``(frames, rows, cols)`` (padded, batched, tiled),
+    blended with them at ``strength``; float32, same shape. At strength 0 the model is not run."""
+    if check_strength(strength) == 0:
+        return np.array(normalized, dtype=np.float32)
+    return apply_strength(normalized, enhance_frames(normalized, infer, plan), strength)
+
+
+def enhance_prepared(
+    prepared: PreparedImage, infer: InferFn, plan: TilePlan, strength: float = DEFAULT_STRENGTH
+) -> np.ndarray:
+    """:func:`enhance_normalized` on a prepared image; normalized float32 for ``restore``."""
+    return enhance_normalized(prepared.normalized, infer, plan, strength)
+
+
+@dataclass
+class EnhancedImage:
+    """A dataset's prepared input, the model's normalized output and the input's noise."""
+
+    prepared: PreparedImage
+    enhanced: np.ndarray  # normalized float32 (frames, rows, cols)
+    noise: NoiseLevel
+
+    def stored(self) -> np.ndarray:
+        """The output as stored values in the source's encoding (padding kept)."""
+        return restore(self.enhanced, self.prepared)
+
+    def values(self) -> np.ndarray:
+        """The output in modality values (HU for CT), float32 ``(frames, rows, cols)``."""
+        return modality_values(self.enhanced, self.prepared)
+
+
+def enhance_dataset(
+    backend: Backend, ds: Dataset, *, strength: float = DEFAULT_STRENGTH, plan: TilePlan | None = None,
+    stopwatch: Stopwatch = no_stopwatch,
+) -> EnhancedImage:
+    """A decoded DICOM dataset through the model: prepared by the contract's normalization for
+    its Modality (ModalityError if not covered), noise estimated, enhanced at ``strength``."""
+    modality = check_modality(backend.contract, str(ds.get("Modality", "OT")))
+    with stopwatch("prepare"):
+        prepared = prepare(ds, backend.contract.normalization_for(modality))
+        noise = prepared_noise(prepared)
+    with stopwatch("infer"):
+        enhanced = enhance_prepared(prepared, backend.infer, plan or tile_plan(backend), strength)
+    return EnhancedImage(prepared, enhanced, noise)
+
+
+def enhance_values(
+    backend: Backend, values: np.ndarray, modality: str, *, strength: float = DEFAULT_STRENGTH,
+    plan: TilePlan | None = None, padding: np.ndarray | None = None, stopwatch: Stopwatch = no_stopwatch,
+) -> np.ndarray:
+    """Modality values (HU for CT), ``(rows, cols)`` or ``(frames, rows, cols)``, through the
+    model; float32 modality values of the same shape. ``padding`` (bool, same shape) marks
+    pixels that are ignored when fitting the normalization and come back unchanged."""
+    frames = np.asarray(values, dtype=np.float32)
+    if frames.ndim not in (2, 3):
+        raise ValueError(f"values must be (rows, cols) or (frames, rows, cols), got shape {frames.shape}")
+    single = frames.ndim == 2
+    frames = frames[np.newaxis] if single else frames
+    mask = None if padding is None else np.asarray(padding, dtype=bool).reshape(frames.shape)
+    spec = backend.contract.normalization_for(check_modality(backend.contract, modality))
+    with stopwatch("prepare"):
+        normalized, states = normalize_frames(frames, spec, mask)
+    with stopwatch("infer"):
+        enhanced = enhance_normalized(normalized, backend.infer, plan or tile_plan(backend), strength)
+    with stopwatch("restore"):
+        out = denormalize_frames(enhanced, states)
+        if mask is not None:
+            out[mask] = frames[mask]
+    return out[0] if single else out

@@ -1,0 +1,136 @@
+"""runtime.pipeline, the one inference path: contract normalization, modality units in and out,
+stopwatch stages, and that the CLI, verify, quality, e2e and the watcher all go through it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from runtime import enhance, pipeline
+from runtime.backends import BackendError
+from runtime.image_contract import modality_image
+from runtime.model_contract import ModelContract
+from runtime.normalization import NormalizationSpec
+from runtime_fixtures import make_smoothing_model, pydicom_file
+
+REPO = Path(__file__).resolve().parents[1]
+SOFT_TISSUE = NormalizationSpec(kind="hu_linear", hu_min=-160.0, hu_max=240.0)  # the shipped model's CT window
+
+
+class Recording:
+    """A backend that records every batch the model is given (duck-typed like Backend)."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.batches = backend, []
+        self.contract, self.constraints = backend.contract, backend.constraints
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self.batches.append(np.array(batch))
+        return self.backend.infer(batch)
+
+
+@pytest.fixture()
+def ct_model(tmp_path):
+    contract = ModelContract(modalities=("CT", "MR"), model_name="soft-tissue",
+                             normalization={"CT": SOFT_TISSUE, "*": NormalizationSpec(kind="percentile")})
+    with pipeline.open_model(make_smoothing_model(tmp_path / "ct.onnx", contract=contract)) as backend:
+        yield backend
+
+
+def test_the_model_is_fed_its_own_contract_and_values_come_back_in_hu(ct_model):
+    hu = np.random.default_rng(0).normal(40.0, 30.0, (64, 48)).astype(np.float32)
+    recording = Recording(ct_model)
+    out = pipeline.enhance_values(recording, hu, "CT")
+    (batch,) = recording.batches
+    np.testing.assert_allclose(batch[0, 0, :64, :48], (hu + 160.0) / 400.0, atol=1e-6)  # not (hu + 1024) / 4095
+    expected = ct_model.infer(((hu + 160.0) / 400.0)[None, None])[0, 0] * 400.0 - 160.0
+    assert out.shape == hu.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, atol=1e-3)
+
+
+def test_values_path_equals_the_cli_on_a_dicom_file(ct_model, tmp_path):
+    source = shutil.copy(pydicom_file("CT_small.dcm"), tmp_path / "ct.dcm")
+    assert enhance.main([str(source), "-o", str(tmp_path / "out"), "--model", str(ct_model.model_path),
+                         "--format", "npy", "-q"]) == 0
+    from_cli = np.load(tmp_path / "out" / "ct.enhanced.npy")
+    values, _, padding = modality_image(pydicom.dcmread(source))
+    np.testing.assert_array_equal(pipeline.enhance_values(ct_model, values, "CT", padding=padding), from_cli)
+    result = pipeline.enhance_dataset(ct_model, pydicom.dcmread(source))
+    np.testing.assert_array_equal(result.values(), from_cli)
+
+
+def test_stopwatch_sees_each_stage_once(ct_model):
+    seen = []
+
+    class Watch:
+        def __call__(self, stage):
+            seen.append(stage)
+            return self
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    pipeline.enhance_values(ct_model, np.zeros((2, 16, 16), np.float32), "CT", stopwatch=Watch())
+    assert seen == ["prepare", "infer", "restore"]
+
+
+def test_strength_zero_returns_the_input_without_running_the_model(ct_model):
+    hu = np.linspace(-1000, 1000, 16 * 24, dtype=np.float32).reshape(16, 24)
+    recording = Recording(ct_model)
+    np.testing.assert_allclose(pipeline.enhance_values(recording, hu, "CT", strength=0.0), hu, atol=1e-3)
+    assert recording.batches == []
+
+
+def test_padding_is_ignored_by_percentile_fitting_and_kept(ct_model):
+    mr = np.random.default_rng(1).uniform(100, 200, (32, 32)).astype(np.float32)
+    padding = np.zeros(mr.shape, bool)
+    padding[:, :4] = True
+    mr[padding] = -5000.0
+    recording = Recording(ct_model)
+    out = pipeline.enhance_values(recording, mr, "MR", padding=padding)
+    assert np.all(out[padding] == -5000.0)
+    inside = recording.batches[0][0, 0][~padding]
+    assert -0.1 < inside.min() and inside.max() < 1.1  # the -5000 padding did not set the scale
+
+
+def test_uncovered_modality_and_bad_shapes_are_clear_errors(tmp_path, ct_model):
+    with pytest.raises(pipeline.ModalityError, match="modality DX is not one the model soft-tissue"):
+        pipeline.enhance_values(ct_model, np.zeros((8, 8)), "DX")
+    with pytest.raises(ValueError, match="values must be"):
+        pipeline.enhance_values(ct_model, np.zeros(8), "CT")
+
+
+def test_open_model_refuses_super_resolution_and_missing_files(tmp_path):
+    sr = make_smoothing_model(tmp_path / "sr.onnx", contract=ModelContract(scale=2, modalities=("*",)))
+    with pytest.raises(BackendError, match="super-resolution models"):
+        pipeline.open_model(sr)
+    with pytest.raises(BackendError, match="model file not found"):
+        pipeline.open_model(tmp_path / "none.onnx")
+
+
+def test_tile_plan_stays_within_the_models_limits(ct_model):
+    plan = pipeline.tile_plan(ct_model, tile=0, batch=2)
+    assert (plan.tile, plan.batch, plan.size_multiple) == (0, 2, 8)
+
+
+# Every entry point besides the CLI, and the names they must use: the pipeline, not a second
+# normalization, session or patched stage.
+ENTRY_POINTS = ["compiler/verify.py", "compiler/quality.py", "benchmarks/quality.py", "benchmarks/e2e.py",
+                "benchmarks/runners.py", "jetson/watch_folder.py"]
+SECOND_PATHS = re.compile(r"fit_normalization|CT_DEFAULT|InferenceSession|cpu_session|mock\.patch|OnnxrtRunner|"
+                          r"TrtRunner|EngineFromBytes|select_backend|DataConfig\(\)\.ct_hu_range")
+
+
+@pytest.mark.parametrize("path", ENTRY_POINTS)
+def test_entry_points_use_the_one_inference_path(path):
+    source = (REPO / path).read_text()
+    assert "runtime.pipeline" in source, f"{path} does not use runtime.pipeline"
+    assert not SECOND_PATHS.findall(source), f"{path} has a second inference path: {SECOND_PATHS.findall(source)}"
