@@ -35,6 +35,8 @@ def latency_markdown(record: dict) -> str:
           r["stages"].get("postprocess", {}).get("p50_ms"), r["achieved_gflops"],
           f"{r['achieved_gflops'] / ceiling['gflops']:.0%}" if r["achieved_gflops"] else None, r.get("ceiling_bound_ms")]
          for r in record["latency"]]))
+    if record.get("skipped"):  # models this machine cannot run, sizes/batches outside an engine's profile
+        parts += ["", md_table(["not measured", "reason"], [[s["model"], s["reason"]] for s in record["skipped"]])]
     if record.get("dicom_end_to_end"):
         parts += ["", md_table(["model", "DICOM input", "p50 s", "read ms", "prepare ms", "infer ms", "restore ms", "write ms"],
                                [[d["model"], d["input"], d.get("p50_s"),

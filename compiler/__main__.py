@@ -1,4 +1,4 @@
-"""``python -m compiler export|calibrate|build|verify`` (see docs/COMPILER.md)."""
+"""``python -m compiler export|calibrate|build|verify|triton-repo`` (see docs/COMPILER.md, docs/SCALE_OUT.md)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,21 @@ def _build(args: argparse.Namespace) -> int:
     record = build(options)
     print(f"wrote {args.out} and its sidecar (TensorRT {record['tensorrt_version']}, "
           f"{record['gpu_name']}, {record['precision']})")
+    return 0
+
+
+def _triton_repo(args: argparse.Namespace) -> int:
+    from compiler.triton_repo import RepoOptions, write_repository
+
+    options = RepoOptions(
+        name=args.name, version=args.version, platform=args.platform, max_batch=args.max_batch,
+        dynamic_batching=not args.no_dynamic_batching, queue_delay_us=args.queue_delay_us,
+        instances=args.instances, device=args.device, trt_fp16=args.trt_fp16, warmup_side=args.warmup,
+    )
+    result = write_repository(args.models, args.out, options)
+    kind = result.config.get("platform") or f"{result.config['backend']} backend"
+    print(f"wrote {result.model_dir} version {result.version} ({kind}, max batch "
+          f"{result.config['max_batch_size']}): {', '.join(str(f) for f in result.files)}")
     return 0
 
 
@@ -161,6 +176,33 @@ def parser() -> argparse.ArgumentParser:
                    "trainer's held-out images, in HU/modality values through the runtime's "
                    "inference path as the CLI runs them (the INT8 PSNR drop; takes ~30 s)")
     p.set_defaults(run=_verify)
+
+    p = sub.add_parser("triton-repo", help="ONNX or engine(s) -> Triton Inference Server model repository",
+                       description="Write REPO/NAME/config.pbtxt and REPO/NAME/<version>/ for Triton: "
+                       "tensorrt_plan for engines (one per compute capability; the profile bounds the "
+                       "batch and H/W), onnxruntime_onnx (or the python backend) for an ONNX model; "
+                       "dynamic batching, instance group, warmup, and the model contract in the "
+                       "config's parameters (docs/SCALE_OUT.md).")
+    p.add_argument("models", nargs="+", type=Path, metavar="MODEL",
+                   help="one .onnx, or TensorRT .engine/.plan files (with sidecars) built from one ONNX")
+    p.add_argument("-o", "--out", type=Path, required=True, help="model repository folder (created if needed)")
+    p.add_argument("--name", default="medclear", help="model name on the server (default medclear)")
+    p.add_argument("--version", type=int, help="version folder (default: the next free number)")
+    p.add_argument("--platform", default="auto", choices=["auto", "tensorrt", "onnxruntime", "python"],
+                   help="auto: tensorrt for engines, onnxruntime for ONNX; python runs the ONNX through "
+                   "medclear's runtime in Triton's Python backend (CPU; servers without onnxruntime)")
+    p.add_argument("--device", choices=["gpu", "cpu"], help="instance kind (default gpu; python: cpu)")
+    p.add_argument("--instances", type=int, default=1, help="model instances per device (default 1)")
+    p.add_argument("--max-batch", type=int, help="max_batch_size (default: the engine profile's max N; ONNX 8)")
+    p.add_argument("--queue-delay-us", type=int, default=500,
+                   help="dynamic batching: longest wait for a fuller batch (default 500 us)")
+    p.add_argument("--no-dynamic-batching", action="store_true", help="run every request on its own")
+    p.add_argument("--trt-fp16", action="store_true",
+                   help="onnxruntime on GPU: TensorRT execution accelerator in FP16")
+    p.add_argument("--warmup", type=int, default=512, metavar="SIDE",
+                   help="warmup request of SIDE x SIDE (rounded up to the size multiple; engines: the "
+                   "profile's opt shape); 0 = none (default 512)")
+    p.set_defaults(run=_triton_repo)
     return main
 
 

@@ -95,6 +95,15 @@ class Derivation:
         return text[:DESCRIPTION_LIMIT]
 
 
+def series_description(original: str, derivation: Derivation) -> str:
+    """``<original> medclear enhanced (<model> <id>)``: says the series was enhanced and by
+    which model (name and the first 8 digits of its id); LO, so at most 64 characters, the
+    original's start giving way first."""
+    model = f"{derivation.model_name[:24]} {derivation.model_id[:8]}".strip()
+    tag = f"medclear enhanced ({model})" if model else "medclear enhanced"
+    return f"{original.strip()} {tag}".strip()[-64:]
+
+
 def derived_uid(*parts: str) -> UID:
     """A UID that is a pure function of ``parts`` (re-runs give the same series / instance)."""
     return generate_uid(entropy_srcs=["medclear", *parts])
@@ -235,8 +244,7 @@ def derive(source: Dataset, stored: np.ndarray, encoding: PixelEncoding, derivat
     ds.SeriesInstanceUID = derived_uid(series_uid, derivation.model_id)
     series_number = source.get("SeriesNumber")
     ds.SeriesNumber = (int(series_number) if series_number not in (None, "") else 0) + SERIES_NUMBER_OFFSET
-    original = str(source.get("SeriesDescription", "")).strip()
-    ds.SeriesDescription = f"{original} medclear enhanced".strip()[-64:]
+    ds.SeriesDescription = series_description(str(source.get("SeriesDescription", "")), derivation)
     ds.SeriesDate, ds.SeriesTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     ds.InstanceCreationDate, ds.InstanceCreationTime = ds.SeriesDate, ds.SeriesTime
     enhanced = is_enhanced(source)

@@ -267,7 +267,7 @@ def _write_arrays(
             write_png(job.preview(settings.outdir), image, text)
 
 
-def _derivation(backend: Backend) -> Derivation:
+def derivation_for(backend: Backend) -> Derivation:
     contract = backend.contract
     return Derivation(
         description=(
@@ -280,7 +280,7 @@ def _derivation(backend: Backend) -> Derivation:
     )
 
 
-def _check_backend(backend: Backend, plan: TilePlan, failure: InferenceError) -> None:
+def check_backend(backend: Backend, plan: TilePlan, failure: InferenceError) -> None:
     """After a failed inference: BackendUnusable unless the model still runs a plain input."""
     low = backend.constraints.min_shape
     side = plan.padded_side(1)
@@ -294,7 +294,7 @@ def _check_backend(backend: Backend, plan: TilePlan, failure: InferenceError) ->
         ) from None
 
 
-def _failure(error: Exception) -> str:
+def failure_cause(error: Exception) -> str:
     """The cause of a per-file failure, for any exception type."""
     if isinstance(error, MemoryError):
         return "out of memory for this image (lower --max-pixels, --batch or --tile, or free memory)"
@@ -307,7 +307,7 @@ def _failure(error: Exception) -> str:
 
 def run_jobs(jobs: list[Job], backend: Backend, settings: Settings, reporter: Reporter) -> Tally:
     tally = Tally()
-    derivation = _derivation(backend)
+    derivation = derivation_for(backend)
     for job in jobs:
         try:
             start = time.perf_counter()
@@ -324,9 +324,9 @@ def run_jobs(jobs: list[Job], backend: Backend, settings: Settings, reporter: Re
             reporter.file("skipped", job.source, str(error))
         except Exception as error:  # one bad file never stops the batch
             tally.failed += 1
-            reporter.file("FAILED", job.source, _failure(error))
+            reporter.file("FAILED", job.source, failure_cause(error))
             if isinstance(error, InferenceError):
-                _check_backend(backend, settings.plan, error)
+                check_backend(backend, settings.plan, error)
         finally:
             reporter.step()
     return tally
@@ -346,7 +346,7 @@ def _dry_run(jobs: list[Job], settings: Settings, model: str) -> None:
         except Skipped as error:
             print(f"skip: {safe(job.source)}: {cause(error)}")
         except Exception as error:  # the real run would report it as FAILED
-            print(f"fail: {safe(job.source)}: {cause(_failure(error))}")
+            print(f"fail: {safe(job.source)}: {cause(failure_cause(error))}")
 
 
 def _quiet_libraries() -> None:

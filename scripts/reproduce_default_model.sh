@@ -54,6 +54,7 @@ echo "== 6/7 quality (dose curve on the test split) and latency on this machine"
     "$RUN"/onnx/student_w*.fp32.onnx --teacher models/medclear_teacher.pt --threads 2 --out models/quality.json \
     --plot docs/images/dose_curve.png --grid docs/images/dose_curve_crops.png --markdown docs/BENCHMARKS.md
 "$PY" -m benchmarks.latency --teacher models/medclear_teacher.pt --batches 1,2 --out models/latency.json --plot docs/images/latency.png
+"$PY" -m benchmarks.markdown models/latency.json --into docs/BENCHMARKS.md  # its generated latency section
 "$PY" -m benchmarks.regression --update --threads 1  # CI's latency baseline follows the new models
 
 echo "== 7/7 model card"

@@ -82,6 +82,9 @@ def test_shapes_outside_an_engines_profile_are_skipped_rows_not_a_crash(tmp_path
     assert {(s["size"], s["batch"]) for s in skipped} == {(32, 8), (128, 1), (128, 4), (128, 8)}
     reason = next(s["reason"] for s in skipped if (s["size"], s["batch"]) == (32, 8))
     assert reason.startswith("size 32, batch 8: input shape [8, 1, 32, 32] outside the model's range")
+    record = {"latency": [], "skipped": skipped, "targets": [], "matmul_ceiling": {"gflops": 1.0, "threads": 1},
+              "machine": {"cpu": "x", "usable_cores": 1}, "libraries": {}, "created_utc": "now"}
+    assert f"| profile.engine | {reason} |" in markdown.latency_markdown(record)
 
 
 def test_conv_flops_match_the_formula(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ the runtime's own reason, which must be one of the expected "not enhanceable" ca
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import warnings
 
@@ -22,7 +21,7 @@ from trainer.data.offline import offline_dicom_files
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools not installed"),
+    pytest.mark.dicom3tools,
 ]
 FILES = offline_dicom_files()
 OUTPUT_OF = {job.source: job for job in discover(FILES)[0]}  # the same naming the CLI uses

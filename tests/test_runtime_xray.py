@@ -74,7 +74,7 @@ def test_monochrome1_inversion_round_trips(xray_runs):
         assert np.abs(enhanced - stored).max() > 5, name  # and it did change the image
 
 
-@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools not installed")
+@pytest.mark.dicom3tools
 def test_xray_outputs_add_no_dciodvfy_errors(xray_runs):
     sources, runs = xray_runs
     for name, output in runs["1"][1].items():

@@ -1,0 +1,7 @@
+"""The DICOM node: receive (Store SCP), enhance (the one inference path), forward (Store SCU).
+
+``python -m runtime.node``; docs/NODE.md. One module per job: ``config`` (settings),
+``spool`` (the durable folders), ``receiver`` (SCP, access control, back-pressure),
+``worker`` (enhancement), ``forwarder`` (SCU, retries), ``httpd`` (/healthz, /metrics),
+``metrics``, ``tls`` and ``service`` (starting and draining them together).
+"""
