@@ -169,7 +169,7 @@ def model_config(sources: list[ModelSource], options: RepoOptions) -> dict:
     device = options.device or ("cpu" if platform == "python" else "gpu")
     if device not in DEVICES:
         raise CompilerError(f"--device must be one of {', '.join(DEVICES)}")
-    if platform in ("tensorrt",) and device != "gpu":
+    if platform == "tensorrt" and device != "gpu":
         raise CompilerError("TensorRT engines run on GPU instances only (--device gpu)")
     if platform == "python" and device != "cpu":
         raise CompilerError("the python platform runs ONNX Runtime on the CPU (--device cpu)")
@@ -255,6 +255,7 @@ def write_repository(models: list[Path], repo: Path, options: RepoOptions = Repo
     if not options.name or "/" in options.name or options.name.startswith("."):
         raise CompilerError(f"--name {options.name!r} is not a valid model folder name")
     sources = [read_source(Path(m)) for m in models]
+    platform = platform_for(sources, options.platform)
     config = model_config(sources, options)
     model_dir = Path(repo) / options.name
     _check_existing(model_dir, config)
@@ -264,7 +265,7 @@ def write_repository(models: list[Path], repo: Path, options: RepoOptions = Repo
         raise CompilerError(f"{version_dir}: version must be >= 1 and not exist yet (omit --version for the next one)")
     version_dir.mkdir(parents=True)
     written = []
-    for name, source in _model_files(sources, platform_for(sources, options.platform)).items():
+    for name, source in _model_files(sources, platform).items():
         written.append(Path(shutil.copyfile(source, version_dir / name)))
     config_path = model_dir / "config.pbtxt"
     partial = config_path.with_name(config_path.name + ".partial")

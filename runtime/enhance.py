@@ -24,9 +24,9 @@ from pydicom.dataset import Dataset
 
 from runtime.backends import Backend, BackendError, select_backend
 from runtime.backends.select import BACKENDS, DEFAULT_MODELS, MODEL_ENV
+from runtime.backends.triton_backend import DEFAULT_IN_FLIGHT, DEFAULT_MODEL_NAME, PROTOCOLS, TritonTarget
 from runtime.derived import Derivation, derive
 from runtime.dicom_io import DEFAULT_MAX_PIXELS, InputError, Skipped, check_image, decode, read_dataset
-from runtime.engine_sidecar import sha256_file
 from runtime.image_contract import PreparedImage, modality_values, prepare, restore
 from runtime.inputs import Job, discover
 from runtime.logtext import cause, described, safe
@@ -94,6 +94,9 @@ model and backends:
   machine through its X.engine.json sidecar). Without --model: ${MODEL_ENV}, else
   models/{DEFAULT_MODELS[0]}, else models/{DEFAULT_MODELS[1]}.
   --backend auto picks by file kind; onnxruntime/tensorrt force one.
+  --backend triton --url HOST:PORT [--model-name NAME] runs the model on a Triton Inference
+  Server (a repository from `python -m compiler triton-repo`; its contract is read from the
+  server): gRPC by default, --protocol http; --in-flight requests outstanding at a time.
   --threads N is at most this machine's CPU count (larger values are lowered to it).
   --max-pixels (default {DEFAULT_MAX_PIXELS}) bounds rows x columns x frames per file so
   that a default run stays within about 2 GiB of memory (docs/RUNTIME.md).
@@ -158,9 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="redo outputs derived from the same source")
     parser.add_argument("--threads", type=int,
                         help="CPU threads for ONNX Runtime (default: all; at most the CPU count)")
-    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
-                        help=f"frames or tiles per model call (default: {DEFAULT_BATCH}; more helps on GPUs "
-                             "and costs memory)")
+    parser.add_argument("--batch", type=int,
+                        help=f"frames or tiles per model call (default: {DEFAULT_BATCH}; Triton: --in-flight; "
+                             "more helps on GPUs and costs memory)")
     parser.add_argument(
         "--tile", type=int, default=DEFAULT_TILE,
         help=f"images larger than this (pixels per side) run in overlapping tiles; 0 = never (default: {DEFAULT_TILE})",
@@ -173,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"refuse images with more values than this, checked before decoding (default: {DEFAULT_MAX_PIXELS})",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    triton = parser.add_argument_group("Triton Inference Server (--backend triton; pip install 'medclear[triton]')")
+    triton.add_argument("--url", help="the server's HOST:PORT (gRPC, Triton's default port 8001; HTTP: 8000)")
+    triton.add_argument("--model-name", default=DEFAULT_MODEL_NAME,
+                        help=f"model name in the server's repository (default: {DEFAULT_MODEL_NAME})")
+    triton.add_argument("--protocol", choices=PROTOCOLS, default="grpc", help="gRPC (default) or HTTP")
+    triton.add_argument("--in-flight", type=int, default=DEFAULT_IN_FLIGHT,
+                        help=f"requests kept outstanding so the server can batch them (default: {DEFAULT_IN_FLIGHT})")
     return parser
 
 
@@ -276,7 +286,7 @@ def derivation_for(backend: Backend) -> Derivation:
         ),
         software_version=SOFTWARE_VERSION,
         model_name=contract.model_name,
-        model_id=contract.checkpoint_sha256 or sha256_file(backend.model_path),
+        model_id=contract.checkpoint_sha256 or backend.model_id(),
     )
 
 
@@ -357,12 +367,16 @@ def _quiet_libraries() -> None:
 
 def usage_problem(args: argparse.Namespace) -> str | None:
     """Why the arguments cannot work, or None."""
-    if args.batch < 1 or args.tile < 0 or args.overlap < 0:
+    if (args.batch is not None and args.batch < 1) or args.tile < 0 or args.overlap < 0:
         return "--batch must be >= 1, --tile and --overlap >= 0"
     if args.max_pixels < 1:
         return "--max-pixels must be >= 1"
     if args.threads is not None and args.threads < 1:
         return "--threads must be >= 1"
+    if args.url is None and args.backend == "triton":
+        return "--backend triton needs --url HOST:PORT (the Triton server)"
+    if args.url is not None and (args.backend not in ("auto", "triton") or args.model is not None):
+        return "--url is for the Triton backend: use it without --model and with --backend triton (or auto)"
     outdir = args.outdir.resolve()
     for item in args.inputs:
         if item.exists() and item.resolve().is_relative_to(outdir):
@@ -371,6 +385,13 @@ def usage_problem(args: argparse.Namespace) -> str | None:
                 "folder outside the inputs (a folder inside an input folder is fine)"
             )
     return None
+
+
+def triton_target(args: argparse.Namespace) -> TritonTarget | None:
+    """The Triton server and model the arguments name, or None (BackendError if malformed)."""
+    if args.url is None:
+        return None
+    return TritonTarget(args.url, args.model_name, args.protocol, in_flight=args.in_flight)
 
 
 def bounded_threads(threads: int | None) -> int | None:
@@ -409,10 +430,11 @@ def _main(args: argparse.Namespace) -> int:
     for path, reason in input_errors:
         print(file_line("FAILED", path, reason), file=sys.stderr)
     try:
+        server = triton_target(args)
         if args.dry_run:
-            _dry_run(jobs, settings, str(select_backend(args.model, args.backend, threads=threads).model_path))
+            _dry_run(jobs, settings, select_backend(args.model, args.backend, threads=threads, server=server).source)
             return EXIT_FAILED if input_errors else EXIT_OK
-        backend = open_model(args.model, args.backend, threads=threads, cuda_graphs=args.cuda_graphs)
+        backend = open_model(args.model, args.backend, threads=threads, cuda_graphs=args.cuda_graphs, server=server)
     except BackendError as error:
         print(f"medclear: error: {cause(error, 1000)}", file=sys.stderr)
         return EXIT_USAGE

@@ -20,6 +20,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from runtime.backends import Backend, BackendError, select_backend
+from runtime.backends.triton_backend import TritonTarget
 from runtime.image_contract import (
     PreparedImage,
     denormalize_frames,
@@ -52,23 +53,28 @@ def no_stopwatch(stage: str) -> ContextManager[object]:
 def open_model(
     model: str | Path | None = None, backend: str = "auto", *, threads: int | None = None,
     cuda_graphs: bool = False, cpu_only: bool = False, ort_optimization: str = "all",
+    server: TritonTarget | None = None,
 ) -> Backend:
     """An opened backend for ``model`` (the default model if None): its contract read, a
-    TensorRT engine's sidecar checked against this machine. BackendError (one line) otherwise,
-    also for super-resolution models, which this runtime does not run."""
+    TensorRT engine's sidecar checked against this machine, or (``server``) a model on a
+    Triton server. BackendError (one line) otherwise, also for super-resolution models, which
+    this runtime does not run."""
     opened = select_backend(model, backend, threads, cuda_graphs, cpu_only=cpu_only,
-                            ort_optimization=ort_optimization).open()
+                            ort_optimization=ort_optimization, server=server).open()
     if opened.contract.scale != 1:
         opened.close()
-        raise BackendError(f"{opened.model_path}: super-resolution models (scale {opened.contract.scale}) "
+        raise BackendError(f"{opened.source}: super-resolution models (scale {opened.contract.scale}) "
                            "are not supported by this runtime")
     return opened
 
 
 def tile_plan(
-    backend: Backend, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, batch: int = DEFAULT_BATCH
+    backend: Backend, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, batch: int | None = None
 ) -> TilePlan:
-    """Tiling and batching within what the model accepts (a TensorRT profile bounds both)."""
+    """Tiling and batching within what the model accepts (a TensorRT profile bounds both).
+    ``batch`` None: what the backend prefers (Triton: its requests in flight), else DEFAULT_BATCH."""
+    if batch is None:  # duck-typed backends (tests' recorders) may not say
+        batch = getattr(backend, "preferred_batch", None) or DEFAULT_BATCH
     limits = backend.constraints
     if limits.max_side is not None:
         tile = min(tile, limits.max_side) if tile else limits.max_side

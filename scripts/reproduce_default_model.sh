@@ -30,9 +30,6 @@ for pid in "${pids[@]}"; do wait "$pid"; done
 STUDENT=$("$PY" scripts/pareto_students.py "$RUN"/student_w8 "$RUN"/student_w12 "$RUN"/student_w16 \
     --out models/pareto.json | tail -n 1)
 echo "chosen: $STUDENT"
-for name in "${!WIDTHS[@]}"; do  # FP32 ONNX of every size, for the quality-vs-GFLOP table
-    "$PY" -m compiler export --checkpoint "$RUN/$name/best.pt" --out-dir "$RUN/onnx" --name "$name"
-done
 
 echo "== 3/7 fine-tune the chosen student: clean references, MR phantoms, noise-balanced loss"
 "$PY" -m trainer distill --config trainer/configs/default_distill_finetune.json --out "$RUN/finetune" \
@@ -51,7 +48,7 @@ ln -sfn "$(basename "$STUDENT")" "$RUN/student"  # the model card reads teacher/
 
 echo "== 6/7 quality (dose curve on the test split) and latency on this machine"
 "$PY" -m benchmarks.quality --dose-curve models/medclear_student.fp32.onnx models/medclear_student.int8.onnx \
-    "$RUN"/onnx/student_w*.fp32.onnx --teacher models/medclear_teacher.pt --threads 2 --out models/quality.json \
+    --teacher models/medclear_teacher.pt --threads 2 --out models/quality.json \
     --plot docs/images/dose_curve.png --grid docs/images/dose_curve_crops.png --markdown docs/BENCHMARKS.md
 "$PY" -m benchmarks.latency --teacher models/medclear_teacher.pt --batches 1,2 --out models/latency.json --plot docs/images/latency.png
 "$PY" -m benchmarks.markdown models/latency.json --into docs/BENCHMARKS.md  # its generated latency section

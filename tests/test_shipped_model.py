@@ -41,10 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "ct_quarter_dose.dcm"
 MODELS = ROOT / "models"
 NLM_STRENGTHS = (0.6, 0.8, 1.0, 1.3, 1.6)  # h / sigma
-# Minimum gain over the noisy input (dB) per case; measured values in the module docstring's
-# benchmark and in models/MODEL_CARD.md.
-# (INT8 measured on 2026-12-03: sample +4.2, CT 5 % +10.3, CT 50 % +6.2, MR +3.2, CR/DX +6.5 dB.)
-MIN_GAIN_DB = {"sample": 3.0, "ct_low_dose": 8.0, "ct_high_dose": 4.5, "mr": 2.0, "cr": 5.0, "dx": 5.0}
+# Minimum gain over the noisy input (dB) per case, about 0.8-1 dB below what the shipped INT8
+# model measured here (2026-12-03, the fine-tuned model: sample +4.8, CT 5 % +10.4, CT 50 % +7.6,
+# MR +6.9, CR/DX +7.6 dB; FP32 alike except CR/DX +11.2). The dose curve's numbers are in
+# models/MODEL_CARD.md and docs/BENCHMARKS.md.
+MIN_GAIN_DB = {"sample": 4.0, "ct_low_dose": 9.5, "ct_high_dose": 6.8, "mr": 6.0, "cr": 6.6, "dx": 6.6}
 SOURCES = {"ct": "J2K_pixelrep_mismatch.dcm", "mr": "MR-SIEMENS-DICOM-WithOverlays.dcm", "cr": "RG3_J2KR.dcm"}
 
 
@@ -149,7 +150,7 @@ def test_shipped_model_beats_oracle_nlm(scores, case, precision):
     assert got[precision] > got["nlm"], f"{case} {precision}: {got}"
 
 
-@pytest.mark.xfail(reason="issue 11 open: INT8 loses up to 0.6 dB on CT and ~1.6 dB on X-ray to FP32", strict=False)
+@pytest.mark.xfail(reason="issue 11 open: INT8 loses ~3.6 dB to FP32 on X-ray (CT within 0.1 dB here)", strict=False)
 def test_int8_model_stays_within_0_2_db_of_fp32(scores):
     for case, got in scores.items():
         assert got["int8"] - got["fp32"] >= -0.2, f"{case}: {got}"

@@ -27,6 +27,7 @@ from torch import nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from trainer import distributed
 from trainer.checkpoint import load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
 from trainer.config import Config, ModelSpec, to_dict
 from trainer.distill import DistillLoss
@@ -216,7 +217,8 @@ def train(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
-    device = pick_device(tc.device)
+    world = distributed.start(pick_device(tc.device))  # torchrun: one process per device; else alone
+    device = world.device
     amp_dtype = autocast_dtype(tc.amp, device)
     if tc.threads > 0 and device.type == "cpu":
         torch.set_num_threads(tc.threads)
@@ -260,7 +262,7 @@ def train(
     if cfg.stage == "qat" and resumed is None:
         from trainer.qat import quantize
 
-        fp32_metrics = evaluate(model, data.validation, cfg, device)
+        fp32_metrics = evaluate(model, data.validation, cfg, device) if world.is_main else {}
         calib = StepBatches(len(data.train_set), tc.batch_size, tc.seed + 1, 0, cfg.qat.calib_batches)
         calib_loader = torch.utils.data.DataLoader(data.train_set, batch_sampler=calib, num_workers=tc.num_workers)
 
@@ -272,6 +274,7 @@ def train(
     elif cfg.stage == "qat":
         fp32_metrics = resumed["metrics"].get("fp32", {})
     model.train()
+    forward = world.forward(model)  # model.forward_with_aux; across processes in DistributedDataParallel
 
     # --- losses, optimizer, schedule
     recon = ReconstructionLoss(cfg.loss).to(device)
@@ -302,7 +305,7 @@ def train(
         metrics = resumed["metrics"].get("validation", {})
         set_rng_state(resumed["rng"])
 
-    log = JsonlLog(out / "log.jsonl")
+    log = JsonlLog(out / "log.jsonl") if world.is_main else distributed.SilentLog()
     t0 = time.perf_counter()
     budget_s = tc.max_minutes * 60
 
@@ -312,12 +315,14 @@ def train(
 
     def progress() -> float:
         """Fraction of the run done: by steps, or by the time budget when that comes first."""
-        return max(step / tc.steps, elapsed() / budget_s if budget_s > 0 else 0.0)
+        return max(step / tc.steps, world.from_main(elapsed()) / budget_s if budget_s > 0 else 0.0)
 
     quantization_info = None
 
     def checkpoint(path: Path) -> None:
         nonlocal quantization_info
+        if not world.is_main:
+            return
         if cfg.stage == "qat" and quantization_info is None:
             from trainer.qat import quantization_info as describe
 
@@ -350,15 +355,20 @@ def train(
     if resumed is None:
         log.write({"event": "start", "stage": cfg.stage, "config": to_dict(cfg), "fp32": fp32_metrics,
                    "init": str(init) if init is not None else None})
-        if init is not None:  # the starting point, so that the log shows what fine-tuning gained
+        if init is not None and world.is_main:  # the starting point, so that the log shows what fine-tuning gained
             log.write({"step": 0, "eval": evaluate(model, data.validation, cfg, device)})
+    if world.active:
+        log.write({"event": "distributed", "world_size": world.world_size,
+                   "global_batch": world.global_batch(tc.batch_size), "device": str(device)})
     start_step = step
     loader = torch.utils.data.DataLoader(
         data.train_set,
-        batch_sampler=StepBatches(len(data.train_set), tc.batch_size, tc.seed, start_step, tc.steps),
+        batch_sampler=world.shard(
+            StepBatches(len(data.train_set), world.global_batch(tc.batch_size), tc.seed, start_step, tc.steps)),
         num_workers=tc.num_workers,
     )
-    bar = tqdm(total=tc.steps, initial=step, desc=cfg.stage, disable=not tc.progress, dynamic_ncols=True)
+    bar = tqdm(total=tc.steps, initial=step, desc=cfg.stage, disable=not tc.progress or not world.is_main,
+               dynamic_ncols=True)
     autocast = (
         (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else contextlib.nullcontext
     )
@@ -371,7 +381,7 @@ def train(
                 group["lr"] = lr
             # Forward: the model, its reconstruction loss, and KD against the frozen teacher.
             with autocast():
-                pred, aux = model.forward_with_aux(degraded)
+                pred, aux = forward(degraded)
                 outputs = aux["deep"] if len(aux["deep"]) > 1 else [pred]  # deep supervision
                 weights = noise_balance_weights(degraded, clean, cfg.loss.noise_balance) if cfg.loss.noise_balance > 0 else None
                 losses = [recon(o, clean, weights) for o in outputs]
@@ -386,6 +396,7 @@ def train(
             # Backward, clip, step.
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            world.average_gradients(kd.parameters() if kd is not None else ())  # DDP averages the model's
             if tc.grad_clip > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
@@ -394,6 +405,7 @@ def train(
             if disc_opt is not None:  # adversarial: one discriminator step per generator step
                 disc_opt.zero_grad(set_to_none=True)
                 recon.discriminator_loss(pred, clean).backward()
+                world.average_gradients(recon.discriminator.parameters())
                 disc_opt.step()
             step += 1
             bar.update(1)
@@ -403,9 +415,9 @@ def train(
                 log.write({"step": step, "loss": loss.item(), **parts, "lr": lr,
                            "steps_per_s": (step - start_step) / max(1e-9, time.perf_counter() - t0)})
             # Evaluate on held-out full slices; keep the best, stop when it stops improving.
-            out_of_time = budget_s > 0 and elapsed() >= budget_s
+            out_of_time = budget_s > 0 and world.agree(elapsed() >= budget_s)
             if step % tc.eval_every == 0 or step == tc.steps or out_of_time:
-                metrics = evaluate(model, data.validation, cfg, device)
+                metrics = evaluate(model, data.validation, cfg, device) if world.is_main else {}
                 improved = metrics.get("psnr", -math.inf) > best_psnr + tc.min_delta_db
                 if improved or not metrics:
                     best_psnr, bad_evals = metrics.get("psnr", best_psnr), 0
@@ -413,7 +425,7 @@ def train(
                 else:
                     bad_evals += 1
                 log.write({"step": step, "eval": metrics, "best_psnr": best_psnr})
-                stopped_early = tc.patience > 0 and bad_evals >= tc.patience
+                stopped_early = world.agree(tc.patience > 0 and bad_evals >= tc.patience)  # rank 0 decides
                 checkpoint(last_path)
                 if stopped_early or out_of_time:
                     break
@@ -427,5 +439,9 @@ def train(
               "out_of_time": out_of_time, "elapsed_s": elapsed(), "fp32": fp32_metrics}
     if fp32_metrics and metrics:
         result["qat_minus_fp32_db"] = metrics["psnr"] - fp32_metrics["psnr"]
+    if world.active:
+        digests = world.replica_digests(model)
+        log.write({"event": "replicas", "weights_sha256": digests, "agree": len(set(digests)) == 1})
     log.write({"event": "end", **result})
+    world.close()
     return result

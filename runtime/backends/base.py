@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.engine_sidecar import sha256_file
 from runtime.model_contract import ModelContract
 
 
@@ -92,11 +93,30 @@ class Backend(ABC):
         """A short human-readable name, e.g. ``onnxruntime (CPUExecutionProvider)``."""
         return self.kind
 
+    @property
+    def preferred_batch(self) -> int | None:
+        """Frames or tiles per call this backend asks for when the caller does not choose
+        (None: the caller's default; a server backend sends them as concurrent requests)."""
+        return None
+
+    @property
+    def source(self) -> str:
+        """Where the model comes from, for messages: its file (a server backend: its address)."""
+        return str(self.model_path)
+
+    def model_id(self) -> str:
+        """What identifies the model's bytes in derived images: the sha256 of its file."""
+        return sha256_file(self.model_path)
+
+    def _check_source(self) -> None:
+        """Raise BackendError when the model is not there (a local file by default)."""
+        if not self.model_path.is_file():
+            raise BackendError(f"{self.model_path}: model file not found")
+
     def open(self) -> "Backend":
         """Load the model and allocate buffers once; idempotent."""
         if not self.is_open:
-            if not self.model_path.is_file():
-                raise BackendError(f"{self.model_path}: model file not found")
+            self._check_source()
             try:
                 self._open()
             except BaseException:

@@ -9,10 +9,11 @@ from pathlib import Path
 from runtime.backends.base import Backend, BackendError
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.backends.tensorrt_backend import ENGINE_SUFFIXES, TensorRTBackend
+from runtime.backends.triton_backend import TritonBackend, TritonTarget
 
 MODEL_ENV = "MEDCLEAR_MODEL"
 DEFAULT_MODELS = ("medclear_student.fp32.onnx", "medclear_student.int8.onnx")
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "triton")
 PACKAGED_MODELS = "medclear_models"  # the installed copy of models/ (package data, pyproject.toml)
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,16 +65,27 @@ def model_kind(path: Path) -> str:
 def select_backend(
     model: str | Path | None = None, backend: str = "auto", threads: int | None = None,
     cuda_graphs: bool = False, *, cpu_only: bool = False, ort_optimization: str = "all",
+    server: TritonTarget | None = None,
 ) -> Backend:
     """An unopened backend for ``model`` (default model if None).
 
     ``auto``: an ``.engine``/``.plan`` runs on TensorRT, an ``.onnx`` on ONNX Runtime (which uses
     its CUDA execution provider where installed, unless ``cpu_only``; ``ort_optimization`` is its
     graph optimization, ``all`` or ``basic``). ``onnxruntime``/``tensorrt`` force a backend and
-    fail clearly when the file kind or the machine cannot serve it.
+    fail clearly when the file kind or the machine cannot serve it. ``triton`` (or ``auto`` with
+    ``server``, or a model given as ``grpc://HOST:PORT/NAME`` / ``http://…``) runs the model on
+    a Triton Inference Server.
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    server = server or (TritonTarget.from_model_url(model) if model is not None else None)
+    if backend == "triton" or (backend == "auto" and server is not None):
+        if server is None:
+            raise BackendError("the triton backend needs the server: --url HOST:PORT "
+                               "(or --model grpc://HOST:PORT/NAME)")
+        return TritonBackend(server)
+    if server is not None:
+        raise BackendError(f"a Triton server was given; use --backend triton (or auto), not {backend}")
     path = Path(model) if model is not None else default_model()
     if not path.is_file():
         raise ModelNotFoundError(f"{path}: model file not found")

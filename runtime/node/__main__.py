@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import warnings
+from dataclasses import fields
 from pathlib import Path
 
 from runtime.backends.select import BACKENDS
@@ -66,14 +67,17 @@ exit codes:
 """
 
 
+D = {item.name: item.default for item in fields(NodeConfig)}  # the defaults, stated once
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m runtime.node", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--config", type=Path, help="TOML or JSON file with these settings (options override it)")
-    add("--port", type=int, help="DICOM port to listen on (default 11112; 0 = any free port)")
-    add("--bind", help="address to listen on (default 0.0.0.0)")
-    add("--ae-title", help="this node's AE title (default MEDCLEAR); also the calling AE title when forwarding")
+    add("--port", type=int, help=f"DICOM port to listen on (default {D['port']}; 0 = any free port)")
+    add("--bind", help=f"address to listen on (default {D['bind']})")
+    add("--ae-title", help=f"this node's AE title (default {D['ae_title']}); also the calling AE title when forwarding")
     add("--spool", type=Path, help="spool folder (required): received, derived and failed instances")
     add("--forward", metavar="AE@HOST:PORT", help="destination (required), e.g. ORTHANC@127.0.0.1:4242")
     add("--allow", action="append", metavar="AE[@HOST]", help="accept only these callers (repeatable)")
@@ -84,16 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("--threads", type=int, help="CPU threads for ONNX Runtime (default: all)")
     add("--strength", type=float, help="0 = off, 1 = the model's output (default), up to 4")
     add("--http", metavar="HOST:PORT", help="serve /healthz and /metrics here (e.g. 127.0.0.1:8080)")
-    add("--spool-limit-mb", type=int, help="answer Out of Resources above this spool size (default 10240)")
-    add("--min-free-mb", type=int, help="answer Out of Resources below this free disk space (default 1024)")
-    add("--max-attempts", type=int, help="forwarding attempts before failed/ (default 10)")
-    add("--retry-base-s", type=float, help="first retry delay, doubled per attempt (default 2)")
-    add("--retry-max-s", type=float, help="longest retry delay (default 300)")
-    add("--settle-s", type=float, help="a series is forwarded once quiet this long (default 2)")
-    add("--max-associations", type=int, help="concurrent incoming associations (default 10)")
-    add("--timeout-s", type=float, help="network, ACSE and DIMSE timeouts (default 30)")
-    add("--drain-timeout-s", type=float, help="how long SIGTERM waits for work in progress (default 60)")
-    add("--worker-nice", type=int, help="CPU priority the enhancement runs below receiving (default 10)")
+    add("--spool-limit-mb", type=int, help=f"answer Out of Resources above this spool size (default {D['spool_limit_mb']})")
+    add("--min-free-mb", type=int, help=f"answer Out of Resources below this free disk space (default {D['min_free_mb']})")
+    add("--max-attempts", type=int, help=f"forwarding attempts before failed/ (default {D['max_attempts']})")
+    add("--retry-base-s", type=float, help=f"first retry delay, doubled per attempt (default {D['retry_base_s']:g})")
+    add("--retry-max-s", type=float, help=f"longest retry delay (default {D['retry_max_s']:g})")
+    add("--settle-s", type=float, help=f"a series is forwarded once quiet this long (default {D['settle_s']:g})")
+    add("--max-associations", type=int, help=f"concurrent incoming associations (default {D['max_associations']})")
+    add("--timeout-s", type=float, help=f"network, ACSE and DIMSE timeouts (default {D['timeout_s']:g})")
+    add("--drain-timeout-s", type=float, help=f"how long SIGTERM waits for work in progress (default {D['drain_timeout_s']:g})")
+    add("--worker-nice", type=int, help=f"CPU priority the enhancement runs below receiving (default {D['worker_nice']})")
     add("--tls-cert", type=Path, help="PEM certificate: receive over TLS only")
     add("--tls-key", type=Path, help="PEM private key for --tls-cert")
     add("--tls-ca", type=Path, help="PEM CA bundle: require client certificates signed by it")
@@ -132,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medclear-node: error: {cause(error, 500)}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(config.log_level)
+    # Receiving threads wait for the GIL while the worker holds it; switch every 1 ms, not 5.
+    sys.setswitchinterval(0.001)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

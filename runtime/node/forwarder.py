@@ -62,6 +62,10 @@ class Forwarder(threading.Thread):
                     self.busy = True
                     try:
                         self.send(folder)
+                    except Exception as error:  # e.g. the spool's disk failing: back off, keep going
+                        LOG.error("unexpected error forwarding series#%s: %s; retrying later", folder.name[:10],
+                                  described(error))
+                        self.next_try[folder] = time.monotonic() + self.config.retry_max_s
                     finally:
                         self.busy = False
                     sent = True

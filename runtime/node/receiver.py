@@ -30,6 +30,7 @@ OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC210
 SUCCESS = 0x0000
 REJECT_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNISED = 0x01, 0x01, 0x03
+MAX_PDU = 256 * 1024  # the largest P-DATA PDU callers may send (pynetdicom's default is 16 KiB)
 
 
 class Receiver:
@@ -42,6 +43,7 @@ class Receiver:
         self.tls = tls
         self.ae = AE(ae_title=config.ae_title)
         self.ae.maximum_associations = config.max_associations
+        self.ae.maximum_pdu_size = MAX_PDU  # fewer, larger PDUs: less per-PDU Python work per instance
         self.ae.acse_timeout = self.ae.dimse_timeout = self.ae.network_timeout = config.timeout_s
         for context in AllStoragePresentationContexts:
             self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
@@ -90,6 +92,7 @@ class Receiver:
         self.metrics.count("rejected_associations")
         LOG.warning("rejected association from calling AE %r at %s: not in --allow", safe(calling), safe(address))
         event.assoc.acse.send_reject(REJECT_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNISED)
+        event.assoc.kill()  # as pynetdicom's own rejection does: waits until the A-ASSOCIATE-RJ is out
 
     def _on_store(self, event) -> int:
         """Spool one instance; Success only once it is durable."""

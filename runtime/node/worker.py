@@ -28,7 +28,7 @@ from runtime.enhance import (
     failure_cause, file_facts,
 )
 from runtime.inputs import Job
-from runtime.logtext import cause
+from runtime.logtext import cause, described
 from runtime.node.config import NodeConfig
 from runtime.node.metrics import Metrics
 from runtime.node.spool import DERIVED, Spool
@@ -93,6 +93,9 @@ class Worker(threading.Thread):
                 self.busy = True
                 try:
                     self.process(path)
+                except Exception as error:  # e.g. the spool's disk failing: log, keep going
+                    LOG.error("unexpected error with %s: %s; it stays in the spool for the next start",
+                              token(path), described(error))
                 finally:
                     self.busy = False
         finally:
@@ -122,27 +125,29 @@ class Worker(threading.Thread):
         key = path.parent.name
         outdir = self.spool.output_dir(key, DERIVED)
         settings = replace(self.settings, outdir=outdir)
-        problem, unsupported = None, False
+        problem, unsupported, facts = None, False, ""
         try:
             with self.spool.output_lock:
                 outcome = enhance_file(Job(path, Path(path.stem)), self.backend, settings, self.derivation)
                 self.spool.written(outcome.job.output(outdir, "dicom"))
+            facts = file_facts(outcome.noise, settings.strength)
         except (Skipped, UnsupportedImageError) as error:  # SR, RT, colour, modality not covered
             problem, unsupported = cause(error), True
         except Exception as error:  # corrupt image, inference failure, disk full: this file only
             problem = failure_cause(error)
             if isinstance(error, InferenceError) and not self._backend_still_works(error):
                 return  # the file stays in incoming/ for when the model runs again
-        self._dispose(path, key, problem, unsupported, time.monotonic() - start)
+        self._dispose(path, key, problem, unsupported, time.monotonic() - start, facts)
         if not self.spool.has_pending(key):
             self.spool.prune(path.parent)
 
-    def _dispose(self, path: Path, key: str, problem: str | None, unsupported: bool, seconds: float) -> None:
+    def _dispose(self, path: Path, key: str, problem: str | None, unsupported: bool, seconds: float,
+                 facts: str = "") -> None:
         forward = self.config.forward_original
         if problem is None:
             self.metrics.count("enhanced")
             self.metrics.observe("enhance_seconds", seconds)
-            LOG.info("enhanced %s (series#%s) in %.0f ms", token(path), key[:10], seconds * 1000)
+            LOG.info("enhanced %s (series#%s) in %.0f ms: %s", token(path), key[:10], seconds * 1000, facts)
         elif unsupported:
             self.metrics.count("unsupported")
             LOG.info("not enhanced %s: %s; %s", token(path), problem,

@@ -1,0 +1,374 @@
+"""python -m benchmarks.node: the DICOM node end to end, against dcmtk and a real PACS (issue #13).
+
+On this machine, loopback only:
+
+1. ``--instances`` CT instances (``--series`` series of one study; copies of the shipped
+   512x512 sample with new UIDs) are made.
+2. Receive throughput: dcmtk's ``storescu`` sends them all to dcmtk's ``storescp`` (which only
+   writes files), then to the node (which fsyncs each instance before answering, while it
+   enhances and forwards what it received); the ratio of the two sending times, in one run.
+3. Clean run: Orthanc (a fresh temporary one) receives the node's derived series; the
+   end-to-end rate is instances / (first send to the last derived instance in Orthanc). The
+   CLI's rate on the same files (``python -m runtime.enhance DIR -o OUT``, wall time with
+   its model load) stands beside it.
+4. Kill run: the same with the node ``kill -9``ed ``--kills`` times mid-stream (once it has
+   received a share of the instances) and restarted; storescu re-sends from the first
+   instance not acknowledged. Every derived instance must arrive in Orthanc exactly once, in
+   the right derived series (checked by UID: the expected derived UIDs are a function of the
+   source UIDs and the model).
+
+Writes a JSON record (``--record``) and prints its Markdown; ``--into DOC`` writes it between
+``<!-- node:begin/end -->`` markers (docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pydicom
+from pydicom.uid import generate_uid
+
+from benchmarks.markdown import md_table, write_marked_section
+from benchmarks.orthanc import Orthanc, available, free_port
+from benchmarks.record import library_versions, machine_info
+from runtime.derived import derived_uid
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "samples" / "ct_quarter_dose.dcm"
+SECTION = "node"
+RECORD = REPO / "benchmarks" / "node_record.json"
+
+
+def make_instances(folder: Path, count: int, series: int) -> list[Path]:
+    """``count`` copies of the sample CT with new UIDs, ``series`` series of one study, in send order."""
+    source = pydicom.dcmread(SAMPLE)
+    study = generate_uid(entropy_srcs=["medclear node benchmark", "study"])
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        number = index * series // count
+        ds = source.copy()
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = generate_uid(entropy_srcs=["medclear node benchmark", "series", str(number)])
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=["medclear node benchmark", "instance", str(index)])
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.SeriesNumber, ds.InstanceNumber = number + 1, index + 1
+        ds.SeriesDescription = f"node benchmark series {number + 1}"
+        path = folder / f"s{number + 1:02d}-{index:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def dcmtk_env(nodelay: bool) -> dict[str, str]:
+    """dcmtk's environment: TCP_NODELAY=1 turns Nagle's algorithm off, which dcmtk leaves on by
+    default (then every C-STORE waits ~40 ms for a delayed ACK on loopback)."""
+    env = {k: v for k, v in os.environ.items() if k != "TCP_NODELAY"}
+    return {**env, "TCP_NODELAY": "1"} if nodelay else env
+
+
+def storescu(files: list[Path], port: int, called: str, nodelay: bool = True) -> tuple[float, int, int]:
+    """(seconds, acknowledged, exit code): dcmtk's storescu sends ``files`` in order over one
+    association; ``acknowledged`` counts the leading files answered Success."""
+    start = time.perf_counter()
+    result = subprocess.run(["storescu", "-v", "-aet", "SCANNER", "-aec", called, "127.0.0.1", str(port),
+                             *map(str, files)], capture_output=True, text=True, env=dcmtk_env(nodelay))
+    seconds = time.perf_counter() - start
+    answers = re.findall(r"Received Store Response(?: \(([^)]*)\))?", result.stdout + result.stderr)
+    acknowledged = 0
+    for answer in answers:
+        if answer != "Success":
+            break
+        acknowledged += 1
+    return seconds, acknowledged, result.returncode
+
+
+def storescp_receive(files: list[Path], folder: Path, nodelay: bool) -> float:
+    """Seconds storescu needs to send ``files`` to dcmtk's storescp (writing them to ``folder``)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    port = free_port()
+    server = subprocess.Popen(["storescp", "-dhl", "-aet", "STORESCP", "--output-directory", str(folder), str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dcmtk_env(nodelay))
+    try:
+        _wait_port(port)
+        seconds, acknowledged, code = storescu(files, port, "STORESCP", nodelay)
+        if acknowledged != len(files):
+            raise RuntimeError(f"storescp acknowledged {acknowledged} of {len(files)} (storescu exit {code})")
+        return seconds
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+class Node:
+    """``python -m runtime.node`` as a subprocess (restartable, killable)."""
+
+    def __init__(self, spool: Path, port: int, http: int, forward: str, log: Path, model: str | None) -> None:
+        self.args = ["--port", str(port), "--bind", "127.0.0.1", "--spool", str(spool), "--forward", forward,
+                     "--http", f"127.0.0.1:{http}", "--settle-s", "1"] + (["--model", model] if model else [])
+        self.port, self.http, self.log = port, http, log
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "runtime.node", *self.args], cwd=REPO,
+                                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log,
+                                            stderr=subprocess.STDOUT)
+        _wait_port(self.port, self.process)
+
+    def metric(self, name: str) -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.http}/metrics", timeout=10).read().decode()
+        match = re.search(rf"^medclear_node_{name} (\S+)$", text, re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
+
+    def kill9(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(120)
+
+
+def _wait_port(port: int, process: subprocess.Popen | None = None, timeout: float = 60.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the process exited with {process.returncode} before listening")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+def model_identity(model: str | None) -> tuple[str, str]:
+    """(model id used in derived UIDs, description) of the model the node will open."""
+    from runtime.enhance import derivation_for
+    from runtime.pipeline import open_model
+
+    with open_model(model) as backend:
+        return derivation_for(backend).model_id, f"{backend.model_path.name} ({backend.describe()})"
+
+
+def node_run(files: list[Path], work: Path, name: str, kills: int, model: str | None, identity: str,
+             timeout: float, nodelay: bool = True) -> dict:
+    """Send ``files`` to a fresh node forwarding to a fresh Orthanc, kill -9 it ``kills`` times
+    mid-stream; what arrived, and how fast."""
+    port, http = free_port(), free_port()
+    folder = work / name
+    with Orthanc(folder / "orthanc", modalities={"medclear": ("MEDCLEAR", port)}) as orthanc:
+        node = Node(folder / "spool", port, http, f"ORTHANC@127.0.0.1:{orthanc.dicom_port}", folder / "node.log", model)
+        node.start()
+        start = time.perf_counter()
+        receive_seconds, sends, todo = 0.0, 0, list(files)
+        for kill in range(kills + 1):
+            if kill < kills:  # kill -9 once this run of the node has received a share of the rest
+                seconds, acknowledged = _send_and_kill(todo, node, max(1, len(todo) // (kills + 2)))
+            else:
+                seconds, acknowledged, _ = storescu(todo, port, "MEDCLEAR", nodelay)
+            sends += 1
+            receive_seconds += seconds
+            todo = todo[acknowledged:]
+            if kill < kills:
+                node.start()
+        if todo:
+            raise RuntimeError(f"{len(todo)} instances were never acknowledged")
+        expected = _expected(files, identity)
+        arrived = _wait_arrival(orthanc, expected, timeout)
+        end_to_end = time.perf_counter() - start
+        code = node.stop()
+        statistics = orthanc.statistics()
+    series_found = {uid: info["instances"] for uid, info in arrived.items()}
+    wanted = {}
+    for sop, series in expected.values():
+        wanted[series] = wanted.get(series, 0) + 1
+    return {
+        "instances": len(files), "kills": kills, "sends": sends, "receive_seconds": round(receive_seconds, 3),
+        "end_to_end_seconds": round(end_to_end, 3),
+        "end_to_end_images_per_second": round(len(files) / end_to_end, 2),
+        "derived_instances_in_pacs": statistics["CountInstances"],
+        "derived_series_in_pacs": statistics["CountSeries"],
+        "every_series_complete": series_found == wanted,
+        "exit_code_after_sigterm": code,
+    }
+
+
+def _send_and_kill(files: list[Path], node: Node, share: int) -> tuple[float, int]:
+    """storescu ``files`` to the node and kill -9 the node once it received ``share`` of them."""
+    start = time.perf_counter()
+    process = subprocess.Popen(["storescu", "-v", "-aet", "SCANNER", "-aec", "MEDCLEAR", "127.0.0.1",
+                                str(node.port), *map(str, files)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=dcmtk_env(True))
+    while node.metric("received_total") < share and process.poll() is None:
+        time.sleep(0.02)
+    node.kill9()
+    output, _ = process.communicate(timeout=120)
+    seconds = time.perf_counter() - start
+    acknowledged = 0
+    for answer in re.findall(r"Received Store Response(?: \(([^)]*)\))?", output):
+        if answer != "Success":
+            break
+        acknowledged += 1
+    return seconds, acknowledged
+
+
+def _expected(files: list[Path], identity: str) -> dict[str, tuple[str, str]]:
+    """source SOP UID -> (derived SOP UID, derived series UID)."""
+    out = {}
+    for path in files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        out[str(ds.SOPInstanceUID)] = (str(derived_uid(str(ds.SOPInstanceUID), identity)),
+                                       str(derived_uid(str(ds.SeriesInstanceUID), identity)))
+    return out
+
+
+def _wait_arrival(orthanc: Orthanc, expected: dict[str, tuple[str, str]], timeout: float) -> dict:
+    """Orthanc's series once it holds as many instances as expected (or the timeout passed);
+    raises if any stored instance is not an expected derived instance in its expected series."""
+    deadline = time.monotonic() + timeout
+    while orthanc.statistics()["CountInstances"] < len(expected) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(3)  # anything extra (a duplicate, a stray series) would arrive now
+    wanted = {sop: series for sop, series in expected.values()}
+    for item in orthanc.get("/instances?expand"):
+        sop = item["MainDicomTags"]["SOPInstanceUID"]
+        series = orthanc.get(f"/series/{item['ParentSeries']}")["MainDicomTags"]["SeriesInstanceUID"]
+        if wanted.get(sop) != series:
+            raise RuntimeError("Orthanc holds an instance that is not an expected derived instance of its series")
+    return orthanc.series()
+
+
+def cli_rate(folder: Path, out: Path, model: str | None, count: int) -> dict:
+    """``python -m runtime.enhance`` over the same files: wall time, with its model load."""
+    command = [sys.executable, "-m", "runtime.enhance", str(folder), "-o", str(out), "-q"]
+    command += ["--model", model] if model else []
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ,
+                                                                                   "PYTHONPATH": str(REPO)})
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"runtime.enhance failed: {result.stderr[-500:]}")
+    return {"seconds": round(seconds, 3), "images_per_second": round(count / seconds, 2),
+            "summary": result.stdout.strip().splitlines()[-1]}
+
+
+def run(args: argparse.Namespace) -> dict:
+    reason = available()
+    if reason or shutil.which("storescu") is None or shutil.which("storescp") is None:
+        raise SystemExit(f"benchmarks.node: {reason or 'dcmtk (storescu, storescp) is not installed'}")
+    work = args.work
+    shutil.rmtree(work, ignore_errors=True)
+    files = make_instances(work / "in", args.instances, args.series)
+    identity, model_text = model_identity(args.model)
+    storescp_seconds = storescp_receive(files, work / "storescp", nodelay=True)
+    storescp_nagle = storescp_receive(files, work / "storescp", nodelay=False)
+    clean = node_run(files, work, "clean", 0, args.model, identity, args.timeout)
+    nagle = node_run(files, work, "nagle", 0, args.model, identity, args.timeout, nodelay=False)
+    killed = node_run(files, work, "killed", args.kills, args.model, identity, args.timeout)
+    cli = cli_rate(work / "in", work / "cli", args.model, len(files))
+    return {
+        "benchmark": "node", "machine": machine_info(), "libraries": library_versions(),
+        "tools": {"orthanc": _version(["Orthanc", "--version"]), "dcmtk": _version(["storescu", "--version"])},
+        "load_average_at_start": round(os.getloadavg()[0], 2),  # other work on the machine skews every row
+        "model": model_text, "instances": args.instances, "series": args.series,
+        "image": "512x512 CT (samples/ct_quarter_dose.dcm with new UIDs), Explicit VR Little Endian",
+        "storescp_receive_seconds": round(storescp_seconds, 3),
+        "node_receive_seconds": clean["receive_seconds"],
+        "receive_ratio": round(clean["receive_seconds"] / storescp_seconds, 2),
+        "dcmtk_default": {"storescp_receive_seconds": round(storescp_nagle, 3),
+                          "node_receive_seconds": nagle["receive_seconds"],
+                          "receive_ratio": round(nagle["receive_seconds"] / storescp_nagle, 2),
+                          "node_run": nagle},
+        "clean": clean, "killed": killed, "cli": cli,
+    }
+
+
+def _version(command: list[str]) -> str:
+    try:
+        text = subprocess.run(command, capture_output=True, text=True, timeout=30).stdout
+    except OSError:
+        return "not installed"
+    line = text.strip().splitlines()[0] if text.strip() else "unknown"
+    return line.replace("$dcmtk: ", "").rstrip("$ ").strip()  # dcmtk prints "$dcmtk: storescu v3.6.7 ... $"
+
+
+def markdown(record: dict) -> str:
+    machine = record["machine"]
+    clean, killed, cli = record["clean"], record["killed"], record["cli"]
+    n, default = record["instances"], record["dcmtk_default"]
+    rows = [
+        ["receive, TCP_NODELAY=1: storescu -> storescp (writes files, no fsync)",
+         f"{record['storescp_receive_seconds']:.2f} s", f"{n / record['storescp_receive_seconds']:.0f} images/s", ""],
+        ["receive, TCP_NODELAY=1: storescu -> node (fsync per instance, enhancing meanwhile)",
+         f"{record['node_receive_seconds']:.2f} s", f"{n / record['node_receive_seconds']:.0f} images/s",
+         f"**{record['receive_ratio']:.2f}x** storescp's time"],
+        ["receive, dcmtk defaults (Nagle on): storescu -> storescp", f"{default['storescp_receive_seconds']:.2f} s",
+         f"{n / default['storescp_receive_seconds']:.0f} images/s", ""],
+        ["receive, dcmtk defaults (Nagle on): storescu -> node", f"{default['node_receive_seconds']:.2f} s",
+         f"{n / default['node_receive_seconds']:.0f} images/s", f"{default['receive_ratio']:.2f}x storescp's time"],
+        ["end to end: storescu -> node -> Orthanc, clean", f"{clean['end_to_end_seconds']:.1f} s",
+         f"{clean['end_to_end_images_per_second']:.2f} images/s",
+         f"{clean['derived_instances_in_pacs']} derived in {clean['derived_series_in_pacs']} series"],
+        [f"end to end, node kill -9ed {killed['kills']}x mid-stream and restarted",
+         f"{killed['end_to_end_seconds']:.1f} s", f"{killed['end_to_end_images_per_second']:.2f} images/s",
+         f"{killed['derived_instances_in_pacs']} derived in {killed['derived_series_in_pacs']} series, "
+         f"{killed['sends']} sends"],
+        ["CLI: python -m runtime.enhance DIR (wall, with model load)", f"{cli['seconds']:.1f} s",
+         f"{cli['images_per_second']:.2f} images/s", ""],
+    ]
+    complete = all(run["every_series_complete"] for run in (clean, killed, default["node_run"]))
+    return "\n".join([
+        f"{record['instances']} instances in {record['series']} series ({record['image']}); model "
+        f"{record['model']}; {machine['cpu']}, {machine['usable_cores']} cores, {machine['memory_gib']} GiB, "
+        f"Python {machine['python']}; load average {record['load_average_at_start']} at the start; "
+        f"{record['tools']['orthanc']}; dcmtk {record['tools']['dcmtk']}.",
+        "",
+        md_table(["what", "time", "rate", "note"], rows),
+        "",
+        f"Every derived series complete in Orthanc, each instance once with its expected UID: "
+        f"{'yes' if complete else 'NO'} (all three node runs); node exit code after SIGTERM: "
+        f"{clean['exit_code_after_sigterm']}, {default['node_run']['exit_code_after_sigterm']}, "
+        f"{killed['exit_code_after_sigterm']}.",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.node", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--instances", type=int, default=500)
+    parser.add_argument("--series", type=int, default=5)
+    parser.add_argument("--kills", type=int, default=2, help="kill -9s in the kill run (default 2)")
+    parser.add_argument("--model", help="model file (default: the shipped model)")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "node-benchmark", help="scratch folder")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for all derived instances")
+    parser.add_argument("--record", type=Path, default=RECORD, help=f"JSON record to write (default {RECORD})")
+    parser.add_argument("--into", type=Path, help="write the Markdown between <!-- node:begin/end --> in this file")
+    args = parser.parse_args(argv)
+    record = run(args)
+    args.record.parent.mkdir(parents=True, exist_ok=True)
+    args.record.write_text(json.dumps(record, indent=2) + "\n")
+    text = markdown(record)
+    print(text)
+    if args.into is not None:
+        write_marked_section(args.into, text, SECTION)
+    runs = (record["clean"], record["killed"], record["dcmtk_default"]["node_run"])
+    return 0 if all(run["every_series_complete"] for run in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

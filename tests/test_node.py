@@ -1,0 +1,278 @@
+"""The DICOM node without a PACS (issue #13): settings, access control, TLS, back-pressure,
+what is not enhanced, /healthz and /metrics, the spool, and the service units.
+
+The node runs in this process (``node_fixtures.node_in_process``) with the tiny smoothing
+model; forwarding goes to a port where nothing listens unless a test says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from benchmarks.orthanc import free_port
+from node_fixtures import ct_series, echo, node_in_process, send, spool_files, wait_for
+from runtime.node.__main__ import build_parser, settings_from
+from runtime.node.config import Allowed, ConfigError, Destination, build, load_file
+from runtime.node.spool import Spool
+from runtime_fixtures import REPO, copy_file, make_smoothing_model
+
+OUT_OF_RESOURCES = 0xA700
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return make_smoothing_model(tmp_path_factory.mktemp("node-model") / "model.onnx")
+
+
+def settings(tmp_path: Path, model: Path, **extra) -> dict:
+    """A node on a free loopback port forwarding to a port where nothing listens."""
+    return {"spool": tmp_path / "spool", "forward": f"PACS@127.0.0.1:{free_port()}", "port": free_port(),
+            "bind": "127.0.0.1", "model": model, "settle_s": 0.1, "retry_base_s": 30, **extra}
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+def test_config_file_toml_and_json_with_command_line_overrides(tmp_path):
+    toml = tmp_path / "node.toml"
+    toml.write_text('spool = "spool"\nforward = "PACS@pacs.example:104"\nport = 104\n'
+                    'allow = ["CT1", "MR1@10.1.2.0/24"]\nforward-original = true\nspool_limit_mb = 512\n')
+    args = build_parser().parse_args(["--config", str(toml), "--port", "11112", "--allow", "CT2"])
+    config = settings_from(args)
+    assert config.spool == tmp_path / "spool"  # relative to the file's folder
+    assert config.forward == Destination("PACS", "pacs.example", 104)
+    assert config.port == 11112 and config.forward_original and config.spool_limit_bytes == 512 * 2**20
+    assert [str(rule) for rule in config.allow] == ["CT2"]  # the command line wins
+    json_file = tmp_path / "node.json"
+    json_file.write_text(json.dumps({"spool": "/var/spool/medclear", "forward": "PACS@10.0.0.5:4242",
+                                     "http": "127.0.0.1:9102"}))
+    config = settings_from(build_parser().parse_args(["--config", str(json_file)]))
+    assert config.spool == Path("/var/spool/medclear") and config.http == ("127.0.0.1", 9102)
+
+
+@pytest.mark.parametrize(("settings_", "message"), [
+    ({"spool": "s"}, "--forward is required"),
+    ({"spool": "s", "forward": "PACS@host"}, "is not AE@HOST:PORT"),
+    ({"spool": "s", "forward": "A_TITLE_LONGER_THAN_16@h:1"}, "is not an AE title"),
+    ({"spool": "s", "forward": "P@h:70000"}, "outside 0-65535"),
+    ({"spool": "s", "forward": "P@h:1", "allow": ["BAD\\AE"]}, "is not an AE title"),
+    ({"spool": "s", "forward": "P@h:1", "spool_limit_mb": 0}, "must be >= 1"),
+    ({"spool": "s", "forward": "P@h:1", "tls_cert": "c.pem"}, "go together"),
+    ({"spool": "s", "forward": "P@h:1", "no_such": 1}, "unknown setting(s): no_such"),
+    ({"spool": "s", "forward": "P@h:1", "forward_original": "yes"}, "expected true or false"),
+    ({"spool": "s", "forward": "P@h:1", "strength": 9}, "--strength"),
+])
+def test_bad_settings_are_one_line_errors(settings_, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build(settings_)
+
+
+def test_command_line_usage_errors_exit_2_with_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "runtime.node", "--spool", str(tmp_path), "--forward", "nope"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["medclear-node: error: --forward: 'nope' is not AE@HOST:PORT"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("spool = \n")
+    result = subprocess.run([sys.executable, "-m", "runtime.node", "--config", str(bad)], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "is not valid TOML" in result.stderr
+
+
+def test_help_documents_the_interface():
+    text = build_parser().format_help()
+    for option in ("--port", "--ae-title", "--spool", "--forward", "--allow", "--forward-original", "--model",
+                   "--backend", "--http", "--config", "--tls-cert", "--spool-limit-mb", "--max-attempts",
+                   "--retry-failed"):
+        assert option in text, option
+    assert "fsynced" in text and "Out of" in text and "SIGTERM" in text
+
+
+def test_allowed_rules_match_title_and_host():
+    assert Allowed.parse("CT1").permits("CT1", "192.0.2.7")
+    assert not Allowed.parse("CT1").permits("CT2", "192.0.2.7")
+    assert Allowed.parse("CT1@192.0.2.0/24").permits("CT1 ", "192.0.2.7")
+    assert not Allowed.parse("CT1@192.0.2.0/24").permits("CT1", "198.51.100.1")
+    assert Allowed.parse("CT1@127.0.0.1").permits("CT1", "::ffff:127.0.0.1")
+    assert Allowed.parse("CT1@localhost").permits("CT1", "127.0.0.1")
+
+
+# --- access control, TLS --------------------------------------------------------------------
+
+
+def test_a_calling_ae_title_not_allowed_is_rejected_at_association_and_logged(model, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="medclear.node")
+    with node_in_process(**settings(tmp_path, model, allow=["SCANNER", "CT2@192.0.2.1"])) as node:
+        port = node.receiver.port
+        assert echo(port, "INTRUDER") == "rejected"
+        assert echo(port, "CT2") == "rejected"  # allowed only from another host
+        assert echo(port, "SCANNER") == "success"
+        statuses = send(ct_series(tmp_path / "in", 1, "x"), port, ae_title="INTRUDER")
+        assert set(statuses.values()) == {-1}
+        assert node.metrics.counters["rejected_associations"] == 3 and node.metrics.counters["received"] == 0
+    lines = [r.getMessage() for r in caplog.records if "rejected association" in r.getMessage()]
+    assert lines[0] == "rejected association from calling AE 'INTRUDER' at 127.0.0.1: not in --allow"
+    assert not spool_files(tmp_path / "spool", "incoming")
+
+
+def _certificate(folder: Path, name: str) -> tuple[Path, Path]:
+    key, cert = folder / f"{name}.key", folder / f"{name}.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a test certificate")
+def test_tls_receive_and_forward(model, tmp_path):
+    """--tls-cert/--tls-key: TLS only; a plain caller fails. --forward-tls to a TLS node."""
+    cert, key = _certificate(tmp_path, "node")
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cert)
+    first = settings(tmp_path / "a", model, tls_cert=cert, tls_key=key)
+    with node_in_process(**first) as receiving:
+        port = receiving.receiver.port
+        assert echo(port, tls=(client, "127.0.0.1")) == "success"
+        assert echo(port) == "failed"
+        second = settings(tmp_path / "b", model, forward=f"MEDCLEAR@127.0.0.1:{port}", forward_tls=True,
+                          forward_tls_ca=cert)
+        with node_in_process(**second) as sending:  # node b forwards over TLS to node a
+            assert set(send(ct_series(tmp_path / "in", 2, "tls"), sending.receiver.port).values()) == {0}
+            wait_for(lambda: receiving.metrics.counters["received"] == 2, 30, "node a to receive over TLS")
+
+
+# --- back-pressure, unsupported objects ------------------------------------------------------
+
+
+def test_spool_over_its_limit_answers_out_of_resources_and_does_not_grow(model, tmp_path):
+    paths = ct_series(tmp_path / "in", 40, "flood")  # 40 x 39 KB, and the derived copies: over 1 MiB
+    with node_in_process(**settings(tmp_path, model, spool_limit_mb=1, min_free_mb=0)) as node:
+        statuses = send(paths, node.receiver.port)
+        assert statuses[paths[0]] == 0 and OUT_OF_RESOURCES in statuses.values()
+        assert set(statuses.values()) == {0, OUT_OF_RESOURCES}
+        wait_for(lambda: node.worker.queue.empty() and not node.worker.busy, 30, "the worker to finish")
+        used = node.spool.used_bytes
+        actual = sum(p.stat().st_size for area in ("incoming", "outgoing") for p in spool_files(tmp_path / "spool", area))
+        accepted = sum(1 for status in statuses.values() if status == 0)
+        assert node.metrics.counters["refused"] == 40 - accepted
+        assert "medclear_node_spool_bytes" in node.metrics.render()
+    assert used == actual and used < 2**20 + 2 * 40_000  # within one instance (+ its derived copy) of the limit
+
+
+def test_non_images_and_colour_images_are_accepted_logged_and_not_forwarded(model, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="medclear.node")
+    others = [copy_file(name, tmp_path / "in") for name in ("test-SR.dcm", "rtplan.dcm", "SC_rgb.dcm")]
+    with node_in_process(**settings(tmp_path, model)) as node:
+        assert set(send(others, node.receiver.port).values()) == {0}
+        wait_for(lambda: node.metrics.counters["unsupported"] == 3, 30, "3 unsupported instances")
+        assert node.health() is None
+        assert echo(node.receiver.port) == "success"  # and the node goes on
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert text.count("not forwarded (--forward-original forwards it unchanged)") == 3
+    assert "no pixel data (SR object, not an image)" in text and "not greyscale" in text
+    assert not spool_files(tmp_path / "spool", "incoming") and not spool_files(tmp_path / "spool", "outgoing")
+    assert not spool_files(tmp_path / "spool", "failed")
+
+
+def test_a_corrupt_image_goes_to_failed_with_a_reason(model, tmp_path):
+    good = ct_series(tmp_path / "in", 1, "ok")[0]
+    ds = pydicom.dcmread(good)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.PixelData = ds.PixelData[:100]  # the image is cut short
+    bad = tmp_path / "in" / "bad.dcm"
+    ds.save_as(bad, enforce_file_format=True)
+    with node_in_process(**settings(tmp_path, model)) as node:
+        assert set(send([bad, good], node.receiver.port).values()) == {0}
+        wait_for(lambda: node.metrics.counters["enhanced"] == 1 and node.metrics.counters["failed"] == 1, 30,
+                 "one enhanced, one failed")
+    failed = spool_files(tmp_path / "spool", "failed")
+    assert len(failed) == 1
+    reason = failed[0].with_name(failed[0].name + ".reason").read_text()
+    assert reason.startswith("enhancement failed: ") and reason.count("\n") == 1
+
+
+# --- operations -------------------------------------------------------------------------------
+
+
+def test_healthz_and_prometheus_metrics(model, tmp_path):
+    with node_in_process(**settings(tmp_path, model, http=f"127.0.0.1:{free_port()}")) as node:
+        base = f"http://127.0.0.1:{node.status.port}"
+        send(ct_series(tmp_path / "in", 2, "m"), node.receiver.port)
+        wait_for(lambda: node.metrics.counters["enhanced"] == 2, 30, "2 enhanced")
+        assert urllib.request.urlopen(base + "/healthz", timeout=10).read() == b"ok\n"
+        response = urllib.request.urlopen(base + "/metrics", timeout=10)
+        text = response.read().decode()
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(base + "/nothing", timeout=10)
+        node.worker.stop()
+        node.worker.join(10)
+        with pytest.raises(urllib.error.HTTPError) as unhealthy:
+            urllib.request.urlopen(base + "/healthz", timeout=10)
+        assert unhealthy.value.code == 503
+    for name in ("received_total 2", "enhanced_total 2", "forwarded_total 0", "failed_total 0", "queue_depth 0",
+                 "outgoing_depth 2", 'enhance_seconds_bucket{le="+Inf"} 2', "enhance_seconds_count 2",
+                 "image_seconds_count 0"):
+        assert f"medclear_node_{name}\n" in text, name
+    assert "# TYPE medclear_node_image_seconds histogram" in text
+
+
+def test_spool_resumes_and_counts_what_a_previous_run_left(tmp_path):
+    spool = Spool(tmp_path, limit_bytes=10**9).open()
+    path = spool.receive("1.2.3", "1.2.3.4", b"x" * 1000)
+    (tmp_path / "tmp" / ".medclear-tmp-half").write_bytes(b"never acknowledged")
+    spool.close()
+    again = Spool(tmp_path, limit_bytes=10**9).open()
+    assert again.pending() == [path] and again.used_bytes == 1000
+    assert not list((tmp_path / "tmp").iterdir())
+    with pytest.raises(RuntimeError, match="another medclear node"):
+        Spool(tmp_path, limit_bytes=10**9).open()
+    again.close()
+
+
+# --- service units ----------------------------------------------------------------------------
+
+UNITS = [REPO / "deploy" / "medclear-node.service", REPO / "jetson" / "medclear-node.service"]
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: str(p.relative_to(REPO)))
+def test_service_units_run_the_node_with_options_it_knows(unit, tmp_path):
+    text = unit.read_text()
+    exec_start = next(line for line in text.replace("\\\n", " ").splitlines() if line.startswith("ExecStart="))
+    assert "-m runtime.node" in exec_start and "KillSignal=SIGTERM" in text
+    help_text = build_parser().format_help()
+    assert all(flag in help_text for flag in re.findall(r"(?<!\S)(--[a-z][a-z-]*)", exec_start))
+    config = re.search(r"--config (\S+)", exec_start).group(1)
+    example = REPO / unit.parent.name / Path(config).name
+    loaded = load_file(example)  # the example config the unit points at is valid
+    assert build(loaded).forward.port > 0
+    if shutil.which("systemd-analyze") is None:
+        return
+    copy = tmp_path / unit.name
+    copy.write_text(text.replace("/opt/medclear/.venv/bin/python", os.path.realpath(sys.executable)))
+    result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_benchmark_section_is_what_its_record_renders_to():
+    """docs/BENCHMARKS.md's DICOM node numbers come from benchmarks/node_record.json."""
+    from benchmarks.markdown import read_marked_section
+    from benchmarks.node import RECORD, markdown
+
+    record = json.loads(RECORD.read_text())
+    assert read_marked_section(REPO / "docs" / "BENCHMARKS.md", "node") == markdown(record)
+    for run in (record["clean"], record["killed"], record["dcmtk_default"]["node_run"]):
+        assert run["every_series_complete"] and run["derived_instances_in_pacs"] == record["instances"]
+    assert record["killed"]["kills"] == 2 and record["instances"] == 500
