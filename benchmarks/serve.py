@@ -8,7 +8,8 @@ compared: with dynamic batching, and the same model taking one request at a time
 (``max_batch_size 1``, no dynamic batching); the gain is their throughput ratio.
 
 Without ``--url`` the benchmark writes both models' repository from ``--model`` (Python
-backend, CPU) and serves it with the local server (:mod:`benchmarks.triton_local`); with
+backend, CPU) and serves it with the local server (:mod:`benchmarks.triton_local`), after a
+reference row of the same model run in-process, one call after the other; with
 ``--url`` it measures a running server's ``--model-name`` and ``--baseline-name`` (e.g. a GPU
 server with repositories from ``python -m compiler triton-repo``). Only loopback or your own
 servers: the request loops are bounded by ``--duration``.
@@ -35,6 +36,7 @@ from runtime.logtext import cause
 from runtime.model_contract import INPUT_NAME, OUTPUT_NAME
 
 BATCHING, SINGLE = "medclear", "medclear_b1"
+LOCAL = "in-process onnxruntime"  # the reference row: the same model without a server
 SECTION = "serve"
 
 
@@ -116,6 +118,23 @@ def measure(url: str, model: str, concurrency: int, side: int, warmup_s: float, 
     return Level(model, concurrency, len(flat), duration_s, flat, after[0] - before[0], after[1] - before[1])
 
 
+def measure_local(model: Path, side: int, warmup_s: float, duration_s: float) -> Level:
+    """The same model in this process (the runtime's ONNX Runtime backend), one call after the
+    other: what the server's numbers compare with on this machine, at this moment."""
+    from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    image = np.random.default_rng(0).random((1, 1, side, side), dtype=np.float32)
+    latencies = []
+    with OnnxRuntimeBackend(model, providers=["CPUExecutionProvider"]) as backend:
+        start = time.perf_counter() + warmup_s
+        until = start + duration_s
+        while (sent := time.perf_counter()) < until:
+            backend.infer(image)
+            if sent >= start:
+                latencies.append((time.perf_counter() - sent) * 1000.0)
+    return Level(LOCAL, 1, len(latencies), duration_s, latencies, len(latencies), len(latencies))
+
+
 def local_repository(model: Path, folder: Path, queue_delay_us: int, instances: int) -> Path:
     """The two models to compare, on the Python backend (CPU)."""
     common = {"platform": "python", "instances": instances}
@@ -188,8 +207,9 @@ def run(args: argparse.Namespace, levels: list[int]) -> dict:
     settings.update({"queue_delay_us": args.queue_delay_us, "instances": args.instances})
     with tempfile.TemporaryDirectory() as folder, LocalTriton(
             local_repository(args.model, Path(folder), args.queue_delay_us, args.instances)) as server:
+        rows = [measure_local(args.model, args.size, args.warmup, args.duration).row()]
         return {**header("serve", settings), "model": file_record(args.model),
-                "rows": sweep(server.grpc_url, models, levels, args)}
+                "rows": rows + sweep(server.grpc_url, models, levels, args)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from compiler.triton_repo import PYTHON_MODEL, RepoOptions, write_repository
 from runtime.engine_sidecar import sha256_file, write_sidecar
 from runtime.model_contract import ModelContract
 
-model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs medclear[triton]")
+from tritonclient.grpc import model_config_pb2  # medclear[triton], part of the test extra
 pb = model_config_pb2
 
 

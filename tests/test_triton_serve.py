@@ -9,9 +9,9 @@ from runtime_fixtures import make_smoothing_model
 from triton_fixtures import require_server
 
 from benchmarks.markdown import read_marked_section
-from benchmarks.serve import BATCHING, SINGLE, main
+from benchmarks.serve import BATCHING, LOCAL, SINGLE, main
 
-pytest.importorskip("tritonclient.grpc", reason="needs medclear[triton]")
+import tritonclient.grpc  # noqa: F401  (medclear[triton], part of the test extra)
 
 
 def test_sweep_reports_throughput_percentiles_batch_and_gain(tmp_path, capsys):
@@ -22,11 +22,11 @@ def test_sweep_reports_throughput_percentiles_batch_and_gain(tmp_path, capsys):
     assert main(["--model", str(model), "--concurrency", "1,3", "--duration", "0.6", "--warmup", "0.2",
                  "--size", "64", "--out", str(tmp_path / "serve.json"), "--into", str(doc)]) == 0
     record = json.loads((tmp_path / "serve.json").read_text())
-    assert [(r["model"], r["concurrency"]) for r in record["rows"]] == [(BATCHING, 1), (BATCHING, 3), (SINGLE, 1),
-                                                                        (SINGLE, 3)]
+    assert [(r["model"], r["concurrency"]) for r in record["rows"]] == [
+        (LOCAL, 1), (BATCHING, 1), (BATCHING, 3), (SINGLE, 1), (SINGLE, 3)]
     for row in record["rows"]:
         assert row["requests"] > 0 and row["throughput"] > 0 and row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
-    assert all(r["mean_batch"] == 1 for r in record["rows"] if r["model"] == SINGLE)
+    assert all(r["mean_batch"] == 1 for r in record["rows"] if r["model"] in (SINGLE, LOCAL))
     assert [g["concurrency"] for g in record["gains"]] == [1, 3] and record["machine"]["cpu"]
     section = read_marked_section(doc, "serve")
     assert "| model | clients | images/s | p50 ms | p95 ms | p99 ms | server batch |" in section
