@@ -276,3 +276,11 @@ def test_benchmark_section_is_what_its_record_renders_to():
     for run in (record["clean"], record["killed"], record["dcmtk_default"]["node_run"]):
         assert run["every_series_complete"] and run["derived_instances_in_pacs"] == record["instances"]
     assert record["killed"]["kills"] == 2 and record["instances"] == 500
+
+
+def test_config_file_keeps_a_triton_model_url_and_resolves_relative_paths(tmp_path):
+    config = tmp_path / "node.json"
+    config.write_text('{"model": "grpc://127.0.0.1:8001/medclear", "spool": "spool"}')
+    loaded = load_file(config)
+    assert loaded["model"] == "grpc://127.0.0.1:8001/medclear"
+    assert loaded["spool"] == str(tmp_path.resolve() / "spool")

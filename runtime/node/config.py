@@ -188,7 +188,8 @@ def load_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"--config: {path} must hold a table/object of settings")
     settings = {str(key).replace("-", "_"): value for key, value in settings.items()}
     for key in PATHS & set(settings):  # relative to the file's folder
-        if isinstance(settings[key], str) and not Path(settings[key]).expanduser().is_absolute():
+        value = settings[key]  # a model URL (grpc://HOST:PORT/NAME, Triton) is not a path
+        if isinstance(value, str) and "://" not in value and not Path(value).expanduser().is_absolute():
             settings[key] = str(path.resolve().parent / settings[key])
     return settings
 
