@@ -216,6 +216,17 @@ def directory_images(root: str | Path, modalities: tuple[str, ...], min_side: in
     return images
 
 
+def _random_phantom_source(name: str, group: str, seed: list[int], size: int, modality: str) -> SourceImage:
+    """One random body phantom from ``seed``: HU for CT, under a random MR contrast for MR;
+    its field of view (so pixel size) drawn last from the same generator."""
+    rng = np.random.default_rng(seed)
+    values = random_phantom(size, rng)
+    if modality == "MR":
+        values = mr_contrast(values, rng)
+    pixel_mm = phantom_pixel_mm(size, random_fov_mm(rng))
+    return SourceImage(f"phantom:{name}", modality, values, pixel_mm, f"{group}:phantom:{name}", "phantom")
+
+
 def phantom_images(count: int, size: int, test_count: int, validation_count: int = 0) -> list[SourceImage]:
     """Random phantoms by name: training ``phantom:train-i``, validation ``phantom:val-i``, and
     test: Shepp-Logan and ``phantom:heldout-i`` (groups ``train:`` / ``validation:`` / ``heldout:``).
@@ -225,10 +236,7 @@ def phantom_images(count: int, size: int, test_count: int, validation_count: int
     """
 
     def make(name: str, group: str, seed: list[int]) -> SourceImage:
-        rng = np.random.default_rng(seed)
-        values = random_phantom(size, rng)
-        pixel_mm = phantom_pixel_mm(size, random_fov_mm(rng))
-        return SourceImage(f"phantom:{name}", "CT", values, pixel_mm, f"{group}:phantom:{name}", "phantom")
+        return _random_phantom_source(name, group, seed, size, "CT")
 
     # Separate seed streams ([7, 0, i] train, [7, 1, i] test, [7, 2, i] validation) keep the sets distinct.
     images = [make(f"train-{i}", "train", [7, 0, i]) for i in range(count)]
@@ -246,10 +254,7 @@ def mr_phantom_images(count: int, size: int, validation_count: int = 0) -> list[
     ``phantom:mr-train-i`` and validation ``phantom:mr-val-i``; none are test images."""
 
     def make(name: str, group: str, seed: list[int]) -> SourceImage:
-        rng = np.random.default_rng(seed)
-        values = mr_contrast(random_phantom(size, rng), rng)
-        pixel_mm = phantom_pixel_mm(size, random_fov_mm(rng))
-        return SourceImage(f"phantom:{name}", "MR", values, pixel_mm, f"{group}:phantom:{name}", "phantom")
+        return _random_phantom_source(name, group, seed, size, "MR")
 
     # Seed streams [8, 0, i] (train) and [8, 2, i] (validation), apart from the CT phantoms' [7, ...].
     images = [make(f"mr-train-{i}", "train", [8, 0, i]) for i in range(count)]
