@@ -96,15 +96,18 @@ def montage(frames: np.ndarray) -> np.ndarray:
     return grid
 
 
-def write_png(path: Path, image: np.ndarray, text: dict[str, str] | None = None) -> None:
-    """Save a 2-D uint8 image as PNG atomically (Pillow), with optional text chunks."""
+def write_png(path: Path, image: np.ndarray, text: dict[str, str] | None = None, *, compress: bool = True) -> None:
+    """Save a 2-D uint8 image as PNG atomically (Pillow), with optional text chunks.
+    ``compress=False`` stores the pixels uncompressed: the file size then depends only on the
+    image's shape, not on its content (a blinded reader study must not leak which image is smoother)."""
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
     for key, value in (text or {}).items():
         info.add_text(key, value)
-    atomic_write(path, lambda handle: Image.fromarray(image).save(handle, format="PNG", pnginfo=info))
+    options = {} if compress else {"compress_level": 0}
+    atomic_write(path, lambda handle: Image.fromarray(image).save(handle, format="PNG", pnginfo=info, **options))
 
 
 def write_json(path: Path, record: dict) -> None:
@@ -112,7 +115,8 @@ def write_json(path: Path, record: dict) -> None:
     atomic_write(path, lambda handle: handle.write((json.dumps(record, indent=2, sort_keys=True) + "\n").encode()))
 
 
-def side_by_side(before: np.ndarray, after: np.ndarray, gap: int = 4) -> np.ndarray:
-    """Two uint8 images of one shape next to each other with a white gap."""
-    spacer = np.full((before.shape[0], gap), 255, dtype=np.uint8)
-    return np.concatenate([before, spacer, after], axis=1)
+def side_by_side(*images: np.ndarray, gap: int = 4) -> np.ndarray:
+    """uint8 images of one shape next to each other, white gaps between them."""
+    spacer = np.full((images[0].shape[0], gap), 255, dtype=np.uint8)
+    parts = [part for image in images for part in (spacer, image)][1:]
+    return np.concatenate(parts, axis=1)

@@ -3,6 +3,8 @@
 - GPU tests (marker ``gpu``) skip with a reason where no GPU/TensorRT is present.
 - Tests that run dicom3tools' validators (marker ``dicom3tools``) fail where ``dciodvfy`` or
   ``dcentvfy`` is missing, naming the install command; ``-m "not dicom3tools"`` deselects them.
+- Browser tests (marker ``chromium``) fail where Debian's ``chromium`` or ``chromedriver`` is
+  missing, naming the install command; ``-m "not chromium"`` deselects them.
 - In CI (``CI`` or ``MEDCLEAR_CI`` set, as ``.ci/run`` does) a skip whose reason is not one of
   ``EXPECTED_SKIPS`` (GPU-only tests, the sweep's non-image files) is reported as a failure.
 """
@@ -22,6 +24,11 @@ DICOM3TOOLS = ("dciodvfy", "dcentvfy")
 DICOM3TOOLS_HINT = (
     "install Debian's dicom3tools (apt-get install dicom3tools; .ci/run does), "
     "or deselect these tests with -m 'not dicom3tools'"
+)
+CHROMIUM = ("chromium", "chromedriver")
+CHROMIUM_HINT = (
+    "install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does), "
+    "or deselect these tests with -m 'not chromium'"
 )
 
 # The only skips CI accepts. A new reason belongs here only if no CI machine can run the test.
@@ -58,6 +65,11 @@ def missing_dicom3tools() -> list[str]:
     return [tool for tool in DICOM3TOOLS if shutil.which(tool) is None]
 
 
+def missing_chromium() -> list[str]:
+    """The headless browser and its WebDriver not found on PATH."""
+    return [tool for tool in CHROMIUM if shutil.which(tool) is None]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -67,6 +79,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"dicom3tools: runs {' and '.join(DICOM3TOOLS)}; fails without them ({DICOM3TOOLS_HINT})",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"chromium: drives {' and '.join(CHROMIUM)} (headless browser tests); fails without them ({CHROMIUM_HINT})",
     )
 
 
@@ -84,6 +100,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         missing = missing_dicom3tools()
         if missing:
             pytest.fail(f"{' and '.join(missing)} not found: {DICOM3TOOLS_HINT}", pytrace=False)
+    if item.get_closest_marker("chromium") is not None:
+        missing = missing_chromium()
+        if missing:
+            pytest.fail(f"{' and '.join(missing)} not found: {CHROMIUM_HINT}", pytrace=False)
 
 
 def skip_reason(report: pytest.TestReport) -> str:
