@@ -63,13 +63,15 @@ def quality_markdown(record: dict) -> str:
 
 
 def render(record: dict) -> str:
-    """The Markdown of a latency, quality or dose-curve record; ValueError for anything else."""
-    from benchmarks.dose_report import markdown as dose_curve_markdown  # it imports this module
+    """The Markdown of a latency, quality, dose-curve or super-resolution record; ValueError otherwise."""
+    from benchmarks.dose_report import markdown as dose_curve_markdown  # they import this module
+    from benchmarks.super_resolution import markdown as super_resolution_markdown
 
-    renderers = {"latency": latency_markdown, "quality": quality_markdown, "dose_curve": dose_curve_markdown}
+    renderers = {"latency": latency_markdown, "quality": quality_markdown, "dose_curve": dose_curve_markdown,
+                 "super_resolution": super_resolution_markdown}
     kind = record.get("benchmark") if isinstance(record, dict) else None
     if kind not in renderers:
-        raise ValueError("not a latency, quality or dose-curve record")
+        raise ValueError("not a latency, quality, dose-curve or super-resolution record")
     return renderers[kind](record)
 
 

@@ -96,9 +96,11 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     return DataConfig.from_dict(values) if values else DataConfig()
 
 
-def open_runners(args: argparse.Namespace, threads: int, log: Callable[[str], None]) -> tuple[list[Runner], list[dict]]:
-    """The teacher (first, if given) and the student models; those this machine cannot run are skipped."""
-    specs = list(args.models or [m for m in DEFAULT_MODELS if Path(m).is_file()])
+def open_runners(args: argparse.Namespace, threads: int, log: Callable[[str], None],
+                 defaults: tuple[str, ...] = DEFAULT_MODELS) -> tuple[list[Runner], list[dict]]:
+    """The teacher (first, if given) and the student models (``args.models``, else the
+    ``defaults`` that exist); those this machine cannot run are skipped."""
+    specs = list(args.models or [m for m in defaults if Path(m).is_file()])
     if args.teacher:
         specs.insert(0, args.teacher)
     runners, skipped = [], []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -37,7 +36,8 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from compiler.build import BuildOptions, build, parse_shape
+    from compiler.build import BuildOptions, build, parse_shape, shape_string
+    from runtime.model_contract import ModelContract
 
     options = BuildOptions(
         onnx_path=args.onnx,
@@ -54,8 +54,11 @@ def _build(args: argparse.Namespace) -> int:
         calibration_cache=args.calibration_cache,
     )
     record = build(options)
+    contract = ModelContract.from_metadata(record["model_contract"])
+    upscaled = "" if contract.scale == 1 else (
+        f"; x{contract.scale} output up to {shape_string(contract.output_shape(options.shapes[2]))}")
     print(f"wrote {args.out} and its sidecar (TensorRT {record['tensorrt_version']}, "
-          f"{record['gpu_name']}, {record['precision']})")
+          f"{record['gpu_name']}, {record['precision']}{upscaled})")
     return 0
 
 
@@ -74,13 +77,6 @@ def _triton_repo(args: argparse.Namespace) -> int:
     return 0
 
 
-def metadata_of(path: Path) -> dict[str, str]:
-    """An ONNX file's metadata_props."""
-    from compiler.onnx_io import load_model, metadata
-
-    return metadata(load_model(path))
-
-
 def _verify(args: argparse.Namespace) -> int:
     from compiler.verify import verify_engine, verify_onnx
 
@@ -92,9 +88,11 @@ def _verify(args: argparse.Namespace) -> int:
     if args.heldout:
         if args.reference is None:
             raise CompilerError("--heldout compares two ONNX files: use it with --reference")
-        from compiler.quality import heldout_pairs, psnr_drop, report_lines
+        from compiler.onnx_io import load_model, read_contract
+        from compiler.quality import heldout_pairs, heldout_task, psnr_drop, report_lines
 
-        pairs = heldout_pairs(json.loads(metadata_of(args.onnx).get("medclear.modalities", "[]")))
+        contract = read_contract(load_model(args.onnx), source=str(args.onnx))
+        pairs = heldout_pairs(contract.modalities, heldout_task(contract))
         print("\n".join(report_lines(psnr_drop(args.reference, args.onnx, pairs, args.ort_opt))))
     return 0 if report.passed else EXIT_MISMATCH
 
@@ -135,7 +133,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="ONNX -> TensorRT engine + X.engine.json sidecar",
                        description="Build a TensorRT engine (TensorRT 8.5-11) on the machine "
                        "that will run it. Shapes are NxCxHxW, e.g. 1x1x512x512; --min/--max "
-                       "default to --opt (a fixed shape).")
+                       "default to --opt (a fixed shape). Shapes are the input's: a x2 super-resolution "
+                       "model's output is twice the H and W.")
     p.add_argument("--onnx", type=Path, required=True, help="X.fp32.onnx (fp16) or X.int8.onnx (int8)")
     p.add_argument("--precision", required=True, choices=["fp16", "int8"])
     p.add_argument("--out", type=Path, required=True, help="engine file (X.engine)")
@@ -174,7 +173,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout", action="store_true",
                    help="with --reference: also report PSNR vs clean of both models on the "
                    "trainer's held-out images, in HU/modality values through the runtime's "
-                   "inference path as the CLI runs them (the INT8 PSNR drop; takes ~30 s)")
+                   "inference path as the CLI runs them (the INT8 PSNR drop; takes ~30 s); a x2 "
+                   "super-resolution model: its output vs the high-resolution image of the SR held-out pairs")
     p.set_defaults(run=_verify)
 
     p = sub.add_parser("triton-repo", help="ONNX or engine(s) -> Triton Inference Server model repository",

@@ -3,7 +3,9 @@
 Opset 17 (TensorRT 8.5/8.6 parse it), dynamic N/H/W, the TorchScript exporter (modelopt's
 fake quantizers export to QuantizeLinear/DequantizeLinear through it), onnxslim constant
 folding, the model contract in ``metadata_props``, and a check of every export against the
-PyTorch model with ONNX Runtime on random and real (packaged CT DICOM) inputs.
+PyTorch model with ONNX Runtime on random and real (packaged CT DICOM) inputs. A
+super-resolution model (attribute ``scale`` > 1) gets that scale in its contract, dynamic output
+axes of its own (``H*2``, ``W*2``) and a check that its output is ``scale`` times the input.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from compiler.errors import CompilerError
 from compiler.onnx_io import OPSET, check_int8, cpu_session, save_model, set_metadata, slim
 from compiler.samples import SMALL_HELDOUT_CT, fit_to_multiple, packaged_ct, prepared_frames, random_batch
 from runtime.engine_sidecar import sha256_file
-from runtime.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContract
+from runtime.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContract, task_for_scale
 from runtime.normalization import NormalizationSpec
 
 # ONNX Runtime vs PyTorch. fp32: the same float arithmetic up to summation order.
@@ -80,7 +82,10 @@ def contract_for(model: torch.nn.Module, info: dict, precision: str, checkpoint_
         kwargs["normalization"] = normalization
     if info.get("modalities"):
         kwargs["modalities"] = tuple(info["modalities"])
+    scale = model_scale(model)
     return ModelContract(
+        task=task_for_scale(scale),
+        scale=scale,
         size_multiple=int(getattr(model, "size_multiple", 1)),
         precision=precision,
         model_name=str(getattr(model, "model_name", info.get("model_name", "unknown"))),
@@ -88,6 +93,11 @@ def contract_for(model: torch.nn.Module, info: dict, precision: str, checkpoint_
         checkpoint_sha256=checkpoint_sha256,
         **kwargs,
     )
+
+
+def model_scale(model: torch.nn.Module) -> int:
+    """Output rows and columns per input one: the model's ``scale`` attribute (1 if absent)."""
+    return int(getattr(model, "scale", 1))
 
 
 def is_quantized(info: dict) -> bool:
@@ -98,6 +108,8 @@ def is_quantized(info: dict) -> bool:
 def _torch_export(model: torch.nn.Module, path: Path, size_multiple: int) -> None:
     dummy = torch.zeros(1, 1, 4 * size_multiple, 4 * size_multiple)
     axes = {0: "N", 2: "H", 3: "W"}
+    scale = model_scale(model)
+    out_axes = axes if scale == 1 else {0: "N", 2: f"H*{scale}", 3: f"W*{scale}"}
     with torch.no_grad():
         torch.onnx.export(
             model,
@@ -105,7 +117,7 @@ def _torch_export(model: torch.nn.Module, path: Path, size_multiple: int) -> Non
             str(path),
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: out_axes},
             opset_version=OPSET,
             do_constant_folding=True,
             dynamo=False,
@@ -130,15 +142,19 @@ def check_inputs(size_multiple: int, contract: ModelContract) -> list[tuple[str,
 def compare_with_torch(
     model: torch.nn.Module, onnx_path: Path, inputs: list[tuple[str, np.ndarray]], optimization: str = "all"
 ) -> list[ExportCheck]:
-    """Run PyTorch and ONNX Runtime (CPU) on each input and measure the difference."""
+    """Run PyTorch and ONNX Runtime (CPU) on each input and measure the difference; both
+    outputs must be the model's ``scale`` times the input per side."""
     session = cpu_session(onnx_path, optimization)
+    scale = model_scale(model)
     checks = []
     for name, batch in inputs:
         with torch.no_grad():
             expected = model(torch.from_numpy(batch)).numpy()
         (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
-        if got.shape != expected.shape:
-            raise CompilerError(f"{onnx_path}: output shape {got.shape} != PyTorch {expected.shape}")
+        n, c, h, w = batch.shape
+        if got.shape != expected.shape or got.shape != (n, c, h * scale, w * scale):
+            raise CompilerError(f"{onnx_path}: output shape {got.shape}, PyTorch {expected.shape}, "
+                                f"for input {batch.shape} at scale {scale}")
         diff = np.abs(got.astype(np.float64) - expected)
         checks.append(ExportCheck(name, batch.shape, float(diff.max()), float(diff.mean())))
     return checks

@@ -7,6 +7,10 @@ runs a DICOM file: each model normalizes the image by its own contract. PSNR is 
 modality units with the held-out image's evaluation range as the peak (the trainer's
 normalization of the clean image: CT -1024..3071 HU = 4095 HU by default; MR and X-ray its
 0.5-99.5 percentile range), so it does not depend on how a model normalizes.
+
+A super-resolution model (contract ``scale`` 2, task ``sr2``) is scored on the trainer's SR
+held-out pairs instead: the degraded image is the low-resolution one, and the model's output
+is compared with the clean high-resolution image (twice the rows and columns).
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from typing import Iterable, Protocol
 
 import numpy as np
 
+from compiler.errors import CompilerError
 from compiler.verify import open_backend, psnr
+from runtime.model_contract import TASK_SCALES, ModelContract
 from runtime.normalization import NormalizationState, denormalize, normalize
 from runtime.pipeline import enhance_values
 
@@ -40,7 +46,7 @@ class HeldoutPair:
     name: str  # image name and degradation
     modality: str
     degraded: np.ndarray  # float32 (rows, cols)
-    clean: np.ndarray  # float32 (rows, cols)
+    clean: np.ndarray  # float32 (rows, cols); super-resolution: (2 rows, 2 cols)
     data_range: float
 
 
@@ -77,7 +83,11 @@ def evaluation_units(values: np.ndarray, image: HeldoutImage) -> np.ndarray:
 
 
 def psnr_vs_clean(output: np.ndarray, pair: HeldoutPair) -> float:
-    """PSNR (dB) of an output in modality values against the pair's clean image."""
+    """PSNR (dB) of an output in modality values against the pair's clean image (of its size:
+    CompilerError otherwise, e.g. a super-resolution model on denoising pairs)."""
+    if output.shape != pair.clean.shape:
+        raise CompilerError(f"{pair.name}: output {list(output.shape)} vs clean image {list(pair.clean.shape)}; "
+                            "a super-resolution model is scored on the SR held-out pairs (task sr2)")
     return psnr(output, pair.clean, data_range=pair.data_range)
 
 
@@ -96,12 +106,23 @@ def psnr_drop(
         ]
 
 
-def heldout_pairs(modalities: Iterable[str]) -> list[HeldoutPair]:
-    """The trainer's held-out set (default data config) for the model's modalities, in modality values."""
+def heldout_task(contract: ModelContract) -> str:
+    """The trainer's held-out task for a model, by its scale: ``denoise`` (1) or ``sr2`` (2);
+    CompilerError for a scale the trainer has no held-out pairs for."""
+    tasks = {scale: task for task, scale in TASK_SCALES.items()}
+    if contract.scale not in tasks:
+        raise CompilerError(f"no held-out set for a x{contract.scale} model "
+                            f"(the trainer has {', '.join(tasks.values())})")
+    return tasks[contract.scale]
+
+
+def heldout_pairs(modalities: Iterable[str], task: str = "denoise") -> list[HeldoutPair]:
+    """The trainer's held-out set (default data config, ``task`` ``denoise`` or ``sr2``) for the
+    model's modalities, in modality values."""
     from trainer.data import DataConfig, build_heldout_set
 
     wanted = [m for m in modalities if m != "*"]
-    config = DataConfig(modalities=wanted) if wanted else DataConfig()
+    config = DataConfig(modalities=wanted, task=task) if wanted else DataConfig(task=task)
     return [heldout_values(image) for image in build_heldout_set(config)]
 
 

@@ -8,6 +8,8 @@
 Inputs are random batches plus real DICOM frames prepared by the runtime. For each input the
 maximum and mean absolute error and the PSNR of candidate vs reference (data range 1, the
 normalized image range) are reported; the check fails when any PSNR falls below the tolerance.
+A super-resolution pair is compared the same way, at the output size (``scale`` times the
+input's rows and columns); both must have the same scale.
 """
 
 from __future__ import annotations
@@ -135,8 +137,17 @@ def open_backend(path: str | Path, backend: str, optimization: str = "all") -> B
         raise CompilerError(str(error)) from error
 
 
+def check_same_task(reference: Backend, candidate: Backend) -> None:
+    """CompilerError unless both models have the same scale (outputs of one size)."""
+    ref, cand = reference.contract, candidate.contract
+    if ref.scale != cand.scale:
+        raise CompilerError(f"{candidate.source} has scale {cand.scale} ({cand.task}), {reference.source} scale "
+                            f"{ref.scale} ({ref.task}); verify a model against its own export or ONNX")
+
+
 def compare(reference: Backend, candidate: Backend, inputs: list[tuple[str, np.ndarray]]) -> list[InputReport]:
     """Run both models on every input and measure how far the candidate is from the reference."""
+    check_same_task(reference, candidate)
     reports = []
     for name, batch in inputs:
         try:

@@ -141,7 +141,7 @@ class Enhancer:
         cli = self.cli
         try:
             backend = open_model(cli.model, cli.backend, threads=bounded_threads(cli.threads),
-                                 cuda_graphs=cli.cuda_graphs)
+                                 cuda_graphs=cli.cuda_graphs, task=cli.task)
         except BackendError as error:
             raise self._unavailable("the model could not be opened", error) from None
         self._settings = Settings(

@@ -1,10 +1,12 @@
 """The enhanced image as a conformant derived DICOM instance (PS3.3 C.7.6.1, C.12.4, C.7.3.1).
 
-Patient, study, frame of reference and geometry stay those of the source. The instance gets
-new SOP Instance and Series Instance UIDs (a new series beside the source's), Image Type
+Patient, study, frame of reference and geometry stay those of the source (a super-resolution
+output: the same area on a finer grid, ``runtime.geometry``). The instance gets new SOP
+Instance and Series Instance UIDs (a new series beside the source's), Image Type
 DERIVED\\SECONDARY, a Derivation Description and Code (CID 7203 "Smoothing": denoising is a
-smoothing operation), a Source Image Sequence (purpose: "Source image for image processing
-operation") and a Contributing Equipment item (purpose: "Modifying Equipment"). Enhanced
+smoothing operation; "Spatial resampling" for super-resolution), a Source Image Sequence
+(purpose: "Source image for image processing operation") and a Contributing Equipment item
+(purpose: "Modifying Equipment"). Enhanced
 multi-frame objects keep their functional groups and carry the derivation in the shared
 Derivation Image Sequence. Pixels are stored in the source's encoding (bit depth,
 representation, rescale, padding) and written uncompressed in Explicit VR Little Endian.
@@ -30,10 +32,12 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from runtime.geometry import upscale_geometry
 from runtime.pixels import PixelEncoding
 
 MANUFACTURER = "medclear"
 DERIVATION_CODE = codes.cid7203.Smoothing  # (113087, DCM, "Smoothing")
+SR_DERIVATION_CODE = codes.cid7203.SpatialResampling  # (113085, DCM, "Spatial resampling")
 SOURCE_PURPOSE = codes.DCM.SourceImageForImageProcessingOperation  # (121322, DCM)
 EQUIPMENT_PURPOSE = codes.DCM.ModifyingEquipment  # (109103, DCM)
 SERIES_NUMBER_OFFSET = 1000
@@ -88,6 +92,12 @@ class Derivation:
     model_name: str
     model_id: str  # distinguishes models: different models give different derived series
     parameters: str = ""  # this file's own facts (estimated noise, strength), appended
+    scale: int = 1  # super-resolution: output rows and columns per input one
+
+    @property
+    def code(self):
+        """CID 7203: Smoothing (denoising), or Spatial resampling (super-resolution)."""
+        return DERIVATION_CODE if self.scale == 1 else SR_DERIVATION_CODE
 
     def derivation_description(self) -> str:
         """``description; parameters``, within Derivation Description's 1024 characters."""
@@ -227,7 +237,7 @@ def _derive_enhanced(ds: Dataset, source: Dataset, derivation: Derivation) -> No
 def _derivation_items(target: Dataset, source: Dataset, derivation: Derivation) -> Dataset:
     """Derivation Description, Derivation Code Sequence and Source Image Sequence on ``target``."""
     target.DerivationDescription = derivation.derivation_description()
-    target.DerivationCodeSequence = [_code_item(DERIVATION_CODE)]
+    target.DerivationCodeSequence = [_code_item(derivation.code)]
     target.SourceImageSequence = [_source_reference(source)]
     return target
 
@@ -235,7 +245,9 @@ def _derivation_items(target: Dataset, source: Dataset, derivation: Derivation) 
 def derive(source: Dataset, stored: np.ndarray, encoding: PixelEncoding, derivation: Derivation) -> Dataset:
     """A new derived instance holding ``stored`` (frames, rows, cols) in ``source``'s encoding.
 
-    ``source`` is not modified.
+    ``source`` is not modified. With ``derivation.scale`` s > 1, ``stored`` has s times the
+    source's rows and columns and the geometry is carried over (``runtime.geometry``;
+    GeometryError where it cannot be).
     """
     ds = copy.deepcopy(source)
     now = datetime.datetime.now()
@@ -258,6 +270,10 @@ def derive(source: Dataset, stored: np.ndarray, encoding: PixelEncoding, derivat
         _equipment(derivation, now)
     ]
     _mark_lossy(ds, source)
+    upscale_geometry(ds, derivation.scale)
+    if tuple(stored.shape[-2:]) != (int(ds.Rows), int(ds.Columns)):
+        raise ValueError(f"pixels of shape {list(stored.shape)} do not fit {ds.Rows} x {ds.Columns} "
+                         f"(source x{derivation.scale})")
     _set_pixels(ds, stored, encoding)
     ds.file_meta = _file_meta(ds)
     return ds

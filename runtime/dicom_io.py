@@ -124,8 +124,10 @@ def claims_image(ds: Dataset) -> bool:
     return named or ("BitsAllocated" in ds and "PhotometricInterpretation" in ds)
 
 
-def check_image(ds: Dataset, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-    """Raise NotAnImage / InputError before any pixel decoding if ``ds`` cannot be enhanced."""
+def check_image(ds: Dataset, max_pixels: int = DEFAULT_MAX_PIXELS, scale: int = 1) -> None:
+    """Raise NotAnImage / InputError before any pixel decoding if ``ds`` cannot be enhanced;
+    ``max_pixels`` bounds the output's values (a super-resolution model's: ``scale``² times
+    the input's)."""
     if is_dicomdir(ds):
         raise NotAnImage("DICOMDIR (media directory): pass it as an input to process the files it references")
     if len(ds) == 0:
@@ -137,10 +139,11 @@ def check_image(ds: Dataset, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         raise NotAnImage(f"no pixel data ({cause(modality, 16)} object, not an image)")
     rows, columns, frames, samples = _dimensions(ds)
     read_encoding(ds)  # greyscale, bit depth, finite rescale: refused before decoding
-    total = rows * columns * frames * samples
+    total = rows * columns * frames * samples * scale**2
     if total > max_pixels:
+        upscaled = f" after x{scale} super-resolution" if scale != 1 else ""
         raise InputError(
-            f"image too large: {rows} x {columns} x {frames} frames = {total} values exceeds the limit "
+            f"image too large: {rows} x {columns} x {frames} frames = {total} values{upscaled} exceeds the limit "
             f"of {max_pixels} (--max-pixels)"
         )
     for keyword, name in (("SOPClassUID", "SOP Class UID"), ("SOPInstanceUID", "SOP Instance UID")):

@@ -23,7 +23,9 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from runtime.backends import Backend, BackendError, select_backend
-from runtime.backends.select import BACKENDS, DEFAULT_MODELS, MODEL_ENV
+from runtime.backends.select import (
+    BACKENDS, DEFAULT_MODELS, DEFAULT_TASK, MODEL_ENV, SR2_MODEL_ENV, SR2_MODELS, TASK_MODELS,
+)
 from runtime.backends.triton_backend import DEFAULT_IN_FLIGHT, DEFAULT_MODEL_NAME, PROTOCOLS, TritonTarget
 from runtime.derived import Derivation, derive
 from runtime.dicom_io import DEFAULT_MAX_PIXELS, InputError, Skipped, check_image, decode, read_dataset
@@ -41,6 +43,7 @@ from runtime.pipeline import (  # the one inference path
 )
 from runtime.provenance import SOURCE_KEY, claim_output, npy_record, source_uid
 from runtime.report import Reporter, Tally, file_line
+from runtime.resample import bicubic, nearest
 from runtime.signals import Terminated, sigterm_as_interrupt
 from runtime.strength import DEFAULT_STRENGTH, MAX_STRENGTH, check_strength
 from runtime.tiling import InferFn, TilePlan
@@ -49,14 +52,15 @@ SOFTWARE_VERSION = "medclear 0.1.0"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 DESCRIPTION = """\
-Enhance (denoise) DICOM images with a medclear model and write the results as new files.
+Enhance DICOM images with a medclear model (denoise, or --task sr2: x2 super-resolution)
+and write the results as new files.
 
 INPUTS are DICOM files, folders (searched recursively) or DICOMDIR files (their referenced
 images are processed). Single-frame and enhanced multi-frame greyscale images (MONOCHROME1/2)
 are enhanced, in any transfer syntax pydicom's pylibjpeg plugins decode. Objects without
-pixel data (SR, RT plans and structure sets, presentation states, DICOMDIRs met in a folder)
-are skipped; colour images and image files that cannot be read (corrupt, truncated) are
-reported as failed. Inputs are never modified.
+pixel data (structured reports, RT plans and structure sets, presentation states, DICOMDIRs
+met in a folder) are skipped; colour images and image files that cannot be read (corrupt,
+truncated) are reported as failed. Inputs are never modified.
 """
 
 EPILOG = f"""\
@@ -71,7 +75,8 @@ outputs:
   --format png writes an 8-bit windowed image (multi-frame: a grid of frames); --format npy
   the enhanced modality values (HU for CT) as float32 (frames, rows, columns), with
   NAME.enhanced.npy.json naming its source.
-  --png-preview also writes NAME.preview.png: before | after, same window.
+  --png-preview also writes NAME.preview.png: before | after, same window (super-resolution:
+  input (nearest x2) | bicubic | model).
   Files are written atomically. An existing output counts as done only if it was derived
   from the same source (same SOP Instance UID): a re-run skips it (and makes a missing
   preview) unless --overwrite. An output of another source (two patients' files with the
@@ -83,16 +88,27 @@ strength:
   in the model's normalized space. 0 = off (the input comes back, within rounding; the model
   is not run), 1 = the model's output (default), between 0 and 1 = gentler ("Low"), above 1
   = stronger ("High"; up to {MAX_STRENGTH:g}), like the Low/Medium/High settings of commercial
-  deep-learning reconstruction.
+  deep-learning reconstruction. A super-resolution model blends with the bicubic upsampled
+  input instead: 0 = bicubic, 1 = the model (default); above 1 is refused (exit 2).
   Each enhanced file gets one line on stderr with its estimated noise before enhancement
   (CT: in HU, over soft tissue; MR, X-ray and others: in percent of the image's 0.5-99.5
   percentile range) and the strength; the derived DICOM's Derivation Description says both.
+
+tasks and super-resolution:
+  --task denoise (default) or sr2 chooses the default model (below) and, with --model, checks
+  that the model does that task (its contract's scale). An sr2 model writes an image with
+  twice the Rows and Columns over the same area: Pixel Spacing (and Imager / Nominal Scanned
+  Pixel Spacing) halved, Image Position (Patient) moved to the centre of the new first pixel,
+  the same for enhanced multi-frame functional groups; Derivation Code "Spatial resampling".
+  --max-pixels counts the output's values. Denoise, then upscale: run this command twice
+  (docs/RUNTIME.md).
 
 model and backends:
   --model FILE takes an .onnx model (ONNX Runtime: CPU, or its CUDA provider if installed)
   or a TensorRT .engine/.plan built by `python -m compiler build` (checked against this
   machine through its X.engine.json sidecar). Without --model: ${MODEL_ENV}, else
-  models/{DEFAULT_MODELS[0]}, else models/{DEFAULT_MODELS[1]}.
+  models/{DEFAULT_MODELS[0]}, else models/{DEFAULT_MODELS[1]}; with --task sr2:
+  ${SR2_MODEL_ENV}, else models/{SR2_MODELS[0]}, else models/{SR2_MODELS[1]}.
   --backend auto picks by file kind; onnxruntime/tensorrt force one.
   --backend triton --url HOST:PORT [--model-name NAME] runs the model on a Triton Inference
   Server (a repository from `python -m compiler triton-repo`; its contract is read from the
@@ -150,13 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="DICOM file, folder or DICOMDIR")
     parser.add_argument("-o", "--outdir", type=Path, required=True, help="output folder (created if needed)")
     parser.add_argument("--model", type=Path, help="model file: .onnx, or TensorRT .engine/.plan")
+    parser.add_argument("--task", choices=tuple(TASK_MODELS),
+                        help=f"denoise or sr2 (x2 super-resolution): picks the default model; with --model, "
+                             f"checks the model does it (default: {DEFAULT_TASK})")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
     parser.add_argument(
         "--strength", type=_strength_arg, default=DEFAULT_STRENGTH, metavar="S",
-        help=f"0 = off, 1 = the model's output (default), >1 = stronger; at most {MAX_STRENGTH:g}",
+        help=f"0 = off, 1 = the model's output (default), >1 = stronger; at most {MAX_STRENGTH:g} "
+             "(super-resolution: 0 = bicubic to 1)",
     )
     parser.add_argument("--format", dest="fmt", choices=("dicom", "png", "npy"), default="dicom", help="output format")
-    parser.add_argument("--png-preview", action="store_true", help="also write a before/after PNG per file")
+    parser.add_argument("--png-preview", action="store_true",
+                        help="also write a before/after PNG per file (super-resolution: input | bicubic | model)")
     parser.add_argument("--dry-run", action="store_true", help="list what would be done; write nothing")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs derived from the same source")
     parser.add_argument("--threads", type=int,
@@ -236,7 +257,7 @@ def enhance_file(job: Job, backend: Backend, settings: Settings, derivation: Der
     enhanced), InferenceError (the backend raised) or OSError (on write).
     """
     ds = read_dataset(job.source)
-    check_image(ds, settings.max_pixels)
+    check_image(ds, settings.max_pixels, backend.contract.scale)
     modality = _check_modality(ds, backend.contract)
     uid = source_uid(ds)
     job = claim_output(job, uid, settings.outdir, settings.fmt, settings.overwrite, settings.preview)
@@ -273,20 +294,28 @@ def _write_arrays(
             write_png(target, montage(to_display(values, window)), text)
         if settings.preview:
             middle = len(values) // 2
-            image = side_by_side(to_display(before[middle], window), to_display(values[middle], window))
-            write_png(job.preview(settings.outdir), image, text)
+            panels = preview_panels(before[middle], values[middle])
+            write_png(job.preview(settings.outdir), side_by_side(*(to_display(p, window) for p in panels)), text)
+
+
+def preview_panels(before: np.ndarray, after: np.ndarray) -> list[np.ndarray]:
+    """before | after; for super-resolution (``after`` larger): input (nearest) | bicubic | model."""
+    scale = after.shape[-1] // before.shape[-1]
+    if scale == 1:
+        return [before, after]
+    return [nearest(before, scale), bicubic(before, scale), after]
 
 
 def derivation_for(backend: Backend) -> Derivation:
     contract = backend.contract
+    what = "Denoised" if contract.scale == 1 else f"x{contract.scale} super-resolution"
     return Derivation(
-        description=(
-            f"Denoised by {SOFTWARE_VERSION} with model {contract.model_name} "
-            f"({contract.precision}, {backend.kind})"
-        ),
+        description=f"{what} by {SOFTWARE_VERSION} with model {contract.model_name} "
+                    f"({contract.precision}, {backend.kind})",
         software_version=SOFTWARE_VERSION,
         model_name=contract.model_name,
         model_id=contract.checkpoint_sha256 or backend.model_id(),
+        scale=contract.scale,
     )
 
 
@@ -432,13 +461,21 @@ def _main(args: argparse.Namespace) -> int:
     try:
         server = triton_target(args)
         if args.dry_run:
-            _dry_run(jobs, settings, select_backend(args.model, args.backend, threads=threads, server=server).source)
+            model = select_backend(args.model, args.backend, threads=threads, server=server,
+                                   task=args.task or DEFAULT_TASK).source
+            _dry_run(jobs, settings, model)
             return EXIT_FAILED if input_errors else EXIT_OK
-        backend = open_model(args.model, args.backend, threads=threads, cuda_graphs=args.cuda_graphs, server=server)
+        backend = open_model(args.model, args.backend, threads=threads, cuda_graphs=args.cuda_graphs, server=server,
+                             task=args.task)
     except BackendError as error:
         print(f"medclear: error: {cause(error, 1000)}", file=sys.stderr)
         return EXIT_USAGE
     with backend:
+        try:
+            check_strength(settings.strength, backend.contract.scale)
+        except ValueError as error:
+            print(f"medclear: error: --strength: {error}", file=sys.stderr)
+            return EXIT_USAGE
         settings.plan = tile_plan(backend, tile=args.tile, overlap=args.overlap, batch=args.batch)
         reporter = Reporter(len(jobs), args.quiet)
         try:

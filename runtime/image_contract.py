@@ -19,6 +19,7 @@ from runtime.normalization import (
     normalize,
 )
 from runtime.pixels import PixelEncoding, from_modality, padding_mask, read_encoding, stored_values, to_modality
+from runtime.resample import nearest
 
 
 @dataclass
@@ -74,21 +75,34 @@ def prepare(ds: Dataset, spec: NormalizationSpec) -> PreparedImage:
     return PreparedImage(frames, encoding, states, mask, stored)
 
 
+def output_frames(output: np.ndarray, prepared: PreparedImage) -> tuple[np.ndarray, int]:
+    """The model's output (or the input) as ``(frames, s*rows, s*cols)`` and its scale ``s``
+    (1 for a denoiser, 2 for x2 super-resolution); ValueError for any other shape."""
+    output = np.asarray(output)
+    frames, rows, cols = prepared.normalized.shape
+    scale = output.shape[-1] // cols if output.ndim >= 2 else 0
+    if scale < 1 or output.shape[-2:] != (rows * scale, cols * scale) or output.size != frames * rows * cols * scale**2:
+        raise ValueError(f"output shape {list(output.shape)} is not an integer upscaling of {[frames, rows, cols]}")
+    return output.reshape(frames, rows * scale, cols * scale), scale
+
+
 def modality_values(normalized: np.ndarray, prepared: PreparedImage) -> np.ndarray:
-    """Normalized frames (the input or the model's output) -> modality values, float32."""
-    return denormalize_frames(np.asarray(normalized).reshape(prepared.normalized.shape), prepared.states)
+    """Normalized frames (the input or the model's output, at any scale) -> modality values, float32."""
+    return denormalize_frames(output_frames(normalized, prepared)[0], prepared.states)
 
 
 def restore(enhanced: np.ndarray, prepared: PreparedImage) -> np.ndarray:
     """The model's normalized output -> stored values in the source's encoding.
 
     Values are clipped to the range Bits Stored and Pixel Representation can hold, and
-    padding pixels keep their original stored value.
+    padding pixels keep their original stored value (a super-resolution output: each padding
+    pixel's ``s x s`` block).
     """
-    enhanced = np.asarray(enhanced).reshape(prepared.normalized.shape)
+    enhanced, scale = output_frames(enhanced, prepared)
     stored = np.empty(enhanced.shape, dtype=prepared.encoding.numpy_dtype)
     for index, frame in enumerate(enhanced):
         stored[index] = from_modality(denormalize(frame, prepared.states[index]), prepared.encoding)
     if prepared.padding is not None:
-        stored[prepared.padding] = prepared.original_stored[prepared.padding]
+        padding = nearest(prepared.padding, scale)
+        stored[padding] = nearest(prepared.original_stored, scale)[padding]
     return stored

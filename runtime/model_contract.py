@@ -21,6 +21,13 @@ BLIND = "blind"  # the model takes only the image and was trained over a range o
 SUPPORTED_NOISE_CONDITIONING = (BLIND,)
 MAX_SIZE_MULTIPLE = 1024  # a U-Net with 10 poolings; anything larger is not a real model
 MAX_SCALE = 8
+# Tasks by name and the scale their models have (output rows and columns per input one).
+TASK_SCALES = {"denoise": 1, "sr2": 2}
+
+
+def task_for_scale(scale: int) -> str:
+    """The contract's task name for a model of ``scale``: ``denoise`` for 1, ``sr2`` for 2."""
+    return "denoise" if scale == 1 else f"sr{scale}"
 
 
 class ModelContractError(ValueError):
@@ -55,6 +62,11 @@ class ModelContract:
         if "*" in self.normalization:
             return self.normalization["*"]
         raise ModelContractError(f"model has no normalization for modality {modality!r}")
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The output shape for an ``[N, 1, H, W]`` input: ``[N, 1, scale*H, scale*W]``."""
+        n, channels, height, width = (int(d) for d in input_shape)
+        return (n, channels, height * self.scale, width * self.scale)
 
     def to_metadata(self) -> dict[str, str]:
         """String key/value pairs for ONNX ``metadata_props`` or an engine sidecar."""

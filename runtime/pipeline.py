@@ -4,7 +4,8 @@ image contract, run the model (padded, batched, tiled) at a strength, restore it
 The CLI (``runtime.enhance``), the folder watcher (``jetson/watch_folder.py``), ``compiler
 verify --heldout`` and the quality and end-to-end benchmarks all call these functions. A model
 is always fed what its own contract asks for (CT: its HU window; MR, X-ray: percentile
-scaling), and results come back in modality units (HU for CT). Callers that time the stages
+scaling), and results come back in modality units (HU for CT); a super-resolution model's
+(contract ``scale`` s > 1) come back with s times the rows and columns. Callers that time the stages
 pass a stopwatch: any ``watch(stage)`` that returns a context manager (``prepare``, ``infer``,
 ``restore``).
 """
@@ -20,6 +21,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from runtime.backends import Backend, BackendError, select_backend
+from runtime.backends.select import DEFAULT_TASK, check_task
 from runtime.backends.triton_backend import TritonTarget
 from runtime.image_contract import (
     PreparedImage,
@@ -31,6 +33,7 @@ from runtime.image_contract import (
 )
 from runtime.model_contract import ModelContract
 from runtime.noise import NoiseLevel, prepared_noise
+from runtime.resample import bicubic, nearest
 from runtime.strength import DEFAULT_STRENGTH, apply_strength, check_strength
 from runtime.tiling import InferFn, TilePlan, enhance_frames
 
@@ -53,18 +56,21 @@ def no_stopwatch(stage: str) -> ContextManager[object]:
 def open_model(
     model: str | Path | None = None, backend: str = "auto", *, threads: int | None = None,
     cuda_graphs: bool = False, cpu_only: bool = False, ort_optimization: str = "all",
-    server: TritonTarget | None = None,
+    server: TritonTarget | None = None, task: str | None = None,
 ) -> Backend:
-    """An opened backend for ``model`` (the default model if None): its contract read, a
-    TensorRT engine's sidecar checked against this machine, or (``server``) a model on a
-    Triton server. BackendError (one line) otherwise, also for super-resolution models, which
-    this runtime does not run."""
+    """An opened backend for ``model`` (if None: the default model of ``task``, default
+    ``denoise``): its contract read, a TensorRT engine's sidecar checked against this machine,
+    or (``server``) a model on a Triton server. BackendError (one line) otherwise, also when
+    ``task`` is given and the model's contract is of another task (its scale)."""
     opened = select_backend(model, backend, threads, cuda_graphs, cpu_only=cpu_only,
-                            ort_optimization=ort_optimization, server=server).open()
-    if opened.contract.scale != 1:
+                            ort_optimization=ort_optimization, server=server, task=task or DEFAULT_TASK)
+    opened.open()
+    try:
+        if task is not None:
+            check_task(opened.contract, task, opened.source)
+    except BackendError:
         opened.close()
-        raise BackendError(f"{opened.source}: super-resolution models (scale {opened.contract.scale}) "
-                           "are not supported by this runtime")
+        raise
     return opened
 
 
@@ -80,8 +86,9 @@ def tile_plan(
         tile = min(tile, limits.max_side) if tile else limits.max_side
     if limits.max_batch is not None:
         batch = min(batch, limits.max_batch)
+    contract = getattr(backend, "contract", None)
     return TilePlan(size_multiple=limits.size_multiple, tile=tile, overlap=overlap, batch=batch,
-                    min_side=limits.min_side)
+                    min_side=limits.min_side, scale=getattr(contract, "scale", 1))
 
 
 def check_modality(contract: ModelContract, modality: str) -> str:
@@ -97,10 +104,16 @@ def enhance_normalized(
     normalized: np.ndarray, infer: InferFn, plan: TilePlan, strength: float = DEFAULT_STRENGTH
 ) -> np.ndarray:
     """The model over normalized frames ``(frames, rows, cols)`` (padded, batched, tiled),
-    blended with them at ``strength``; float32, same shape. At strength 0 the model is not run."""
-    if check_strength(strength) == 0:
-        return np.array(normalized, dtype=np.float32)
-    return apply_strength(normalized, enhance_frames(normalized, infer, plan), strength)
+    blended with them at ``strength``; float32, ``plan.scale`` times the rows and columns. At
+    strength 0 the model is not run. A super-resolution model blends with the bicubic
+    upsampled input (:mod:`runtime.strength`)."""
+    check_strength(strength, plan.scale)
+    if strength == 1:
+        return enhance_frames(normalized, infer, plan)
+    base = np.asarray(normalized, dtype=np.float32) if plan.scale == 1 else bicubic(normalized, plan.scale)
+    if strength == 0:
+        return np.array(base, dtype=np.float32)
+    return apply_strength(base, enhance_frames(normalized, infer, plan), strength)
 
 
 def enhance_prepared(
@@ -147,8 +160,9 @@ def enhance_values(
     plan: TilePlan | None = None, padding: np.ndarray | None = None, stopwatch: Stopwatch = no_stopwatch,
 ) -> np.ndarray:
     """Modality values (HU for CT), ``(rows, cols)`` or ``(frames, rows, cols)``, through the
-    model; float32 modality values of the same shape. ``padding`` (bool, same shape) marks
-    pixels that are ignored when fitting the normalization and come back unchanged."""
+    model; float32 modality values of the same shape (a super-resolution model: its scale
+    times the rows and columns). ``padding`` (bool, same shape) marks pixels that are ignored
+    when fitting the normalization and come back unchanged (upscaled: repeated)."""
     frames = np.asarray(values, dtype=np.float32)
     if frames.ndim not in (2, 3):
         raise ValueError(f"values must be (rows, cols) or (frames, rows, cols), got shape {frames.shape}")
@@ -158,10 +172,12 @@ def enhance_values(
     spec = backend.contract.normalization_for(check_modality(backend.contract, modality))
     with stopwatch("prepare"):
         normalized, states = normalize_frames(frames, spec, mask)
+    plan = plan or tile_plan(backend)
     with stopwatch("infer"):
-        enhanced = enhance_normalized(normalized, backend.infer, plan or tile_plan(backend), strength)
+        enhanced = enhance_normalized(normalized, backend.infer, plan, strength)
     with stopwatch("restore"):
         out = denormalize_frames(enhanced, states)
         if mask is not None:
-            out[mask] = frames[mask]
+            mask = nearest(mask, plan.scale)
+            out[mask] = nearest(frames, plan.scale)[mask]
     return out[0] if single else out

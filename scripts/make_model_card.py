@@ -6,6 +6,13 @@ quality record of ``python -m benchmarks.quality`` and the latency record of
 
     python scripts/make_model_card.py --run runs/default --quality models/quality.json \
         --latency models/latency.json
+
+``--sr2`` writes the x2 super-resolution model's section instead (between the card's
+``<!-- sr2-card:begin/end -->`` markers, kept when the denoiser's card is rewritten) and
+models/sr2_card.json, from scripts/reproduce_sr2_model.sh's run and records:
+
+    python scripts/make_model_card.py --sr2 --run runs/sr2 --quality models/sr2_quality.json \
+        --latency models/sr2_latency.json
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import json
 from pathlib import Path
 
 from benchmarks import dose_report
-from benchmarks.markdown import latency_markdown, md_table
+from benchmarks.markdown import latency_markdown, md_table, read_marked_section, write_marked_section
 from runtime.engine_sidecar import sha256_file
 from trainer.checkpoint import load_checkpoint
 from trainer.models import count_flops, count_parameters, create_model
@@ -23,6 +30,10 @@ from trainer.models import count_flops, count_parameters, create_model
 MODELS = Path("models")
 FILES = ["medclear_student.fp32.onnx", "medclear_student.int8.onnx", "medclear_student.qat.pt", "medclear_teacher.pt"]
 REPRODUCE = "bash scripts/reproduce_default_model.sh"
+SR2_FILES = ["medclear_sr2.fp32.onnx", "medclear_sr2.int8.onnx", "medclear_sr2.qat.pt", "medclear_sr2_teacher.pt",
+             "medclear_sr2_gan.pt"]
+SR2_REPRODUCE = "bash scripts/reproduce_sr2_model.sh"
+SR2_SECTION = "sr2-card"
 
 
 def _stage(run: Path, stage: str) -> dict:
@@ -48,18 +59,70 @@ def _pareto_rows(pareto: dict | None) -> list[list]:
              f"{s['params_m']:.3f}", f"{s['gflop_512']:.1f}", f"{s['validation_psnr']:.2f}"] for s in pareto["students"]]
 
 
+def _files(names: list[str]) -> dict:
+    return {name: {"sha256": sha256_file(MODELS / name), "bytes": (MODELS / name).stat().st_size}
+            for name in names if (MODELS / name).is_file()}
+
+
+def _card_json(name: str, stages: dict, files: dict, quality: dict, reproduce: str, **extra) -> dict:
+    """The card's JSON twin: stages (configs apart), files, the quality record's summary."""
+    return {"name": name, "stages": {k: {x: v[x] for x in v if x != "config"} for k, v in stages.items()},
+            "configs": {k: v["config"] for k, v in stages.items()}, "files": files,
+            "quality": quality["summary"], "quality_targets": quality.get("targets"),
+            "quality_machine": quality.get("machine"), **extra, "reproduce": reproduce}
+
+
+def build_sr2_section(run: Path, quality: dict, latency: dict | None) -> tuple[str, dict]:
+    """The x2 super-resolution model's card section and its JSON twin."""
+    from benchmarks.super_resolution import markdown as sr2_markdown
+
+    names = ("teacher", "student", "student_gan", "qat")
+    stages = {stage: _stage(run, stage) for stage in names if (run / stage / "best.pt").is_file()}
+    files = _files(SR2_FILES)
+    card_json = _card_json("medclear_sr2", stages, files, quality, SR2_REPRODUCE,
+                           latency=(latency or {}).get("results"))
+    teacher, student = stages["teacher"], stages["qat"]
+    lines = [
+        "## medclear_sr2: x2 super-resolution",
+        "",
+        "A x2 super-resolution student for MR and CT (X-ray trained too): a nearest x2 upsampling plus a",
+        "learned residual brought to the output grid by one PixelShuffle (ONNX DepthToSpace), distilled",
+        "from an EDSR-style teacher and trained quantization-aware (INT8). Low-resolution training pairs:",
+        "MR by k-space truncation to half the matrix, CT/X-ray by blur and 2x2 area averaging",
+        f"(docs/DATA.md). Made by `{SR2_REPRODUCE}`; every number is read from that run's files.",
+        "",
+        md_table(["file", "bytes", "sha256"], [[k, v["bytes"], v["sha256"][:16] + "…"] for k, v in files.items()]),
+        "",
+        md_table(
+            ["stage", "model", "kwargs", "parameters", "GFLOP per 512² input", "best.pt at step"],
+            [[k, v["model"], json.dumps(v["kwargs"]), v["parameters"], v["gflop_512"], v["step"]] for k, v in stages.items()],
+        ),
+        "",
+        f"The student has {teacher['gflop_512'] / student['gflop_512']:.1f}× fewer FLOPs than its teacher. "
+        "`student_gan` is the adversarial variant (L1 0.5 / SSIM 0.3 / relativistic GAN 0.2), reported",
+        "for its texture, not shipped as ONNX.",
+        "",
+        "### Quality on the test split",
+        sr2_markdown(quality),
+        "",
+    ]
+    if latency:
+        lines += ["### Latency (512² input → 1024² output, beside the denoiser)", latency_markdown(latency), ""]
+    lines += ["### Limits",
+              "- Trained and tested on simulated low-resolution images of the packaged scans and phantoms; a real",
+              "  low-resolution acquisition differs in noise and in the scanner's own filters.",
+              "- Noiseless training inputs: denoise first, then upscale (docs/RUNTIME.md).", ""]
+    return "\n".join(lines), card_json
+
+
 def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | None = None) -> tuple[str, dict]:
     """The Markdown card and its JSON twin."""
     names = ("teacher", "student", "finetune", "qat")  # finetune: optional (earlier recipes had none)
     stages = {stage: _stage(run, stage) for stage in names if (run / stage / "best.pt").is_file()}
-    files = {name: {"sha256": sha256_file(MODELS / name), "bytes": (MODELS / name).stat().st_size}
-             for name in FILES if (MODELS / name).is_file()}
+    files = _files(FILES)
     data = stages["qat"]["data_summary"] or {}
-    card_json = {"name": "medclear_student", "stages": {k: {x: v[x] for x in v if x != "config"} for k, v in stages.items()},
-                 "configs": {k: v["config"] for k, v in stages.items()}, "files": files,
-                 "quality": quality["summary"], "quality_targets": quality.get("targets"),
-                 "quality_machine": quality.get("machine"), "pareto": pareto,
-                 "latency_targets": (latency or {}).get("targets"), "reproduce": REPRODUCE}
+    card_json = _card_json("medclear_student", stages, files, quality, REPRODUCE, pareto=pareto,
+                           latency_targets=(latency or {}).get("targets"))
     teacher, student = stages["teacher"], stages["qat"]
     lines = [
         "# medclear_student — model card",
@@ -135,14 +198,26 @@ def main() -> None:
     parser.add_argument("--quality", type=Path, required=True, help="benchmarks.quality JSON")
     parser.add_argument("--latency", type=Path, help="benchmarks.latency JSON")
     parser.add_argument("--pareto", type=Path, default=MODELS / "pareto.json", help="scripts/pareto_students.py JSON")
+    parser.add_argument("--sr2", action="store_true", help="write the x2 super-resolution section (--run: its run, "
+                        "e.g. runs/sr2; --quality: benchmarks.super_resolution JSON)")
     args = parser.parse_args()
     quality = json.loads(args.quality.read_text())
     latency = json.loads(args.latency.read_text()) if args.latency and args.latency.is_file() else None
+    card_path = MODELS / "MODEL_CARD.md"
+    if args.sr2:
+        markdown, card = build_sr2_section(args.run, quality, latency)
+        write_marked_section(card_path, markdown, SR2_SECTION)
+        (MODELS / "sr2_card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+        print(f"wrote the x2 section of {card_path} and {MODELS / 'sr2_card.json'}")
+        return
     pareto = json.loads(args.pareto.read_text()) if args.pareto.is_file() else None
     markdown, card = build_card(args.run, quality, latency, pareto)
-    (MODELS / "MODEL_CARD.md").write_text(markdown)
+    sr2_section = read_marked_section(card_path, SR2_SECTION) if card_path.is_file() else None
+    card_path.write_text(markdown)
+    if sr2_section is not None:  # the x2 model's section is made by --sr2 and kept here
+        write_marked_section(card_path, sr2_section, SR2_SECTION)
     (MODELS / "model_card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
-    print(f"wrote {MODELS / 'MODEL_CARD.md'} and {MODELS / 'model_card.json'}")
+    print(f"wrote {card_path} and {MODELS / 'model_card.json'}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from scipy import ndimage
 from trainer.data import DataConfig
 from trainer.data.datasets import load_sources, split_sources
 from trainer.data.reference import bin2, clean_reference, own_noise_fraction
-from trainer.data.sources import SourceImage, mr_phantom_images
+from trainer.data.sources import SourceImage, mr_phantom_images, xray_phantom_images
 
 
 def smooth_body(size: int, seed: int = 0) -> np.ndarray:
@@ -61,4 +61,23 @@ def test_mr_phantoms_are_noiseless_mr_images_in_train_and_validation_only():
     _, validation = split_sources(everything, cfg, "validation")
     assert {i.name for i in training if i.modality == "MR"} == {"phantom:mr-train-0", "phantom:mr-train-1"}
     assert [i.name for i in validation if i.modality == "MR"] == ["phantom:mr-val-0"]
+    assert all(i.modality == "CT" for i in test)
+
+
+def test_radiograph_phantoms_are_noiseless_dx_images_in_train_and_validation_only():
+    images = xray_phantom_images(1, 192, validation_count=2)
+    assert [i.name for i in images] == ["phantom:xray-train-0", "phantom:xray-val-0", "phantom:xray-val-1"]
+    assert all(i.modality == "DX" and i.values.min() >= 0 for i in images)
+    assert own_noise_fraction(images[1].values) < 0.005
+    body = images[1].values > 0.05 * images[1].values.max()
+    assert 0.2 < body.mean() < 0.9  # a body in an open field, not a blank or a full frame
+    again = xray_phantom_images(0, 192, validation_count=1)[0]
+    assert np.array_equal(again.values, images[1].values)  # seeded by name
+    cfg = DataConfig(sources=["phantom"], modalities=["CT", "DX"], phantom_count=1, phantom_size=64,
+                     heldout_phantoms=1, xray_phantoms=1, xray_validation_phantoms=2, ct_angles=24)
+    everything = load_sources(cfg)
+    training, test = split_sources(everything, cfg, "test")
+    _, validation = split_sources(everything, cfg, "validation")
+    assert [i.name for i in training if i.modality == "DX"] == ["phantom:xray-train-0"]
+    assert [i.name for i in validation if i.modality == "DX"] == ["phantom:xray-val-0", "phantom:xray-val-1"]
     assert all(i.modality == "CT" for i in test)

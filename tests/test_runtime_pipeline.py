@@ -108,10 +108,13 @@ def test_uncovered_modality_and_bad_shapes_are_clear_errors(tmp_path, ct_model):
         pipeline.enhance_values(ct_model, np.zeros(8), "CT")
 
 
-def test_open_model_refuses_super_resolution_and_missing_files(tmp_path):
+def test_a_model_whose_output_contradicts_its_scale_and_missing_files_are_clear_errors(tmp_path):
+    # Claims x2 super-resolution (tests/test_runtime_sr.py runs real SR models) but keeps the shape.
     sr = make_smoothing_model(tmp_path / "sr.onnx", contract=ModelContract(scale=2, modalities=("*",)))
-    with pytest.raises(BackendError, match="super-resolution models"):
-        pipeline.open_model(sr)
+    with pipeline.open_model(sr) as backend:
+        assert pipeline.tile_plan(backend).scale == 2
+        with pytest.raises(ValueError, match=r"model returned shape \[1, 1, 16, 16\] for input .*scale is 2"):
+            pipeline.enhance_values(backend, np.zeros((16, 16)), "CT")
     with pytest.raises(BackendError, match="model file not found"):
         pipeline.open_model(tmp_path / "none.onnx")
 

@@ -6,6 +6,8 @@ in the same normalized units, and returns a denoised float32 image of the same s
 estimate_sigma``, wavelet MAD), so no baseline sees the clean reference; a benchmark that knows
 the true level (an "oracle" filter) passes it. NLM's ``h`` and TV's weight are multiples of
 sigma: ``h_per_sigma`` / ``weight_per_sigma`` (default: the module constants below).
+
+``upscale`` is the classical side of x2 super-resolution (nearest, bicubic, Lanczos).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Callable
 
 import numpy as np
 from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, denoise_wavelet, estimate_sigma
+
+from runtime.resample import UPSAMPLERS
 
 NLM_H_PER_SIGMA = 0.8  # skimage's guidance for fast_mode: h a little below sigma
 TV_WEIGHT_PER_SIGMA = 1.0
@@ -66,3 +70,14 @@ def wavelet(noisy: np.ndarray, sigma: float | None = None) -> np.ndarray:
 BASELINES: dict[str, Callable[..., np.ndarray]] = {"nlm": nlm, "tv": tv, "wavelet": wavelet}
 # The keyword each baseline's strength (a multiple of sigma) is set by; wavelet has none.
 STRENGTH_KEYWORDS: dict[str, str] = {"nlm": "h_per_sigma", "tv": "weight_per_sigma"}
+
+
+UPSCALERS = tuple(UPSAMPLERS)  # nearest, bicubic, lanczos
+
+
+def upscale(image: np.ndarray, method: str = "bicubic", scale: int = 2) -> np.ndarray:
+    """Classical ``scale``x upsampling of a 2-D image (runtime.resample: nearest, Pillow's bicubic
+    or Lanczos-3), on the SR models' area-aligned grid, float32."""
+    if method not in UPSAMPLERS:
+        raise ValueError(f"upscale method must be one of {', '.join(UPSCALERS)}, got {method!r}")
+    return np.asarray(UPSAMPLERS[method](_image(image).astype(np.float32), scale), dtype=np.float32)

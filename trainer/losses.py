@@ -26,6 +26,9 @@ class LossConfig:
     data_range: float = 1.0
     disc_width: int = 32
     disc_lr: float = 1e-4
+    # "standard": BCE real/fake; "relativistic": ESRGAN's relativistic average GAN (each logit
+    # judged against the mean logit of the other kind).
+    gan: str = "standard"
     # > 0: weight each sample by 1 / (its noise RMS + noise_balance), normalized to mean 1 over
     # the batch, so that low-noise patches count as much as high-noise ones (the benchmark
     # averages PSNR in dB over dose levels, not squared errors). 0: plain mean.
@@ -71,15 +74,19 @@ def ssim(
 
 def noise_balance_weights(degraded: torch.Tensor, clean: torch.Tensor, floor: float) -> torch.Tensor:
     """Per-sample weights 1 / (RMS(degraded - clean) + floor), normalized to mean 1, shape [N]."""
+    if degraded.shape != clean.shape:
+        raise ValueError("loss.noise_balance needs same-size (noisy, clean) pairs; set it to 0 for super-resolution")
     rms = (degraded.float() - clean.float()).pow(2).mean(dim=(1, 2, 3)).sqrt()
     weights = 1.0 / (rms + floor)
     return weights / weights.mean()
 
 
 class Discriminator(nn.Module):
-    """Small SRGAN-style discriminator: strided conv + LeakyReLU blocks, global pool, linear logit."""
+    """Small SRGAN-style patch discriminator: strided conv + LeakyReLU blocks and a 1x1 conv to one
+    logit per receptive field (``blocks`` = 3: 16x downsampled, ~46-pixel patches), so texture is
+    judged locally, as in PatchGAN/ESRGAN."""
 
-    def __init__(self, width: int = 32, blocks: int = 4) -> None:
+    def __init__(self, width: int = 32, blocks: int = 3) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1), nn.LeakyReLU(0.2, inplace=True)]
         ch = width
@@ -87,11 +94,22 @@ class Discriminator(nn.Module):
             out = width * 2 ** min(i + 1, 3)
             layers += [nn.Conv2d(ch, out, 3, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
             ch = out
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ch, 1)]
+        layers += [nn.Conv2d(ch, 1, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+def gan_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, kind: str) -> torch.Tensor:
+    """Loss for calling ``a`` real and ``b`` fake: standard BCE, or relativistic average (ESRGAN:
+    ``a`` judged against the mean of ``b`` and vice versa)."""
+    if kind == "relativistic":
+        logits_a, logits_b = logits_a - logits_b.mean(), logits_b - logits_a.mean()
+    elif kind != "standard":
+        raise ValueError(f"loss.gan must be 'standard' or 'relativistic', got {kind!r}")
+    return F.binary_cross_entropy_with_logits(logits_a, torch.ones_like(logits_a)) + F.binary_cross_entropy_with_logits(
+        logits_b, torch.zeros_like(logits_b))
 
 
 class ReconstructionLoss(nn.Module):
@@ -116,18 +134,17 @@ class ReconstructionLoss(nn.Module):
         total = c.l1 * l1 + c.ssim * ssim_loss
         parts = {"l1": l1.item(), "ssim_loss": ssim_loss.item()}
         if self.discriminator is not None:
-            # Generator side: make the (frozen for this term) discriminator call the output real.
-            logits = self.discriminator(pred.float())
-            adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+            # Generator side: make the discriminator (stepped separately) call the output real.
+            fake = self.discriminator(pred.float())
+            if c.gan == "relativistic":
+                adv = gan_loss(fake, self.discriminator(ref.float()).detach(), c.gan)
+            else:
+                adv = F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
             total = total + c.adversarial * adv
             parts["adv"] = adv.item()
         return total, parts
 
     def discriminator_loss(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """Standard BCE loss for the discriminator (``fake`` is detached here)."""
+        """The discriminator's loss for telling ``real`` from ``fake`` (detached here)."""
         assert self.discriminator is not None
-        d_fake = self.discriminator(fake.detach().float())
-        d_real = self.discriminator(real.float())
-        return F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + F.binary_cross_entropy_with_logits(
-            d_fake, torch.zeros_like(d_fake)
-        )
+        return gan_loss(self.discriminator(real.float()), self.discriminator(fake.detach().float()), self.cfg.gan)

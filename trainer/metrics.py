@@ -91,9 +91,29 @@ def fsim(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:
     return float(_piq_fsim()(to_tensor(pred), to_tensor(ref), data_range=float(data_range), chromatic=False))
 
 
+def texture_ratio(pred: np.ndarray, ref: np.ndarray, cutoff: float = 0.25) -> float:
+    """A perceptual-realism proxy: the power of ``pred`` above ``cutoff`` cycles per pixel over
+    that of ``ref`` (Hann-windowed spectra). 1: as much fine texture as the reference; below 1:
+    smoother (what L1/SSIM training tends to give); above 1: invented texture or noise. It says
+    nothing about where the texture is: read it beside PSNR/SSIM."""
+    pred, ref = _pair(pred, ref)
+    window = np.outer(np.hanning(ref.shape[0]), np.hanning(ref.shape[1]))
+    fy, fx = np.fft.fftfreq(ref.shape[0])[:, None], np.fft.fftfreq(ref.shape[1])[None, :]
+    high = np.hypot(fy, fx) > cutoff
+
+    def power(image: np.ndarray) -> float:
+        spectrum = np.fft.fft2((image - image.mean()) * window)
+        return float(np.sum(np.abs(spectrum[high]) ** 2))
+
+    reference = power(ref)
+    return power(pred) / reference if reference > 0 else float("nan")
+
+
 def _scores(pred: np.ndarray, ref: np.ndarray, data_range: float, suffix: str, with_fsim: bool,
-            with_ssim: bool = True) -> dict[str, float]:
+            with_ssim: bool = True, with_texture: bool = False) -> dict[str, float]:
     scores = {f"psnr{suffix}": psnr(pred, ref, data_range)}
+    if with_texture:
+        scores[f"texture{suffix}"] = texture_ratio(pred, ref)
     if with_ssim:
         scores[f"ssim{suffix}"] = ssim(pred, ref, data_range)
     if with_fsim:
@@ -108,7 +128,7 @@ def window_bounds(level: float, width: float) -> tuple[float, float]:
 
 def image_quality(
     pred: np.ndarray, ref: np.ndarray, modality: str, spec: NormalizationSpec, *, with_fsim: bool = True,
-    with_ssim: bool = True,
+    with_ssim: bool = True, with_texture: bool = False,
 ) -> dict[str, float]:
     """Quality of a normalized prediction against its normalized reference.
 
@@ -116,7 +136,7 @@ def image_quality(
     ``*_window`` in the soft-tissue window W400/L40 ([-160, 240] HU, range 400) and ``*_lung``
     in the lung window W1500/L-600 ([-1350, 150] HU, range 1500); both images are clipped to
     the range first. Other modalities: ``psnr``, ``ssim``, ``fsim`` on the normalized images
-    clipped to [0, 1]. FSIM costs ~1-4 s per 512² image on a CPU; ``with_fsim=False`` leaves
+    clipped to [0, 1]. ``with_texture`` adds ``texture*`` (:func:`texture_ratio`). FSIM costs ~1-4 s per 512² image on a CPU; ``with_fsim=False`` leaves
     the ``fsim*`` keys out, ``with_ssim=False`` the ``ssim*`` keys (PSNR only: cheap).
     """
     pred, ref = _pair(pred, ref)
@@ -127,6 +147,6 @@ def image_quality(
         scores: dict[str, float] = {}
         for suffix, (low, high) in ranges.items():
             clipped = (np.clip(a, low, high) - low for a in (pred_hu, ref_hu))
-            scores.update(_scores(*clipped, high - low, suffix, with_fsim, with_ssim))
+            scores.update(_scores(*clipped, high - low, suffix, with_fsim, with_ssim, with_texture))
         return scores
-    return _scores(np.clip(pred, 0.0, 1.0), np.clip(ref, 0.0, 1.0), 1.0, "", with_fsim, with_ssim)
+    return _scores(np.clip(pred, 0.0, 1.0), np.clip(ref, 0.0, 1.0), 1.0, "", with_fsim, with_ssim, with_texture)

@@ -134,10 +134,12 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 @torch.no_grad()
 def enhance_slice(model: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
-    """Run ``model`` on one full [H, W] normalized slice: pad to size_multiple, crop back."""
+    """Run ``model`` on one full [H, W] normalized slice: pad to size_multiple, crop back
+    (to ``scale`` times the input for super-resolution models)."""
     x = torch.tensor(image, dtype=torch.float32)[None, None].to(device)
     y = model(pad_to_multiple(x, model.size_multiple))
-    return y[0, 0, : image.shape[0], : image.shape[1]].float().cpu().numpy()
+    scale = int(getattr(model, "scale", 1))
+    return y[0, 0, : scale * image.shape[0], : scale * image.shape[1]].float().cpu().numpy()
 
 
 def display_psnr(pred: np.ndarray, image: Any, data_range: float) -> float:
@@ -155,9 +157,19 @@ def display_psnr(pred: np.ndarray, image: Any, data_range: float) -> float:
     return float(quality["psnr"])
 
 
+def input_baseline(image: Any) -> np.ndarray:
+    """What the model is compared with as ``psnr_input``: the degraded image itself, or for a
+    super-resolution pair (low-resolution ``degraded``) its bicubic upsampling."""
+    if image.degraded.shape == image.clean.shape:
+        return image.degraded
+    from trainer.baselines import upscale
+
+    return upscale(image.degraded, "bicubic", image.clean.shape[0] // image.degraded.shape[0])
+
+
 def evaluate(model: nn.Module, images: Sequence[Any], cfg: Config, device: torch.device) -> dict:
     """Validation PSNR (:func:`display_psnr`) and SSIM (normalized units, data range
-    cfg.eval.data_range) on full slices: the mean per modality (``psnr_CT``, ...) and, as
+    cfg.eval.data_range) on full slices, beside ``psnr_input`` (:func:`input_baseline`): the mean per modality (``psnr_CT``, ...) and, as
     ``psnr``/``ssim``, the mean over modalities, so that a modality with many small validation
     frames does not outvote the others."""
     from trainer.metrics import ssim
@@ -174,7 +186,7 @@ def evaluate(model: nn.Module, images: Sequence[Any], cfg: Config, device: torch
         scores = per_modality.setdefault(getattr(img, "modality", "*"), {"psnr": [], "ssim": [], "psnr_input": []})
         scores["psnr"].append(display_psnr(pred, img, rng))
         scores["ssim"].append(float(ssim(pred, img.clean, data_range=rng)))
-        scores["psnr_input"].append(display_psnr(img.degraded, img, rng))
+        scores["psnr_input"].append(display_psnr(input_baseline(img), img, rng))
     model.train(was_training)
     means = {m: {k: float(np.mean(v)) for k, v in scores.items()} for m, scores in per_modality.items()}
     result = {k: float(np.mean([means[m][k] for m in means])) for k in ("psnr", "ssim", "psnr_input")}

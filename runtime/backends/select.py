@@ -1,4 +1,4 @@
-"""Choosing the model file and the backend that runs it: one function each."""
+"""Choosing the model file (by task) and the backend that runs it: one function each."""
 
 from __future__ import annotations
 
@@ -10,9 +10,15 @@ from runtime.backends.base import Backend, BackendError
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.backends.tensorrt_backend import ENGINE_SUFFIXES, TensorRTBackend
 from runtime.backends.triton_backend import TritonBackend, TritonTarget
+from runtime.model_contract import TASK_SCALES, ModelContract
 
 MODEL_ENV = "MEDCLEAR_MODEL"
 DEFAULT_MODELS = ("medclear_student.fp32.onnx", "medclear_student.int8.onnx")
+SR2_MODEL_ENV = "MEDCLEAR_SR2_MODEL"
+SR2_MODELS = ("medclear_sr2.fp32.onnx", "medclear_sr2.int8.onnx")
+DEFAULT_TASK = "denoise"
+# Task -> (environment variable naming its model, default model files in preference order).
+TASK_MODELS = {"denoise": (MODEL_ENV, DEFAULT_MODELS), "sr2": (SR2_MODEL_ENV, SR2_MODELS)}
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "triton")
 PACKAGED_MODELS = "medclear_models"  # the installed copy of models/ (package data, pyproject.toml)
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
@@ -36,20 +42,36 @@ def installed_models_dir() -> Path:
 MODELS_DIR = installed_models_dir()
 
 
-def default_model(models_dir: Path | None = None) -> Path:
-    """``$MEDCLEAR_MODEL``, else ``MODELS_DIR/medclear_student.fp32.onnx`` (faster than INT8 in ONNX Runtime on CPUs; docs/DECISIONS.md), else the int8 one."""
+def default_model(models_dir: Path | None = None, task: str = DEFAULT_TASK) -> Path:
+    """The task's model: ``denoise``: ``$MEDCLEAR_MODEL``, else
+    ``MODELS_DIR/medclear_student.fp32.onnx`` (faster than INT8 in ONNX Runtime on CPUs;
+    docs/DECISIONS.md), else the int8 one; ``sr2``: ``$MEDCLEAR_SR2_MODEL``, else
+    ``medclear_sr2.fp32.onnx``, else ``medclear_sr2.int8.onnx``."""
+    if task not in TASK_MODELS:
+        raise BackendError(f"unknown task {task!r}; choose one of {', '.join(TASK_MODELS)}")
+    env, names = TASK_MODELS[task]
     models_dir = models_dir or MODELS_DIR
-    from_env = os.environ.get(MODEL_ENV)
+    from_env = os.environ.get(env)
     if from_env:
         return Path(from_env)
-    for name in DEFAULT_MODELS:
+    for name in names:
         candidate = models_dir / name
         if candidate.is_file():
             return candidate
+    task_note = "" if task == DEFAULT_TASK else f" for --task {task}"
     raise ModelNotFoundError(
-        f"no model given and no default model in {models_dir} (looked for {', '.join(DEFAULT_MODELS)}); "
-        f"pass --model FILE or set {MODEL_ENV}"
+        f"no model given and no default model{task_note} in {models_dir} (looked for {', '.join(names)}); "
+        f"pass --model FILE or set {env}"
     )
+
+
+def check_task(contract: ModelContract, task: str, source: str) -> None:
+    """BackendError unless the model's contract does ``task`` (its scale: denoise 1, sr2 2)."""
+    if task not in TASK_SCALES:
+        raise BackendError(f"unknown task {task!r}; choose one of {', '.join(TASK_SCALES)}")
+    if contract.scale != TASK_SCALES[task]:
+        raise BackendError(f"{source}: the model's contract says task {contract.task!r} (scale {contract.scale}), "
+                           f"not {task} (scale {TASK_SCALES[task]}); choose the model for --task {task}")
 
 
 def model_kind(path: Path) -> str:
@@ -65,9 +87,9 @@ def model_kind(path: Path) -> str:
 def select_backend(
     model: str | Path | None = None, backend: str = "auto", threads: int | None = None,
     cuda_graphs: bool = False, *, cpu_only: bool = False, ort_optimization: str = "all",
-    server: TritonTarget | None = None,
+    server: TritonTarget | None = None, task: str = DEFAULT_TASK,
 ) -> Backend:
-    """An unopened backend for ``model`` (default model if None).
+    """An unopened backend for ``model`` (if None: the default model of ``task``).
 
     ``auto``: an ``.engine``/``.plan`` runs on TensorRT, an ``.onnx`` on ONNX Runtime (which uses
     its CUDA execution provider where installed, unless ``cpu_only``; ``ort_optimization`` is its
@@ -86,7 +108,7 @@ def select_backend(
         return TritonBackend(server)
     if server is not None:
         raise BackendError(f"a Triton server was given; use --backend triton (or auto), not {backend}")
-    path = Path(model) if model is not None else default_model()
+    path = Path(model) if model is not None else default_model(task=task)
     if not path.is_file():
         raise ModelNotFoundError(f"{path}: model file not found")
     kind = model_kind(path)

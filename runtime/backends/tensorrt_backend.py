@@ -129,12 +129,9 @@ class TensorRTBackend(Backend):
                 raise BackendError(f"{self.model_path}: tensor {name!r} must be float32 at the engine's boundary")
 
     def _allocate(self, trt: Any, max_shape: tuple[int, ...]) -> None:
-        """Pinned host and device buffers for the largest shape the profile allows, once."""
-        scale = self._contract.scale
-        shapes = {
-            INPUT_NAME: max_shape,
-            OUTPUT_NAME: (max_shape[0], 1, max_shape[2] * scale, max_shape[3] * scale),
-        }
+        """Pinned host and device buffers for the largest shape the profile allows, once; the
+        output's is the contract's scale squared times the input's (super-resolution)."""
+        shapes = {INPUT_NAME: max_shape, OUTPUT_NAME: self._contract.output_shape(max_shape)}
         self._stream = self._cuda.stream_create()
         for name, shape in shapes.items():
             nbytes = int(trt.volume(shape)) * np.dtype(np.float32).itemsize
@@ -158,6 +155,10 @@ class TensorRTBackend(Backend):
         if not self._context.set_input_shape(INPUT_NAME, shape):
             raise BackendError(f"{self.model_path}: engine rejected input shape {list(shape)}")
         out_shape = tuple(self._context.get_tensor_shape(OUTPUT_NAME))
+        if out_shape != self._contract.output_shape(shape):
+            # The output buffer is sized by the contract's scale: a larger output would overrun it.
+            raise BackendError(f"{self.model_path}: engine output shape {list(out_shape)} for input {list(shape)} "
+                               f"does not match the contract's scale {self._contract.scale}; rebuild the engine")
         self._host[INPUT_NAME][: batch.size] = batch.reshape(-1)
         if self.use_cuda_graphs and self._cuda.supports_graphs:
             graph = self._graphs.get(shape)

@@ -19,6 +19,9 @@ class DataConfig:
     and ``paired_full_dir`` name a low/full-dose pair of folders explicitly.
     """
 
+    # "denoise": (noisy, clean) pairs of one size; "sr2": (low-resolution, high-resolution)
+    # pairs for x2 super-resolution (trainer/data/super_resolution.py).
+    task: str = "denoise"
     sources: list[str] = field(default_factory=lambda: ["offline", "phantom"])
     paired_low_dir: str | None = None
     paired_full_dir: str | None = None
@@ -68,6 +71,11 @@ class DataConfig:
     # Optional extra degradations for every modality (0 / 1 disable them).
     blur_sigma: float = 0.0  # Gaussian blur, pixels
     downsample_factor: int = 1  # area-downsample then cubic upsample back
+    # x2 super-resolution degradation (task "sr2"): CT/X-ray blur before 2x2 area averaging, in
+    # high-resolution pixels, and optional Gaussian noise on the low-resolution input (normalized
+    # sigma drawn log-uniform per patch; validation/test use the geometric middle). MR: k-space.
+    sr_blur_sigma: float = 0.6
+    sr_noise_range: list[float] | None = None
     # Phantoms.
     phantom_count: int = 16  # random training phantoms
     phantom_size: int = 256
@@ -75,6 +83,8 @@ class DataConfig:
     validation_phantoms: int = 0  # random validation phantoms
     mr_phantoms: int = 0  # noiseless MR-contrast training phantoms (sources: "phantom", modality MR)
     mr_validation_phantoms: int = 0  # and validation ones (never test)
+    xray_phantoms: int = 0  # noiseless radiograph phantoms (sources: "phantom", modality DX)
+    xray_validation_phantoms: int = 0  # and validation ones (never test)
     # Non-CT real references noisier than this fraction of their signal range are binned 2x2
     # until clean enough, or dropped (trainer/data/reference.py). 0: every reference as it is.
     max_reference_noise: float = 0.0
@@ -99,11 +109,15 @@ class DataConfig:
             raise ValueError(f"patch_size {self.patch_size} is too small (need >= 8)")
         if not self.dose_fractions or any(not 0 < d <= 1 for d in self.dose_fractions):
             raise ValueError(f"dose_fractions {self.dose_fractions} must be in (0, 1]")
+        if self.task not in ("denoise", "sr2"):
+            raise ValueError(f"task {self.task!r} must be 'denoise' or 'sr2'")
+        if self.sr_blur_sigma < 0:
+            raise ValueError(f"sr_blur_sigma {self.sr_blur_sigma} must be >= 0")
         if self.mr_noise not in ("rician", "gaussian"):
             raise ValueError(f"mr_noise {self.mr_noise!r} must be 'rician' or 'gaussian'")
         if self.xray_noise not in ("gaussian", "quantum"):
             raise ValueError(f"xray_noise {self.xray_noise!r} must be 'gaussian' or 'quantum'")
-        for name in ("train_dose_range", "train_mr_sigma_range", "train_xray_photon_range"):
+        for name in ("train_dose_range", "train_mr_sigma_range", "train_xray_photon_range", "sr_noise_range"):
             bounds = getattr(self, name)
             if bounds is not None and not (len(bounds) == 2 and 0 < bounds[0] <= bounds[1]):
                 raise ValueError(f"{name} {bounds} must be [low, high] with 0 < low <= high")

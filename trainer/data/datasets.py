@@ -35,6 +35,7 @@ from trainer.data.sources import (
     offline_images,
     paired_images,
     phantom_images,
+    xray_phantom_images,
 )
 from trainer.data.split import SPLIT_SALT, split_of, stable_seed
 
@@ -67,6 +68,8 @@ def load_sources(cfg: DataConfig) -> list[SourceImage]:
                                          cfg.validation_phantoms)
             if "MR" in modalities:
                 images += mr_phantom_images(cfg.mr_phantoms, cfg.phantom_size, cfg.mr_validation_phantoms)
+            if "DX" in modalities:
+                images += xray_phantom_images(cfg.xray_phantoms, cfg.phantom_size, cfg.xray_validation_phantoms)
         elif (dose_dirs := find_dose_dirs(source)) is not None:
             images += paired_images(*dose_dirs, modalities, cfg.min_image_side)
         else:
@@ -234,26 +237,15 @@ def _image_probabilities(images: list[_PoolImage], weights: dict[str, float] | N
     return probabilities / probabilities.sum()
 
 
-class PatchDataset(Dataset):
-    """``patches_per_epoch`` random ``(degraded, clean)`` patch pairs, float32 ``[1, p, p]``.
+class SeededPatches(Dataset):
+    """``patches_per_epoch`` random training items. Item ``i`` is drawn with a numpy Generator
+    seeded by ``(seed, epoch, i)``, so DataLoader workers and reruns give the same patches; call
+    :meth:`set_epoch` for fresh ones. Images are drawn with their modality's weight."""
 
-    Item ``i`` is drawn with a numpy Generator seeded by ``(seed, epoch, i)``, so DataLoader
-    workers and reruns give the same patches; call :meth:`set_epoch` for fresh ones.
-    """
-
-    def __init__(self, images: list[_PoolImage], cfg: DataConfig) -> None:
+    def __init__(self, images: list, cfg: DataConfig) -> None:
         if not images:
             raise ValueError("no training images (check sources, modalities and min_image_side)")
         self.images, self.cfg, self.epoch = images, cfg, 0
-        self.settings = AugmentSettings(
-            cfg.rotation_degrees,
-            cfg.elastic_prob,
-            cfg.elastic_alpha,
-            cfg.elastic_sigma,
-            cfg.noise_aug_prob,
-            tuple(cfg.noise_aug_sigma),
-        )
-        self.margin = crop_margin(cfg.patch_size, self.settings) if cfg.augment else 0
         self.image_probabilities = _image_probabilities(images, cfg.modality_weights)
 
     def set_epoch(self, epoch: int) -> None:
@@ -263,14 +255,34 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return self.cfg.patches_per_epoch
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(self, index: int) -> tuple[np.random.Generator, object]:
+        """Item ``index``'s generator and the image it is cut from."""
         if not 0 <= index < len(self):
             raise IndexError(index)
         rng = np.random.default_rng([self.cfg.seed, self.epoch, index])
         if self.image_probabilities is None:
-            pool = self.images[rng.integers(len(self.images))]
-        else:
-            pool = self.images[rng.choice(len(self.images), p=self.image_probabilities)]
+            return rng, self.images[rng.integers(len(self.images))]
+        return rng, self.images[rng.choice(len(self.images), p=self.image_probabilities)]
+
+
+class PatchDataset(SeededPatches):
+    """``patches_per_epoch`` random ``(degraded, clean)`` patch pairs, float32 ``[1, p, p]``
+    (:class:`SeededPatches`)."""
+
+    def __init__(self, images: list[_PoolImage], cfg: DataConfig) -> None:
+        super().__init__(images, cfg)
+        self.settings = AugmentSettings(
+            cfg.rotation_degrees,
+            cfg.elastic_prob,
+            cfg.elastic_alpha,
+            cfg.elastic_sigma,
+            cfg.noise_aug_prob,
+            tuple(cfg.noise_aug_sigma),
+        )
+        self.margin = crop_margin(cfg.patch_size, self.settings) if cfg.augment else 0
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng, pool = self.draw(index)
         variant = pool.variants[rng.integers(len(pool.variants))]
         p, m = self.cfg.patch_size, self.margin
         rows, cols = pool.clean.shape
@@ -296,8 +308,13 @@ class PatchDataset(Dataset):
         )
 
 
-def build_training_set(cfg: DataConfig) -> PatchDataset:
-    """The training patches (never from a held-out image); CT noise is precomputed here."""
+def build_training_set(cfg: DataConfig) -> Dataset:
+    """The training patches (never from a held-out image); CT noise is precomputed here.
+    Task "sr2": (low-resolution, high-resolution) pairs (trainer/data/super_resolution.py)."""
+    if cfg.task == "sr2":
+        from trainer.data.super_resolution import build_sr_training_set  # noqa: PLC0415 (imports this module)
+
+        return build_sr_training_set(cfg)
     training, _ = split_sources(load_sources(cfg), cfg)
     usable = [image for image in training if min(image.values.shape) >= cfg.patch_size]
     return PatchDataset([_pool_image(image, cfg) for image in usable], cfg)
@@ -382,7 +399,11 @@ def _eval_cached(key: str, split: str) -> tuple[HeldoutImage, ...]:
 def build_heldout_set(cfg: DataConfig, split: str = "test") -> list[HeldoutImage]:
     """The fixed ``"test"`` (default) or ``"validation"`` slices at every evaluation level
     (CT doses x kernels, MR sigmas, X-ray quanta), degraded once with seeds from their names
-    (cached in memory)."""
+    (cached in memory). Task "sr2": the low-resolution / high-resolution pairs instead."""
+    if cfg.task == "sr2":
+        from trainer.data.super_resolution import build_sr_heldout_set  # noqa: PLC0415 (imports this module)
+
+        return build_sr_heldout_set(cfg, split)
     return list(_eval_cached(cfg.key(), split))
 
 
@@ -407,6 +428,7 @@ def data_summary(cfg: DataConfig) -> dict:
         }
 
     return {
+        "task": cfg.task,
         "seed": cfg.seed,
         "sources": [s if s in ("offline", "phantom") else f"dir:{Path(s).name}" for s in cfg.sources]
         + (["paired"] if cfg.paired_low_dir else []),
@@ -426,6 +448,9 @@ def data_summary(cfg: DataConfig) -> dict:
             "xray": {"noise": cfg.xray_noise, "sigma": cfg.xray_noise_sigma, "photons": list(cfg.xray_photons),
                      "train_photon_range": cfg.train_xray_photon_range},
             "extra": _extra_label(cfg) or None,
+            **({"sr2": {"mr": "k-space truncation to half the matrix", "ct_xray": "gaussian blur then 2x2 area mean",
+                        "blur_sigma": cfg.sr_blur_sigma, "noise_range": cfg.sr_noise_range}}
+               if cfg.task == "sr2" else {}),
         },
         "normalization": normalization_table(cfg),
         "patch_size": cfg.patch_size,

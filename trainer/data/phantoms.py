@@ -1,4 +1,5 @@
-"""Synthetic CT phantoms in HU: random ellipse/texture bodies and Shepp-Logan."""
+"""Synthetic phantoms: CT in HU (random ellipse/texture bodies, Shepp-Logan), their MR-like
+contrasts, and radiographs of random ellipsoids."""
 
 from __future__ import annotations
 
@@ -101,3 +102,53 @@ def mr_contrast(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     bone = rng.uniform(20.0, 300.0, size=2)
     levels = [0.0, rng.uniform(0.0, 40.0), *tissue, *bone]
     return np.interp(hu, _MR_KNOTS_HU, levels).astype(np.float32)
+
+
+# Linear attenuation at ~60 keV (1/mm): soft tissue, and what lung and bone add to it.
+_MU_SOFT, _MU_LUNG_DELTA, _MU_BONE_DELTA = 0.020, -0.016, 0.030
+
+
+def _ellipsoid_chords(shape: tuple[int, int], center, radii, depth: float, angle: float) -> np.ndarray:
+    """Path length through an ellipsoid (in-plane ``radii`` rotated by ``angle``, half-depth
+    ``depth``) along the beam, at every detector pixel: 2 d sqrt(1 - u^2 - v^2)."""
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
+    dy, dx = rows - center[0], cols - center[1]
+    u = (dy * np.cos(angle) + dx * np.sin(angle)) / radii[0]
+    v = (-dy * np.sin(angle) + dx * np.cos(angle)) / radii[1]
+    return 2.0 * depth * np.sqrt(np.clip(1.0 - u * u - v * v, 0.0, None))
+
+
+def random_radiograph(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A noiseless chest/abdomen-like radiograph (a digitally reconstructed radiograph of random
+    ellipsoids, projected analytically): the attenuation line integral (brighter = more
+    attenuating, as MONOCHROME2 radiographs show), float32 ``(size, size)``.
+
+    A body of soft tissue, two lungs, a spine, ribs and other bones, organs and small dense
+    vessels, with a mild detector blur: a radiograph reference without noise of its own, for
+    validation (the packaged radiographs are few and all in the training or test split)."""
+    mm = 400.0 / size  # a 400 mm detector field
+    c = size / 2.0
+
+    def add(mu: float, center, radii_px, depth_mm: float, angle: float = 0.0) -> None:
+        nonlocal image
+        image += mu * _ellipsoid_chords((size, size), center, radii_px, depth_mm, angle)
+
+    image = np.zeros((size, size))
+    add(_MU_SOFT, (c, c), (size * rng.uniform(0.55, 0.7), size * rng.uniform(0.33, 0.45)), rng.uniform(100, 160))
+    for side in (-1, 1):  # lungs
+        center = (c - size * rng.uniform(0.05, 0.15), c + side * size * rng.uniform(0.14, 0.2))
+        add(_MU_LUNG_DELTA, center, (size * rng.uniform(0.2, 0.3), size * rng.uniform(0.09, 0.13)),
+            rng.uniform(50, 80), rng.uniform(-0.15, 0.15))
+    add(_MU_BONE_DELTA, (c, c), (size * 0.7, size * rng.uniform(0.025, 0.035)), rng.uniform(15, 25))  # spine
+    for _ in range(rng.integers(4, 10)):  # ribs: thin tilted bones
+        center = (c + size * rng.uniform(-0.35, 0.1), c + rng.choice([-1, 1]) * size * rng.uniform(0.1, 0.25))
+        add(_MU_BONE_DELTA, center, (size * rng.uniform(0.006, 0.012), size * rng.uniform(0.1, 0.18)),
+            rng.uniform(5, 10), rng.uniform(-0.5, 0.5))
+    for _ in range(rng.integers(2, 6)):  # organs, slightly denser than fat-laden tissue
+        center = c + rng.uniform(-0.3, 0.3, size=2) * size
+        add(0.002, center, size * rng.uniform(0.05, 0.15, size=2), rng.uniform(30, 70), rng.uniform(-np.pi, np.pi))
+    for _ in range(rng.integers(3, 15)):  # vessels and calcifications
+        center = c + rng.uniform(-0.35, 0.35, size=2) * size
+        add(0.01, center, size * rng.uniform(0.003, 0.01, size=2), rng.uniform(2, 8), rng.uniform(-np.pi, np.pi))
+    image = ndimage.gaussian_filter(image, 0.35 / mm)  # detector blur, 0.35 mm
+    return image.astype(np.float32)

@@ -22,7 +22,14 @@ from skimage.transform import resize
 from runtime.image_contract import modality_image
 from trainer.data.offline import offline_dicom_entries
 from trainer.data.pairing import pair_series
-from trainer.data.phantoms import mr_contrast, phantom_pixel_mm, random_fov_mm, random_phantom, shepp_logan_hu
+from trainer.data.phantoms import (
+    mr_contrast,
+    phantom_pixel_mm,
+    random_fov_mm,
+    random_phantom,
+    random_radiograph,
+    shepp_logan_hu,
+)
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +266,20 @@ def mr_phantom_images(count: int, size: int, validation_count: int = 0) -> list[
     # Seed streams [8, 0, i] (train) and [8, 2, i] (validation), apart from the CT phantoms' [7, ...].
     images = [make(f"mr-train-{i}", "train", [8, 0, i]) for i in range(count)]
     return images + [make(f"mr-val-{i}", "validation", [8, 2, i]) for i in range(validation_count)]
+
+
+def xray_phantom_images(count: int, size: int, validation_count: int = 0) -> list[SourceImage]:
+    """Noiseless radiograph phantoms (``phantoms.random_radiograph``, modality DX): training
+    ``phantom:xray-train-i`` and validation ``phantom:xray-val-i``; none are test images."""
+
+    def make(name: str, group: str, seed: list[int]) -> SourceImage:
+        rng = np.random.default_rng(seed)
+        return SourceImage(f"phantom:{name}", "DX", random_radiograph(size, rng), 400.0 / size,
+                           f"{group}:phantom:{name}", "phantom")
+
+    # Seed streams [9, 0, i] (train) and [9, 2, i] (validation), apart from the CT and MR phantoms'.
+    images = [make(f"xray-train-{i}", "train", [9, 0, i]) for i in range(count)]
+    return images + [make(f"xray-val-{i}", "validation", [9, 2, i]) for i in range(validation_count)]
 
 
 def paired_images(

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Reproduce the shipped x2 super-resolution model end to end on a CPU (about 1.5 hours on 2 cores):
+# teacher -> distilled student (and its adversarial variant) -> QAT -> ONNX fp32 + int8 ->
+# test-split quality against nearest/bicubic/Lanczos -> latency -> the model card's x2 section.
+#
+#   bash scripts/reproduce_sr2_model.sh [RUN_DIR]     (default RUN_DIR: runs/sr2)
+#
+# The trainer configs (trainer/configs/sr2_*.json) hold every setting. The shipped run used their
+# time budgets (train.max_minutes) on this 2-core machine, so a faster machine trains longer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN="${1:-runs/sr2}"
+PY="${PYTHON:-.venv/bin/python}"
+mkdir -p "$RUN"
+
+echo "== 1/6 x2 teacher (EDSR-style, 32 channels, 6 residual blocks)"
+"$PY" -m trainer teacher --config trainer/configs/sr2_teacher.json --out "$RUN/teacher" --set train.progress=false
+
+echo "== 2/6 distill the x2 student; its adversarial variant (L1 0.5 / SSIM 0.3 / GAN 0.2) from it"
+"$PY" -m trainer distill --config trainer/configs/sr2_distill.json --out "$RUN/student" \
+    --teacher "$RUN/teacher/best.pt" --set train.progress=false
+"$PY" -m trainer distill --config trainer/configs/sr2_distill_gan.json --out "$RUN/student_gan" \
+    --teacher "$RUN/teacher/best.pt" --init "$RUN/student/best.pt" --set train.progress=false > "$RUN/student_gan.log" 2>&1 &
+gan=$!
+
+echo "== 3/6 quantization-aware training (ModelOpt INT8) of the student"
+"$PY" -m trainer qat --config trainer/configs/sr2_qat.json --out "$RUN/qat" --student "$RUN/student/best.pt"
+wait "$gan"
+
+echo "== 4/6 export ONNX fp32 + int8 into models/"
+"$PY" -m trainer.checkpoint slim "$RUN/qat/best.pt" models/medclear_sr2.qat.pt
+"$PY" -m trainer.checkpoint slim "$RUN/teacher/best.pt" models/medclear_sr2_teacher.pt
+"$PY" -m trainer.checkpoint slim "$RUN/student_gan/best.pt" models/medclear_sr2_gan.pt
+"$PY" -m compiler export --checkpoint models/medclear_sr2.qat.pt --out-dir models --name medclear_sr2
+"$PY" -m compiler verify --onnx models/medclear_sr2.int8.onnx --reference models/medclear_sr2.fp32.onnx
+
+echo "== 5/6 quality on the test split and latency on this machine"
+"$PY" -m benchmarks.super_resolution models/medclear_sr2.fp32.onnx models/medclear_sr2.int8.onnx \
+    models/medclear_sr2_gan.pt --teacher models/medclear_sr2_teacher.pt --threads 2 --fsim \
+    --out models/sr2_quality.json --grid docs/images/sr2_crops.png --markdown docs/BENCHMARKS.md
+"$PY" -m benchmarks.latency models/medclear_sr2.fp32.onnx models/medclear_sr2.int8.onnx \
+    models/medclear_student.fp32.onnx models/medclear_student.int8.onnx --sizes 512 --batches 1 \
+    --out models/sr2_latency.json
+
+echo "== 6/6 the model card's x2 section"
+"$PY" scripts/make_model_card.py --sr2 --run "$RUN" --quality models/sr2_quality.json --latency models/sr2_latency.json

@@ -1,0 +1,141 @@
+"""x2 super-resolution in the trainer: the degradations keep the area grid, training pairs line
+up, the models start as nearest upsampling, and teacher -> distill -> QAT runs end to end."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.baselines import upscale
+from trainer.config import load_config
+from trainer.data import DataConfig, build_heldout_set, build_training_set
+from trainer.data.super_resolution import blur_area_downsample, kspace_downsample
+from trainer.losses import LossConfig, ReconstructionLoss, noise_balance_weights
+from trainer.models import count_flops, create_model
+from trainer.train import train
+
+CONFIGS = Path(__file__).resolve().parents[1] / "trainer" / "configs"
+TINY_SR_DATA = {"task": "sr2", "sources": ["phantom"], "modalities": ["CT", "MR"], "patch_size": 32,
+                "patches_per_epoch": 64, "phantom_count": 2, "phantom_size": 64, "heldout_phantoms": 1,
+                "validation_phantoms": 1, "mr_phantoms": 2, "mr_validation_phantoms": 1, "ct_hu_range": [-160, 240]}
+
+
+def band_limited(rows: int, cols: int, offset: float = 0.0) -> np.ndarray:
+    """A periodic image whose frequencies all survive halving the matrix, sampled at ``+offset``."""
+    y, x = np.arange(rows)[:, None] + offset, np.arange(cols)[None, :] + offset
+    return np.sin(2 * np.pi * 3 * x / cols + 0.4) + 0.5 * np.cos(2 * np.pi * 5 * y / rows) + 0.2 * np.sin(
+        2 * np.pi * (2 * x / cols + 4 * y / rows))
+
+
+def test_kspace_truncation_samples_at_the_area_centres():
+    highres = band_limited(64, 48)
+    lowres = kspace_downsample(highres)
+    assert lowres.shape == (32, 24)
+    # Low-resolution pixel i sits at high-resolution position 2i + 0.5 (not on pixel 2i).
+    np.testing.assert_allclose(lowres, band_limited(64, 48, offset=0.5)[::2, ::2], atol=1e-5)
+    assert np.abs(lowres - highres[::2, ::2]).max() > 0.05  # the half-pixel shift is real
+
+
+def test_kspace_truncation_removes_the_high_frequencies():
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((64, 64))
+    lowres = kspace_downsample(noise)
+    # White noise keeps a quarter of its energy (the central quarter of k-space), scaled.
+    assert np.var(lowres) == pytest.approx(np.var(noise) / 4, rel=0.15)
+
+
+def test_blur_area_downsample_is_the_block_mean_and_crops_odd_sides():
+    image = np.arange(7 * 9, dtype=np.float32).reshape(7, 9)
+    small = blur_area_downsample(image, 0.0)
+    assert small.shape == (3, 4)
+    assert small[1, 2] == pytest.approx(image[2:4, 4:6].mean())
+    blurred = blur_area_downsample(image, 1.0)
+    assert not np.allclose(blurred, small)
+
+
+def test_upscale_baselines_keep_the_grid():
+    highres = band_limited(64, 64).astype(np.float32)
+    lowres = blur_area_downsample(highres, 0.0)
+    errors = {m: float(np.sqrt(np.mean((upscale(lowres, m) - highres)[8:-8, 8:-8] ** 2))) for m in ("nearest", "bicubic", "lanczos")}
+    assert errors["bicubic"] < errors["nearest"] / 3 and errors["lanczos"] < errors["nearest"] / 3, errors
+    with pytest.raises(ValueError, match="upscale method"):
+        upscale(lowres, "spline")
+
+
+def test_training_pairs_line_up_and_heldout_pairs_are_low_and_high_resolution():
+    cfg = DataConfig.from_dict({**TINY_SR_DATA, "sr_blur_sigma": 0.0})
+    dataset = build_training_set(cfg)
+    for index in range(12):
+        lowres, highres = dataset[index]
+        assert lowres.shape == (1, 16, 16) and highres.shape == (1, 32, 32)
+        # CT pairs are exact block means, MR pairs (k-space) close to them: aligned either way.
+        block = highres[0].reshape(16, 2, 16, 2).mean(dim=(1, 3))
+        assert float((lowres[0] - block).abs().mean()) < 0.05
+        torch.testing.assert_close(dataset[index][0], lowres)  # reproducible draws
+    held = build_heldout_set(cfg, "validation")
+    assert {h.modality for h in held} == {"CT", "MR"}
+    for pair in held:
+        assert pair.clean.shape == (2 * pair.degraded.shape[0], 2 * pair.degraded.shape[1])
+        assert pair.degradation in ("sr2_kspace", "sr2_blur0_area")
+
+
+def test_ct_training_pairs_are_exact_block_means_without_blur():
+    cfg = DataConfig.from_dict({**TINY_SR_DATA, "modalities": ["CT"], "sr_blur_sigma": 0.0})
+    dataset = build_training_set(cfg)
+    lowres, highres = dataset[3]
+    torch.testing.assert_close(lowres[0], highres[0].reshape(16, 2, 16, 2).mean(dim=(1, 3)), atol=1e-5, rtol=0)
+
+
+def test_sr_models_start_as_nearest_upsampling_and_the_student_is_10x_cheaper():
+    windows = [[-0.5, 1.5], [-2.35, -0.25], [1.0, 8.0]]
+    x = torch.randn(2, 1, 10, 14)
+    for name, kwargs in (("sr2_student", {"width": 8, "blocks": 2, "input_windows": windows}),
+                         ("sr2_teacher", {"width": 8, "blocks": 2})):
+        model = create_model(name, **kwargs)
+        assert model.scale == 2
+        torch.testing.assert_close(model(x), x.repeat_interleave(2, 2).repeat_interleave(2, 3))
+    shipped = {stage: load_config(CONFIGS / f"sr2_{stage}.json").model for stage in ("teacher", "distill")}
+    flops = {stage: count_flops(create_model(spec.name, **spec.kwargs)) for stage, spec in shipped.items()}
+    assert flops["teacher"] >= 10 * flops["distill"], flops
+
+
+def test_relativistic_gan_loss_and_patch_discriminator():
+    loss = ReconstructionLoss(LossConfig(l1=0.5, ssim=0.3, adversarial=0.2, gan="relativistic", disc_width=8))
+    ref = torch.rand(2, 1, 32, 32)
+    pred = torch.rand(2, 1, 32, 32, requires_grad=True)
+    assert loss.discriminator(ref).shape == (2, 1, 4, 4)  # one logit per patch
+    total, parts = loss(pred, ref)
+    assert total.item() == pytest.approx(0.5 * parts["l1"] + 0.3 * parts["ssim_loss"] + 0.2 * parts["adv"], rel=1e-5)
+    total.backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+    loss.discriminator_loss(pred, ref).backward()
+    with pytest.raises(ValueError, match="same-size"):
+        noise_balance_weights(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 16, 16), 0.01)
+
+
+@pytest.mark.slow
+def test_sr_teacher_distill_qat_end_to_end(tmp_path):
+    tiny = {"train": {"steps": 6, "batch_size": 4, "lr": 2e-3, "eval_every": 3, "log_every": 2, "progress": False},
+            "eval": {"max_images": 2}}
+    stages = {
+        "teacher": {"stage": "teacher", "model": {"name": "sr2_teacher", "kwargs": {"width": 8, "blocks": 1}}},
+        "distill": {"stage": "distill", "model": {"name": "sr2_student", "kwargs": {
+            "width": 4, "blocks": 1, "input_windows": [[-0.5, 1.5], [-2.35, -0.25]]}},
+                    "distill": {"output_kd": 0.5, "feature_kd": 0.0}},
+        "qat": {"stage": "qat", "qat": {"calib_batches": 2, "skip_modules": ["tail"]}},
+    }
+    paths = {}
+    for stage, body in stages.items():
+        path = tmp_path / f"{stage}.json"
+        path.write_text(json.dumps({**body, "data": TINY_SR_DATA, **tiny}))
+        paths[stage] = path
+    teacher = train(load_config(paths["teacher"]), tmp_path / "teacher")
+    student = train(load_config(paths["distill"]), tmp_path / "distill", teacher=tmp_path / "teacher" / "best.pt")
+    quantized = train(load_config(paths["qat"]), tmp_path / "qat", student=tmp_path / "distill" / "best.pt")
+    for result in (teacher, student, quantized):
+        metrics = result["validation"]
+        # psnr_input is the bicubic baseline of the same pairs: finite, and the same for every stage.
+        assert np.isfinite(metrics["psnr"]) and metrics["psnr_input"] == pytest.approx(teacher["validation"]["psnr_input"])
+    assert np.isfinite(quantized["qat_minus_fp32_db"])

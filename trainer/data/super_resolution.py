@@ -1,0 +1,171 @@
+"""Training and held-out pairs for x2 super-resolution: (low-resolution, high-resolution).
+
+A clean high-resolution image (the denoiser's sources, references screened the same way) is
+degraded to half its matrix the way the modality really loses resolution (docs/DATA.md):
+
+- MR: k-space truncation, the central half of the spatial frequencies in each direction: what
+  a low-resolution acquisition is, Gibbs ringing included.
+- CT, CR, DX: a Gaussian blur (detector and reconstruction kernel, ``sr_blur_sigma``
+  high-resolution pixels) followed by 2x2 area averaging.
+
+Both keep one grid convention: low-resolution pixel ``i`` covers high-resolution pixels ``2i``
+and ``2i + 1`` (its centre at ``2i + 0.5``), the convention of the SR models' fixed nearest
+upsampling and of the runtime's output geometry. ``sr_noise_range`` optionally adds Gaussian
+noise to the low-resolution input (normalized units, drawn per patch) so that the model also
+tolerates noise.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from runtime.normalization import NormalizationState, fit_normalization, normalize
+from trainer.data.config import DataConfig
+from trainer.data.datasets import (
+    HeldoutImage,
+    SeededPatches,
+    _log_uniform,
+    crop_to,
+    load_sources,
+    spec_for,
+    split_sources,
+)
+from trainer.data.sources import SourceImage
+from trainer.data.split import stable_seed
+
+SCALE = 2
+
+
+def _even(image: np.ndarray) -> np.ndarray:
+    """Crop the last row/column where a side is odd, so that it halves exactly."""
+    rows, cols = image.shape
+    return image[: rows - rows % SCALE, : cols - cols % SCALE]
+
+
+def kspace_downsample(image: np.ndarray) -> np.ndarray:
+    """Half the matrix by keeping the central half of k-space in each direction.
+
+    A phase ramp first shifts the image by half a high-resolution pixel, so that the kept
+    samples fall at ``2i + 0.5`` (the area convention) instead of on every second pixel.
+    """
+    image = _even(np.asarray(image, dtype=np.float64))
+    rows, cols = image.shape
+    small_rows, small_cols = rows // SCALE, cols // SCALE
+    ky, kx = np.fft.fftfreq(rows)[:, None], np.fft.fftfreq(cols)[None, :]
+    spectrum = np.fft.fft2(image) * np.exp(1j * np.pi * (ky + kx))  # f(x + 1/2)
+    # The low-resolution grid's frequencies, in its own FFT order, picked from the full spectrum.
+    keep_r = np.rint(np.fft.fftfreq(small_rows) * small_rows).astype(int) % rows
+    keep_c = np.rint(np.fft.fftfreq(small_cols) * small_cols).astype(int) % cols
+    kept = spectrum[np.ix_(keep_r, keep_c)] * (small_rows * small_cols / (rows * cols))
+    # Real part: the lone Nyquist bin of an even low-resolution side is not conjugate-paired.
+    return np.fft.ifft2(kept).real.astype(np.float32)
+
+
+def blur_area_downsample(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of ``sigma`` pixels (0: none), then the mean of each 2x2 block."""
+    image = _even(np.asarray(image, dtype=np.float64))
+    if sigma > 0:
+        image = ndimage.gaussian_filter(image, sigma, mode="reflect")
+    rows, cols = image.shape
+    blocks = image.reshape(rows // SCALE, SCALE, cols // SCALE, SCALE)
+    return blocks.mean(axis=(1, 3)).astype(np.float32)
+
+
+def downsample(image: np.ndarray, modality: str, cfg: DataConfig) -> np.ndarray:
+    """The modality's x2 degradation of a (normalized) high-resolution image."""
+    if modality.upper() == "MR":
+        return kspace_downsample(image)
+    return blur_area_downsample(image, cfg.sr_blur_sigma)
+
+
+def degradation_label(modality: str, cfg: DataConfig) -> str:
+    """How ``modality`` was degraded, for records (e.g. ``sr2_kspace``, ``sr2_blur0.6_area``)."""
+    return "sr2_kspace" if modality.upper() == "MR" else f"sr2_blur{cfg.sr_blur_sigma:g}_area"
+
+
+@dataclass
+class _SRPoolImage:
+    highres: np.ndarray  # normalized, even sides
+    lowres: np.ndarray  # normalized, half the sides
+    state: NormalizationState
+    modality: str
+
+
+def _pool_image(image: SourceImage, cfg: DataConfig) -> _SRPoolImage:
+    state = fit_normalization(image.values, spec_for(image.modality, cfg))
+    highres = _even(normalize(image.values, state))
+    return _SRPoolImage(highres, downsample(highres, image.modality, cfg), state, image.modality)
+
+
+def _dihedral(array: np.ndarray, code: int) -> np.ndarray:
+    """One of the 8 flips/rotations (they keep the 2x2 block grid, so pairs stay aligned)."""
+    array = np.rot90(array, code % 4)
+    return np.ascontiguousarray(array[:, ::-1] if code >= 4 else array)
+
+
+class SRPatchDataset(SeededPatches):
+    """Random ``(low-res [1, p/2, p/2], high-res [1, p, p])`` pairs (:class:`SeededPatches`)."""
+
+    def __init__(self, images: list[_SRPoolImage], cfg: DataConfig) -> None:
+        if cfg.patch_size % SCALE:
+            raise ValueError(f"patch_size {cfg.patch_size} must be even for x{SCALE} super-resolution")
+        super().__init__(images, cfg)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng, pool = self.draw(index)
+        small = self.cfg.patch_size // SCALE
+        rows, cols = pool.lowres.shape
+        top, left = rng.integers(0, rows - small + 1), rng.integers(0, cols - small + 1)
+        lowres = pool.lowres[top : top + small, left : left + small]
+        highres = pool.highres[SCALE * top : SCALE * (top + small), SCALE * left : SCALE * (left + small)]
+        if self.cfg.sr_noise_range is not None:
+            sigma = _log_uniform(tuple(self.cfg.sr_noise_range), rng)
+            lowres = lowres + rng.normal(0.0, sigma, lowres.shape).astype(np.float32)
+        if self.cfg.augment:
+            code = int(rng.integers(8))
+            lowres, highres = _dihedral(lowres, code), _dihedral(highres, code)
+        return (torch.from_numpy(np.ascontiguousarray(lowres, dtype=np.float32))[None],
+                torch.from_numpy(np.ascontiguousarray(highres, dtype=np.float32))[None])
+
+
+def build_sr_training_set(cfg: DataConfig) -> SRPatchDataset:
+    """Training pairs from the training split's images (never a held-out image)."""
+    training, _ = split_sources(load_sources(cfg), cfg)
+    usable = [image for image in training if min(image.values.shape) >= cfg.patch_size]
+    return SRPatchDataset([_pool_image(image, cfg) for image in usable], cfg)
+
+
+def _eval_pair(image: SourceImage, cfg: DataConfig) -> HeldoutImage:
+    spec = spec_for(image.modality, cfg)
+    cropped = _even(crop_to(image.values, cfg.heldout_max_side))
+    state = fit_normalization(cropped, spec)
+    highres = normalize(cropped, state)
+    lowres = downsample(highres, image.modality, cfg)
+    label = degradation_label(image.modality, cfg)
+    if cfg.sr_noise_range is not None:  # the middle of the range, seeded by the name
+        rng = np.random.default_rng(stable_seed("heldout", image.name, label))
+        sigma = float(np.sqrt(cfg.sr_noise_range[0] * cfg.sr_noise_range[1]))
+        lowres = lowres + rng.normal(0.0, sigma, lowres.shape).astype(np.float32)
+        label += f"_noise{sigma:.3g}"
+    for array in (lowres, highres):
+        array.setflags(write=False)
+    return HeldoutImage(image.name, image.modality, lowres, highres, spec, label, state=state)
+
+
+@lru_cache(maxsize=4)
+def _eval_cached(key: str, split: str) -> tuple[HeldoutImage, ...]:
+    cfg = DataConfig.from_dict(json.loads(key))
+    _, chosen = split_sources(load_sources(cfg), cfg, split)
+    return tuple(_eval_pair(image, cfg) for image in chosen if min(image.values.shape) >= 2 * SCALE)
+
+
+def build_sr_heldout_set(cfg: DataConfig, split: str = "test") -> list[HeldoutImage]:
+    """The fixed ``"test"`` or ``"validation"`` pairs: ``degraded`` is the low-resolution image,
+    ``clean`` the high-resolution one (twice the rows and columns)."""
+    return list(_eval_cached(cfg.key(), split))
