@@ -7,6 +7,10 @@ On this machine, loopback only:
 2. Receive throughput: dcmtk's ``storescu`` sends them all to dcmtk's ``storescp`` (which only
    writes files), then to the node (which fsyncs each instance before answering, while it
    enhances and forwards what it received); the ratio of the two sending times, in one run.
+   Beside it, what bounds that ratio: the same sending to a bare pynetdicom Store SCP that
+   answers Success and keeps nothing (pynetdicom's own PDU and DIMSE handling), and the
+   node's durable write of one instance (``Spool.receive``: write, fdatasync, rename, folder
+   fsync) timed alone on the same disk.
 3. Clean run: Orthanc (a fresh temporary one) receives the node's derived series; the
    end-to-end rate is instances / (first send to the last derived instance in Orthanc). The
    CLI's rate on the same files (``python -m runtime.enhance DIR -o OUT``, wall time with
@@ -18,7 +22,8 @@ On this machine, loopback only:
    source UIDs and the model).
 
 Writes a JSON record (``--record``) and prints its Markdown; ``--into DOC`` writes it between
-``<!-- node:begin/end -->`` markers (docs/BENCHMARKS.md).
+``<!-- node:begin/end -->`` markers (docs/BENCHMARKS.md). ``--receive-only`` measures step 2
+alone (the node forwarding nowhere) and prints it, for development; it writes no record.
 """
 
 from __future__ import annotations
@@ -37,11 +42,14 @@ from pathlib import Path
 
 import pydicom
 from pydicom.uid import generate_uid
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
 from benchmarks.markdown import md_table, write_marked_section
 from benchmarks.orthanc import Orthanc, available, free_port
 from benchmarks.record import library_versions, machine_info
 from runtime.derived import derived_uid
+from runtime.node.receiver import MAX_PDU
+from runtime.node.spool import Spool
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "ct_quarter_dose.dcm"
@@ -109,6 +117,38 @@ def storescp_receive(files: list[Path], folder: Path, nodelay: bool) -> float:
     finally:
         server.terminate()
         server.wait(30)
+
+
+def pynetdicom_floor(files: list[Path]) -> float:
+    """Seconds storescu needs to send ``files`` to a bare pynetdicom Store SCP (set up as the
+    node's) that answers Success and keeps nothing: a floor for any node built on pynetdicom."""
+    ae = AE(ae_title="FLOOR")
+    ae.maximum_pdu_size = MAX_PDU
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)])
+    try:
+        seconds, acknowledged, code = storescu(files, server.server_address[1], "FLOOR")
+    finally:
+        server.shutdown()
+    if acknowledged != len(files):
+        raise RuntimeError(f"the bare SCP acknowledged {acknowledged} of {len(files)} (storescu exit {code})")
+    return seconds
+
+
+def durable_write_ms(sample: Path, folder: Path, count: int = 100) -> float:
+    """Milliseconds the node's durable write of one instance takes (``Spool.receive``), alone."""
+    shutil.rmtree(folder, ignore_errors=True)
+    spool = Spool(folder, limit_bytes=2**62).open()
+    data = sample.read_bytes()
+    try:
+        start = time.perf_counter()
+        for index in range(count):
+            spool.receive("1.2.3", f"1.2.3.{index}", data)
+        return (time.perf_counter() - start) / count * 1000
+    finally:
+        spool.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class Node:
@@ -268,16 +308,42 @@ def cli_rate(folder: Path, out: Path, model: str | None, count: int) -> dict:
             "summary": result.stdout.strip().splitlines()[-1]}
 
 
+def receive_bounds(files: list[Path], work: Path) -> dict:
+    """The bare pynetdicom SCP's sending time and the durable write alone (see the module's docstring)."""
+    floor = pynetdicom_floor(files)
+    return {"bare_pynetdicom_scp_seconds": round(floor, 3),
+            "durable_write_ms_per_instance": round(durable_write_ms(files[0], work / "durable"), 2)}
+
+
+def receive_only(args: argparse.Namespace) -> None:
+    """Step 2 alone, printed: storescp, the bare pynetdicom SCP, the node (forwarding nowhere)."""
+    work = args.work
+    shutil.rmtree(work, ignore_errors=True)
+    files = make_instances(work / "in", args.instances, args.series)
+    storescp_seconds = storescp_receive(files, work / "storescp", nodelay=True)
+    bounds = receive_bounds(files, work)
+    node = Node(work / "spool", free_port(), free_port(), f"NOWHERE@127.0.0.1:{free_port()}", work / "node.log",
+                args.model)
+    node.start()
+    try:
+        seconds, acknowledged, code = storescu(files, node.port, "MEDCLEAR")
+    finally:
+        node.stop()
+    n = len(files)
+    print(f"{n} instances, load average {os.getloadavg()[0]:.2f}: storescp {storescp_seconds / n * 1000:.2f} ms, "
+          f"bare pynetdicom SCP {bounds['bare_pynetdicom_scp_seconds'] / n * 1000:.2f} ms, node "
+          f"{seconds / n * 1000:.2f} ms per instance ({acknowledged} acknowledged); ratio "
+          f"{seconds / storescp_seconds:.2f}; durable write alone {bounds['durable_write_ms_per_instance']:.2f} ms")
+
+
 def run(args: argparse.Namespace) -> dict:
-    reason = available()
-    if reason or shutil.which("storescu") is None or shutil.which("storescp") is None:
-        raise SystemExit(f"benchmarks.node: {reason or 'dcmtk (storescu, storescp) is not installed'}")
     work = args.work
     shutil.rmtree(work, ignore_errors=True)
     files = make_instances(work / "in", args.instances, args.series)
     identity, model_text = model_identity(args.model)
     storescp_seconds = storescp_receive(files, work / "storescp", nodelay=True)
     storescp_nagle = storescp_receive(files, work / "storescp", nodelay=False)
+    bounds = receive_bounds(files, work)
     clean = node_run(files, work, "clean", 0, args.model, identity, args.timeout)
     nagle = node_run(files, work, "nagle", 0, args.model, identity, args.timeout, nodelay=False)
     killed = node_run(files, work, "killed", args.kills, args.model, identity, args.timeout)
@@ -291,6 +357,8 @@ def run(args: argparse.Namespace) -> dict:
         "storescp_receive_seconds": round(storescp_seconds, 3),
         "node_receive_seconds": clean["receive_seconds"],
         "receive_ratio": round(clean["receive_seconds"] / storescp_seconds, 2),
+        "receive_bounds": {**bounds, "bare_pynetdicom_scp_ratio": round(bounds["bare_pynetdicom_scp_seconds"] /
+                                                                        storescp_seconds, 2)},
         "dcmtk_default": {"storescp_receive_seconds": round(storescp_nagle, 3),
                           "node_receive_seconds": nagle["receive_seconds"],
                           "receive_ratio": round(nagle["receive_seconds"] / storescp_nagle, 2),
@@ -311,13 +379,18 @@ def _version(command: list[str]) -> str:
 def markdown(record: dict) -> str:
     machine = record["machine"]
     clean, killed, cli = record["clean"], record["killed"], record["cli"]
-    n, default = record["instances"], record["dcmtk_default"]
+    n, default, bounds = record["instances"], record["dcmtk_default"], record["receive_bounds"]
     rows = [
         ["receive, TCP_NODELAY=1: storescu -> storescp (writes files, no fsync)",
          f"{record['storescp_receive_seconds']:.2f} s", f"{n / record['storescp_receive_seconds']:.0f} images/s", ""],
-        ["receive, TCP_NODELAY=1: storescu -> node (fsync per instance, enhancing meanwhile)",
+        ["receive, TCP_NODELAY=1: storescu -> node (durable write per instance, enhancing meanwhile)",
          f"{record['node_receive_seconds']:.2f} s", f"{n / record['node_receive_seconds']:.0f} images/s",
          f"**{record['receive_ratio']:.2f}x** storescp's time"],
+        ["bound: storescu -> bare pynetdicom SCP (answers Success, keeps nothing)",
+         f"{bounds['bare_pynetdicom_scp_seconds']:.2f} s", f"{n / bounds['bare_pynetdicom_scp_seconds']:.0f} images/s",
+         f"{bounds['bare_pynetdicom_scp_ratio']:.2f}x storescp's time"],
+        ["bound: the node's durable write of one instance alone (write, fdatasync, rename, folder fsync)",
+         f"{bounds['durable_write_ms_per_instance']:.2f} ms", "", "per instance"],
         ["receive, dcmtk defaults (Nagle on): storescu -> storescp", f"{default['storescp_receive_seconds']:.2f} s",
          f"{n / default['storescp_receive_seconds']:.0f} images/s", ""],
         ["receive, dcmtk defaults (Nagle on): storescu -> node", f"{default['node_receive_seconds']:.2f} s",
@@ -358,7 +431,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for all derived instances")
     parser.add_argument("--record", type=Path, default=RECORD, help=f"JSON record to write (default {RECORD})")
     parser.add_argument("--into", type=Path, help="write the Markdown between <!-- node:begin/end --> in this file")
+    parser.add_argument("--receive-only", action="store_true", help="measure receiving alone, print it, no record")
     args = parser.parse_args(argv)
+    reason = available()
+    if reason or shutil.which("storescu") is None or shutil.which("storescp") is None:
+        raise SystemExit(f"benchmarks.node: {reason or 'dcmtk (storescu, storescp) is not installed'}")
+    if args.receive_only:
+        receive_only(args)
+        return 0
     record = run(args)
     args.record.parent.mkdir(parents=True, exist_ok=True)
     args.record.write_text(json.dumps(record, indent=2) + "\n")

@@ -157,5 +157,22 @@ def node_in_process(**settings) -> Iterator[object]:
         node.stop()
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (Linux /proc)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
 def spool_files(spool: Path, area: str, pattern: str = "*/*.dcm") -> list[Path]:
     return sorted(path for path in (spool / area).glob(pattern) if not path.name.startswith("."))

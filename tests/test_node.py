@@ -203,6 +203,22 @@ def test_a_corrupt_image_goes_to_failed_with_a_reason(model, tmp_path):
     assert reason.startswith("enhancement failed: ") and reason.count("\n") == 1
 
 
+def test_the_model_runs_in_a_child_process_that_is_restarted_if_it_dies(model, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="medclear.node")
+    with node_in_process(**settings(tmp_path, model)) as node:
+        child = node.worker.model.process
+        assert child.is_alive() and child.pid != os.getpid()
+        child.kill()  # as the out-of-memory killer would
+        wait_for(lambda: node.worker.model.process not in (None, child) and node.worker.model.alive, 60,
+                 "a new model process")
+        assert set(send(ct_series(tmp_path / "in", 2, "after"), node.receiver.port).values()) == {0}
+        wait_for(lambda: node.metrics.counters["enhanced"] == 2, 30, "2 enhanced by the new model process")
+        assert node.health() is None and node.metrics.counters["failed"] == 0
+        replacement = node.worker.model.process
+    assert not replacement.is_alive()  # stopped with the node
+    assert "the model process is not running; reopening the model in 0 s" in caplog.text
+
+
 # --- operations -------------------------------------------------------------------------------
 
 
@@ -229,6 +245,48 @@ def test_healthz_and_prometheus_metrics(model, tmp_path):
     assert "# TYPE medclear_node_image_seconds histogram" in text
 
 
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "image_dfl.dcm"])
+def test_received_instance_is_spooled_as_sent_behind_its_file_meta(name, tmp_path):
+    """The data set is stored byte for byte as it came, in its series' folder, behind File Meta
+    Information that pydicom reads back (explicit, implicit, big endian and deflated syntaxes)."""
+    from runtime.node.config import build as build_config
+    from runtime.node.metrics import Metrics
+    from runtime.node.receiver import Receiver
+    from runtime.node.spool import series_key
+
+    source = copy_file(name, tmp_path / "in")
+    received = []
+    spool = Spool(tmp_path / "spool", limit_bytes=10**9).open()
+    config = build_config({"spool": tmp_path / "spool", "forward": "PACS@127.0.0.1:1", "port": free_port(),
+                           "bind": "127.0.0.1", "min_free_mb": 0})
+    receiver = Receiver(spool, config, Metrics(dict), lambda path, key: received.append(path))
+    receiver.start()
+    try:
+        assert send([source], receiver.port) == {source: 0}
+    finally:
+        receiver.stop_listening()
+        spool.close()
+    original = pydicom.dcmread(source)
+    (path,) = received
+    assert path.parent.name == series_key(str(original.SeriesInstanceUID))
+    stored = pydicom.dcmread(path)
+    meta = stored.file_meta
+    assert meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+    assert meta.MediaStorageSOPClassUID == original.SOPClassUID
+    assert meta.MediaStorageSOPInstanceUID == original.SOPInstanceUID
+    assert meta.SourceApplicationEntityTitle == "SCANNER" and meta.FileMetaInformationVersion == b"\0\1"
+    assert stored == original  # every element
+    if name != "image_dfl.dcm":  # pynetdicom's sender deflates anew, so only the other syntaxes are byte-equal
+        assert _dataset_bytes(path) == _dataset_bytes(source)
+
+
+def _dataset_bytes(path: Path) -> bytes:
+    """A DICOM file's data set as encoded: what follows its preamble and File Meta Information
+    (128 + 4 bytes, the 12-byte group length element, then as many bytes as it says)."""
+    length = pydicom.filereader.read_file_meta_info(path).FileMetaInformationGroupLength
+    return path.read_bytes()[128 + 4 + 12 + length:]
+
+
 def test_spool_resumes_and_counts_what_a_previous_run_left(tmp_path):
     spool = Spool(tmp_path, limit_bytes=10**9).open()
     path = spool.receive("1.2.3", "1.2.3.4", b"x" * 1000)
@@ -240,6 +298,28 @@ def test_spool_resumes_and_counts_what_a_previous_run_left(tmp_path):
     with pytest.raises(RuntimeError, match="another medclear node"):
         Spool(tmp_path, limit_bytes=10**9).open()
     again.close()
+
+
+def test_forwarding_attempts_survive_a_restart(model, tmp_path):
+    """Attempt counts live in the spool: a node restarted (here with --max-attempts 2) goes on
+    from the first run's count, so its first attempt is the last one, not attempt 1 again."""
+    paths = ct_series(tmp_path / "in", 2, "retry")
+    first = settings(tmp_path, model, max_attempts=5, retry_base_s=300, retry_max_s=300)
+    with node_in_process(**first) as node:
+        assert set(send(paths, node.receiver.port).values()) == {0}
+        wait_for(lambda: node.metrics.counters["forward_retries"] == 2 and not node.forwarder.busy, 60,
+                 "one failed attempt per instance")
+    saved = json.loads((tmp_path / "spool" / "attempts.json").read_text())
+    assert sorted(saved.values()) == [1, 1] and all(name.startswith("outgoing/") for name in saved)
+    again = {**first, "max_attempts": 2, "port": free_port()}
+    with node_in_process(**again) as node:
+        wait_for(lambda: node.metrics.counters["failed"] == 2, 30, "both given up on at their 2nd attempt")
+        assert node.metrics.counters["forward_retries"] == 0
+    failed = spool_files(tmp_path / "spool", "failed")
+    assert len(failed) == 2
+    for path in failed:
+        assert path.with_name(path.name + ".reason").read_text().startswith("forwarding failed after 2 attempt(s)")
+    assert json.loads((tmp_path / "spool" / "attempts.json").read_text()) == {}
 
 
 # --- service units ----------------------------------------------------------------------------
@@ -284,3 +364,6 @@ def test_config_file_keeps_a_triton_model_url_and_resolves_relative_paths(tmp_pa
     loaded = load_file(config)
     assert loaded["model"] == "grpc://127.0.0.1:8001/medclear"
     assert loaded["spool"] == str(tmp_path.resolve() / "spool")
+    # ... and so do the checked settings, from the file or the command line (a Path folds "//").
+    built = build({**loaded, "forward": "PACS@127.0.0.1:104"})
+    assert built.model == "grpc://127.0.0.1:8001/medclear" and built.spool == tmp_path.resolve() / "spool"

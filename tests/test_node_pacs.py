@@ -17,7 +17,7 @@ import pydicom
 import pytest
 
 from benchmarks.orthanc import Orthanc, available, free_port
-from node_fixtures import NodeProcess, ct_series, send, spool_files, wait_for
+from node_fixtures import NodeProcess, child_pids, ct_series, running, send, spool_files, wait_for
 from runtime.derived import derived_uid
 from runtime_fixtures import make_smoothing_model, new_errors
 
@@ -122,6 +122,8 @@ def test_kill9_mid_series_twice_loses_nothing_and_duplicates_nothing(pacs, model
         node.start()
         todo = [p for p in paths if p not in acknowledged]
 
+        model_processes = child_pids(node.process.pid)
+
         def answered(index: int, status: int, todo=todo, kill_at=kill_at) -> bool:
             if status == 0:
                 acknowledged.add(todo[index])
@@ -132,7 +134,8 @@ def test_kill9_mid_series_twice_loses_nothing_and_duplicates_nothing(pacs, model
 
         send(todo, port, on_status=answered)
         if kill_at is not None:
-            assert node.process.returncode == -9
+            assert node.process.returncode == -9 and model_processes
+            wait_for(lambda: not any(map(running, model_processes)), 10, "the model process to die with the node")
     assert acknowledged == set(paths)
     identity = model_id(model)
     expected = {str(derived_uid(str(pydicom.dcmread(p).SOPInstanceUID), identity)) for p in paths}
@@ -195,7 +198,8 @@ def test_pacs_down_retries_then_failed_with_reason_and_nothing_lost(model, tmp_p
                     model=model, settle_s=0.1, max_attempts=3, retry_base_s=0.05, retry_max_s=0.2, timeout_s=5)
     with node_in_process(**settings) as node:
         assert set(send(paths, port).values()) == {0}
-        wait_for(lambda: len(spool_files(tmp_path / "spool", "failed")) == 3, 30, "3 instances in failed/")
+        wait_for(lambda: len(spool_files(tmp_path / "spool", "failed")) == 3 and node.metrics.counters["failed"] == 3,
+                 30, "3 instances in failed/ and counted")
         assert node.health() is None  # the node goes on
         metrics = node.metrics.render()
     assert metric(metrics, "forward_retries_total") == 6 and metric(metrics, "failed_total") == 3

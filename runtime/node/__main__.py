@@ -30,9 +30,9 @@ durability:
   A C-STORE is answered Success only once the instance is in SPOOL/incoming/, written
   atomically and fsynced; a crash or kill -9 at any moment loses no acknowledged image, and
   the node resumes whatever the spool holds when it starts again. Forwarding is retried with
-  backoff (--retry-base-s doubling up to --retry-max-s); after --max-attempts the instance
-  moves to SPOOL/failed/ with a one-line NAME.reason file, and the node goes on
-  (--retry-failed moves them back at the next start). Derived UIDs are a pure function of
+  backoff (--retry-base-s doubling up to --retry-max-s); after --max-attempts (counted in the
+  spool, across restarts) the instance moves to SPOOL/failed/ with a one-line NAME.reason
+  file, and the node goes on (--retry-failed moves them back at the next start). Derived UIDs are a pure function of
   the source UIDs and the model, so a re-sent instance is the same instance to the PACS.
 
 series:
@@ -83,9 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--allow", action="append", metavar="AE[@HOST]", help="accept only these callers (repeatable)")
     add("--forward-original", action="store_true", default=None,
         help="also forward every received instance unchanged (and what cannot be enhanced)")
-    add("--model", type=Path, help="model file: .onnx or a TensorRT .engine (default: the shipped model)")
+    add("--model", help="model file: .onnx or a TensorRT .engine, or a Triton model URL grpc://HOST:PORT/NAME "
+        "(default: the shipped model)")
     add("--backend", choices=BACKENDS, help="inference backend (default auto)")
-    add("--threads", type=int, help="CPU threads for ONNX Runtime (default: all)")
+    add("--threads", type=int, help="CPU threads for ONNX Runtime (default: all but one, kept for receiving)")
     add("--strength", type=float, help="0 = off, 1 = the model's output (default), up to 4")
     add("--http", metavar="HOST:PORT", help="serve /healthz and /metrics here (e.g. 127.0.0.1:8080)")
     add("--spool-limit-mb", type=int, help=f"answer Out of Resources above this spool size (default {D['spool_limit_mb']})")
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-associations", type=int, help=f"concurrent incoming associations (default {D['max_associations']})")
     add("--timeout-s", type=float, help=f"network, ACSE and DIMSE timeouts (default {D['timeout_s']:g})")
     add("--drain-timeout-s", type=float, help=f"how long SIGTERM waits for work in progress (default {D['drain_timeout_s']:g})")
-    add("--worker-nice", type=int, help=f"CPU priority the enhancement runs below receiving (default {D['worker_nice']})")
+    add("--worker-nice", type=int, help=f"how much lower the model process' CPU priority is (default {D['worker_nice']})")
     add("--tls-cert", type=Path, help="PEM certificate: receive over TLS only")
     add("--tls-key", type=Path, help="PEM private key for --tls-cert")
     add("--tls-ca", type=Path, help="PEM CA bundle: require client certificates signed by it")
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medclear-node: error: {cause(error, 500)}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(config.log_level)
-    # Receiving threads wait for the GIL while the worker holds it; switch every 1 ms, not 5.
+    # Receiving threads wait for the GIL while the forwarder holds it; switch every 1 ms, not 5.
     sys.setswitchinterval(0.001)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -127,7 +127,7 @@ class NodeConfig:
     ae_title: str = "MEDCLEAR"
     allow: tuple[Allowed, ...] = ()
     forward_original: bool = False
-    model: Path | None = None
+    model: Path | str | None = None  # a file, or a Triton model URL
     backend: str = "auto"
     threads: int | None = None
     strength: float = DEFAULT_STRENGTH
@@ -225,6 +225,8 @@ def build(settings: dict[str, Any]) -> NodeConfig:
 
 def _convert(key: str, value: Any) -> Any:
     option = "--" + key.replace("_", "-")
+    if key == "model" and "://" in str(value):
+        return str(value)  # a Triton model URL (grpc://HOST:PORT/NAME): a Path would fold its "//"
     if key in PATHS:
         return Path(str(value)).expanduser()
     if key in FLAGS:

@@ -7,7 +7,9 @@ instances then go over one association, each deleted only after the destination 
 Success (or a warning). A file that the destination refuses, or that could not be sent
 because the association failed, is tried again after a delay that doubles from
 ``retry_base_s`` up to ``retry_max_s``; after ``max_attempts`` tries it moves to failed/
-with a one-line reason. Attempts are counted in memory: a restart tries again from one.
+with a one-line reason. Attempt counts are kept in the spool (``SPOOL/attempts.json``, written
+after each series' attempt that changed them), so a restart goes on counting where the last run
+stopped.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ class Forwarder(threading.Thread):
         self.spool, self.config, self.metrics = spool, config, metrics
         self.received_at = received_at
         self.tls = tls
-        self.attempts: dict[Path, int] = {}
+        self.attempts: dict[Path, int] = {}  # read from the spool when the thread starts
+        self._attempts_changed = False
         self.next_try: dict[Path, float] = {}
         self.stopping = threading.Event()
         self.wake = threading.Event()
@@ -53,6 +56,7 @@ class Forwarder(threading.Thread):
         self.wake.set()
 
     def run(self) -> None:
+        self.attempts = self.spool.read_attempts()
         while not self.stopping.is_set():
             sent = False
             for folder in self.spool.outgoing_series():
@@ -67,6 +71,7 @@ class Forwarder(threading.Thread):
                                   described(error))
                         self.next_try[folder] = time.monotonic() + self.config.retry_max_s
                     finally:
+                        self._save_attempts()
                         self.busy = False
                     sent = True
             if not sent:
@@ -166,7 +171,7 @@ class Forwarder(threading.Thread):
         code = int(status.get("Status", -1)) if status else -1
         if code in SUCCESS_STATUSES:
             self.spool.remove(path)
-            self.attempts.pop(path, None)
+            self._forget(path)
             self.metrics.count("forwarded")
             received = self.received_at.pop(instance_key(path), None)
             if received is not None:
@@ -184,12 +189,13 @@ class Forwarder(threading.Thread):
             self.give_up(path, f"forwarding failed after {attempts} attempt(s): {reason}")
             return
         self.attempts[path] = attempts
+        self._attempts_changed = True
         self.metrics.count("forward_retries")
         LOG.warning("forwarding %s failed (attempt %d of %d): %s", token(path), attempts,
                     self.config.max_attempts, cause(reason))
 
     def give_up(self, path: Path, reason: str) -> None:
-        self.attempts.pop(path, None)
+        self._forget(path)
         self.received_at.pop(instance_key(path), None)
         try:
             self.spool.fail(path, reason)
@@ -197,6 +203,19 @@ class Forwarder(threading.Thread):
             return
         self.metrics.count("failed")
         LOG.error("gave up on %s: %s; it is in %s/failed/", token(path), cause(reason), self.spool.root)
+
+    def _forget(self, path: Path) -> None:
+        if self.attempts.pop(path, None) is not None:
+            self._attempts_changed = True
+
+    def _save_attempts(self) -> None:
+        if self._attempts_changed:
+            self._attempts_changed = False
+            try:
+                self.spool.write_attempts(self.attempts)
+            except OSError as error:  # the counts stay in memory; the next change tries again
+                self._attempts_changed = True
+                LOG.error("cannot save forwarding attempt counts: %s", cause(error.strerror or error))
 
     def _schedule(self, folder: Path) -> None:
         """Back off a folder whose files failed: base * 2^(attempts-1), at most retry_max_s."""

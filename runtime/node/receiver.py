@@ -1,23 +1,33 @@
 """The Store SCP: C-ECHO, C-STORE into the spool, access control, TLS, back-pressure.
 
 A C-STORE is answered Success only after the instance is durably in incoming/ (written,
-fsynced, renamed, folder fsynced; ``Spool.receive``). While the spool is over its size limit
-(or its disk nearly full) the answer is Out of Resources (0xA700) and nothing is written: the
-sender keeps the instance and retries later. With ``--allow``, an association whose calling
-AE title (and host) is not listed is rejected at association time (A-ASSOCIATE-RJ, "calling
-AE title not recognised") and logged with the AE title and address only. Every storage SOP
-class is accepted in every transfer syntax; what cannot be enhanced is decided later.
+fsynced, renamed, folder fsynced; ``Spool.receive``). The data set is stored as it came, behind
+File Meta Information encoded here (no decoding and re-encoding through pydicom, no copy of the
+data set); only the elements up to the Series Instance UID are decoded, to name its folder.
+While the spool is over its size limit (or its disk nearly full) the answer is Out of Resources
+(0xA700) and nothing is written: the sender keeps the instance and retries later. With
+``--allow``, an association whose calling AE title (and host) is not listed is rejected at
+association time (A-ASSOCIATE-RJ, "calling AE title not recognised") and logged with the AE
+title and address only. Every storage SOP class is accepted in every transfer syntax; what
+cannot be enhanced is decided later.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+import struct
 import threading
 import time
 from typing import Callable
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pydicom.filereader import read_dataset
+from pydicom.tag import Tag
+from pydicom.uid import UID
+from pynetdicom import (
+    AE, ALL_TRANSFER_SYNTAXES, PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION,
+    AllStoragePresentationContexts, evt,
+)
 from pynetdicom.sop_class import Verification
 
 from runtime.logtext import cause, described, safe
@@ -31,6 +41,39 @@ CANNOT_UNDERSTAND = 0xC210
 SUCCESS = 0x0000
 REJECT_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNISED = 0x01, 0x01, 0x03
 MAX_PDU = 256 * 1024  # the largest P-DATA PDU callers may send (pynetdicom's default is 16 KiB)
+SERIES_UID = Tag(0x0020, 0x000E)
+PREAMBLE = b"\0" * 128 + b"DICM"
+
+
+def file_meta(sop_class: str, sop_instance: str, syntax: str, source_ae: str) -> bytes:
+    """The preamble and File Meta Information (PS3.10 7.1) for a data set received as it is."""
+    values = ((0x0002, b"UI", sop_class), (0x0003, b"UI", sop_instance), (0x0010, b"UI", syntax),
+              (0x0012, b"UI", PYNETDICOM_IMPLEMENTATION_UID), (0x0013, b"SH", PYNETDICOM_IMPLEMENTATION_VERSION),
+              (0x0016, b"AE", source_ae))
+    body = _element(0x0001, b"OB", b"\0\1")
+    body += b"".join(_element(number, vr, text.encode("ascii", "replace")) for number, vr, text in values)
+    return PREAMBLE + _element(0x0000, b"UL", struct.pack("<I", len(body))) + body
+
+
+def _element(number: int, vr: bytes, value: bytes) -> bytes:
+    """One group-0002 element, Explicit VR Little Endian, padded to an even length."""
+    if len(value) % 2:
+        value += b"\0" if vr == b"UI" else b" "
+    if vr == b"OB":
+        return struct.pack("<HH2s2xI", 2, number, vr, len(value)) + value
+    return struct.pack("<HH2sH", 2, number, vr, len(value)) + value
+
+
+def series_uid(event) -> str:
+    """The Series Instance UID of a C-STORE's data set, decoding only the elements before it."""
+    syntax = UID(event.context.transfer_syntax)
+    if syntax.is_deflated:
+        return str(event.dataset.get("SeriesInstanceUID", "") or "")
+    stream = event.request.DataSet
+    stream.seek(0)
+    ds = read_dataset(stream, syntax.is_implicit_VR, syntax.is_little_endian,
+                      stop_when=lambda tag, vr, length: tag > SERIES_UID)
+    return str(ds.get("SeriesInstanceUID", "") or "")
 
 
 class Receiver:
@@ -104,9 +147,10 @@ class Receiver:
                 LOG.warning("answering Out of Resources: %s", refusal)
             return OUT_OF_RESOURCES
         self._refusing.clear()
-        sop_uid = str(event.request.AffectedSOPInstanceUID or "")
+        request = event.request
+        sop_uid = str(request.AffectedSOPInstanceUID or "")
         try:
-            series_uid = str(event.dataset.get("SeriesInstanceUID", "") or "")
+            series = series_uid(event)
         except Exception as error:  # undecodable data set
             self.metrics.count("refused")
             LOG.warning("refused an instance whose data set cannot be decoded: %s", described(error))
@@ -114,8 +158,11 @@ class Receiver:
         if not sop_uid:
             self.metrics.count("refused")
             return CANNOT_UNDERSTAND
+        meta = file_meta(str(request.AffectedSOPClassUID or ""), sop_uid, str(event.context.transfer_syntax),
+                         str(event.assoc.requestor.ae_title).strip())
         try:
-            path = self.spool.receive(series_uid, sop_uid, event.encoded_dataset())
+            with request.DataSet.getbuffer() as data:
+                path = self.spool.receive(series, sop_uid, meta, data)
         except OSError as error:  # disk full, permissions: the sender keeps it and retries
             self.metrics.count("refused")
             LOG.error("cannot spool a received instance: %s; answering Out of Resources",

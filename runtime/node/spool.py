@@ -6,6 +6,7 @@ SPOOL/outgoing/<series>.derived/<instance>.enhanced.dcm   enhanced, waiting to b
 SPOOL/outgoing/<series>.original/<instance>.dcm   to be forwarded unchanged (--forward-original)
 SPOOL/failed/<series>.<kind>/<file> + <file>.reason   given up on, one-line reason beside it
 SPOOL/tmp/                                        files being received (never acknowledged)
+SPOOL/attempts.json                               forwarding attempts so far of files in outgoing/
 ```
 
 ``<series>`` and ``<instance>`` are SHA-256 digests of the source Series and SOP Instance
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import threading
@@ -31,6 +33,7 @@ from runtime.outputs import TEMP_PREFIX
 INCOMING, OUTGOING, FAILED, TMP = "incoming", "outgoing", "failed", "tmp"
 DERIVED, ORIGINAL = "derived", "original"
 REASON_SUFFIX = ".reason"
+ATTEMPTS = "attempts.json"
 NO_SERIES = "no-series"
 
 
@@ -54,6 +57,17 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def datasync(descriptor: int) -> None:
+    """Make a file's data (and its size) durable: fdatasync where there is one, else fsync."""
+    getattr(os, "fdatasync", os.fsync)(descriptor)
+
+
+def _write_all(descriptor: int, data: bytes | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(descriptor, view):]
 
 
 def is_payload(path: Path) -> bool:
@@ -135,15 +149,19 @@ class Spool:
 
     # --- receiving -------------------------------------------------------------------------
 
-    def receive(self, series_uid: str, sop_uid: str, data: bytes) -> Path:
-        """Write a received instance durably into incoming/; its path once it is safe."""
+    def receive(self, series_uid: str, sop_uid: str, *parts: bytes | memoryview) -> Path:
+        """Write a received instance (``parts`` one after the other) durably into incoming/; its
+        path once it is safe."""
         target = self.incoming_dir(series_key(series_uid)) / f"{digest(sop_uid)}.dcm"
         temp = self.area(TMP) / f"{TEMP_PREFIX}{target.parent.name}-{target.name}-{threading.get_ident()}"
         try:
-            with open(temp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                for part in parts:
+                    _write_all(descriptor, part)
+                datasync(descriptor)
+            finally:
+                os.close(descriptor)
             self._place(temp, target)
         except BaseException:
             temp.unlink(missing_ok=True)
@@ -241,6 +259,27 @@ class Spool:
         return count
 
     # --- forwarding ----------------------------------------------------------------------
+
+    def read_attempts(self) -> dict[Path, int]:
+        """Forwarding attempts counted by earlier runs, for the files still in outgoing/."""
+        try:
+            saved = json.loads((self.root / ATTEMPTS).read_text())
+            counts = {self.root / name: int(count) for name, count in saved.items()}
+        except (OSError, ValueError, TypeError, AttributeError):  # none yet, or unreadable: count from zero
+            return {}
+        return {path: count for path, count in counts.items() if path.is_file()}
+
+    def write_attempts(self, attempts: dict[Path, int]) -> None:
+        """Keep the attempt counts across restarts (replaced atomically; fsynced, so that not even
+        a power cut resets the bounded retries of a node restarting in a loop)."""
+        saved = {str(path.relative_to(self.root)): count for path, count in attempts.items()}
+        temp = self.area(TMP) / f"{TEMP_PREFIX}{ATTEMPTS}"
+        with open(temp, "w") as handle:
+            json.dump(saved, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, self.root / ATTEMPTS)
+        fsync_dir(self.root)
 
     def outgoing_series(self) -> list[Path]:
         """Folders in outgoing/ that hold files to forward, oldest change first."""

@@ -1,39 +1,27 @@
-"""Enhancing spooled instances with one long-lived backend, one instance at a time.
+"""Enhancing spooled instances with one long-lived model, one instance at a time.
 
-Each instance goes through the CLI's own per-file code (``runtime.enhance.enhance_file``: the
-one inference path, the same checks, the same derived DICOM and its deterministic UIDs) into
-outgoing/<series>.derived/. Only once the derived file is durable does the received file
-leave incoming/, so a crash at any moment leaves it in one place or the other: a restart
-enhances it again into the same SOP Instance UID.
-
-The worker thread runs at a lower CPU priority (``worker_nice``) than the receiving threads,
-and so do the inference threads it starts (Linux threads inherit it), so that receiving
-stays fast while images are being enhanced.
+The model lives in a child process (``runtime.node.enhancer``): there each instance goes
+through the CLI's own per-file code (``runtime.enhance.enhance_file``: the one inference path,
+the same checks, the same derived DICOM and its deterministic UIDs) into
+outgoing/<series>.derived/, while this thread only waits for the answer, so receiving never
+waits for the GIL behind an image being enhanced. Only once the derived file is durable does
+the received file leave incoming/, so a crash at any moment leaves it in one place or the
+other: a restart enhances it again into the same SOP Instance UID.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
-from runtime.backends import Backend, BackendError
-from runtime.dicom_io import Skipped
-from runtime.enhance import (
-    BackendUnusable, InferenceError, Settings, bounded_threads, check_backend, derivation_for, enhance_file,
-    failure_cause, file_facts,
-)
-from runtime.inputs import Job
 from runtime.logtext import cause, described
 from runtime.node.config import NodeConfig
+from runtime.node.enhancer import Enhancer, EnhancerError, ModelSettings
 from runtime.node.metrics import Metrics
 from runtime.node.spool import DERIVED, Spool
-from runtime.pipeline import open_model, tile_plan
-from runtime.pixels import UnsupportedImageError
 
 LOG = logging.getLogger("medclear.node")
 REOPEN_AFTER_S = 30.0  # a backend that stopped working is reopened after this long
@@ -60,7 +48,8 @@ class Worker(threading.Thread):
         self.stopping = threading.Event()
         self.ready = threading.Event()  # set once the model is open (or could not be opened)
         self.error: str | None = None
-        self.backend: Backend | None = None
+        self.model = Enhancer(ModelSettings(config.model, config.backend, config.threads, config.strength,
+                                            config.worker_nice))
         self.busy = False
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -73,10 +62,9 @@ class Worker(threading.Thread):
         self.stopping.set()
 
     def run(self) -> None:
-        _lower_priority(self.config.worker_nice)
         try:
             self._open()
-        except BackendError as error:
+        except EnhancerError as error:
             self.error = cause(error, 1000)
         finally:
             self.ready.set()
@@ -86,6 +74,9 @@ class Worker(threading.Thread):
             self.submit(path)
         try:
             while not self.stopping.is_set():
+                if not self.model.alive:  # it ended (killed, out of memory, or on the last instance)
+                    self._reopen("the model process is not running", pause_s=0.0)
+                    continue
                 try:
                     path = self.queue.get(timeout=0.2)
                 except queue.Empty:
@@ -99,21 +90,14 @@ class Worker(threading.Thread):
                 finally:
                     self.busy = False
         finally:
-            if self.backend is not None:
-                self.backend.close()
+            self.model.close()
 
     def _open(self) -> None:
-        config = self.config
-        self.backend = open_model(config.model, config.backend, threads=bounded_threads(config.threads))
-        self.settings = Settings(outdir=Path(), overwrite=True, strength=config.strength,
-                                 plan=tile_plan(self.backend))
-        self.derivation = derivation_for(self.backend)
-        LOG.info("model open for the life of the node: %s, %s", self.backend.contract.model_name,
-                 self.backend.describe())
+        LOG.info("model open for the life of the node, in a child process: %s", self.model.start())
 
     @property
     def healthy(self) -> bool:
-        return self.is_alive() and self.backend is not None and self.error is None
+        return self.is_alive() and self.model.alive and self.error is None
 
     # --- one instance ----------------------------------------------------------------------
 
@@ -123,21 +107,14 @@ class Worker(threading.Thread):
             return
         start = time.monotonic()
         key = path.parent.name
-        outdir = self.spool.output_dir(key, DERIVED)
-        settings = replace(self.settings, outdir=outdir)
-        problem, unsupported, facts = None, False, ""
-        try:
-            with self.spool.output_lock:
-                outcome = enhance_file(Job(path, Path(path.stem)), self.backend, settings, self.derivation)
-                self.spool.written(outcome.job.output(outdir, "dicom"))
-            facts = file_facts(outcome.noise, settings.strength)
-        except (Skipped, UnsupportedImageError) as error:  # SR, RT, colour, modality not covered
-            problem, unsupported = cause(error), True
-        except Exception as error:  # corrupt image, inference failure, disk full: this file only
-            problem = failure_cause(error)
-            if isinstance(error, InferenceError) and not self._backend_still_works(error):
-                return  # the file stays in incoming/ for when the model runs again
-        self._dispose(path, key, problem, unsupported, time.monotonic() - start, facts)
+        with self.spool.output_lock:
+            result = self.model.enhance(path, self.spool.output_dir(key, DERIVED))
+            if result.output is not None:
+                self.spool.written(Path(result.output))
+        if result.broken is not None:
+            self._reopen(result.broken)
+            return  # the file stays in incoming/ for when the model runs again
+        self._dispose(path, key, result.problem, result.unsupported, time.monotonic() - start, result.facts)
         if not self.spool.has_pending(key):
             self.spool.prune(path.parent)
 
@@ -166,34 +143,18 @@ class Worker(threading.Thread):
                 self.metrics.count("failed")
                 self.spool.fail(path, f"enhancement failed: {problem}")
 
-    def _backend_still_works(self, failure: InferenceError) -> bool:
-        """After an inference error: True if the model still runs a plain input; otherwise the
-        backend is closed, reopened after a pause, and False."""
+    def _reopen(self, why: str, pause_s: float = REOPEN_AFTER_S) -> None:
+        """Close the model, wait ``pause_s``, open it again; if it cannot be opened, stop (the
+        node stays up, instances wait in the spool)."""
+        if why:
+            LOG.error("%s; reopening the model in %.0f s", why, pause_s)
+        self.model.close()
+        if self.stopping.wait(pause_s):
+            return
         try:
-            check_backend(self.backend, self.settings.plan, failure)
-            return True
-        except BackendUnusable as error:
-            LOG.error("%s; reopening the model in %.0f s", cause(error, 500), REOPEN_AFTER_S)
-            self.backend.close()
-            self.backend = None
-            if self.stopping.wait(REOPEN_AFTER_S):
-                return False
-            try:
-                self._open()
-            except BackendError as reopen:
-                self.error = cause(reopen, 500)
-                LOG.error("the model cannot be opened again: %s; the node stays up, instances wait in the spool",
-                          self.error)
-                self.stopping.set()
-            return False
-
-
-def _lower_priority(nice: int) -> None:
-    """Lower this thread's CPU priority (Linux: per thread, inherited by threads it starts)."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except OSError:  # not permitted here: run at normal priority
-        pass
+            self._open()
+        except EnhancerError as error:
+            self.error = cause(error, 500)
+            LOG.error("the model cannot be opened again: %s; the node stays up, instances wait in the spool",
+                      self.error)
+            self.stopping.set()
