@@ -15,7 +15,7 @@ from runtime.backends import Backend, BackendError
 from runtime.derived import Derivation, derive
 from runtime.dicom_io import DEFAULT_MAX_PIXELS, check_image, decode, read_dataset
 from runtime.outputs import write_dicom
-from runtime.pipeline import enhance_dataset, open_model
+from runtime.pipeline import enhance_dataset, open_model, tile_plan
 from runtime.tiling import TilePlan
 
 STAGES = ("read", "prepare", "infer", "restore", "write")
@@ -45,10 +45,10 @@ def time_dicom_enhance(model: str, case: DicomInput, threads: int, workdir: Path
     except BackendError as error:
         return {**record, "p50_s": None, "error": str(error)}
     with backend:
-        limits = backend.constraints
-        plan = TilePlan(size_multiple=limits.size_multiple, min_side=limits.min_side)
+        plan = tile_plan(backend, batch=1)  # the CLI's tiling, scaled for super-resolution models
         derivation = Derivation(description="medclear benchmark", software_version="medclear benchmark",
-                                model_name=backend.contract.model_name, model_id="benchmark")
+                                model_name=backend.contract.model_name, model_id="benchmark",
+                                scale=backend.contract.scale)
         target = workdir / "out" / f"{case.key}.enhanced.dcm"
 
         def one_run() -> dict[str, float]:

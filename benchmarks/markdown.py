@@ -116,7 +116,7 @@ def write_marked_section(path: str | Path, text: str, name: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """Print (or write ``--into`` a document) the Markdown of each JSON record named."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.markdown", description=__doc__.split(":", 1)[1].strip())
-    parser.add_argument("records", nargs="+", type=Path, metavar="RESULT.json", help="latency, quality or dose-curve JSON record")
+    parser.add_argument("records", nargs="+", type=Path, metavar="RESULT.json", help="latency, quality, dose-curve or super-resolution JSON record")
     parser.add_argument("--into", type=Path, metavar="DOC.md",
                         help="write each record's tables between its <!-- NAME:begin/end --> markers in DOC.md "
                              "(NAME: latency, quality, dose-curve; appended with the markers where absent)")

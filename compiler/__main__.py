@@ -15,7 +15,7 @@ EXIT_MISMATCH = 1  # verify: candidate outside the tolerance
 def _export(args: argparse.Namespace) -> int:
     from compiler.export import export_checkpoint
 
-    for result in export_checkpoint(args.checkpoint, args.out_dir, args.name):
+    for result in export_checkpoint(args.checkpoint, args.out_dir, args.name, args.modalities):
         worst = max(result.checks, key=lambda c: c.max_abs)
         print(f"wrote {result.path} ({result.precision}); vs PyTorch: max abs {worst.max_abs:.3g} "
               f"on {len(result.checks)} inputs (worst: {worst.input_name})")
@@ -113,6 +113,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", type=Path, required=True, help="folder for the ONNX files")
     p.add_argument("--name", help="file name stem NAME (default: the model's registry name, e.g. "
                    "'student'; the shipped model uses 'medclear_student')")
+    p.add_argument("--modalities", nargs="+", metavar="MOD", help="release the model for these modalities only "
+                   "(a subset of those it trained on; the runtime refuses the others), e.g. CT")
     p.set_defaults(run=_export)
 
     p = sub.add_parser("calibrate", help="fp32 ONNX + DICOM folder -> INT8 Q/DQ ONNX",

@@ -209,10 +209,26 @@ def export_model(
     return result
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, name: str | None = None) -> list[ExportResult]:
+def _restrict_modalities(info: dict, modalities: list[str] | None, checkpoint: Path) -> dict:
+    """``info`` whose contract covers only ``modalities`` (a subset of what the model trained on):
+    the runtime then refuses the others with a clear message instead of enhancing them."""
+    if not modalities:
+        return info
+    trained = [m.upper() for m in info.get("modalities") or []]
+    wanted = [m.upper() for m in modalities]
+    outside = [m for m in wanted if trained and m not in trained]
+    if outside:
+        raise CompilerError(f"{checkpoint}: --modalities {', '.join(outside)} not among the trained ones "
+                            f"({', '.join(trained)})")
+    return {**info, "modalities": wanted}
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, name: str | None = None,
+                      modalities: list[str] | None = None) -> list[ExportResult]:
     """Export a medclear checkpoint: fp32 always; int8 Q/DQ too for a QAT checkpoint.
 
     The fp32 file of a QAT checkpoint comes from the same weights with quantizers disabled.
+    ``modalities`` restricts the contract to the modalities the model is released for.
     """
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
@@ -225,6 +241,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, name: str | N
         model, info = load_model(checkpoint)
     except Exception as error:  # torch/pickle raise many kinds; report the file and cause
         raise CompilerError(f"{checkpoint}: cannot load checkpoint ({error})") from error
+    info = _restrict_modalities(info, modalities, checkpoint)
     digest = sha256_file(checkpoint)
     results = []
     if is_quantized(info):

@@ -72,6 +72,16 @@ def _card_json(name: str, stages: dict, files: dict, quality: dict, reproduce: s
             "quality_machine": quality.get("machine"), **extra, "reproduce": reproduce}
 
 
+def _released_modalities() -> list[str]:
+    """The modalities the shipped x2 ONNX file's contract covers."""
+    import onnx
+
+    from compiler.onnx_io import read_contract
+
+    path = MODELS / SR2_FILES[0]
+    return list(read_contract(onnx.load(str(path))).modalities) if path.is_file() else ["?"]
+
+
 def build_sr2_section(run: Path, quality: dict, latency: dict | None) -> tuple[str, dict]:
     """The x2 super-resolution model's card section and its JSON twin."""
     from benchmarks.super_resolution import markdown as sr2_markdown
@@ -85,11 +95,14 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None) -> tuple[s
     lines = [
         "## medclear_sr2: x2 super-resolution",
         "",
-        "A x2 super-resolution student for MR and CT (X-ray trained too): a nearest x2 upsampling plus a",
+        "A x2 super-resolution student trained on CT, MR and X-ray: a nearest x2 upsampling plus a",
         "learned residual brought to the output grid by one PixelShuffle (ONNX DepthToSpace), distilled",
         "from an EDSR-style teacher and trained quantization-aware (INT8). Low-resolution training pairs:",
         "MR by k-space truncation to half the matrix, CT/X-ray by blur and 2x2 area averaging",
         f"(docs/DATA.md). Made by `{SR2_REPRODUCE}`; every number is read from that run's files.",
+        f"**Released for {', '.join(_released_modalities())} only** (the ONNX files' contract; the runtime",
+        "refuses other modalities): the quality below was measured on the same weights exported for every",
+        "trained modality, and only there does the model beat bicubic. Issue 15's targets are not met yet.",
         "",
         md_table(["file", "bytes", "sha256"], [[k, v["bytes"], v["sha256"][:16] + "…"] for k, v in files.items()]),
         "",
@@ -117,7 +130,7 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None) -> tuple[s
 
 def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | None = None) -> tuple[str, dict]:
     """The Markdown card and its JSON twin."""
-    names = ("teacher", "student", "finetune", "qat")  # finetune: optional (earlier recipes had none)
+    names = ("teacher", "student", "finetune", "finetune2", "qat")  # finetune*: optional (earlier recipes had none)
     stages = {stage: _stage(run, stage) for stage in names if (run / stage / "best.pt").is_file()}
     files = _files(FILES)
     data = stages["qat"]["data_summary"] or {}
@@ -183,8 +196,9 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
         "  synthetic phantoms, on a 2-core CPU: a demonstration model, not a clinically validated one.",
         "- Low dose and X-ray exposure are simulated (docs/DATA.md); real-CT references are full-dose scans",
         "  with their own noise; no real low/full-dose pairs were available here.",
-        "- The test split is one MR slice, one radiograph and six CT slices at several levels each; there is no",
-        "  X-ray validation image (X-ray never influenced model selection).",
+        "- The test split is one MR slice, one radiograph and six CT slices at several levels each. The only X-ray",
+        "  validation images are three synthetic radiographs (ellipsoid DRRs, docs/DATA.md), seen by the QAT stage's",
+        "  choice of checkpoint and layers in float; the float stages were chosen without X-ray.",
         "- Earlier recipe choices (CT normalization range, full resolution, feature KD) were made on the then",
         "  held-out set, which is today's test split.",
         "",
@@ -194,7 +208,7 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, default=Path("runs/default"), help="folder with teacher/, student/, [finetune/,] qat/")
+    parser.add_argument("--run", type=Path, default=Path("runs/default"), help="folder with teacher/, student/, [finetune/, finetune2/,] qat/")
     parser.add_argument("--quality", type=Path, required=True, help="benchmarks.quality JSON")
     parser.add_argument("--latency", type=Path, help="benchmarks.latency JSON")
     parser.add_argument("--pareto", type=Path, default=MODELS / "pareto.json", help="scripts/pareto_students.py JSON")

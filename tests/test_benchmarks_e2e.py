@@ -27,3 +27,17 @@ def test_stages_are_timed_and_the_output_is_the_clis(tmp_path: Path) -> None:
     assert set(watch.times) == set(STAGES) and all(t > 0 for t in watch.times.values())
     assert enhance.main([str(source), "-o", str(tmp_path / "cli"), "--model", str(model), "-q"]) == 0
     assert pydicom.dcmread(target).PixelData == pydicom.dcmread(tmp_path / "cli" / "ct.enhanced.dcm").PixelData
+
+
+def test_a_super_resolution_model_is_timed_end_to_end_at_twice_the_size(tmp_path: Path) -> None:
+    from benchmarks.e2e import time_dicom_enhance
+    from benchmarks.inputs import DicomInput
+    from onnx_fixtures import write_tiny_sr_onnx
+
+    model = write_tiny_sr_onnx(tmp_path / "sr.fp32.onnx")
+    source = Path(shutil.copy(pydicom_file("CT_small.dcm"), tmp_path / "ct.dcm"))
+    case = DicomInput(key="ct_small", label="CT_small", path=source, rows=128, columns=128)
+    result = time_dicom_enhance(str(model), case, 1, tmp_path, budget_s=0.1, runs=2, min_runs=1, warmup=0)
+    assert result["error"] is None and result["p50_s"] > 0
+    written = pydicom.dcmread(tmp_path / "out" / "ct_small.enhanced.dcm")
+    assert (written.Rows, written.Columns) == (256, 256)

@@ -231,3 +231,15 @@ def test_triton_repository_carries_the_scale(tiny, tmp_path):
     parameters = {entry["key"]: entry["value"]["string_value"] for entry in result.config["parameters"]}
     assert parameters["medclear.scale"] == "2" and parameters["medclear.task"] == "sr2"
     assert result.config["output"][0]["dims"] == [1, -1, -1]  # H and W are dynamic: 2H x 2W fits
+
+
+def test_export_can_release_a_model_for_fewer_modalities_and_the_runtime_refuses_the_rest(tmp_path):
+    checkpoint = _save(tmp_path / "sr.pt", _sr_student(), stage="distill")
+    (result,) = export_checkpoint(checkpoint, tmp_path / "onnx", modalities=["ct"])
+    assert read_contract(onnx.load(str(result.path))).modalities == ("CT",)
+    with pipeline.open_model(result.path, task="sr2") as backend:
+        assert pipeline.enhance_values(backend, np.full((8, 8), 50.0, np.float32), "CT").shape == (16, 16)
+        with pytest.raises(pipeline.ModalityError, match="MR"):
+            pipeline.enhance_values(backend, np.full((8, 8), 50.0, np.float32), "MR")
+    with pytest.raises(CompilerError, match="DX not among the trained ones"):
+        export_checkpoint(checkpoint, tmp_path / "onnx2", modalities=["CT", "DX"])

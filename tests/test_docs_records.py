@@ -16,9 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 GENERATED = [
     ("docs/BENCHMARKS.md", "models/quality.json"),
     ("docs/BENCHMARKS.md", "models/latency.json"),
+    ("docs/BENCHMARKS.md", "models/sr2_quality.json"),
 ]
 # The model card (scripts/make_model_card.py) embeds the same records' tables.
-CARD_RECORDS = ["models/quality.json", "models/latency.json"]
+CARD_RECORDS = ["models/quality.json", "models/latency.json", "models/sr2_quality.json", "models/sr2_latency.json"]
 
 
 def _record(name: str) -> dict:
@@ -60,4 +61,4 @@ def test_a_file_that_is_no_record_is_refused(tmp_path, capsys):
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"benchmark": "regression"}))
     assert main([str(other)]) == 2
-    assert "not a latency, quality or dose-curve record" in capsys.readouterr().err
+    assert "not a latency, quality, dose-curve or super-resolution record" in capsys.readouterr().err

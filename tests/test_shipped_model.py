@@ -41,11 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "ct_quarter_dose.dcm"
 MODELS = ROOT / "models"
 NLM_STRENGTHS = (0.6, 0.8, 1.0, 1.3, 1.6)  # h / sigma
-# Minimum gain over the noisy input (dB) per case, about 0.8-1 dB below what the shipped INT8
-# model measured here (2026-12-03, the fine-tuned model: sample +4.8, CT 5 % +10.4, CT 50 % +7.6,
-# MR +6.9, CR/DX +7.6 dB; FP32 alike except CR/DX +11.2). The dose curve's numbers are in
+# Minimum gain over the noisy input (dB) per case, about 0.5 dB below what the shipped INT8
+# model measured here (2026-12-03, second fine-tuning cycle, first layer in float: sample +4.6,
+# CT 5 % +10.2, CT 50 % +7.5, MR +7.0, CR/DX +12.0 dB; FP32 alike). The dose curve's numbers are in
 # models/MODEL_CARD.md and docs/BENCHMARKS.md.
-MIN_GAIN_DB = {"sample": 4.0, "ct_low_dose": 9.5, "ct_high_dose": 6.8, "mr": 6.0, "cr": 6.6, "dx": 6.6}
+MIN_GAIN_DB = {"sample": 4.1, "ct_low_dose": 9.7, "ct_high_dose": 7.0, "mr": 6.5, "cr": 11.4, "dx": 11.4}
 SOURCES = {"ct": "J2K_pixelrep_mismatch.dcm", "mr": "MR-SIEMENS-DICOM-WithOverlays.dcm", "cr": "RG3_J2KR.dcm"}
 
 
@@ -150,7 +150,8 @@ def test_shipped_model_beats_oracle_nlm(scores, case, precision):
     assert got[precision] > got["nlm"], f"{case} {precision}: {got}"
 
 
-@pytest.mark.xfail(reason="issue 11 open: INT8 loses ~3.6 dB to FP32 on X-ray (CT within 0.1 dB here)", strict=False)
+@pytest.mark.xfail(reason="issue 11 open: within 0.2 dB on these cases, but the dose curve still has INT8 "
+                   "1.0 dB below FP32 on X-ray at 300 quanta and 0.27 dB on MR at 1 %", strict=False)
 def test_int8_model_stays_within_0_2_db_of_fp32(scores):
     for case, got in scores.items():
         assert got["int8"] - got["fp32"] >= -0.2, f"{case}: {got}"

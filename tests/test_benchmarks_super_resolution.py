@@ -1,0 +1,66 @@
+"""The x2 super-resolution benchmark on tiny phantoms: classical baselines and models scored
+against the originals, targets computed from the summary, the Markdown section from the record."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import super_resolution
+from benchmarks.markdown import read_marked_section, render
+from onnx_fixtures import write_tiny_onnx, write_tiny_sr_onnx
+from test_trainer_sr import TINY_SR_DATA
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sr2bench")
+    config = root / "data.json"
+    config.write_text(json.dumps({"data": TINY_SR_DATA}))
+    fp32 = write_tiny_sr_onnx(root / "tiny_sr.fp32.onnx", precision="fp32")
+    int8 = write_tiny_sr_onnx(root / "tiny_sr.int8.onnx", seed=1, precision="int8")
+    doc = root / "doc.md"
+    doc.write_text("# doc\n")
+    status = super_resolution.main([str(fp32), str(int8), "--data-from", str(config), "--threads", "1",
+                                    "--out", str(root / "record.json"), "--grid", str(root / "crops.png"),
+                                    "--markdown", str(doc)])
+    return status, json.loads((root / "record.json").read_text()), root, config
+
+
+def test_every_test_image_is_scored_for_every_method(run):
+    status, record, root, _ = run
+    assert status == 0 and record["benchmark"] == "super_resolution" and record["test_images"] >= 2
+    # The tiny configuration's test split: CT phantoms (MR phantoms are never test images).
+    methods = {(row["modality"], row["method"]) for row in record["summary"]}
+    assert methods == {("CT", m) for m in ("nearest", "bicubic", "lanczos", "tiny_sr.fp32.onnx", "tiny_sr.int8.onnx")}
+    rows = {row["method"]: row for row in record["summary"]}
+    # Interpolation beats pixel repetition; pixel repetition has the most (false) fine texture.
+    assert rows["bicubic"]["psnr_full"] > rows["nearest"]["psnr_full"]
+    assert rows["bicubic"]["texture_window"] < rows["nearest"]["texture_window"]
+    assert (root / "crops.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_targets_are_differences_of_the_summary(run):
+    _, record, _, _ = run
+    rows = {(row["modality"], row["method"]): row for row in record["summary"]}
+    assert record["roles"] == {"fp32": "tiny_sr.fp32.onnx", "int8": "tiny_sr.int8.onnx"}
+    checks = {(t["target"], t["modality"]): t for t in record["targets"]}
+    over_bicubic = checks[("int8_over_bicubic_db", "CT")]
+    expected = rows[("CT", "tiny_sr.int8.onnx")]["psnr_window"] - rows[("CT", "bicubic")]["psnr_window"]
+    assert over_bicubic["measured_db"] == pytest.approx(expected)
+    assert over_bicubic["pass"] is (expected >= 1.5)
+    assert checks[("teacher_minus_int8_db", "CT")]["pass"] is None  # no teacher given: not measured
+    assert checks[("int8_over_bicubic_db", "MR")]["pass"] is None  # no MR test image here
+    assert np.isfinite(checks[("fp32_minus_int8_db", "CT")]["measured_db"])
+
+
+def test_markdown_section_is_what_the_record_renders_to(run):
+    _, record, root, _ = run
+    assert read_marked_section(root / "doc.md", "super-resolution") == render(record).rstrip()
+
+
+def test_a_model_that_is_not_x2_is_refused(run, tmp_path):
+    _, _, _, config = run
+    denoiser = write_tiny_onnx(tmp_path / "denoiser.onnx")
+    with pytest.raises(SystemExit, match="not a x2 model"):
+        super_resolution.main([str(denoiser), "--data-from", str(config), "--out", str(tmp_path / "r.json")])
