@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("records", nargs="+", type=Path, metavar="RESULT.json", help="latency, quality, dose-curve or super-resolution JSON record")
     parser.add_argument("--into", type=Path, metavar="DOC.md",
                         help="write each record's tables between its <!-- NAME:begin/end --> markers in DOC.md "
-                             "(NAME: latency, quality, dose-curve; appended with the markers where absent)")
+                             "(NAME: latency, quality, dose-curve, super-resolution; appended with the markers where absent)")
     args = parser.parse_args(argv)
     for path in args.records:
         try:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import crops, quality
-from benchmarks.markdown import md_table, write_marked_section
+from benchmarks.markdown import md_table, section_name, write_marked_section
 from benchmarks.record import header, write_json
 from benchmarks.runners import Runner
 from trainer.baselines import UPSCALERS, upscale
@@ -34,7 +34,6 @@ from trainer.metrics import image_quality
 DEFAULT_MODELS = ("models/medclear_sr2.fp32.onnx", "models/medclear_sr2.int8.onnx")
 DATA_CONFIG = "trainer/configs/sr2_teacher.json"
 RESULTS = Path("benchmarks/results")
-SECTION = "super-resolution"  # benchmarks.markdown.section_name of its records
 # Issue 15's targets, on the primary metric of each modality (CT: soft-tissue window).
 TARGETS = {"int8_over_bicubic_db": 1.5, "int8_over_lanczos_db": 0.5, "teacher_minus_int8_db": 0.3,
            "fp32_minus_int8_db": 0.2, "teacher_over_student_flops": 10.0}
@@ -192,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                     title="x2 super-resolution, test crops (CT: soft-tissue window W400/L40)")
     written = [args.out, args.grid]
     if args.markdown:
-        written.append(write_marked_section(args.markdown, markdown(record), SECTION))
+        written.append(write_marked_section(args.markdown, markdown(record), section_name(record)))
     log(f"wrote {', '.join(map(str, written))}")
     return 0
 

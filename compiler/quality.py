@@ -23,7 +23,7 @@ import numpy as np
 
 from compiler.errors import CompilerError
 from compiler.verify import open_backend, psnr
-from runtime.model_contract import TASK_SCALES, ModelContract
+from runtime.model_contract import TASK_SCALES, ModelContract, task_for_scale
 from runtime.normalization import NormalizationState, denormalize, normalize
 from runtime.pipeline import enhance_values
 
@@ -109,11 +109,11 @@ def psnr_drop(
 def heldout_task(contract: ModelContract) -> str:
     """The trainer's held-out task for a model, by its scale: ``denoise`` (1) or ``sr2`` (2);
     CompilerError for a scale the trainer has no held-out pairs for."""
-    tasks = {scale: task for task, scale in TASK_SCALES.items()}
-    if contract.scale not in tasks:
+    task = task_for_scale(contract.scale)
+    if task not in TASK_SCALES:
         raise CompilerError(f"no held-out set for a x{contract.scale} model "
-                            f"(the trainer has {', '.join(tasks.values())})")
-    return tasks[contract.scale]
+                            f"(the trainer has {', '.join(TASK_SCALES)})")
+    return task
 
 
 def heldout_pairs(modalities: Iterable[str], task: str = "denoise") -> list[HeldoutPair]:

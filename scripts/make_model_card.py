@@ -64,6 +64,15 @@ def _files(names: list[str]) -> dict:
             for name in names if (MODELS / name).is_file()}
 
 
+def _stages(run: Path, names: tuple[str, ...]) -> dict[str, dict]:
+    """Each named stage of ``run`` that has a best.pt (optional stages may be absent)."""
+    return {stage: _stage(run, stage) for stage in names if (run / stage / "best.pt").is_file()}
+
+
+def _files_table(files: dict) -> str:
+    return md_table(["file", "bytes", "sha256"], [[k, v["bytes"], v["sha256"][:16] + "…"] for k, v in files.items()])
+
+
 def _card_json(name: str, stages: dict, files: dict, quality: dict, reproduce: str, **extra) -> dict:
     """The card's JSON twin: stages (configs apart), files, the quality record's summary."""
     return {"name": name, "stages": {k: {x: v[x] for x in v if x != "config"} for k, v in stages.items()},
@@ -86,11 +95,10 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None) -> tuple[s
     """The x2 super-resolution model's card section and its JSON twin."""
     from benchmarks.super_resolution import markdown as sr2_markdown
 
-    names = ("teacher", "student", "student_gan", "qat")
-    stages = {stage: _stage(run, stage) for stage in names if (run / stage / "best.pt").is_file()}
+    stages = _stages(run, ("teacher", "student", "student_gan", "qat"))
     files = _files(SR2_FILES)
     card_json = _card_json("medclear_sr2", stages, files, quality, SR2_REPRODUCE,
-                           latency=(latency or {}).get("results"))
+                           latency=(latency or {}).get("latency"))
     teacher, student = stages["teacher"], stages["qat"]
     lines = [
         "## medclear_sr2: x2 super-resolution",
@@ -104,7 +112,7 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None) -> tuple[s
         "refuses other modalities): the quality below was measured on the same weights exported for every",
         "trained modality, and only there does the model beat bicubic. Issue 15's targets are not met yet.",
         "",
-        md_table(["file", "bytes", "sha256"], [[k, v["bytes"], v["sha256"][:16] + "…"] for k, v in files.items()]),
+        _files_table(files),
         "",
         md_table(
             ["stage", "model", "kwargs", "parameters", "GFLOP per 512² input", "best.pt at step"],
@@ -130,8 +138,8 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None) -> tuple[s
 
 def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | None = None) -> tuple[str, dict]:
     """The Markdown card and its JSON twin."""
-    names = ("teacher", "student", "finetune", "finetune2", "qat")  # finetune*: optional (earlier recipes had none)
-    stages = {stage: _stage(run, stage) for stage in names if (run / stage / "best.pt").is_file()}
+    # finetune*: optional (earlier recipes had none)
+    stages = _stages(run, ("teacher", "student", "finetune", "finetune2", "qat"))
     files = _files(FILES)
     data = stages["qat"]["data_summary"] or {}
     card_json = _card_json("medclear_student", stages, files, quality, REPRODUCE, pareto=pareto,
@@ -147,7 +155,7 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
         "read from the files that run wrote (`scripts/make_model_card.py`).",
         "",
         "## Files",
-        md_table(["file", "bytes", "sha256"], [[k, v["bytes"], v["sha256"][:16] + "…"] for k, v in files.items()]),
+        _files_table(files),
         "",
         "## Models",
         md_table(

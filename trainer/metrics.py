@@ -136,8 +136,9 @@ def image_quality(
     ``*_window`` in the soft-tissue window W400/L40 ([-160, 240] HU, range 400) and ``*_lung``
     in the lung window W1500/L-600 ([-1350, 150] HU, range 1500); both images are clipped to
     the range first. Other modalities: ``psnr``, ``ssim``, ``fsim`` on the normalized images
-    clipped to [0, 1]. ``with_texture`` adds ``texture*`` (:func:`texture_ratio`). FSIM costs ~1-4 s per 512² image on a CPU; ``with_fsim=False`` leaves
-    the ``fsim*`` keys out, ``with_ssim=False`` the ``ssim*`` keys (PSNR only: cheap).
+    clipped to [0, 1]. ``with_texture`` adds ``texture*`` (:func:`texture_ratio`). FSIM costs
+    ~1-4 s per 512² image on a CPU; ``with_fsim=False`` leaves the ``fsim*`` keys out,
+    ``with_ssim=False`` the ``ssim*`` keys (PSNR only: cheap).
     """
     pred, ref = _pair(pred, ref)
     if modality.upper() == "CT" and spec.kind == "hu_linear":

@@ -169,9 +169,9 @@ def input_baseline(image: Any) -> np.ndarray:
 
 def evaluate(model: nn.Module, images: Sequence[Any], cfg: Config, device: torch.device) -> dict:
     """Validation PSNR (:func:`display_psnr`) and SSIM (normalized units, data range
-    cfg.eval.data_range) on full slices, beside ``psnr_input`` (:func:`input_baseline`): the mean per modality (``psnr_CT``, ...) and, as
-    ``psnr``/``ssim``, the mean over modalities, so that a modality with many small validation
-    frames does not outvote the others."""
+    cfg.eval.data_range) on full slices, beside ``psnr_input`` (:func:`input_baseline`): the
+    mean per modality (``psnr_CT``, ...) and, as ``psnr``/``ssim``, the mean over modalities, so
+    that a modality with many small validation frames does not outvote the others."""
     from trainer.metrics import ssim
 
     images = list(images)[: cfg.eval.max_images or None]

@@ -393,17 +393,17 @@ def _eval_pairs(image: SourceImage, cfg: DataConfig) -> list[HeldoutImage]:
 def _eval_cached(key: str, split: str) -> tuple[HeldoutImage, ...]:
     cfg = DataConfig.from_dict(json.loads(key))
     _, chosen = split_sources(load_sources(cfg), cfg, split)
-    return tuple(pair for image in chosen for pair in _eval_pairs(image, cfg))
+    pairs_of = _eval_pairs
+    if cfg.task == "sr2":
+        from trainer.data.super_resolution import eval_pairs as pairs_of  # noqa: PLC0415 (imports this module)
+    return tuple(pair for image in chosen for pair in pairs_of(image, cfg))
 
 
 def build_heldout_set(cfg: DataConfig, split: str = "test") -> list[HeldoutImage]:
     """The fixed ``"test"`` (default) or ``"validation"`` slices at every evaluation level
     (CT doses x kernels, MR sigmas, X-ray quanta), degraded once with seeds from their names
-    (cached in memory). Task "sr2": the low-resolution / high-resolution pairs instead."""
-    if cfg.task == "sr2":
-        from trainer.data.super_resolution import build_sr_heldout_set  # noqa: PLC0415 (imports this module)
-
-        return build_sr_heldout_set(cfg, split)
+    (cached in memory). Task "sr2": the low-resolution / high-resolution pairs instead
+    (``trainer.data.super_resolution.eval_pairs``)."""
     return list(_eval_cached(cfg.key(), split))
 
 

@@ -104,6 +104,7 @@ def mr_contrast(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.interp(hu, _MR_KNOTS_HU, levels).astype(np.float32)
 
 
+RADIOGRAPH_FIELD_MM = 400.0  # the detector field a radiograph phantom spans; pixel size is this over its side
 # Linear attenuation at ~60 keV (1/mm): soft tissue, and what lung and bone add to it.
 _MU_SOFT, _MU_LUNG_DELTA, _MU_BONE_DELTA = 0.020, -0.016, 0.030
 
@@ -126,7 +127,7 @@ def random_radiograph(size: int, rng: np.random.Generator) -> np.ndarray:
     A body of soft tissue, two lungs, a spine, ribs and other bones, organs and small dense
     vessels, with a mild detector blur: a radiograph reference without noise of its own, for
     validation (the packaged radiographs are few and all in the training or test split)."""
-    mm = 400.0 / size  # a 400 mm detector field
+    mm = RADIOGRAPH_FIELD_MM / size
     c = size / 2.0
 
     def add(mu: float, center, radii_px, depth_mm: float, angle: float = 0.0) -> None:

@@ -23,6 +23,7 @@ from runtime.image_contract import modality_image
 from trainer.data.offline import offline_dicom_entries
 from trainer.data.pairing import pair_series
 from trainer.data.phantoms import (
+    RADIOGRAPH_FIELD_MM,
     mr_contrast,
     phantom_pixel_mm,
     random_fov_mm,
@@ -274,7 +275,7 @@ def xray_phantom_images(count: int, size: int, validation_count: int = 0) -> lis
 
     def make(name: str, group: str, seed: list[int]) -> SourceImage:
         rng = np.random.default_rng(seed)
-        return SourceImage(f"phantom:{name}", "DX", random_radiograph(size, rng), 400.0 / size,
+        return SourceImage(f"phantom:{name}", "DX", random_radiograph(size, rng), RADIOGRAPH_FIELD_MM / size,
                            f"{group}:phantom:{name}", "phantom")
 
     # Seed streams [9, 0, i] (train) and [9, 2, i] (validation), apart from the CT and MR phantoms'.

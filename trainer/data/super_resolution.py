@@ -17,9 +17,7 @@ tolerates noise.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -141,7 +139,12 @@ def build_sr_training_set(cfg: DataConfig) -> SRPatchDataset:
     return SRPatchDataset([_pool_image(image, cfg) for image in usable], cfg)
 
 
-def _eval_pair(image: SourceImage, cfg: DataConfig) -> HeldoutImage:
+def eval_pairs(image: SourceImage, cfg: DataConfig) -> list[HeldoutImage]:
+    """A held-out image's SR pair (``trainer.data.build_heldout_set`` with task "sr2"):
+    ``degraded`` the low-resolution image, ``clean`` the original (twice the rows and columns);
+    none for an image too small to halve."""
+    if min(image.values.shape) < 2 * SCALE:
+        return []
     spec = spec_for(image.modality, cfg)
     cropped = _even(crop_to(image.values, cfg.heldout_max_side))
     state = fit_normalization(cropped, spec)
@@ -155,17 +158,4 @@ def _eval_pair(image: SourceImage, cfg: DataConfig) -> HeldoutImage:
         label += f"_noise{sigma:.3g}"
     for array in (lowres, highres):
         array.setflags(write=False)
-    return HeldoutImage(image.name, image.modality, lowres, highres, spec, label, state=state)
-
-
-@lru_cache(maxsize=4)
-def _eval_cached(key: str, split: str) -> tuple[HeldoutImage, ...]:
-    cfg = DataConfig.from_dict(json.loads(key))
-    _, chosen = split_sources(load_sources(cfg), cfg, split)
-    return tuple(_eval_pair(image, cfg) for image in chosen if min(image.values.shape) >= 2 * SCALE)
-
-
-def build_sr_heldout_set(cfg: DataConfig, split: str = "test") -> list[HeldoutImage]:
-    """The fixed ``"test"`` or ``"validation"`` pairs: ``degraded`` is the low-resolution image,
-    ``clean`` the high-resolution one (twice the rows and columns)."""
-    return list(_eval_cached(cfg.key(), split))
+    return [HeldoutImage(image.name, image.modality, lowres, highres, spec, label, state=state)]
