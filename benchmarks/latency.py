@@ -26,6 +26,7 @@ from benchmarks.targets import claim, efficiency, judge
 from benchmarks.timing import Stopwatch, summarize, timed_runs
 from runtime.backends import BackendError
 from runtime.image_contract import denormalize_frames, normalize_frames
+from runtime.pipeline import add_noise_map, noise_map_level
 from runtime.pixels import PixelEncoding, from_modality
 from runtime.tiling import TilePlan, pad_frames
 
@@ -85,25 +86,28 @@ def outside_profile(runner: Runner, size: int, batch: int) -> str | None:
     """
     side = padded_side(runner, size)
     try:
-        runner.backend.constraints.check((batch, 1, side, side))
+        runner.backend.constraints.check(runner.input_shape(batch, side, side))
     except BackendError as error:
         return f"size {size}, batch {batch}: {error}"
     return None
 
 
 def time_configuration(runner: Runner, size: int, batch: int, args: argparse.Namespace) -> dict:
-    """Time one (model, size, batch): preprocess / [h2d] / compute / [d2h] / postprocess."""
+    """Time one (model, size, batch): preprocess / [h2d] / compute / [d2h] / postprocess. A
+    noise-map model's preprocessing measures the noise level and adds its map, as the runtime does."""
     rng = np.random.default_rng(size * 131 + batch)
     hu = rng.normal(40.0, 300.0, size=(batch, size, size)).astype(np.float32)
     padded = padded_side(runner, size)
 
-    spec = runner.backend.contract.normalization_for("CT")  # the model's own CT normalization
+    contract = runner.backend.contract
+    spec = contract.normalization_for("CT")  # the model's own CT normalization
 
     def one_run() -> dict[str, float]:
         watch = Stopwatch()
         with watch("preprocess"):
             normalized, states = normalize_frames(hu, spec)
-            model_input = pad_frames(normalized, padded, padded)[:, np.newaxis]
+            level = noise_map_level(contract, normalized, states, "CT")
+            model_input = add_noise_map(pad_frames(normalized, padded, padded)[:, np.newaxis], level)
         output, stages = runner.run(model_input)
         with watch("postprocess"):
             _ = from_modality(denormalize_frames(output[:, 0, :size, :size], states), CT_ENCODING)
@@ -112,7 +116,7 @@ def time_configuration(runner: Runner, size: int, batch: int, args: argparse.Nam
     samples = timed_runs(one_run, warmup=args.warmup, runs=args.runs, budget_s=args.budget_s, min_runs=args.min_runs)
     stages = summarize(samples)
     total = stages["total"]
-    flops = runner.flops((batch, 1, padded, padded))
+    flops = runner.flops(runner.input_shape(batch, padded, padded))
     compute_s = stages["compute"]["p50_ms"] / 1e3
     return {
         "model": runner.label, "kind": runner.kind, "precision": runner.precision, "size": size, "batch": batch,

@@ -22,6 +22,7 @@ from benchmarks.flops import onnx_conv_flops
 from benchmarks.record import file_record, header, write_json
 from benchmarks.synthetic import save_conv_stack
 from runtime.backends import Backend, BackendError, select_backend
+from runtime.pipeline import synthetic_input
 
 DEFAULT_BASELINE = Path("benchmarks/baselines/cpu_onnxruntime.json")
 DEFAULT_MODELS = ("models/medclear_student.int8.onnx", "models/medclear_student.fp32.onnx")
@@ -63,15 +64,18 @@ def _time_once(backend: Backend, batch: np.ndarray) -> float:
 
 def interleaved_ratio(model: Backend, reference: Backend, batch: np.ndarray, rounds: int, budget_s: float,
                       min_rounds: int = 9) -> dict:
-    """Median model and reference seconds from alternating runs, and their ratio."""
+    """Median model and reference seconds from alternating runs on the images ``batch``
+    ``[N, 1, H, W]`` (each backend gets them as its input: a noise-map model with its map), and
+    their ratio."""
+    inputs = {b: synthetic_input(batch, b.contract.input_channels) for b in (model, reference)}
     for backend in (model, reference) * 5:  # warm-up: allocations, caches, thread pools
-        backend.infer(batch)
+        backend.infer(inputs[backend])
     model_s, reference_s = [], []
     started = time.perf_counter()
     for index in range(rounds):
         # Alternate which goes first so neither always follows the other's cache footprint.
         pair = (model, reference) if index % 2 == 0 else (reference, model)
-        first, second = (_time_once(b, batch) for b in pair)
+        first, second = (_time_once(b, inputs[b]) for b in pair)
         model_s.append(first if index % 2 == 0 else second)
         reference_s.append(second if index % 2 == 0 else first)
         if index + 1 >= min_rounds and time.perf_counter() - started > budget_s:

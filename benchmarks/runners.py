@@ -35,7 +35,7 @@ class TorchBackend(Backend):
         super().__init__(spec)
         self.module = module
         self._contract = contract
-        self._constraints = InputConstraints(INPUT_NAME, contract.size_multiple)
+        self._constraints = InputConstraints(INPUT_NAME, contract.size_multiple, channels=contract.input_channels)
         self.is_open = True  # nothing to load: ``open()`` must not look for a file
 
     def _open(self) -> None:
@@ -64,8 +64,13 @@ class Runner:
     backend: Backend
     info: dict = field(default_factory=dict)
 
+    def input_shape(self, batch: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """The model input's shape for ``batch`` images of ``height`` x ``width``: ``[N, C, H, W]``
+        with the contract's input channels (2 for a noise-map model)."""
+        return (batch, self.backend.contract.input_channels, height, width)
+
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        """Infer one ``[N, 1, H, W]`` batch; stages are ``compute`` plus h2d/d2h where known."""
+        """Infer one ``[N, C, H, W]`` model input; stages are ``compute`` plus h2d/d2h where known."""
         begin = time.perf_counter()
         output = self.backend.infer(batch)
         elapsed = time.perf_counter() - begin

@@ -1,7 +1,8 @@
 """``python -m benchmarks.serve``: load test of a Triton-served medclear model, perf_analyzer style.
 
-For each concurrency level (1, 2, 4, 8 clients) every client sends one ``1 x 1 x S x S`` request
-after the other for ``--duration`` seconds (after ``--warmup`` seconds); the table gives the
+For each concurrency level (1, 2, 4, 8 clients) every client sends one ``1 x C x S x S`` request
+after the other for ``--duration`` seconds (after ``--warmup`` seconds; C from the model's
+config: 2 for a noise-map model, whose map holds a synthetic level); the table gives the
 throughput (images/s), the p50/p95/p99 latency of a request as the client sees it, and the
 server's mean batch size (inferences / executions from its statistics). Two models are
 compared: with dynamic batching, and the same model taking one request at a time
@@ -31,6 +32,7 @@ from benchmarks.markdown import md_table, write_marked_section
 from benchmarks.record import file_record, header, write_json
 from benchmarks.triton_local import LocalTriton, ServerError
 from compiler.errors import CompilerError
+from compiler.samples import random_batch
 from compiler.triton_repo import RepoOptions, write_repository
 from runtime.logtext import cause
 from runtime.model_contract import INPUT_NAME, OUTPUT_NAME
@@ -66,6 +68,13 @@ def _client(url: str):
     return grpcclient.InferenceServerClient(url)
 
 
+def _input_channels(client, model: str) -> int:
+    """The channels of ``model``'s input, from its config (``dims: [C, -1, -1]``)."""
+    config = client.get_model_config(model, as_json=True)["config"]
+    dims = next(i["dims"] for i in config.get("input", []) if i.get("name") == INPUT_NAME)
+    return int(dims[0])
+
+
 def _statistics(client, model: str) -> tuple[int, int]:
     """The server's (inference_count, execution_count) for ``model``."""
     stats = client.get_inference_statistics(model, as_json=True).get("model_stats", [])
@@ -96,8 +105,8 @@ def _clients_loop(url: str, model: str, image: np.ndarray, until: float, start: 
 
 def measure(url: str, model: str, concurrency: int, side: int, warmup_s: float, duration_s: float) -> Level:
     """``concurrency`` clients against ``model`` for ``warmup_s + duration_s`` seconds."""
-    image = np.random.default_rng(0).random((1, 1, side, side), dtype=np.float32)
     stats = _client(url)
+    image = random_batch((1, _input_channels(stats, model), side, side))  # and a synthetic noise map
     start = time.perf_counter() + warmup_s
     until = start + duration_s
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
@@ -123,9 +132,9 @@ def measure_local(model: Path, side: int, warmup_s: float, duration_s: float) ->
     other: what the server's numbers compare with on this machine, at this moment."""
     from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    image = np.random.default_rng(0).random((1, 1, side, side), dtype=np.float32)
     latencies = []
     with OnnxRuntimeBackend(model, providers=["CPUExecutionProvider"]) as backend:
+        image = random_batch((1, backend.contract.input_channels, side, side))
         start = time.perf_counter() + warmup_s
         until = start + duration_s
         while (sent := time.perf_counter()) < until:

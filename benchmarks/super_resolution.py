@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             seen.add(image.modality)
             grid_rows.append({"name": image.name, "modality": image.modality, "degradation": image.degradation,
                               "spec": image.spec, "images": {"clean": image.clean, **outputs}})
-    flops = {runner.label: runner.flops((1, 1, INPUT_SIDE, INPUT_SIDE)) for runner in runners}
+    flops = {runner.label: runner.flops(runner.input_shape(1, INPUT_SIDE, INPUT_SIDE)) for runner in runners}
     for runner in runners:
         runner.close()
     summary = quality.summarize(per_image)

@@ -136,7 +136,8 @@ def parser() -> argparse.ArgumentParser:
                        description="Build a TensorRT engine (TensorRT 8.5-11) on the machine "
                        "that will run it. Shapes are NxCxHxW, e.g. 1x1x512x512; --min/--max "
                        "default to --opt (a fixed shape). Shapes are the input's: a x2 super-resolution "
-                       "model's output is twice the H and W.")
+                       "model's output is twice the H and W; C=1 (the image) is widened to 2 for a "
+                       "noise-map model (the image and its noise map).")
     p.add_argument("--onnx", type=Path, required=True, help="X.fp32.onnx (fp16) or X.int8.onnx (int8)")
     p.add_argument("--precision", required=True, choices=["fp16", "int8"])
     p.add_argument("--out", type=Path, required=True, help="engine file (X.engine)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shlex
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnx
@@ -26,6 +26,7 @@ from runtime.engine_sidecar import EngineSidecarError, detect_gpu, sha256_file, 
 from runtime.model_contract import INPUT_NAME
 
 PRECISIONS = ("fp16", "int8")
+INPUT_CHANNELS = (1, 2)  # the image; a noise_map model's image and noise map
 DEFAULT_WORKSPACE_MIB = 1024
 
 
@@ -71,14 +72,24 @@ class BuildOptions:
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """'1x1x512x512' -> (1, 1, 512, 512); CompilerError unless four positive ints with C == 1."""
+    """'1x1x512x512' -> (1, 1, 512, 512); CompilerError unless four positive ints with C 1 or 2."""
     try:
         shape = tuple(int(part) for part in text.lower().split("x"))
     except ValueError:
         shape = ()
-    if len(shape) != 4 or min(shape) < 1 or shape[1] != 1:
-        raise CompilerError(f"shape {text!r}: expected NxCxHxW with C=1, e.g. 1x1x512x512")
+    if len(shape) != 4 or min(shape) < 1 or shape[1] not in INPUT_CHANNELS:
+        raise CompilerError(f"shape {text!r}: expected NxCxHxW with C=1 (2 for a noise-map model), e.g. 1x1x512x512")
     return shape
+
+
+def with_channels(options: BuildOptions, channels: int) -> BuildOptions:
+    """``options`` whose profile shapes have the model's input ``channels``: a shape given with
+    C=1 (the image) is widened to a noise-map model's 2; any other C must be the model's."""
+    shapes = {"min": options.min, "opt": options.opt, "max": options.max}
+    for shape in filter(None, shapes.values()):
+        if shape[1] not in (1, channels):
+            raise CompilerError(f"profile shape {shape_string(shape)}: the model takes {channels} input channel(s)")
+    return replace(options, **{k: None if s is None else (s[0], channels, *s[2:]) for k, s in shapes.items()})
 
 
 def shape_string(shape: tuple[int, ...]) -> str:
@@ -289,6 +300,7 @@ def build(options: BuildOptions) -> dict:
     if options.precision not in PRECISIONS:
         raise CompilerError(f"--precision must be one of {', '.join(PRECISIONS)}")
     contract = read_contract(load_model(options.onnx_path), source=str(options.onnx_path))
+    options = with_channels(options, contract.input_channels)
     check_profile(options, contract.size_multiple)
     trt = import_tensorrt()
     try:

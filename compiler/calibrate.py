@@ -1,7 +1,9 @@
 """Post-training INT8 for models trained without QAT.
 
 Calibration images come from the user's DICOM folder through the runtime's own preparation
-(the model contract's normalization), cropped or padded to the model's size multiple. The
+(the model contract's normalization), cropped or padded to the model's size multiple; a
+``noise_map`` model's batches carry each image's noise level as their second channel, as the
+runtime feeds it. The
 result is an explicit-quantization ONNX (QuantizeLinear/DequantizeLinear, int8, symmetric so
 every zero point is 0, per-channel weights, opset 17) that ONNX Runtime runs on a CPU and
 TensorRT 8.5-11 builds. Optionally (TensorRT <= 10 only) a TensorRT calibration cache for
@@ -52,22 +54,23 @@ class CalibrationResult:
 
 
 class _Batches(CalibrationDataReader):
-    """Feeds ONNX Runtime's calibrator one prepared image per batch."""
+    """Feeds ONNX Runtime's calibrator one model input ``[1, C, H, W]`` per batch."""
 
-    def __init__(self, frames: list[np.ndarray]) -> None:
-        self._frames = iter(frames)
+    def __init__(self, batches: list[np.ndarray]) -> None:
+        self._batches = iter(batches)
 
     def get_next(self) -> dict | None:
-        frame = next(self._frames, None)
-        return None if frame is None else {INPUT_NAME: frame[None, None]}
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
 
 
-def calibration_frames(
+def calibration_batches(
     data: str | Path, contract: ModelContract, max_images: int, max_side: int
 ) -> list[np.ndarray]:
-    """Up to ``max_images`` prepared frames from ``data``, each fitted to the size multiple."""
+    """Up to ``max_images`` prepared frames from ``data``, each fitted to the size multiple, as
+    model inputs ``[1, C, H, W]``."""
     frames = prepared_frames(dicom_files(data), contract, max_images)
-    return [fit_to_multiple(frame, contract.size_multiple, max_side) for frame in frames]
+    return [frame.batch(fit_to_multiple(frame.image, contract.size_multiple, max_side)) for frame in frames]
 
 
 def keep_float_paths(model: onnx.ModelProto) -> int:
@@ -116,13 +119,13 @@ def quantize(
         raise CompilerError(f"{fp32_onnx}: already quantized; calibrate the fp32 export")
     if method not in METHODS:
         raise CompilerError(f"--method must be one of {', '.join(METHODS)}")
-    frames = calibration_frames(data, contract, max_images, max_side)
+    batches = calibration_batches(data, contract, max_images, max_side)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "int8.onnx"
         quantize_static(
             str(fp32_onnx),
             str(raw),
-            _Batches(frames),
+            _Batches(batches),
             quant_format=QuantFormat.QDQ,
             # Like the QAT scheme (docs/QUANTIZATION.md): only convolutions run in INT8; the
             # residual Add, Concat and Resize stay in float so the skip path keeps precision.
@@ -150,7 +153,7 @@ def quantize(
     set_metadata(quantized, {**metadata(model), **contract.to_metadata()})
     save_model(quantized, out)
     result = check_int8_onnx(out)
-    result.images = len(frames)
+    result.images = len(batches)
     return result
 
 
@@ -177,9 +180,9 @@ def write_trt_cache(
 
     height, width = (s - s % contract.size_multiple for s in shape)
     frames = prepared_frames(dicom_files(data), contract, max_images)
-    batches = [{INPUT_NAME: fit_to_shape(f, height, width)[None, None]} for f in frames]
+    batches = [{INPUT_NAME: f.batch(fit_to_shape(f.image, height, width))} for f in frames]
     calibrator = Calibrator(batches, cache=str(cache), BaseClass=trt.IInt8EntropyCalibrator2)
-    options = BuildOptions(fp32_onnx, cache.with_suffix(".engine"), "int8", (1, 1, height, width))
+    options = BuildOptions(fp32_onnx, cache.with_suffix(".engine"), "int8", (1, contract.input_channels, height, width))
     build_serialized(trt, options, fp32_onnx, calibrator)
     if not cache.is_file():
         raise CompilerError(f"{cache}: TensorRT wrote no calibration cache")

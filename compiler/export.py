@@ -6,6 +6,9 @@ folding, the model contract in ``metadata_props``, and a check of every export a
 PyTorch model with ONNX Runtime on random and real (packaged CT DICOM) inputs. A
 super-resolution model (attribute ``scale`` > 1) gets that scale in its contract, dynamic output
 axes of its own (``H*2``, ``W*2``) and a check that its output is ``scale`` times the input.
+A model with two input channels (attribute ``input_channels`` 2: the image and its noise map)
+gets noise conditioning ``noise_map`` in its contract and a two-channel input ``image``; its
+checks feed real images with their measured noise level, as the runtime does.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from compiler.errors import CompilerError
 from compiler.onnx_io import OPSET, check_int8, cpu_session, save_model, set_metadata, slim
 from compiler.samples import SMALL_HELDOUT_CT, fit_to_multiple, packaged_ct, prepared_frames, random_batch
 from runtime.engine_sidecar import sha256_file
-from runtime.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContract, task_for_scale
+from runtime.model_contract import BLIND, INPUT_NAME, NOISE_MAP, OUTPUT_NAME, ModelContract, task_for_scale
 from runtime.normalization import NormalizationSpec
 
 # ONNX Runtime vs PyTorch. fp32: the same float arithmetic up to summation order.
@@ -86,6 +89,7 @@ def contract_for(model: torch.nn.Module, info: dict, precision: str, checkpoint_
     return ModelContract(
         task=task_for_scale(scale),
         scale=scale,
+        noise_conditioning=NOISE_MAP if model_input_channels(model) == 2 else BLIND,
         size_multiple=int(getattr(model, "size_multiple", 1)),
         precision=precision,
         model_name=str(getattr(model, "model_name", info.get("model_name", "unknown"))),
@@ -100,13 +104,23 @@ def model_scale(model: torch.nn.Module) -> int:
     return int(getattr(model, "scale", 1))
 
 
+def model_input_channels(model: torch.nn.Module) -> int:
+    """Input channels: the model's ``input_channels`` attribute (1 if absent), 1 (the image) or
+    2 (the image and its noise map); CompilerError for any other count."""
+    channels = int(getattr(model, "input_channels", 1))
+    if channels not in (1, 2):
+        raise CompilerError(f"model {getattr(model, 'model_name', '?')} takes {channels} input channels; "
+                            "the model contract has 1 (the image) or 2 (the image and its noise map)")
+    return channels
+
+
 def is_quantized(info: dict) -> bool:
     """True for a QAT checkpoint (its ``quantization`` entry is set)."""
     return bool(info.get("quantization"))
 
 
 def _torch_export(model: torch.nn.Module, path: Path, size_multiple: int) -> None:
-    dummy = torch.zeros(1, 1, 4 * size_multiple, 4 * size_multiple)
+    dummy = torch.zeros(1, model_input_channels(model), 4 * size_multiple, 4 * size_multiple)
     axes = {0: "N", 2: "H", 3: "W"}
     scale = model_scale(model)
     out_axes = axes if scale == 1 else {0: "N", 2: f"H*{scale}", 3: f"W*{scale}"}
@@ -125,17 +139,18 @@ def _torch_export(model: torch.nn.Module, path: Path, size_multiple: int) -> Non
 
 
 def check_inputs(size_multiple: int, contract: ModelContract) -> list[tuple[str, np.ndarray]]:
-    """Random batches of two shapes (N=2, H != W) plus a packaged real CT slice if present."""
-    m = max(1, size_multiple)
+    """Random batches of two shapes (N=2, H != W) plus a packaged real CT slice if present, with
+    the contract's input channels."""
+    m, channels = max(1, size_multiple), contract.input_channels
     height, width = m * max(1, 48 // m), m * max(1, 64 // m)
     inputs = [
-        ("random", random_batch((2, 1, height, width), seed=0)),
-        ("random-small", random_batch((1, 1, m * max(1, 16 // m), m * max(1, 24 // m)), seed=1)),
+        ("random", random_batch((2, channels, height, width), seed=0)),
+        ("random-small", random_batch((1, channels, m * max(1, 16 // m), m * max(1, 24 // m)), seed=1)),
     ]
     real = packaged_ct((SMALL_HELDOUT_CT,))
     if real and ("CT" in contract.modalities or "*" in contract.normalization):
         frame = prepared_frames(real, contract)[0]
-        inputs.append((f"dicom:{real[0].name}", fit_to_multiple(frame, m)[None, None]))
+        inputs.append((f"dicom:{real[0].name}", frame.batch(fit_to_multiple(frame.image, m))))
     return inputs
 
 
@@ -143,7 +158,7 @@ def compare_with_torch(
     model: torch.nn.Module, onnx_path: Path, inputs: list[tuple[str, np.ndarray]], optimization: str = "all"
 ) -> list[ExportCheck]:
     """Run PyTorch and ONNX Runtime (CPU) on each input and measure the difference; both
-    outputs must be the model's ``scale`` times the input per side."""
+    outputs must be one channel, the model's ``scale`` times the input per side."""
     session = cpu_session(onnx_path, optimization)
     scale = model_scale(model)
     checks = []
@@ -151,8 +166,8 @@ def compare_with_torch(
         with torch.no_grad():
             expected = model(torch.from_numpy(batch)).numpy()
         (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
-        n, c, h, w = batch.shape
-        if got.shape != expected.shape or got.shape != (n, c, h * scale, w * scale):
+        n, _, h, w = batch.shape
+        if got.shape != expected.shape or got.shape != (n, 1, h * scale, w * scale):
             raise CompilerError(f"{onnx_path}: output shape {got.shape}, PyTorch {expected.shape}, "
                                 f"for input {batch.shape} at scale {scale}")
         diff = np.abs(got.astype(np.float64) - expected)

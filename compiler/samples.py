@@ -2,11 +2,13 @@
 
 Real images go through the runtime's own preparation (``runtime.image_contract.prepare`` with
 the model contract's normalization), so calibration and checks see exactly what the bedside
-runtime will feed the model.
+runtime will feed the model: a ``noise_map`` model also gets each image's noise level
+(``runtime.pipeline.prepared_level``) as its second channel.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from pydicom.errors import InvalidDicomError
 from compiler.errors import CompilerError
 from runtime.image_contract import prepare
 from runtime.model_contract import ModelContract
+from runtime.pipeline import add_noise_map, prepared_level, synthetic_input
 from runtime.pixels import UnsupportedImageError
 from trainer.data.offline import offline_dicom_files
 
@@ -58,6 +61,21 @@ def fit_to_shape(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return _crop_or_pad(image, (height, width), centre_pad=True)
 
 
+@dataclass(frozen=True)
+class Frame:
+    """A prepared 2-D frame and the noise level a ``noise_map`` model is given with it (None:
+    a blind model), measured on its whole image as the runtime measures it."""
+
+    image: np.ndarray  # normalized float32 (rows, cols)
+    level: float | None = None
+
+    def batch(self, image: np.ndarray | None = None, count: int = 1) -> np.ndarray:
+        """``image`` (this frame cropped or padded; default the frame) as ``count`` model inputs
+        ``[count, C, H, W]``."""
+        images = np.repeat((self.image if image is None else image)[None, None], count, axis=0)
+        return add_noise_map(images, self.level)
+
+
 def dicom_files(root: str | Path) -> list[Path]:
     """A file, or every file below a folder (sorted); CompilerError if there are none."""
     root = Path(root)
@@ -71,13 +89,14 @@ def dicom_files(root: str | Path) -> list[Path]:
     return files
 
 
-def prepared_frames(paths: list[Path], contract: ModelContract, limit: int | None = None) -> list[np.ndarray]:
-    """Normalized 2-D frames of every readable greyscale image in ``paths``.
+def prepared_frames(paths: list[Path], contract: ModelContract, limit: int | None = None) -> list[Frame]:
+    """Normalized 2-D frames (with their noise level for a ``noise_map`` model) of every
+    readable greyscale image in ``paths``.
 
     Files that are not DICOM images, or of a modality the model does not declare, are
     skipped; CompilerError if nothing usable remains. Reading stops after ``limit`` frames.
     """
-    frames: list[np.ndarray] = []
+    frames: list[Frame] = []
     declared = {m.upper() for m in contract.modalities}
     for path in paths:
         if limit is not None and len(frames) >= limit:
@@ -94,7 +113,8 @@ def prepared_frames(paths: list[Path], contract: ModelContract, limit: int | Non
                 KeyError, TypeError, RuntimeError, NotImplementedError):
             # Unreadable, non-image or undecodable files are skipped: a folder may hold anything.
             continue
-        frames.extend(np.asarray(frame, dtype=np.float32) for frame in prepared.normalized)
+        level = prepared_level(contract, prepared)
+        frames.extend(Frame(np.asarray(frame, dtype=np.float32), level) for frame in prepared.normalized)
     frames = frames[:limit]
     if not frames:
         names = ", ".join(sorted(declared)) or "any"
@@ -111,5 +131,7 @@ def packaged_ct(names: tuple[str, ...]) -> list[Path]:
 
 
 def random_batch(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    """Uniform [0, 1) float32 batch, the normalized range of real images."""
-    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+    """A ``[N, C, H, W]`` float32 batch of uniform [0, 1) images (the normalized range of real
+    images); C = 2 (a ``noise_map`` model's input) adds the constant synthetic noise map."""
+    n, channels, height, width = shape
+    return synthetic_input(np.random.default_rng(seed).random((n, 1, height, width), dtype=np.float32), channels)

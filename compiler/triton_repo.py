@@ -13,6 +13,8 @@ request, and the model's contract (ONNX ``metadata_props`` / the engine sidecar'
 ``model_contract``) as string ``parameters`` that clients read back
 (``runtime.backends.triton_backend``). An engine's optimization profile bounds
 ``max_batch_size`` and, in the ``medclear.min_shape``/``medclear.max_shape`` parameters, H and W.
+The input has the contract's channels (2 for a ``noise_map`` model: the image and its noise
+map, which the client adds), the output one.
 Each run adds a version folder (the next free number unless ``--version``); Triton serves the
 latest.
 """
@@ -104,7 +106,7 @@ def read_source(path: Path) -> ModelSource:
     except (KeyError, TypeError, ValueError):
         raise CompilerError(f"{path}: sidecar has no optimization profile (min/opt/max)") from None
     if any(len(shape) != 4 for shape in shapes):
-        raise CompilerError(f"{path}: profile shapes must be N x 1 x H x W, got {profile}")
+        raise CompilerError(f"{path}: profile shapes must be N x C x H x W, got {profile}")
     return ModelSource(
         path, "engine", _checked_contract(record.get("model_contract") or {}, path), str(record.get("onnx_sha256", "")),
         compute_capability=record["compute_capability"], tensorrt_version=record["tensorrt_version"],
@@ -203,7 +205,8 @@ def model_config(sources: list[ModelSource], options: RepoOptions) -> dict:
         config["platform"] = "tensorrt_plan" if platform == "tensorrt" else "onnxruntime_onnx"
     config["max_batch_size"] = max_batch
     config["version_policy"] = {"latest": {"num_versions": 1}}
-    config["input"] = [{"name": INPUT_NAME, "data_type": Enum("TYPE_FP32"), "dims": [1, -1, -1]}]
+    channels = contract.input_channels
+    config["input"] = [{"name": INPUT_NAME, "data_type": Enum("TYPE_FP32"), "dims": [channels, -1, -1]}]
     config["output"] = [{"name": OUTPUT_NAME, "data_type": Enum("TYPE_FP32"), "dims": [1, -1, -1]}]
     if options.dynamic_batching:
         config["dynamic_batching"] = {"max_queue_delay_microseconds": options.queue_delay_us}
@@ -216,7 +219,7 @@ def model_config(sources: list[ModelSource], options: RepoOptions) -> dict:
         config["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [accelerator]}}
     if options.warmup_side:
         config["model_warmup"] = [{"name": f"warmup_{warmup[0]}x{warmup[1]}", "batch_size": 1, "inputs": entries(
-            {INPUT_NAME: {"data_type": Enum("TYPE_FP32"), "dims": [1, *warmup], "zero_data": True}})}]
+            {INPUT_NAME: {"data_type": Enum("TYPE_FP32"), "dims": [channels, *warmup], "zero_data": True}})}]
     config["parameters"] = entries({key: {"string_value": value} for key, value in parameters.items()})
     return config
 

@@ -9,7 +9,9 @@ Inputs are random batches plus real DICOM frames prepared by the runtime. For ea
 maximum and mean absolute error and the PSNR of candidate vs reference (data range 1, the
 normalized image range) are reported; the check fails when any PSNR falls below the tolerance.
 A super-resolution pair is compared the same way, at the output size (``scale`` times the
-input's rows and columns); both must have the same scale.
+input's rows and columns); both must have the same scale. A ``noise_map`` pair gets each real
+frame's noise level as the second input channel (random inputs: a constant synthetic level);
+both must take the same input channels.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from compiler.errors import CompilerError
 from compiler.samples import (
     HELDOUT_CT,
+    Frame,
     dicom_files,
     fit_to_multiple,
     fit_to_shape,
@@ -93,7 +96,7 @@ def psnr(candidate: np.ndarray, reference: np.ndarray, data_range: float = 1.0) 
     return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
 
 
-def _real_frames(data: str | Path | None, contract: ModelContract) -> list[tuple[str, np.ndarray]]:
+def _real_frames(data: str | Path | None, contract: ModelContract) -> list[tuple[str, Frame]]:
     paths = dicom_files(data) if data is not None else packaged_ct(HELDOUT_CT)
     if not paths:
         return []
@@ -108,12 +111,12 @@ def onnx_inputs(
     INT8 against fp32 leaves the random batch out: uniform noise lies outside the activation
     ranges calibrated on real images, so it measures clipping, not the deployed accuracy.
     """
-    m = contract.size_multiple
+    m, channels = contract.size_multiple, contract.input_channels
     inputs = []
     if with_random:
-        inputs.append(("random", random_batch((2, 1, m * max(1, 64 // m), m * max(1, 96 // m)), seed)))
+        inputs.append(("random", random_batch((2, channels, m * max(1, 64 // m), m * max(1, 96 // m)), seed)))
     for name, frame in _real_frames(data, contract):
-        inputs.append((name, fit_to_multiple(frame, m, MAX_SIDE)[None, None]))
+        inputs.append((name, frame.batch(fit_to_multiple(frame.image, m, MAX_SIDE))))
     return inputs
 
 
@@ -124,7 +127,7 @@ def engine_inputs(
     n, c, h, w = opt_shape
     inputs = [("random", random_batch((n, c, h, w), seed))]
     for name, frame in _real_frames(data, contract):
-        inputs.append((name, np.repeat(fit_to_shape(frame, h, w)[None, None], n, axis=0)))
+        inputs.append((name, frame.batch(fit_to_shape(frame.image, h, w), n)))
     return inputs
 
 
@@ -138,11 +141,15 @@ def open_backend(path: str | Path, backend: str, optimization: str = "all") -> B
 
 
 def check_same_task(reference: Backend, candidate: Backend) -> None:
-    """CompilerError unless both models have the same scale (outputs of one size)."""
+    """CompilerError unless both models have the same scale (outputs of one size) and take the
+    same input (noise conditioning)."""
     ref, cand = reference.contract, candidate.contract
     if ref.scale != cand.scale:
         raise CompilerError(f"{candidate.source} has scale {cand.scale} ({cand.task}), {reference.source} scale "
                             f"{ref.scale} ({ref.task}); verify a model against its own export or ONNX")
+    if ref.noise_conditioning != cand.noise_conditioning:
+        raise CompilerError(f"{candidate.source} is a {cand.noise_conditioning} model, {reference.source} a "
+                            f"{ref.noise_conditioning} one; verify a model against its own export or ONNX")
 
 
 def compare(reference: Backend, candidate: Backend, inputs: list[tuple[str, np.ndarray]]) -> list[InputReport]:

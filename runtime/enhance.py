@@ -39,7 +39,7 @@ from runtime.outputs import (
 )
 from runtime.pipeline import (  # the one inference path
     DEFAULT_BATCH, DEFAULT_OVERLAP, DEFAULT_TILE, ModalityError, check_modality, enhance_prepared, open_model,
-    tile_plan,
+    prepared_level, tile_plan,
 )
 from runtime.provenance import SOURCE_KEY, claim_output, npy_record, source_uid
 from runtime.report import Reporter, Tally, file_line
@@ -266,7 +266,8 @@ def enhance_file(job: Job, backend: Backend, settings: Settings, derivation: Der
     _require_finite(prepared.normalized, "image values are not finite (NaN or infinite Rescale Slope/Intercept "
                                          "or values out of range)")
     noise = prepared_noise(prepared)
-    enhanced = enhance_prepared(prepared, _guarded(backend.infer), settings.plan, settings.strength)
+    level = prepared_level(backend.contract, prepared)
+    enhanced = enhance_prepared(prepared, _guarded(backend.infer), settings.plan, settings.strength, level)
     _require_finite(enhanced, "the model's output contains NaN or infinite values; nothing written")
     if settings.fmt == "dicom":
         facts = replace(derivation, parameters=file_facts(noise, settings.strength))
@@ -323,7 +324,7 @@ def check_backend(backend: Backend, plan: TilePlan, failure: InferenceError) -> 
     """After a failed inference: BackendUnusable unless the model still runs a plain input."""
     low = backend.constraints.min_shape
     side = plan.padded_side(1)
-    probe = np.zeros((low[0] if low else 1, 1, side, side), dtype=np.float32)
+    probe = np.zeros((low[0] if low else 1, backend.contract.input_channels, side, side), dtype=np.float32)
     try:
         backend.infer(probe)
     except Exception as error:  # whatever the backend raises: it cannot serve any file now

@@ -18,7 +18,10 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "enhanced"
 _PREFIX = "medclear."
 BLIND = "blind"  # the model takes only the image and was trained over a range of noise levels
-SUPPORTED_NOISE_CONDITIONING = (BLIND,)
+# The model takes two input channels: the normalized image and a constant map of the image's
+# noise level in normalized units (runtime.noise.normalized_noise_level), FFDNet-style.
+NOISE_MAP = "noise_map"
+SUPPORTED_NOISE_CONDITIONING = (BLIND, NOISE_MAP)
 MAX_SIZE_MULTIPLE = 1024  # a U-Net with 10 poolings; anything larger is not a real model
 MAX_SCALE = 8
 # Tasks by name and the scale their models have (output rows and columns per input one).
@@ -63,10 +66,15 @@ class ModelContract:
             return self.normalization["*"]
         raise ModelContractError(f"model has no normalization for modality {modality!r}")
 
+    @property
+    def input_channels(self) -> int:
+        """Channels of the model's input: 1 (the image), 2 for a ``noise_map`` model (image, noise map)."""
+        return 2 if self.noise_conditioning == NOISE_MAP else 1
+
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """The output shape for an ``[N, 1, H, W]`` input: ``[N, 1, scale*H, scale*W]``."""
-        n, channels, height, width = (int(d) for d in input_shape)
-        return (n, channels, height * self.scale, width * self.scale)
+        """The output shape for an ``[N, C, H, W]`` input: ``[N, 1, scale*H, scale*W]``."""
+        n, _channels, height, width = (int(d) for d in input_shape)
+        return (n, 1, height * self.scale, width * self.scale)
 
     def to_metadata(self) -> dict[str, str]:
         """String key/value pairs for ONNX ``metadata_props`` or an engine sidecar."""
@@ -110,7 +118,7 @@ class ModelContract:
         if conditioning not in SUPPORTED_NOISE_CONDITIONING:
             raise ModelContractError(
                 f"{source}: noise conditioning {cause(repr(conditioning), 40)} is not supported; "
-                f"this runtime supports blind models ({BLIND!r}: the image is the only input)"
+                f"this runtime supports {', '.join(map(repr, SUPPORTED_NOISE_CONDITIONING))}"
             )
         try:
             return cls(

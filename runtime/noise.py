@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.image_contract import PreparedImage
-from runtime.normalization import denormalize
+from runtime.normalization import NormalizationState, denormalize
 
 MAD_TO_SIGMA = 0.6745  # median(|N(0, 1)|)
 MIN_COEFFICIENTS = 100  # fewer wavelet coefficients than this: not measurable (NaN)
@@ -199,3 +199,31 @@ def prepared_noise(prepared: PreparedImage) -> NoiseLevel:
     values = np.stack([denormalize(prepared.normalized[i], prepared.states[i]) for i in picks])
     padding = None if prepared.padding is None else prepared.padding[picks]
     return image_noise(values, prepared.modality, padding)
+
+
+def normalized_noise_level(
+    normalized: np.ndarray, states: list[NormalizationState], modality: str, padding: np.ndarray | None = None
+) -> float:
+    """The noise level a ``noise_map`` model is given (runtime.model_contract): the image's noise
+    standard deviation in the model's normalized units, from normalized frames ``(frames, rows,
+    cols)`` and their normalization states.
+
+    Each of up to 8 evenly spaced frames is measured like :func:`estimate_noise` (CT: soft
+    tissue in HU; other modalities: the signal mask) and divided by its normalization scale;
+    the median is the level. A frame with too little tissue to measure falls back to the Haar
+    estimate over all its non-padding pixels; 0.0 when nothing can be measured. Training computes
+    the same number on each degraded patch, so a model learns from what the runtime will feed it.
+    """
+    frames = np.asarray(normalized)
+    if frames.ndim != 3 or len(states) != len(frames):
+        raise ValueError(f"need (frames, rows, cols) normalized frames and one state each, got {frames.shape}")
+    levels = []
+    for index in sample_frames(len(frames)):
+        frame_padding = None if padding is None else padding[index]
+        values = denormalize(frames[index], states[index])
+        sigma = estimate_noise(values, modality, frame_padding)
+        if not np.isfinite(sigma):
+            sigma = haar_mad_sigma(values, _valid(values, frame_padding))
+        if np.isfinite(sigma):
+            levels.append(sigma / states[index].scale)
+    return float(np.median(levels)) if levels else 0.0

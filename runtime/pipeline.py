@@ -5,7 +5,10 @@ The CLI (``runtime.enhance``), the folder watcher (``jetson/watch_folder.py``), 
 verify --heldout`` and the quality and end-to-end benchmarks all call these functions. A model
 is always fed what its own contract asks for (CT: its HU window; MR, X-ray: percentile
 scaling), and results come back in modality units (HU for CT); a super-resolution model's
-(contract ``scale`` s > 1) come back with s times the rows and columns. Callers that time the stages
+(contract ``scale`` s > 1) come back with s times the rows and columns. A ``noise_map`` model
+(contract ``noise_conditioning``) gets a second input channel, the constant noise level of the
+whole image in normalized units (``runtime.noise.normalized_noise_level``), added to every
+batch of padded frames or tiles (:func:`with_noise_map`). Callers that time the stages
 pass a stopwatch: any ``watch(stage)`` that returns a context manager (``prepare``, ``infer``,
 ``restore``).
 """
@@ -31,8 +34,9 @@ from runtime.image_contract import (
     prepare,
     restore,
 )
-from runtime.model_contract import ModelContract
-from runtime.noise import NoiseLevel, prepared_noise
+from runtime.model_contract import NOISE_MAP, ModelContract
+from runtime.noise import NoiseLevel, normalized_noise_level, prepared_noise
+from runtime.normalization import NormalizationState
 from runtime.resample import bicubic, nearest
 from runtime.strength import DEFAULT_STRENGTH, apply_strength, check_strength
 from runtime.tiling import InferFn, TilePlan, enhance_frames
@@ -42,6 +46,9 @@ DEFAULT_TILE, DEFAULT_OVERLAP = 1024, 32  # the CLI's --tile, --overlap
 # One frame or tile per model call by default (the CLI's --batch): on CPUs a batch runs no
 # faster, and each extra 1024x1024 tile in a call costs ONNX Runtime about 400 MB (docs/RUNTIME.md, memory).
 DEFAULT_BATCH = 1
+# The noise level a noise_map model is given with synthetic images (timing, random checks),
+# in normalized units: about 20 HU in a 400 HU CT window, a routine-dose level.
+SYNTHETIC_NOISE_LEVEL = 0.05
 
 
 class ModalityError(ValueError):
@@ -100,14 +107,55 @@ def check_modality(contract: ModelContract, modality: str) -> str:
     return key
 
 
+def noise_map_level(
+    contract: ModelContract, normalized: np.ndarray, states: list[NormalizationState], modality: str,
+    padding: np.ndarray | None = None,
+) -> float | None:
+    """The noise level a ``noise_map`` model is given with these normalized frames
+    (:func:`runtime.noise.normalized_noise_level`); None for a blind model."""
+    if contract.noise_conditioning != NOISE_MAP:
+        return None
+    return normalized_noise_level(normalized, states, modality, padding)
+
+
+def prepared_level(contract: ModelContract, prepared: PreparedImage) -> float | None:
+    """:func:`noise_map_level` of a prepared image (its padding left out)."""
+    return noise_map_level(contract, prepared.normalized, prepared.states, prepared.modality, prepared.padding)
+
+
+def add_noise_map(batch: np.ndarray, level: float | None) -> np.ndarray:
+    """An image batch ``[N, 1, H, W]`` as a model input: with ``level`` as a constant second
+    channel (``[N, 2, H, W]``, a ``noise_map`` model's), unchanged when ``level`` is None."""
+    if level is None:
+        return batch
+    image = np.asarray(batch, dtype=np.float32)
+    return np.concatenate([image, np.full_like(image, level)], axis=1)
+
+
+def synthetic_input(images: np.ndarray, channels: int) -> np.ndarray:
+    """Synthetic images ``[N, 1, H, W]`` as the input of a model with ``channels`` input
+    channels: a ``noise_map`` model's (2) with the constant SYNTHETIC_NOISE_LEVEL as its map."""
+    return add_noise_map(images, SYNTHETIC_NOISE_LEVEL if channels == 2 else None)
+
+
+def with_noise_map(infer: InferFn, level: float | None) -> InferFn:
+    """``infer`` given :func:`add_noise_map` batches; ``infer`` itself when ``level`` is None."""
+    if level is None:
+        return infer
+    return lambda batch: infer(add_noise_map(batch, level))
+
+
 def enhance_normalized(
-    normalized: np.ndarray, infer: InferFn, plan: TilePlan, strength: float = DEFAULT_STRENGTH
+    normalized: np.ndarray, infer: InferFn, plan: TilePlan, strength: float = DEFAULT_STRENGTH,
+    noise_level: float | None = None,
 ) -> np.ndarray:
     """The model over normalized frames ``(frames, rows, cols)`` (padded, batched, tiled),
     blended with them at ``strength``; float32, ``plan.scale`` times the rows and columns. At
     strength 0 the model is not run. A super-resolution model blends with the bicubic
-    upsampled input (:mod:`runtime.strength`)."""
+    upsampled input (:mod:`runtime.strength`). ``noise_level`` (a ``noise_map`` model's, from
+    :func:`noise_map_level`) is fed to the model as its second channel."""
     check_strength(strength, plan.scale)
+    infer = with_noise_map(infer, noise_level)
     if strength == 1:
         return enhance_frames(normalized, infer, plan)
     base = np.asarray(normalized, dtype=np.float32) if plan.scale == 1 else bicubic(normalized, plan.scale)
@@ -117,10 +165,12 @@ def enhance_normalized(
 
 
 def enhance_prepared(
-    prepared: PreparedImage, infer: InferFn, plan: TilePlan, strength: float = DEFAULT_STRENGTH
+    prepared: PreparedImage, infer: InferFn, plan: TilePlan, strength: float = DEFAULT_STRENGTH,
+    noise_level: float | None = None,
 ) -> np.ndarray:
-    """:func:`enhance_normalized` on a prepared image; normalized float32 for ``restore``."""
-    return enhance_normalized(prepared.normalized, infer, plan, strength)
+    """:func:`enhance_normalized` on a prepared image (``noise_level``: its
+    :func:`prepared_level`); normalized float32 for ``restore``."""
+    return enhance_normalized(prepared.normalized, infer, plan, strength, noise_level)
 
 
 @dataclass
@@ -145,13 +195,15 @@ def enhance_dataset(
     stopwatch: Stopwatch = no_stopwatch,
 ) -> EnhancedImage:
     """A decoded DICOM dataset through the model: prepared by the contract's normalization for
-    its Modality (ModalityError if not covered), noise estimated, enhanced at ``strength``."""
+    its Modality (ModalityError if not covered), noise estimated (and fed to a ``noise_map``
+    model), enhanced at ``strength``."""
     modality = check_modality(backend.contract, str(ds.get("Modality", "OT")))
     with stopwatch("prepare"):
         prepared = prepare(ds, backend.contract.normalization_for(modality))
         noise = prepared_noise(prepared)
+        level = prepared_level(backend.contract, prepared)
     with stopwatch("infer"):
-        enhanced = enhance_prepared(prepared, backend.infer, plan or tile_plan(backend), strength)
+        enhanced = enhance_prepared(prepared, backend.infer, plan or tile_plan(backend), strength, level)
     return EnhancedImage(prepared, enhanced, noise)
 
 
@@ -169,12 +221,13 @@ def enhance_values(
     single = frames.ndim == 2
     frames = frames[np.newaxis] if single else frames
     mask = None if padding is None else np.asarray(padding, dtype=bool).reshape(frames.shape)
-    spec = backend.contract.normalization_for(check_modality(backend.contract, modality))
+    key = check_modality(backend.contract, modality)
     with stopwatch("prepare"):
-        normalized, states = normalize_frames(frames, spec, mask)
+        normalized, states = normalize_frames(frames, backend.contract.normalization_for(key), mask)
+        level = noise_map_level(backend.contract, normalized, states, key, mask)
     plan = plan or tile_plan(backend)
     with stopwatch("infer"):
-        enhanced = enhance_normalized(normalized, backend.infer, plan, strength)
+        enhanced = enhance_normalized(normalized, backend.infer, plan, strength, level)
     with stopwatch("restore"):
         out = denormalize_frames(enhanced, states)
         if mask is not None:

@@ -2,7 +2,9 @@
 
 ``write_tiny_onnx`` writes a residual Conv-ReLU-Conv denoiser with the real model's I/O
 contract: input ``image`` / output ``enhanced``, float32 ``[N, 1, H, W]`` with dynamic N/H/W,
-opset 17, and ``metadata_props`` from :class:`runtime.model_contract.ModelContract`.
+opset 17, and ``metadata_props`` from :class:`runtime.model_contract.ModelContract`; with a
+``noise_map`` contract the input is ``[N, 2, H, W]`` (the first conv reads the noise map too, the
+residual adds the image channel).
 ``write_tiny_sr_onnx`` writes an x2 super-resolution model of the SR students' shape,
 ``Resize(nearest, x2)(image) + DepthToSpace(Conv(ReLU(Conv(image))))``, output ``[N, 1, 2H, 2W]``,
 with ``scale`` 2 in its contract.
@@ -31,28 +33,35 @@ def tiny_contract(**overrides) -> ModelContract:
 
 def tiny_model(seed: int = 0, width: int = 4, contract: ModelContract | None = None) -> onnx.ModelProto:
     """The tiny residual denoiser as a ModelProto (weights drawn from ``seed``)."""
+    contract = contract or tiny_contract()
+    channels = contract.input_channels
     rng = np.random.default_rng(seed)
-    w1 = (rng.standard_normal((width, 1, 3, 3)) * 0.3).astype(np.float32)
+    w1 = (rng.standard_normal((width, channels, 3, 3)) * 0.3).astype(np.float32)
     b1 = (rng.standard_normal(width) * 0.05).astype(np.float32)
     w2 = (rng.standard_normal((1, width, 3, 3)) * 0.1).astype(np.float32)
     b2 = np.zeros(1, dtype=np.float32)
+    image = INPUT_NAME if channels == 1 else "picture"
     nodes = [
         helper.make_node("Conv", [INPUT_NAME, "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
         helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
-        helper.make_node("Add", [INPUT_NAME, "c2"], [OUTPUT_NAME], name="residual"),
+        helper.make_node("Add", [image, "c2"], [OUTPUT_NAME], name="residual"),
     ]
     initializers = {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
-    return _finish(nodes, initializers, ["N", 1, "H", "W"], contract or tiny_contract(), "tiny")
+    if channels != 1:  # the residual adds channel 0, the image
+        nodes.insert(0, helper.make_node("Slice", [INPUT_NAME, "zero", "one", "one"], [image], name="image_channel"))
+        initializers.update(zero=np.array([0], np.int64), one=np.array([1], np.int64))
+    return _finish(nodes, initializers, ["N", 1, "H", "W"], contract, "tiny")
 
 
 def _finish(nodes: list, initializers: dict[str, np.ndarray], output_dims: list, contract: ModelContract,
             name: str) -> onnx.ModelProto:
-    """A checked opset-17 model with dynamic ``[N, 1, H, W]`` input and the contract as metadata."""
+    """A checked opset-17 model with dynamic ``[N, C, H, W]`` input (C: the contract's input
+    channels) and the contract as metadata."""
     graph = helper.make_graph(
         nodes,
         name,
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", contract.input_channels, "H", "W"])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, output_dims)],
         initializer=[numpy_helper.from_array(a, n) for n, a in initializers.items()],
     )

@@ -20,22 +20,34 @@ def smoothing_kernel(strength: float = 0.5) -> np.ndarray:
 
 
 def make_smoothing_model(
-    path: Path, size_multiple: int = 8, contract: ModelContract | None = None, strength: float = 0.5
+    path: Path, size_multiple: int = 8, contract: ModelContract | None = None, strength: float = 0.5,
+    channels: int | None = None,
 ) -> Path:
     """A tiny denoiser: ``enhanced = image + Conv3x3(image)`` (receptive field 3x3).
 
-    Input ``image`` [N, 1, H, W] with dynamic N, H, W; the medclear contract in metadata_props.
+    Input ``image`` [N, C, H, W] with dynamic N, H, W; the medclear contract in metadata_props.
+    C is the contract's ``input_channels`` unless ``channels`` says otherwise; with two
+    channels (a ``noise_map`` model) ``enhanced = image + Conv3x3(image) + noise map``, so the
+    output minus :func:`reference_smoothing` of the image is the level the model was given.
     """
     contract = contract or ModelContract(size_multiple=size_multiple, model_name="test-smoothing", modalities=("*",))
-    weight = numpy_helper.from_array(smoothing_kernel(strength), name="weight")
-    conv = helper.make_node("Conv", [INPUT_NAME, "weight"], ["detail"], pads=[1, 1, 1, 1], kernel_shape=[3, 3])
-    add = helper.make_node("Add", [INPUT_NAME, "detail"], [OUTPUT_NAME])
-    shape = ["N", 1, "H", "W"]
+    channels = contract.input_channels if channels is None else channels
+    if channels == 1:
+        weight = numpy_helper.from_array(smoothing_kernel(strength), name="weight")
+        nodes = [helper.make_node("Conv", [INPUT_NAME, "weight"], ["detail"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+                 helper.make_node("Add", [INPUT_NAME, "detail"], [OUTPUT_NAME])]
+    else:  # one conv: the image's residual smoothing (identity folded in) plus the map's centre tap
+        kernel = np.zeros((1, channels, 3, 3), dtype=np.float32)
+        kernel[0, 0] = smoothing_kernel(strength)[0, 0]
+        kernel[0, :2, 1, 1] += 1.0
+        weight = numpy_helper.from_array(kernel, name="weight")
+        nodes = [helper.make_node("Conv", [INPUT_NAME, "weight"], [OUTPUT_NAME], pads=[1, 1, 1, 1],
+                                  kernel_shape=[3, 3])]
     graph = helper.make_graph(
-        [conv, add],
+        nodes,
         "medclear_test_smoothing",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", channels, "H", "W"])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", 1, "H", "W"])],
         initializer=[weight],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

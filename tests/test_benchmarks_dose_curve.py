@@ -20,7 +20,7 @@ DATA = {
     "sources": ["offline", "phantom"], "modalities": ["CT", "MR", "CR"], "ct_hu_range": [-160, 240],
     "dose_fractions": [0.1, 0.5], "ct_kernels": ["ramp", "hann"], "eval_ct_kernels": ["ramp", "hann"],
     "ct_angles": 30, "mr_noise_sigmas": [0.02, 0.08], "xray_noise": "quantum", "xray_photons": [1000, 300],
-    "phantom_count": 1, "phantom_size": 64, "heldout_phantoms": 1, "validation_phantoms": 1,
+    "phantom_count": 1, "phantom_size": 64, "heldout_phantoms": 1, "validation_phantoms": 1, "mr_validation_phantoms": 1,
     "validation_fraction": 0.1, "heldout_max_side": 64,
 }
 LEVELS = {"CT": {"ct_dose_0.1_ramp", "ct_dose_0.5_ramp", "ct_dose_0.1_hann", "ct_dose_0.5_hann"},
@@ -46,8 +46,10 @@ def run(tmp_path_factory) -> dict:
                                "--max-images", "1", "--threads", "1", "--crop", "32", "--out", str(root / "d.json"),
                                "--plot", str(root / "d.png"), "--grid", str(root / "g.png"),
                                "--markdown", str(root / "BENCHMARKS.md")])
-    cfg = DataConfig.from_dict(DATA)
-    return {"status": status, "root": root, "record": json.loads((root / "d.json").read_text()), "calls": calls,
+    record = json.loads((root / "d.json").read_text())
+    cfg = DataConfig.from_dict(record["data_config"])  # DATA with the dose curve's reference screen
+    assert cfg.max_ct_reference_noise_hu == quality.REFERENCE_SCREEN["max_ct_reference_noise_hu"]
+    return {"status": status, "root": root, "record": record, "calls": calls,
             "test": build_heldout_set(cfg, "test"), "validation": build_heldout_set(cfg, "validation")}
 
 

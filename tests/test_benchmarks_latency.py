@@ -160,3 +160,14 @@ def test_latency_smoke_writes_json_and_png(tmp_path: Path) -> None:
     assert record["claims"][0]["status"] == "not measurable here"
     text = markdown.latency_markdown(record)
     assert "| tiny.int8.onnx | 512 | 1 |" in text and "| seed claim |" in text
+
+
+def test_a_noise_map_model_is_timed_with_its_noise_map_and_counted_at_two_channels(tmp_path: Path) -> None:
+    from onnx_fixtures import write_tiny_onnx
+    from runtime.model_contract import NOISE_MAP
+
+    model = write_tiny_onnx(tmp_path / "map.onnx", noise_conditioning=NOISE_MAP)  # input [N, 2, H, W]
+    args = latency.parse_args([str(model), "--runs", "1", "--warmup", "0", "--min-runs", "1", "--budget-s", "0"])
+    rows, skipped, _ = latency.measure_models([(str(model), [30], [2])], args)
+    assert not skipped and [(r["size"], r["batch"]) for r in rows] == [(30, 2)]
+    assert rows[0]["flops"] == onnx_conv_flops(model, (2, 2, 32, 32))  # padded to the size multiple 4

@@ -99,3 +99,36 @@ def test_the_teacher_runs_with_its_checkpoints_contract() -> None:
     assert runner.kind == "pytorch" and runner.backend.contract.normalization_for("CT").hu_min == -160.0
     out = runner.backend.infer(np.zeros((1, 1, 32, 32), np.float32))
     assert out.shape == (1, 1, 32, 32)
+
+
+def test_noise_map_models_get_the_heldout_images_level_in_onnx_and_in_pytorch(tmp_path: Path) -> None:
+    """The dose-curve and quality runners feed a noise-map ONNX (and a noise-map student
+    checkpoint in PyTorch) through the runtime's path: the image's level is its second channel."""
+    from benchmarks.runners import open_runner
+    from runtime.model_contract import NOISE_MAP
+    from runtime.noise import normalized_noise_level
+    from runtime.normalization import NormalizationSpec, NormalizationState, denormalize, normalize
+    from runtime_fixtures import make_smoothing_model, reference_smoothing
+    from trainer.checkpoint import save_checkpoint
+    from trainer.data import HeldoutImage
+    from trainer.models import create_model
+
+    window = NormalizationSpec(kind="hu_linear", hu_min=-160.0, hu_max=240.0)
+    contract = ModelContract(model_name="map", normalization={"CT": window}, noise_conditioning=NOISE_MAP)
+    student = create_model("student", widths=[4, 8], input_windows=[[-0.5, 1.5], [-2.35, -0.25]], noise_map=True)
+    save_checkpoint(tmp_path / "map.pt", student, normalization={"CT": window.to_dict()}, modalities=["CT"])
+    runners = [open_runner(str(make_smoothing_model(tmp_path / "map.onnx", contract=contract)), 1),
+               open_runner(str(tmp_path / "map.pt"), 1)]
+    assert [r.backend.contract.input_channels for r in runners] == [2, 2]
+    state = NormalizationState(offset=-1024.0, scale=4095.0)
+    model_state = NormalizationState(offset=-160.0, scale=400.0)
+    hu = np.random.default_rng(0).normal(40.0, 25.0, (64, 64)).astype(np.float32)
+    image = HeldoutImage("x", "CT", normalize(hu, state), normalize(hu, state), CT_DEFAULT, "ct_dose_0.25_ramp",
+                         state=state)
+    fed = normalize(hu, model_state)
+    level = normalized_noise_level(fed[None], [model_state], "CT")
+    added = normalize(denormalize(quality.enhance(runners[0], image), state), model_state) - reference_smoothing(fed)
+    np.testing.assert_allclose(added, level, atol=1e-4)
+    assert quality.enhance(runners[1], image).shape == hu.shape
+    for runner in runners:
+        runner.close()

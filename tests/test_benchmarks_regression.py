@@ -107,3 +107,15 @@ def test_committed_baseline_is_well_formed() -> None:
     record = json.loads(path.read_text())
     assert record["format"] == regression.BASELINE_FORMAT
     assert record["models"] and all(m["ratio"] > 0 for m in record["models"].values())
+
+
+def test_a_noise_map_model_is_timed_against_the_one_channel_reference(tmp_path: Path) -> None:
+    from onnx_fixtures import write_tiny_onnx
+    from runtime.model_contract import NOISE_MAP
+
+    model = write_tiny_onnx(tmp_path / "map.onnx", noise_conditioning=NOISE_MAP)
+    baseline = tmp_path / "baseline.json"
+    args = ["--baseline", str(baseline), "--model", str(model), "--size", "32", "--rounds", "9", "--budget-s", "0",
+            "--threads", "1"]
+    assert regression.main([*args, "--update"]) == 0
+    assert json.loads(baseline.read_text())["models"]["map.onnx"]["rounds"] == 9

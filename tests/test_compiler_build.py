@@ -20,6 +20,7 @@ from compiler.build import (
     network_flags_typed,
     parse_shape,
     prepare_onnx,
+    with_channels,
 )
 from compiler.errors import CompilerError
 from compiler.onnx_io import cpu_session
@@ -58,6 +59,16 @@ def test_cli_build_fails_cleanly_without_tensorrt(tmp_path, capsys):
 def test_parse_shape_rejects(text):
     with pytest.raises(CompilerError, match="NxCxHxW"):
         parse_shape(text)
+
+
+def test_profile_takes_the_models_input_channels(tmp_path):
+    options = _options(tmp_path, tmp_path / "x.onnx", min=(1, 1, 32, 32), max=parse_shape("2x2x128x128"))
+    widened = with_channels(options, 2)  # a noise-map model: C=1 means the image, its map is added
+    assert widened.shapes == ((1, 2, 32, 32), (1, 2, 64, 64), (2, 2, 128, 128))
+    assert "--opt 1x2x64x64" in widened.command()
+    assert with_channels(_options(tmp_path, tmp_path / "x.onnx"), 1).shapes[1] == (1, 1, 64, 64)
+    with pytest.raises(CompilerError, match=r"profile shape 2x2x128x128: the model takes 1 input channel\(s\)"):
+        with_channels(options, 1)
 
 
 def test_profile_checks(tmp_path):

@@ -6,17 +6,20 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pydicom
 import pytest
 from onnx import numpy_helper
 
 from compiler.__main__ import main
-from compiler.calibrate import check_int8_onnx, quantize
+from compiler.calibrate import calibration_batches, check_int8_onnx, quantize
 from compiler.errors import CompilerError
 from compiler.onnx_io import OPSET, cpu_session, metadata, opset_version
 from compiler.quality import HeldoutPair, psnr_drop
 from compiler.samples import CALIBRATION_CT, HELDOUT_CT, fit_to_multiple, packaged_ct, prepared_frames
 from onnx_fixtures import tensorrt_importable, write_tiny_onnx
-from runtime.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContract
+from runtime.image_contract import prepare
+from runtime.model_contract import INPUT_NAME, NOISE_MAP, OUTPUT_NAME, ModelContract
+from runtime.noise import normalized_noise_level
 from trainer.config import load_config
 from trainer.data.config import DataConfig
 from trainer.data.offline import offline_dicom_entries
@@ -76,13 +79,28 @@ def test_int8_onnx_keeps_contract_and_runs_in_ort(calibrated):
     # (The random-weight tiny model clips on other images; trained models are measured by
     # `verify --heldout`, see docs/COMPILER.md.)
     frame = prepared_frames(packaged_ct(CALIBRATION_CT), contract)[0]
-    batch = fit_to_multiple(frame, contract.size_multiple, 128)[None, None]
+    batch = frame.batch(fit_to_multiple(frame.image, contract.size_multiple, 128))
     # "basic": Q/DQ as float ops, the graph's semantics (fused AVX2 int8 kernels may saturate;
     # docs/COMPILER.md).
     outputs = [cpu_session(p, "basic").run([OUTPUT_NAME], {INPUT_NAME: batch})[0] for p in (fp32, result.path)]
     assert outputs[1].shape == batch.shape
     error = np.abs(outputs[0] - outputs[1])
     assert 0 < error.max() < 0.05 and error.mean() < 0.005
+
+
+def test_a_noise_map_model_is_calibrated_on_images_with_their_noise_level(calibration_dir, tmp_path):
+    fp32 = write_tiny_onnx(tmp_path / "map.fp32.onnx", width=6, noise_conditioning=NOISE_MAP)
+    contract = ModelContract.from_metadata(metadata(onnx.load(str(fp32))))
+    batches = calibration_batches(calibration_dir, contract, 8, 128)
+    assert {b.shape[:2] for b in batches} == {(1, 2)} and all(np.ptp(b[0, 1]) == 0 for b in batches)
+    first = prepare(pydicom.dcmread(calibration_dir / "693_UNCI.dcm"), contract.normalization_for("CT"))  # sorted first
+    level = normalized_noise_level(first.normalized, first.states, "CT", first.padding)
+    assert batches[0][0, 1, 0, 0] == np.float32(level) and len({float(b[0, 1, 0, 0]) for b in batches}) > 1
+    result = quantize(fp32, calibration_dir, tmp_path / "map.int8.onnx", max_side=128)
+    assert ModelContract.from_metadata(metadata(onnx.load(str(result.path)))).input_channels == 2
+    outputs = [cpu_session(p, "basic").run([OUTPUT_NAME], {INPUT_NAME: batches[0]})[0] for p in (fp32, result.path)]
+    error = np.abs(outputs[0] - outputs[1])
+    assert outputs[1].shape == (1, 1, *batches[0].shape[2:]) and 0 < error.max() < 0.05 and error.mean() < 0.005
 
 
 def test_check_int8_onnx_rejects_fp32_and_nonzero_zero_points(calibrated, tmp_path):

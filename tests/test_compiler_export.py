@@ -7,6 +7,7 @@ import json
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pydicom
 import pytest
 import torch
 from torch import nn
@@ -15,9 +16,13 @@ from compiler.__main__ import main
 from compiler.errors import CompilerError
 from compiler.export import FP32_MAX_ABS, ExportCheck, ExportResult, _enforce, contract_for, export_model
 from compiler.onnx_io import OPSET, opset_version, qdq_summary, slim
-from runtime.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContract
+from compiler.verify import verify_onnx
+from runtime.model_contract import BLIND, INPUT_NAME, NOISE_MAP, OUTPUT_NAME, ModelContract
+from runtime.noise import normalized_noise_level
 from runtime.normalization import NormalizationSpec
+from runtime.pipeline import add_noise_map, enhance_dataset, open_model, synthetic_input
 from onnx_fixtures import tiny_model
+from runtime_fixtures import pydicom_file
 
 
 class StandIn(nn.Module):
@@ -54,6 +59,17 @@ def fp32_export(tmp_path_factory):
     return model, export_model(model, INFO, out, checkpoint_sha256="ab" * 32)
 
 
+def _io_dims(path) -> list[list]:
+    """The ONNX file's input and output dims (names for dynamic axes)."""
+    graph = onnx.load(str(path)).graph
+    return [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in (*graph.input, *graph.output)]
+
+
+def _contract(path) -> ModelContract:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return ModelContract.from_metadata(session.get_modelmeta().custom_metadata_map)
+
+
 def test_fp32_export_opset_names_and_dynamic_axes(fp32_export):
     _, result = fp32_export
     assert result.path.name == "standin.fp32.onnx"
@@ -61,9 +77,7 @@ def test_fp32_export_opset_names_and_dynamic_axes(fp32_export):
     assert opset_version(model) == OPSET
     (inp,), (out,) = model.graph.input, model.graph.output
     assert (inp.name, out.name) == (INPUT_NAME, OUTPUT_NAME)
-    for value in (inp, out):
-        dims = value.type.tensor_type.shape.dim
-        assert [d.dim_param or d.dim_value for d in dims] == ["N", 1, "H", "W"]
+    assert _io_dims(result.path) == [["N", 1, "H", "W"], ["N", 1, "H", "W"]]
     assert not qdq_summary(model).is_quantized
 
 
@@ -86,8 +100,8 @@ def test_fp32_export_runs_other_shapes_like_torch(fp32_export):
 
 def test_metadata_is_the_runtime_contract(fp32_export):
     _, result = fp32_export
-    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
-    contract = ModelContract.from_metadata(session.get_modelmeta().custom_metadata_map)
+    contract = _contract(result.path)
+    assert contract.noise_conditioning == BLIND
     assert contract.size_multiple == 2
     assert contract.precision == "fp32"
     assert contract.model_name == "standin"
@@ -121,8 +135,8 @@ def test_slim_keeps_qdq_nodes_and_metadata(tmp_path):
     fp32 = tmp_path / "tiny.onnx"
     onnx.save(tiny_model(), str(fp32))
     quantized = tmp_path / "tiny.int8.onnx"
-    frames = [np.random.default_rng(i).random((16, 16), dtype=np.float32) for i in range(2)]
-    quantize_static(str(fp32), str(quantized), _Batches(frames), quant_format=QuantFormat.QDQ,
+    batches = [np.random.default_rng(i).random((1, 1, 16, 16), dtype=np.float32) for i in range(2)]
+    quantize_static(str(fp32), str(quantized), _Batches(batches), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
     model = onnx.load(str(quantized))
     model.metadata_props.add(key="medclear.precision", value="int8")
@@ -141,15 +155,63 @@ def test_cli_export_missing_checkpoint_is_one_line_error(tmp_path, capsys):
     assert err.startswith("error:") and "nope.pt" in err and "\n" not in err
 
 
-def _perturbed_student():
+def _perturbed_student(noise_map: bool = False):
+    """A small student (``noise_map``: the tiny noise-map student, image and noise map in)."""
     from trainer.models import create_model
 
     torch.manual_seed(0)
-    model = create_model("student", width=8, depth=2)
-    with torch.no_grad():  # a fresh student may start as the identity; make it do something
+    if noise_map:
+        model = create_model("student", widths=[4, 8], input_windows=[[-0.5, 1.5], [-2.35, -0.25]], noise_map=True)
+    else:
+        model = create_model("student", width=8, depth=2)
+    with torch.no_grad():  # a fresh student may start as the identity (its noise map unused); make it do something
         for parameter in model.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.05)
     return model
+
+
+@pytest.fixture(scope="module")
+def noise_map_export(tmp_path_factory):
+    model = _perturbed_student(noise_map=True)
+    return model, export_model(model, INFO, tmp_path_factory.mktemp("map"), checkpoint_sha256="cd" * 32)
+
+
+def test_noise_map_student_exports_two_input_channels_and_its_contract(noise_map_export):
+    model, result = noise_map_export
+    assert _io_dims(result.path) == [["N", 2, "H", "W"], ["N", 1, "H", "W"]]
+    contract = _contract(result.path)
+    assert contract.noise_conditioning == NOISE_MAP and contract.input_channels == 2
+    assert [c.input_name for c in result.checks] == ["random", "random-small", "dicom:CT_small.dcm"]
+    assert all(c.shape[1] == 2 and c.max_abs <= FP32_MAX_ABS for c in result.checks)
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(4).random((2, 1, 40, 56), dtype=np.float32)
+    outputs = []
+    for level in (0.02, 0.1):
+        batch = add_noise_map(image, level)
+        (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        with torch.no_grad():
+            np.testing.assert_allclose(got, model(torch.from_numpy(batch)).numpy(), atol=FP32_MAX_ABS)
+        outputs.append(got)
+    assert np.abs(outputs[0] - outputs[1]).max() > 1e-3  # the map reaches the output
+
+
+def test_the_runtime_feeds_the_exported_noise_map_student_as_torch_is_fed(noise_map_export):
+    model, result = noise_map_export
+    with open_model(result.path) as backend:
+        enhanced = enhance_dataset(backend, pydicom.dcmread(pydicom_file("CT_small.dcm")))
+    prepared = enhanced.prepared  # 128 x 128: no padding to the size multiple
+    level = normalized_noise_level(prepared.normalized, prepared.states, "CT", prepared.padding)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(add_noise_map(prepared.normalized[:, None], level))).numpy()[:, 0]
+    np.testing.assert_allclose(enhanced.enhanced, expected, atol=FP32_MAX_ABS)
+
+
+def test_verify_feeds_noise_map_models_and_refuses_a_blind_reference(noise_map_export, fp32_export):
+    _, result = noise_map_export
+    report = verify_onnx(result.path, result.path)
+    assert report.passed and [item.shape[1] for item in report.inputs] == [2] * len(report.inputs)
+    with pytest.raises(CompilerError, match=r"is a noise_map model, .*standin.fp32.onnx a blind one"):
+        verify_onnx(result.path, fp32_export[1].path)
 
 
 @pytest.mark.slow
@@ -172,17 +234,19 @@ def test_export_student_checkpoint_via_trainer(tmp_path):
 
 
 @pytest.mark.slow
-def test_export_qat_checkpoint_writes_int8_qdq(tmp_path):
+@pytest.mark.parametrize("noise_map", [False, True], ids=["blind", "noise-map"])
+def test_export_qat_checkpoint_writes_int8_qdq(tmp_path, noise_map):
     from compiler.export import INT8_MAX_ABS, INT8_MEAN_ABS, export_checkpoint
     from trainer.checkpoint import save_checkpoint
     from trainer.qat import quantization_info, quantize
 
-    model = _perturbed_student()
+    model = _perturbed_student(noise_map)
+    channels = model.input_channels
 
     def calibrate(m):
         generator = torch.Generator().manual_seed(0)
         for _ in range(4):
-            m(torch.rand(2, 1, 32, 32, generator=generator))
+            m(torch.from_numpy(synthetic_input(torch.rand(2, 1, 32, 32, generator=generator).numpy(), channels)))
 
     model = quantize(model, calibrate)
     ckpt = tmp_path / "student.qat.pt"
@@ -198,8 +262,10 @@ def test_export_qat_checkpoint_writes_int8_qdq(tmp_path):
     assert summary.is_quantized and not summary.nonzero_zero_points
     assert summary.zero_point_types == {"INT8"} and summary.per_channel_weights > 0
     assert all(c.max_abs <= INT8_MAX_ABS and c.mean_abs <= INT8_MEAN_ABS for c in int8.checks)
+    assert {c.shape[1] for c in int8.checks} == {channels}
+    assert {_contract(r.path).noise_conditioning for r in results} == {NOISE_MAP if noise_map else BLIND}
     # The int8 file really quantizes: its output differs from the fp32 file's, a little.
-    batch = np.random.default_rng(5).random((1, 1, 32, 48), dtype=np.float32)
+    batch = synthetic_input(np.random.default_rng(5).random((1, 1, 32, 48), dtype=np.float32), channels)
     outputs = [
         ort.InferenceSession(str(r.path), providers=["CPUExecutionProvider"]).run(None, {INPUT_NAME: batch})[0]
         for r in results

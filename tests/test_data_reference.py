@@ -1,4 +1,4 @@
-"""Clean training references: noisy real MR/X-ray frames are binned or dropped; MR phantoms."""
+"""Clean references: noisy real MR/X-ray frames are binned or dropped, noisy real CT slices dropped; phantoms."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from trainer.data import DataConfig
 from trainer.data.datasets import load_sources, split_sources
-from trainer.data.reference import bin2, clean_reference, own_noise_fraction
+from trainer.data.reference import bin2, clean_reference, ct_own_noise_hu, own_noise_fraction
 from trainer.data.sources import SourceImage, mr_phantom_images, xray_phantom_images
 
 
@@ -81,3 +81,27 @@ def test_radiograph_phantoms_are_noiseless_dx_images_in_train_and_validation_onl
     assert [i.name for i in training if i.modality == "DX"] == ["phantom:xray-train-0"]
     assert [i.name for i in validation if i.modality == "DX"] == ["phantom:xray-val-0", "phantom:xray-val-1"]
     assert all(i.modality == "CT" for i in test)
+
+
+def test_noisy_real_ct_slice_is_no_reference_when_screened():
+    rng = np.random.default_rng(3)
+    body = np.full((128, 128), 40.0, np.float32)  # soft tissue
+    noisy = body + rng.normal(0, 10, body.shape).astype(np.float32)
+    quiet = body + rng.normal(0, 1, body.shape).astype(np.float32)
+    assert clean_reference(source(noisy, "CT"), 0.005, 64, max_ct_noise_hu=3.0) is None
+    assert clean_reference(source(quiet, "CT"), 0.005, 64, max_ct_noise_hu=3.0).values is quiet
+    assert clean_reference(source(noisy, "CT"), 0.005, 64, max_ct_noise_hu=0.0).values is noisy  # screening off
+    phantom = SourceImage("phantom:x", "CT", noisy, 1.0, "heldout:x", "phantom")
+    assert clean_reference(phantom, 0.005, 64, max_ct_noise_hu=3.0) is phantom  # noiseless by construction
+    assert ct_own_noise_hu(np.full((16, 16), -1000.0)) == 0.0  # no soft tissue: nothing to measure
+
+
+def test_dose_curve_screens_references_and_says_so_in_help():
+    from benchmarks.quality import REFERENCE_SCREEN, data_config, parse_args
+
+    cfg = data_config(parse_args(["--dose-curve", "--sources", "phantom"]))
+    assert cfg.max_ct_reference_noise_hu == REFERENCE_SCREEN["max_ct_reference_noise_hu"] == 3.0
+    assert cfg.max_reference_noise == 0.005
+    off = data_config(parse_args(["--dose-curve", "--sources", "phantom", "--max-ct-reference-noise", "0"]))
+    assert off.max_ct_reference_noise_hu == 0.0
+    assert data_config(parse_args(["--sources", "phantom"])).max_ct_reference_noise_hu == 0.0  # quality: unchanged

@@ -158,12 +158,19 @@ def test_noise_conditioning_is_blind_by_default_and_written():
     assert ModelContract.from_metadata(metadata).noise_conditioning == "blind"
 
 
-@pytest.mark.parametrize("value", ["noise_map", "BLIND", ""])
+@pytest.mark.parametrize("value", ["noise_level", "BLIND", ""])
 def test_other_noise_conditioning_is_refused_naming_the_value(value):
     metadata = ModelContract().to_metadata()
     metadata["medclear.noise_conditioning"] = value
-    with pytest.raises(ModelContractError, match=rf"x.onnx: noise conditioning {value!r} .*supports blind models"):
+    with pytest.raises(ModelContractError, match=rf"x.onnx: noise conditioning {value!r} .*supports 'blind', 'noise_map'"):
         ModelContract.from_metadata(metadata, source="x.onnx")
+
+
+def test_noise_map_contract_has_two_input_channels_and_one_output_channel():
+    contract = ModelContract.from_metadata(ModelContract(noise_conditioning="noise_map", scale=2).to_metadata())
+    assert contract.noise_conditioning == "noise_map" and contract.input_channels == 2
+    assert contract.output_shape((3, 2, 8, 16)) == (3, 1, 16, 32)
+    assert ModelContract().input_channels == 1
 
 
 def test_model_contract_missing_key_says_how_to_fix():

@@ -17,7 +17,7 @@ from runtime.backends import tensorrt_backend
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.backends.tensorrt_backend import TensorRTBackend
 from runtime.engine_sidecar import write_sidecar
-from runtime.model_contract import ModelContract
+from runtime.model_contract import NOISE_MAP, ModelContract
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +54,31 @@ def test_model_without_contract_is_refused(tmp_path, model):
         OnnxRuntimeBackend(tmp_path / "bare.onnx").open()
 
 
-def test_model_that_is_not_blind_is_refused_when_opened(tmp_path):
-    contract = ModelContract(modalities=("*",), noise_conditioning="noise_map")
+def test_noise_map_model_opens_and_runs_with_two_channels(tmp_path):
+    contract = ModelContract(modalities=("*",), noise_conditioning=NOISE_MAP)
     model = make_smoothing_model(tmp_path / "map.onnx", contract=contract)
-    with pytest.raises(BackendError, match="map.onnx: noise conditioning 'noise_map' is not supported"):
+    with OnnxRuntimeBackend(model, threads=1) as backend:
+        assert backend.contract.input_channels == 2 and backend.constraints.channels == 2
+        image = np.random.default_rng(1).standard_normal((2, 1, 16, 24)).astype(np.float32)
+        out = backend.infer(np.concatenate([image, np.full_like(image, 0.25)], axis=1))
+        assert out.shape == (2, 1, 16, 24)
+        np.testing.assert_allclose(out[1, 0], reference_smoothing(image[1, 0]) + 0.25, atol=1e-5)
+        with pytest.raises(BackendError) as refused:
+            backend.infer(image)
+    assert str(refused.value) == "input must be [N, 2, H, W] (the image and its noise map), got [2, 1, 16, 24]"
+
+
+def test_two_channel_batch_to_a_blind_model_is_refused(model):
+    with OnnxRuntimeBackend(model) as backend, pytest.raises(BackendError) as refused:
+        backend.infer(np.zeros((1, 2, 16, 16), np.float32))
+    assert str(refused.value) == "input must be [N, 1, H, W] (the image), got [1, 2, 16, 16]"
+
+
+def test_model_whose_input_channels_contradict_its_contract_is_refused_when_opened(tmp_path):
+    contract = ModelContract(modalities=("*",), noise_conditioning=NOISE_MAP)
+    model = make_smoothing_model(tmp_path / "one.onnx", contract=contract, channels=1)
+    with pytest.raises(BackendError, match=r"one.onnx: model input 'image' has 1 channel\(s\), its contract "
+                                           r"\(noise conditioning 'noise_map'\) says 2; re-export it"):
         OnnxRuntimeBackend(model).open()
 
 

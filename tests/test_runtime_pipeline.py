@@ -13,10 +13,12 @@ import pytest
 
 from runtime import enhance, pipeline
 from runtime.backends import BackendError
-from runtime.image_contract import modality_image
-from runtime.model_contract import ModelContract
+from runtime.image_contract import modality_image, normalize_frames
+from runtime.model_contract import NOISE_MAP, ModelContract
+from runtime.noise import normalized_noise_level
 from runtime.normalization import NormalizationSpec
-from runtime_fixtures import make_smoothing_model, pydicom_file
+from runtime.tiling import TilePlan
+from runtime_fixtures import make_smoothing_model, pydicom_file, reference_smoothing
 
 REPO = Path(__file__).resolve().parents[1]
 SOFT_TISSUE = NormalizationSpec(kind="hu_linear", hu_min=-160.0, hu_max=240.0)  # the shipped model's CT window
@@ -39,6 +41,15 @@ def ct_model(tmp_path):
     contract = ModelContract(modalities=("CT", "MR"), model_name="soft-tissue",
                              normalization={"CT": SOFT_TISSUE, "*": NormalizationSpec(kind="percentile")})
     with pipeline.open_model(make_smoothing_model(tmp_path / "ct.onnx", contract=contract)) as backend:
+        yield backend
+
+
+@pytest.fixture()
+def map_model(tmp_path):
+    """The smoothing model as a noise-map model: its output is the smoothed image plus the map."""
+    contract = ModelContract(modalities=("CT", "MR"), model_name="soft-tissue-map", noise_conditioning=NOISE_MAP,
+                             normalization={"CT": SOFT_TISSUE, "*": NormalizationSpec(kind="percentile")})
+    with pipeline.open_model(make_smoothing_model(tmp_path / "map.onnx", contract=contract)) as backend:
         yield backend
 
 
@@ -137,3 +148,51 @@ def test_entry_points_use_the_one_inference_path(path):
     source = (REPO / path).read_text()
     assert "runtime.pipeline" in source, f"{path} does not use runtime.pipeline"
     assert not SECOND_PATHS.findall(source), f"{path} has a second inference path: {SECOND_PATHS.findall(source)}"
+
+
+def _soft_tissue(sigma_hu: float, shape=(96, 80), seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(40.0, sigma_hu, shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("sigma_hu", [15.0, 30.0])
+def test_a_noise_map_model_is_fed_the_images_measured_level_as_a_constant_second_channel(map_model, sigma_hu):
+    hu = _soft_tissue(sigma_hu)
+    recording = Recording(map_model)
+    out = pipeline.enhance_values(recording, hu, "CT")
+    normalized, states = normalize_frames(hu[None], SOFT_TISSUE)
+    level = normalized_noise_level(normalized, states, "CT")
+    assert 0.8 * sigma_hu / 400.0 < level < 1.2 * sigma_hu / 400.0  # the image's noise in the model's units
+    (batch,) = recording.batches
+    assert batch.shape == (1, 2, 96, 80) and np.all(batch[0, 1] == np.float32(level))
+    np.testing.assert_allclose(batch[0, 0], normalized[0], atol=1e-6)
+    # The model adds its map to the smoothed image: what it added is the level it was given.
+    np.testing.assert_allclose((out + 160.0) / 400.0 - reference_smoothing(normalized[0]), level, atol=1e-5)
+
+
+def test_a_noise_map_model_tiled_equals_whole_image(map_model):
+    hu = _soft_tissue(20.0, shape=(150, 130), seed=3)
+    whole = pipeline.enhance_values(map_model, hu, "CT", plan=pipeline.tile_plan(map_model, tile=0))
+    recording = Recording(map_model)
+    plan = TilePlan(size_multiple=8, tile=64, overlap=16, margin=4, batch=3)
+    tiled = pipeline.enhance_values(recording, hu, "CT", plan=plan)
+    assert len(recording.batches) > 2 and len({float(b[0, 1, 0, 0]) for b in recording.batches}) == 1
+    np.testing.assert_allclose(tiled, whole, atol=1e-3)  # HU: 400 x the normalized 2.5e-6
+
+
+def test_cli_and_pipeline_feed_a_noise_map_model_on_a_ct_file(map_model, tmp_path, capsys):
+    source = shutil.copy(pydicom_file("CT_small.dcm"), tmp_path / "ct.dcm")
+    model = str(map_model.model_path)
+    assert enhance.main([str(source), "-o", str(tmp_path / "npy"), "--model", model, "--format", "npy", "-q"]) == 0
+    result = pipeline.enhance_dataset(map_model, pydicom.dcmread(source))
+    np.testing.assert_array_equal(result.values(), np.load(tmp_path / "npy" / "ct.enhanced.npy"))
+    prepared = result.prepared
+    level = normalized_noise_level(prepared.normalized, prepared.states, "CT", prepared.padding)
+    assert level > 0.01
+    np.testing.assert_allclose(result.enhanced[0] - reference_smoothing(prepared.normalized[0]), level, atol=1e-5)
+    assert enhance.main([str(source), "-o", str(tmp_path / "dcm"), "--model", model]) == 0
+    derived = pydicom.dcmread(tmp_path / "dcm" / "ct.enhanced.dcm")
+    assert "noise ~" in derived.DerivationDescription and "1 done, 0 skipped, 0 failed" in capsys.readouterr().out
+
+
+def test_backend_check_after_a_failure_probes_a_noise_map_model_with_two_channels(map_model):
+    enhance.check_backend(map_model, pipeline.tile_plan(map_model), enhance.InferenceError("one bad file"))

@@ -16,11 +16,13 @@ import pytest
 from fakes.fake_cuda import Call
 from fakes.machine import FakeMachine, build_engine, install_machine
 from onnx_fixtures import write_tiny_onnx
+from runtime_fixtures import make_smoothing_model
 
 from runtime.backends import BackendError
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.backends.tensorrt_backend import TensorRTBackend
 from runtime.engine_sidecar import read_sidecar, write_sidecar
+from runtime.model_contract import NOISE_MAP, ModelContract
 
 PROFILE = ((1, 1, 16, 16), (1, 1, 32, 32), (2, 1, 64, 48))
 MAX_BYTES = 2 * 64 * 48 * 4  # float32 elements of the profile's max shape
@@ -66,6 +68,32 @@ def test_pinned_and_device_buffers_are_allocated_once_for_the_largest_profile_sh
     host_ends = {c.detail["src"] if c.detail["direction"] == "htod" else c.detail["dst"]
                  for c in _calls(machine, "cudaMemcpyAsync")}
     assert host_ends <= pinned, "every copy must use the pinned buffers allocated at open()"
+
+
+def test_a_noise_map_engine_takes_two_channels_into_buffers_sized_for_them_and_returns_one(machine, tmp_path):
+    contract = ModelContract(modalities=("*",), noise_conditioning=NOISE_MAP)
+    model = make_smoothing_model(tmp_path / "map.onnx", contract=contract)
+    engine = build_engine(tmp_path / "map.engine", model, PROFILE)  # the image's shapes (C=1), as jetson/ gives them
+    assert read_sidecar(engine)["profile"]["max"] == [2, 2, 64, 48]
+    with TensorRTBackend(engine) as backend:
+        assert backend.constraints.max_shape == (2, 2, 64, 48) and backend.constraints.channels == 2
+        for seed, shape in enumerate([(2, 2, 64, 48), (1, 2, 16, 32)]):
+            batch = _batch(shape, seed)
+            out = backend.infer(batch)
+            assert out.shape == (shape[0], 1, *shape[2:])
+            np.testing.assert_allclose(out, _reference(model, batch), atol=1e-6)
+        with pytest.raises(BackendError, match=r"input must be \[N, 2, H, W\] \(the image and its noise map\)"):
+            backend.infer(_batch((1, 1, 32, 32)))
+    assert [c.detail["size"] for c in _calls(machine, "cudaMallocHost")] == [2 * MAX_BYTES, MAX_BYTES]
+
+
+def test_an_engine_whose_profile_contradicts_the_contracts_channels_is_refused(machine, tmp_path, engine):
+    record = read_sidecar(engine)
+    record["model_contract"] = ModelContract(noise_conditioning=NOISE_MAP).to_metadata()
+    write_sidecar(engine, record)
+    with pytest.raises(BackendError, match=r"does not take the contract's 2 input channel\(s\); rebuild the engine"):
+        TensorRTBackend(engine).open()
+    assert machine.gpu.leaks() == {}
 
 
 def test_each_call_is_h2d_then_execute_then_d2h_then_sync_on_one_stream(machine, engine, model):

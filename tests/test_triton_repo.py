@@ -14,7 +14,7 @@ from compiler.errors import CompilerError
 from compiler.pbtxt import render
 from compiler.triton_repo import PYTHON_MODEL, RepoOptions, write_repository
 from runtime.engine_sidecar import sha256_file, write_sidecar
-from runtime.model_contract import ModelContract
+from runtime.model_contract import NOISE_MAP, ModelContract
 
 from tritonclient.grpc import model_config_pb2  # medclear[triton], part of the test extra
 pb = model_config_pb2
@@ -69,6 +69,16 @@ def test_onnx_model_becomes_an_onnxruntime_model_with_batching_warmup_and_its_co
     assert contract_of(config).training_data == '{"note": "quote \\" newline \\n, µ"}'
     assert config.parameters["medclear.source_sha256"].string_value == sha256_file(onnx_model)
     assert "medclear.max_shape" not in config.parameters  # an ONNX model: H and W unbounded
+
+
+def test_a_noise_map_model_takes_two_input_channels_and_gives_one(tmp_path):
+    contract = ModelContract(size_multiple=16, noise_conditioning=NOISE_MAP)
+    write_repository([make_smoothing_model(tmp_path / "map.onnx", contract=contract)], tmp_path / "repo")
+    config = parse(tmp_path / "repo" / "medclear" / "config.pbtxt")
+    assert [list(t.dims) for t in config.input] == [[2, -1, -1]]
+    assert [list(t.dims) for t in config.output] == [[1, -1, -1]]
+    assert list(config.model_warmup[0].inputs["image"].dims) == [2, 512, 512]
+    assert contract_of(config).input_channels == 2
 
 
 def test_each_run_adds_the_next_version_and_an_existing_one_is_refused(onnx_model, tmp_path):

@@ -33,3 +33,14 @@ def test_sweep_reports_throughput_percentiles_batch_and_gain(tmp_path, capsys):
     assert section in capsys.readouterr().out
     assert main(["--url", "127.0.0.1:1", "--duration", "0.1", "--warmup", "0", "--out", str(tmp_path / "x.json")]) == 2
     assert "serve: error: the server failed" in capsys.readouterr().err
+
+
+def test_a_noise_map_model_is_served_two_channel_requests(tmp_path):
+    from runtime.model_contract import NOISE_MAP, ModelContract
+
+    require_server()
+    model = make_smoothing_model(tmp_path / "map.onnx", contract=ModelContract(noise_conditioning=NOISE_MAP))
+    assert main(["--model", str(model), "--concurrency", "1", "--baseline-name", "", "--duration", "0.3",
+                 "--warmup", "0.1", "--size", "32", "--out", str(tmp_path / "serve.json")]) == 0
+    record = json.loads((tmp_path / "serve.json").read_text())
+    assert [(r["model"], r["requests"] > 0) for r in record["rows"]] == [(LOCAL, True), (BATCHING, True)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from runtime_fixtures import make_smoothing_model, pydicom_file, run_cli
 from triton_fixtures import require_server
@@ -22,6 +23,9 @@ from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.backends.triton_backend import TritonBackend, TritonTarget
 from runtime.enhance import main as enhance_main
 from runtime.engine_sidecar import sha256_file
+from runtime.image_contract import modality_image
+from runtime.model_contract import NOISE_MAP, ModelContract
+from runtime.pipeline import enhance_values
 
 import tritonclient.grpc  # noqa: F401  (medclear[triton], part of the test extra)
 QUEUE_DELAY_US = 20_000  # long enough that requests sent together are batched together
@@ -33,11 +37,20 @@ def onnx_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def repository(onnx_model, tmp_path_factory) -> Path:
-    """``medclear`` (the fixture model on the Python backend) and ``bare`` (no contract in its config)."""
+def map_model(tmp_path_factory) -> Path:
+    """The fixture model as a noise-map model (two input channels)."""
+    contract = ModelContract(modalities=("*",), model_name="map", noise_conditioning=NOISE_MAP)
+    return make_smoothing_model(tmp_path_factory.mktemp("map") / "map.onnx", contract=contract)
+
+
+@pytest.fixture(scope="module")
+def repository(onnx_model, map_model, tmp_path_factory) -> Path:
+    """``medclear`` (the fixture model on the Python backend), ``map`` (a noise-map model, warmed
+    up with two channels) and ``bare`` (no contract in its config)."""
     repo = tmp_path_factory.mktemp("repo")
     options = RepoOptions(platform="python", queue_delay_us=QUEUE_DELAY_US, warmup_side=64)
     write_repository([onnx_model], repo, options)
+    write_repository([map_model], repo, RepoOptions(name="map", platform="python", warmup_side=64))
     bare = write_repository([onnx_model], repo, RepoOptions(name="bare", platform="python", warmup_side=0))
     (bare.model_dir / "config.pbtxt").write_text(render({k: v for k, v in bare.config.items() if k != "parameters"}))
     return repo
@@ -95,13 +108,21 @@ def test_backend_reads_the_contract_from_the_server_and_keeps_requests_in_flight
     stats.close()
 
 
+def test_a_noise_map_model_through_triton_equals_local_inference(server, map_model):
+    values, _, padding = modality_image(pydicom.dcmread(pydicom_file("CT_small.dcm")))
+    with TritonBackend(TritonTarget(server.grpc_url, "map")) as remote, OnnxRuntimeBackend(map_model) as local:
+        assert remote.contract.input_channels == 2 and remote.constraints.channels == 2
+        np.testing.assert_array_equal(enhance_values(remote, values, "CT", padding=padding),
+                                      enhance_values(local, values, "CT", padding=padding))
+
+
 def test_model_without_a_contract_or_unknown_is_refused_in_one_line(server, tmp_path, capsys):
     with pytest.raises(BackendError, match=r"metadata key 'medclear.format_version' missing.*triton-repo"):
         TritonBackend(TritonTarget(server.grpc_url, model_name="bare")).open()
     assert enhance_main([INPUTS()[0], "-o", str(tmp_path), "--url", server.grpc_url, "--model-name", "absent"]) == 2
     error = capsys.readouterr().err.strip()
     assert error == (f"medclear: error: model 'absent' is not ready on Triton at {server.grpc_url} (grpc); "
-                     "ready models: bare, medclear (--model-name NAME)")
+                     "ready models: bare, map, medclear (--model-name NAME)")
 
 
 def test_killed_server_is_a_clear_error_and_leaves_no_shared_memory(repository, tmp_path):

@@ -32,6 +32,7 @@ from trainer.checkpoint import load_checkpoint, load_model, model_from_checkpoin
 from trainer.config import Config, ModelSpec, to_dict
 from trainer.distill import DistillLoss
 from trainer.losses import ReconstructionLoss, noise_balance_weights
+from trainer.data.datasets import heldout_noise_level, model_input
 from trainer.models import create_model
 
 
@@ -132,11 +133,34 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
 
 
+# Model arguments that add layers: a config may switch them on when fine-tuning a checkpoint
+# without them (--init); the new layers start at zero, so the checkpoint's function is kept.
+INIT_EXTENSIONS = ("noise_map",)
+
+
+def init_model(path: str | Path, config_kwargs: dict) -> tuple[nn.Module, dict]:
+    """The float model of checkpoint ``path`` to fine-tune, with any INIT_EXTENSIONS the config
+    sets switched on (their new parameters keep their zero initialization)."""
+    ckpt = load_checkpoint(path)
+    if ckpt["quantization"] is not None:
+        raise ValueError(f"{path}: is quantized; --init needs a float checkpoint")
+    extensions = {k: v for k, v in config_kwargs.items() if k in INIT_EXTENSIONS and v != ckpt["model_kwargs"].get(k)}
+    if not extensions:
+        return load_model(path)
+    model = create_model(ckpt["model_name"], **{**ckpt["model_kwargs"], **extensions})
+    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    if unexpected or not missing:
+        raise ValueError(f"{path}: cannot extend this checkpoint with {sorted(extensions)} "
+                         f"(unexpected {unexpected[:3]}, missing {missing[:3]})")
+    return model, ckpt
+
+
 @torch.no_grad()
-def enhance_slice(model: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
-    """Run ``model`` on one full [H, W] normalized slice: pad to size_multiple, crop back
-    (to ``scale`` times the input for super-resolution models)."""
-    x = torch.tensor(image, dtype=torch.float32)[None, None].to(device)
+def enhance_slice(model: nn.Module, image: np.ndarray, device: torch.device, level: float | None = None) -> np.ndarray:
+    """Run ``model`` on one full [H, W] normalized slice (with its noise ``level`` for a
+    noise-map model): pad to size_multiple, crop back (to ``scale`` times the input for
+    super-resolution models)."""
+    x = torch.from_numpy(model_input(image, level))[None].to(device)
     y = model(pad_to_multiple(x, model.size_multiple))
     scale = int(getattr(model, "scale", 1))
     return y[0, 0, : scale * image.shape[0], : scale * image.shape[1]].float().cpu().numpy()
@@ -182,7 +206,8 @@ def evaluate(model: nn.Module, images: Sequence[Any], cfg: Config, device: torch
     rng = cfg.eval.data_range
     per_modality: dict[str, dict[str, list[float]]] = {}
     for img in images:
-        pred = enhance_slice(model, img.degraded, device)
+        level = heldout_noise_level(img) if getattr(model, "input_channels", 1) == 2 else None
+        pred = enhance_slice(model, img.degraded, device, level)
         scores = per_modality.setdefault(getattr(img, "modality", "*"), {"psnr": [], "ssim": [], "psnr_input": []})
         scores["psnr"].append(display_psnr(pred, img, rng))
         scores["ssim"].append(float(ssim(pred, img.clean, data_range=rng)))
@@ -251,9 +276,7 @@ def train(
     elif init is not None:
         if cfg.stage == "qat":
             raise ValueError("--init is for the teacher and distill stages; qat starts from --student")
-        model, init_ckpt = load_model(init)
-        if init_ckpt["quantization"] is not None:
-            raise ValueError(f"{init}: is quantized; --init needs a float checkpoint")
+        model, init_ckpt = init_model(init, cfg.model.kwargs)
     elif cfg.stage == "qat":
         if student is None:
             raise ValueError("the qat stage needs --student CKPT (a distilled student checkpoint)")
@@ -264,6 +287,8 @@ def train(
         model = create_model(cfg.model.name, **cfg.model.kwargs)
     model.to(device)
     cfg.model = ModelSpec(model.model_name, dict(model.model_kwargs))  # qat: the model comes from --student
+    if (getattr(model, "input_channels", 1) == 2) != bool(cfg.data.get("noise_map", False)):
+        raise ValueError("a noise-map model (model.kwargs.noise_map) needs data.noise_map true, and only it")
     if cfg.stage == "distill":
         if teacher is None:
             raise ValueError("the distill stage needs --teacher CKPT (a teacher checkpoint)")
@@ -395,13 +420,14 @@ def train(
             with autocast():
                 pred, aux = forward(degraded)
                 outputs = aux["deep"] if len(aux["deep"]) > 1 else [pred]  # deep supervision
-                weights = noise_balance_weights(degraded, clean, cfg.loss.noise_balance) if cfg.loss.noise_balance > 0 else None
+                image = degraded[:, :1]  # without a noise-map channel
+                weights = noise_balance_weights(image, clean, cfg.loss.noise_balance) if cfg.loss.noise_balance > 0 else None
                 losses = [recon(o, clean, weights) for o in outputs]
                 loss = sum(l for l, _ in losses) / len(losses)
                 parts = losses[-1][1]
                 if kd is not None:
                     with torch.no_grad():
-                        t_pred, t_aux = teacher_model.forward_with_aux(degraded)
+                        t_pred, t_aux = teacher_model.forward_with_aux(image)
                     kd_loss, kd_parts = kd(pred, aux, t_pred, t_aux)
                     loss = loss + kd_loss
                     parts.update(kd_parts)

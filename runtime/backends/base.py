@@ -1,8 +1,10 @@
 """The one interface every inference backend has (Polygraphy's runner shape).
 
 A backend is created cheaply, ``open()`` loads the model and allocates everything once,
-``infer(batch)`` maps a float32 ``[N, 1, H, W]`` batch to the model's output, and ``close()``
-frees it. It is a context manager, and it exposes the model's contract and input limits.
+``infer(batch)`` maps a float32 ``[N, C, H, W]`` batch to the model's output, and ``close()``
+frees it. It is a context manager, and it exposes the model's contract and input limits. C is
+the contract's ``input_channels``: 1 (the image), 2 for a ``noise_map`` model (the image and
+its noise map, which ``runtime.pipeline`` adds).
 """
 
 from __future__ import annotations
@@ -17,15 +19,20 @@ from runtime.engine_sidecar import sha256_file
 from runtime.model_contract import ModelContract
 
 
+# What a model's input channels are, by count (runtime.model_contract: blind or noise_map).
+CHANNELS = {1: "the image", 2: "the image and its noise map"}
+
+
 class BackendError(RuntimeError):
     """A model could not be loaded or run; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
 class InputConstraints:
-    """What shapes a model accepts: H and W multiples of ``size_multiple``, within min/max.
+    """What shapes a model accepts: ``channels`` channels, H and W multiples of ``size_multiple``,
+    within min/max.
 
-    ``min_shape``/``max_shape`` are ``(N, 1, H, W)``; ``None`` means unbounded (an ONNX model
+    ``min_shape``/``max_shape`` are ``(N, C, H, W)``; ``None`` means unbounded (an ONNX model
     with dynamic axes). A TensorRT engine's optimization profile bounds them.
     """
 
@@ -33,6 +40,7 @@ class InputConstraints:
     size_multiple: int
     min_shape: tuple[int, int, int, int] | None = None
     max_shape: tuple[int, int, int, int] | None = None
+    channels: int = 1  # the contract's input_channels
 
     @property
     def max_batch(self) -> int | None:
@@ -51,9 +59,10 @@ class InputConstraints:
         return max(low, self.size_multiple)
 
     def check(self, shape: tuple[int, ...]) -> None:
-        """Raise BackendError if ``shape`` is not an ``[N, 1, H, W]`` the model accepts."""
-        if len(shape) != 4 or shape[1] != 1:
-            raise BackendError(f"input must be [N, 1, H, W], got {list(shape)}")
+        """Raise BackendError if ``shape`` is not an ``[N, C, H, W]`` the model accepts."""
+        if len(shape) != 4 or shape[1] != self.channels:
+            meaning = CHANNELS.get(self.channels, "the model's channels")
+            raise BackendError(f"input must be [N, {self.channels}, H, W] ({meaning}), got {list(shape)}")
         if shape[2] % self.size_multiple or shape[3] % self.size_multiple:
             raise BackendError(f"H and W must be multiples of {self.size_multiple}, got {list(shape)}")
         for bound, inside in ((self.min_shape, np.greater_equal), (self.max_shape, np.less_equal)):
@@ -126,7 +135,7 @@ class Backend(ABC):
         return self
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Run the model on a float32 ``[N, 1, H, W]`` batch; returns the output batch."""
+        """Run the model on a float32 ``[N, C, H, W]`` batch; returns the ``[N, 1, sH, sW]`` output."""
         if not self.is_open:
             self.open()
         batch = np.ascontiguousarray(batch, dtype=np.float32)

@@ -80,7 +80,7 @@ class OnnxRuntimeBackend(Backend):
                 f"{self.model_path}: model must have input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, "
                 f"has {sorted(inputs)} -> {sorted(outputs)}"
             )
-        self._constraints = _constraints_from_shape(inputs[INPUT_NAME].shape, self._contract.size_multiple)
+        self._constraints = _constraints_from_shape(inputs[INPUT_NAME].shape, self._contract, str(self.model_path))
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         (output,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
@@ -90,13 +90,19 @@ class OnnxRuntimeBackend(Backend):
         self._session = None
 
 
-def _constraints_from_shape(shape: list, size_multiple: int) -> InputConstraints:
-    """Fixed integer axes in the ONNX input shape become both the min and the max."""
+def _constraints_from_shape(shape: list, contract: ModelContract, source: str) -> InputConstraints:
+    """Fixed integer axes in the ONNX input shape become both the min and the max; a fixed
+    channel axis must be the contract's ``input_channels``."""
+    channels = contract.input_channels
     if len(shape) != 4:
-        raise BackendError(f"model input {INPUT_NAME!r} must be 4-D [N, 1, H, W], is {shape}")
+        raise BackendError(f"model input {INPUT_NAME!r} must be 4-D [N, {channels}, H, W], is {shape}")
     fixed = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    if fixed[1] not in (None, channels):
+        raise BackendError(f"{source}: model input {INPUT_NAME!r} has {fixed[1]} channel(s), its contract "
+                           f"(noise conditioning {contract.noise_conditioning!r}) says {channels}; re-export it")
+    fixed[1] = channels
     if all(d is None for d in fixed[:1] + fixed[2:]):
-        return InputConstraints(INPUT_NAME, size_multiple)
+        return InputConstraints(INPUT_NAME, contract.size_multiple, channels=channels)
     low = tuple(d if d is not None else 1 for d in fixed)
     high = tuple(d if d is not None else 1 << 30 for d in fixed)
-    return InputConstraints(INPUT_NAME, size_multiple, low, high)  # type: ignore[arg-type]
+    return InputConstraints(INPUT_NAME, contract.size_multiple, low, high, channels)  # type: ignore[arg-type]

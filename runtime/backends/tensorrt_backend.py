@@ -108,11 +108,15 @@ class TensorRTBackend(Backend):
             raise BackendError(f"{self.model_path}: TensorRT could not deserialize the engine; rebuild it")
         self._context = self._engine.create_execution_context()
         self._check_io(trt)
-        minimum, _, maximum = self._engine.get_tensor_profile_shape(INPUT_NAME, 0)
+        minimum, _, maximum = (tuple(s) for s in self._engine.get_tensor_profile_shape(INPUT_NAME, 0))
+        channels = self._contract.input_channels
+        if len(maximum) != 4 or minimum[1] != channels or maximum[1] != channels:
+            raise BackendError(f"{self.model_path}: engine profile {list(minimum)}..{list(maximum)} does not take "
+                               f"the contract's {channels} input channel(s); rebuild the engine from its ONNX")
         self._constraints = InputConstraints(
-            INPUT_NAME, self._contract.size_multiple, tuple(minimum), tuple(maximum)  # type: ignore[arg-type]
+            INPUT_NAME, self._contract.size_multiple, minimum, maximum, channels  # type: ignore[arg-type]
         )
-        self._allocate(trt, tuple(maximum))
+        self._allocate(trt, maximum)
 
     def _check_io(self, trt: Any) -> None:
         names = {}
@@ -129,8 +133,9 @@ class TensorRTBackend(Backend):
                 raise BackendError(f"{self.model_path}: tensor {name!r} must be float32 at the engine's boundary")
 
     def _allocate(self, trt: Any, max_shape: tuple[int, ...]) -> None:
-        """Pinned host and device buffers for the largest shape the profile allows, once; the
-        output's is the contract's scale squared times the input's (super-resolution)."""
+        """Pinned host and device buffers for the largest shape the profile allows, once: the
+        input's with the contract's input channels, the output's with one channel and the
+        contract's scale (super-resolution: scale squared times the pixels)."""
         shapes = {INPUT_NAME: max_shape, OUTPUT_NAME: self._contract.output_shape(max_shape)}
         self._stream = self._cuda.stream_create()
         for name, shape in shapes.items():

@@ -81,7 +81,7 @@ def _client_module(protocol: str):
 
 
 def _shape_parameter(parameters: dict[str, str], key: str, source: str) -> tuple[int, ...] | None:
-    """A ``[N, 1, H, W]`` JSON parameter, or None if absent."""
+    """A ``[N, C, H, W]`` JSON parameter, or None if absent."""
     if key not in parameters:
         return None
     try:
@@ -89,7 +89,7 @@ def _shape_parameter(parameters: dict[str, str], key: str, source: str) -> tuple
     except (TypeError, ValueError):
         raise BackendError(f"{source}: parameter {key} is not a JSON list of integers") from None
     if len(shape) != 4:
-        raise BackendError(f"{source}: parameter {key} must be [N, 1, H, W], is {list(shape)}")
+        raise BackendError(f"{source}: parameter {key} must be [N, C, H, W], is {list(shape)}")
     return shape
 
 
@@ -158,8 +158,9 @@ class TritonBackend(Backend):
         low = _shape_parameter(parameters, "medclear.min_shape", source) or (1, 1, 1, 1)
         high = _shape_parameter(parameters, "medclear.max_shape", source) or (UNBOUNDED, 1, UNBOUNDED, UNBOUNDED)
         # The batch is split into single-frame requests here, so only H and W are bounded.
-        self._constraints = InputConstraints(INPUT_NAME, self._contract.size_multiple, (1, 1, *low[2:]),
-                                             (UNBOUNDED, 1, *high[2:]))
+        channels = self._contract.input_channels
+        self._constraints = InputConstraints(INPUT_NAME, self._contract.size_multiple, (1, channels, *low[2:]),
+                                             (UNBOUNDED, channels, *high[2:]), channels)
         self._model_id = parameters.get("medclear.source_sha256", "")
 
     def _model_config(self, where: str) -> dict:

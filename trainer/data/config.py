@@ -88,6 +88,12 @@ class DataConfig:
     # Non-CT real references noisier than this fraction of their signal range are binned 2x2
     # until clean enough, or dropped (trainer/data/reference.py). 0: every reference as it is.
     max_reference_noise: float = 0.0
+    # Real CT slices whose own soft-tissue noise exceeds this many HU are no reference and are
+    # dropped (trainer/data/reference.py). 0: every slice as it is.
+    max_ct_reference_noise_hu: float = 0.0
+    # Give each degraded patch a second channel, the constant map of its noise level measured
+    # as the runtime measures it (runtime.noise.normalized_noise_level): for noise-map models.
+    noise_map: bool = False
     # Images smaller than this on either side are skipped (packaged 16x16 thumbnails).
     min_image_side: int = 64
     # Three-way split (see docs/DATA.md): stable hash rule over each image group's key; the

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from runtime.noise import normalized_noise_level
 from runtime.normalization import (
     PERCENTILE_DEFAULT,
     NormalizationSpec,
@@ -76,7 +77,8 @@ def load_sources(cfg: DataConfig) -> list[SourceImage]:
             images += directory_images(source, modalities, cfg.min_image_side)
     if cfg.paired_low_dir is not None:
         images += paired_images(cfg.paired_low_dir, cfg.paired_full_dir, modalities, cfg.min_image_side)
-    screened = (clean_reference(image, cfg.max_reference_noise, cfg.min_image_side) for image in images)
+    screened = (clean_reference(image, cfg.max_reference_noise, cfg.min_image_side, cfg.max_ct_reference_noise_hu)
+                for image in images)
     return [image for image in screened if image is not None]
 
 
@@ -302,10 +304,29 @@ class PatchDataset(SeededPatches):
             degraded, clean = augment_pair(degraded, clean, p, self.settings, rng)
         else:
             degraded, clean = center_crop(degraded, p), center_crop(clean, p)
+        # Measured on the patch the model sees, as the runtime measures what it feeds the model:
+        # rotation and warps interpolate (smoothing pixel-scale noise), noise augmentation adds some.
+        level = normalized_noise_level(degraded[None], [pool.state], pool.modality) if self.cfg.noise_map else None
         return (
-            torch.from_numpy(np.ascontiguousarray(degraded, dtype=np.float32))[None],
+            torch.from_numpy(model_input(degraded, level)),
             torch.from_numpy(np.ascontiguousarray(clean, dtype=np.float32))[None],
         )
+
+
+def model_input(degraded: np.ndarray, level: float | None = None) -> np.ndarray:
+    """A degraded ``(H, W)`` slice as the model's float32 input: ``[1, H, W]``, or with a noise
+    ``level`` ``[2, H, W]`` (the image and a constant map of the level, model contract ``noise_map``)."""
+    image = np.array(degraded, dtype=np.float32)[None]  # a copy: held-out slices are read-only
+    if level is None:
+        return image
+    return np.concatenate([image, np.full_like(image, level)])
+
+
+def heldout_noise_level(image: "HeldoutImage") -> float:
+    """The noise level the runtime would give a noise-map model for a validation/test slice."""
+    if image.state is None:
+        raise ValueError(f"{image.name}: no normalization state, cannot measure its noise level")
+    return normalized_noise_level(image.degraded[None], [image.state], image.modality)
 
 
 def build_training_set(cfg: DataConfig) -> Dataset:

@@ -45,8 +45,9 @@ class WindowedHead(nn.Module):
         )
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        total = None
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """``extra``: added before the ReLU (a noise-map model's conditioning term)."""
+        total = extra
         for (low, high), clip, conv in zip(self.windows, self.clips, self.convs):
             y = conv(clip(x) - (low + high) / 2.0)
             total = y if total is None else total + y
@@ -71,7 +72,15 @@ class Student(nn.Module):
 
     ``input_windows=[[low, high], ...]`` instead gives the first layer several windows, each
     through its own conv (:class:`WindowedHead`), so lung and bone are denoised too and INT8
-    still resolves soft-tissue noise; the shipped student uses soft tissue, lung and bone."""
+    still resolves soft-tissue noise; the shipped student uses soft tissue, lung and bone.
+
+    ``noise_map=True`` makes the input two channels, the image and a constant map of its noise
+    level (model contract ``noise_map``, FFDNet-style): the map enters the first layer's
+    pre-activation through its own conv (``noise_conv``, times ``NOISE_GAIN`` so that levels of
+    0.01-0.2 move it), which starts at zero, so a blind checkpoint fine-tuned into a noise-map
+    model (``trainer --init``) starts as the same function."""
+
+    NOISE_GAIN = 10.0
 
     def __init__(
         self,
@@ -81,6 +90,7 @@ class Student(nn.Module):
         stem_stride: int = 1,
         input_clip: list[float] | None = None,
         input_windows: list[list[float]] | None = None,
+        noise_map: bool = False,
     ) -> None:
         super().__init__()
         w = list(widths) if widths is not None else [width * 2**i for i in range(depth + 1)]
@@ -102,6 +112,13 @@ class Student(nn.Module):
             self.head = conv_relu(1, w[0])
         else:
             self.head = nn.Sequential(nn.Conv2d(1, w[0], 2, stride=2), nn.ReLU(inplace=True))
+        self.input_channels = 2 if noise_map else 1
+        self.noise_conv = None
+        if noise_map:
+            if not isinstance(self.head, WindowedHead):
+                raise ValueError("noise_map needs input_windows (the map joins the windowed first layer)")
+            self.noise_conv = nn.Conv2d(1, w[0], stem_stride, stride=stem_stride, bias=False)
+            nn.init.zeros_(self.noise_conv.weight)
         self.down = nn.ModuleList(
             nn.Sequential(conv_relu(w[i], w[i + 1], stride=2), conv_relu(w[i + 1], w[i + 1])) for i in range(depth)
         )
@@ -120,7 +137,13 @@ class Student(nn.Module):
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]]]:
         """Output plus ``features`` (the encoder feature at each level, full resolution first)."""
-        skips = [self.head(self.input_clip(x) if self.input_clip is not None else x)]
+        if x.shape[1] != self.input_channels:
+            raise ValueError(f"student expects {self.input_channels} input channel(s), got {x.shape[1]}")
+        if self.noise_conv is not None:
+            x, level = x[:, :1], x[:, 1:]
+            skips = [self.head(x, self.noise_conv(level * self.NOISE_GAIN))]
+        else:
+            skips = [self.head(self.input_clip(x) if self.input_clip is not None else x)]
         for down in self.down:
             skips.append(down(skips[-1]))
         y = skips[-1]

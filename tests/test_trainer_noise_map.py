@@ -1,0 +1,122 @@
+"""Noise-map students (model contract ``noise_map``): the model, its training data and fine-tuning
+a blind checkpoint into one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.noise import normalized_noise_level
+from runtime.normalization import NormalizationState
+from trainer.checkpoint import load_model
+from trainer.config import Config, from_dict
+from trainer.data import DataConfig, build_heldout_set, build_training_set
+from trainer.data.datasets import heldout_noise_level, model_input
+from trainer.models import create_model
+from trainer.train import init_model, train
+
+WINDOWS = [[-0.5, 1.5], [-2.35, -0.25]]
+SMALL = dict(sources=["phantom"], modalities=["CT", "MR"], noise_aug_prob=0.0, phantom_count=2, phantom_size=64, heldout_phantoms=1,
+             validation_phantoms=1, mr_phantoms=2, mr_validation_phantoms=1, ct_angles=24, ct_noise_realizations=1,
+             patch_size=32, patches_per_epoch=8, ct_hu_range=[-160, 240], elastic_prob=0.0)
+
+
+def _student(noise_map: bool) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("student", widths=[4, 8], input_windows=WINDOWS, noise_map=noise_map)
+
+
+def test_noise_map_student_takes_image_and_level_and_uses_the_level():
+    model = _student(True).eval()
+    assert model.input_channels == 2
+    torch.nn.init.normal_(model.noise_conv.weight, std=0.5)
+    torch.nn.init.normal_(model.tail.weight, std=0.5)
+    image = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        low = model(torch.cat([image, torch.full_like(image, 0.01)], 1))
+        high = model(torch.cat([image, torch.full_like(image, 0.2)], 1))
+    assert low.shape == (1, 1, 16, 16)
+    assert (low - high).abs().max() > 1e-3  # the level changes the output
+    with pytest.raises(ValueError, match="2 input channel"):
+        model(image)
+    with pytest.raises(ValueError, match="needs input_windows"):
+        create_model("student", widths=[4, 8], noise_map=True)
+
+
+def test_noise_map_input_is_image_plus_constant_level_channel():
+    degraded = np.random.default_rng(0).random((8, 8), dtype=np.float32)
+    assert model_input(degraded).shape == (1, 8, 8)
+    both = model_input(degraded, 0.03)
+    assert both.shape == (2, 8, 8) and both.dtype == np.float32
+    assert np.array_equal(both[0], degraded) and np.all(both[1] == np.float32(0.03))
+
+
+def test_level_tracks_true_gaussian_noise_in_normalized_units():
+    rng = np.random.default_rng(1)
+    clean = np.tile(np.linspace(0.0, 1.0, 128, dtype=np.float32), (128, 1))
+    state = NormalizationState(offset=100.0, scale=50.0)
+    for sigma in (0.01, 0.05):
+        noisy = clean + rng.normal(0, sigma, clean.shape).astype(np.float32)
+        level = normalized_noise_level(noisy[None], [state], "MR")
+        assert level == pytest.approx(sigma, rel=0.15)
+    # CT: measured in soft tissue, in HU, then divided by the state's scale (HU per unit).
+    hu_state = NormalizationState(offset=-160.0, scale=400.0)
+    soft = np.full((96, 96), 40.0) + rng.normal(0, 20.0, (96, 96))
+    level = normalized_noise_level(((soft - hu_state.offset) / hu_state.scale)[None].astype(np.float32), [hu_state], "CT")
+    assert level == pytest.approx(20.0 / 400.0, rel=0.15)
+    assert normalized_noise_level(np.zeros((1, 4, 4), np.float32), [state], "MR") == 0.0  # nothing measurable
+
+
+def test_training_patches_carry_the_level_measured_on_their_noise():
+    # Gaussian MR noise over a range of sigmas: the true level of each patch is known.
+    cfg = DataConfig(**{**SMALL, "modalities": ["MR"], "phantom_size": 128, "patch_size": 64}, mr_noise="gaussian",
+                     train_mr_sigma_range=[0.01, 0.1], noise_map=True)
+    dataset = build_training_set(cfg)
+    levels, noise = [], []
+    for index in range(len(dataset)):
+        degraded, clean = dataset[index]
+        assert degraded.shape == (2, 64, 64) and clean.shape == (1, 64, 64)
+        assert torch.all(degraded[1] == degraded[1, 0, 0])  # constant map
+        levels.append(float(degraded[1, 0, 0]))
+        noise.append(float((degraded[0] - clean[0]).std()))
+    assert max(noise) > 2 * min(noise)
+    # Rotation and warps interpolate: the finest-scale estimate reads below the patch's noise SD,
+    # as it does on any image whose noise is correlated; it still follows the level.
+    ratios = np.array(levels) / np.array(noise)
+    assert np.all((ratios > 0.5) & (ratios < 1.15)) and ratios.std() < 0.15, ratios
+    blind = build_training_set(DataConfig(**SMALL))[0][0]
+    assert blind.shape == (1, 32, 32)
+
+
+def test_heldout_level_is_the_runtime_measurement_of_the_whole_slice():
+    image = build_heldout_set(DataConfig(**SMALL), "validation")[0]
+    assert heldout_noise_level(image) == normalized_noise_level(image.degraded[None], [image.state], image.modality)
+
+
+def test_blind_checkpoint_fine_tunes_into_a_noise_map_model_that_starts_as_the_same_function(tmp_path):
+    train(tiny_config(noise_map=False), tmp_path / "blind")
+    blind_path = tmp_path / "blind" / "best.pt"
+    mapped_cfg = tiny_config(noise_map=True)
+    model, _ = init_model(blind_path, mapped_cfg.model.kwargs)
+    blind, _ = load_model(blind_path)
+    image = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(torch.cat([image, torch.full_like(image, 0.05)], 1)), blind(image))
+    result = train(mapped_cfg, tmp_path / "mapped", init=blind_path)
+    assert np.isfinite(result["validation"]["psnr"])
+    reloaded, _ = load_model(tmp_path / "mapped" / "best.pt")
+    assert reloaded.input_channels == 2
+    with pytest.raises(ValueError, match="data.noise_map"):
+        train(tiny_config(noise_map=True, data_map=False), tmp_path / "bad", init=blind_path)
+
+
+def tiny_config(noise_map: bool, data_map: bool | None = None) -> Config:
+    """A tiny teacher-stage config (no teacher needed) of a blind or noise-map student."""
+    return from_dict(Config, {
+        "stage": "teacher",
+        "model": {"name": "student", "kwargs": {"widths": [4, 8], "input_windows": WINDOWS, "noise_map": noise_map}},
+        "data": {**SMALL, "noise_map": noise_map if data_map is None else data_map},
+        "train": {"steps": 2, "batch_size": 2, "lr": 1e-3, "eval_every": 2, "log_every": 1, "progress": False},
+        "eval": {"max_images": 2},
+    })
