@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 from benchmarks import dose_report
@@ -67,6 +68,13 @@ def _files(names: list[str]) -> dict:
 def _stages(run: Path, names: tuple[str, ...]) -> dict[str, dict]:
     """Each named stage of ``run`` that has a best.pt (optional stages may be absent)."""
     return {stage: _stage(run, stage) for stage in names if (run / stage / "best.pt").is_file()}
+
+
+def _test_counts(quality: dict) -> str:
+    """E.g. ``4 CT, 1 CR and 1 MR images``: the dose curve's test images by modality."""
+    counts = Counter(modality for modality, _ in {(r["modality"], r["image"]) for r in quality.get("per_image", [])})
+    parts = [f"{n} {m}" for m, n in sorted(counts.items())]
+    return (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else "".join(parts)) + " images"
 
 
 def _files_table(files: dict) -> str:
@@ -138,8 +146,8 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None) -> tuple[s
 
 def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | None = None) -> tuple[str, dict]:
     """The Markdown card and its JSON twin."""
-    # finetune*: optional (earlier recipes had none)
-    stages = _stages(run, ("teacher", "student", "finetune", "finetune2", "qat"))
+    # finetune*, noise_map: optional (earlier recipes had none)
+    stages = _stages(run, ("teacher", "student", "finetune", "finetune2", "finetune3", "noise_map", "qat"))
     files = _files(FILES)
     data = stages["qat"]["data_summary"] or {}
     card_json = _card_json("medclear_student", stages, files, quality, REPRODUCE, pareto=pareto,
@@ -148,7 +156,10 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
     lines = [
         "# medclear_student — model card",
         "",
-        "A small residual denoiser for CT, MR and X-ray (CR/DX), blind over the whole noise range users",
+        "A small residual denoiser for CT, MR and X-ray (CR/DX), "
+        + ("told each image's measured noise level (a second input channel, model contract `noise_map`)"
+           if student["kwargs"].get("noise_map") else "blind")
+        + " over the whole noise range users",
         "scan at (CT 3-70 % dose through four reconstruction kernels, MR Rician 0.7-10 %, X-ray quantum",
         "noise at 150-6000 quanta), distilled from a U-Net++ teacher and trained quantization-aware (INT8,",
         f"NVIDIA ModelOpt). Made with the project's own commands by `{REPRODUCE}`; every number below is",
@@ -175,7 +186,8 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
         "  degradations: projection-domain low-dose CT, Rician MR and Poisson-Gaussian X-ray noise (docs/DATA.md).",
         f"- Validation split (chose every best.pt and the student size): "
         f"{', '.join(map(str, (data.get('validation') or {}).get('names', [])))}.",
-        f"- Test split (only reported): {', '.join(map(str, (data.get('heldout') or {}).get('names', [])))}.",
+        f"- Test split (only reported; the dose curve's, its references screened, docs/DATA.md): "
+        f"{', '.join(name.split('/')[-1] for name in quality.get('test_images', []))}.",
         "- Full data summary: `model_card.json` → `stages.qat.data_summary`.",
         "",
         "## Student size: quality against cost (validation split)",
@@ -204,7 +216,7 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
         "  synthetic phantoms, on a 2-core CPU: a demonstration model, not a clinically validated one.",
         "- Low dose and X-ray exposure are simulated (docs/DATA.md); real-CT references are full-dose scans",
         "  with their own noise; no real low/full-dose pairs were available here.",
-        "- The test split is one MR slice, one radiograph and six CT slices at several levels each. The only X-ray",
+        f"- The test split is {_test_counts(quality)} at several levels each. The only X-ray",
         "  validation images are three synthetic radiographs (ellipsoid DRRs, docs/DATA.md), seen by the QAT stage's",
         "  choice of checkpoint and layers in float; the float stages were chosen without X-ray.",
         "- Earlier recipe choices (CT normalization range, full resolution, feature KD) were made on the then",

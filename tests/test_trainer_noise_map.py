@@ -13,6 +13,7 @@ from trainer.checkpoint import load_model
 from trainer.config import Config, from_dict
 from trainer.data import DataConfig, build_heldout_set, build_training_set
 from trainer.data.datasets import heldout_noise_level, model_input
+from trainer.data.noise_levels import LevelTable, level_table
 from trainer.models import create_model
 from trainer.train import init_model, train
 
@@ -68,10 +69,11 @@ def test_level_tracks_true_gaussian_noise_in_normalized_units():
     assert normalized_noise_level(np.zeros((1, 4, 4), np.float32), [state], "MR") == 0.0  # nothing measurable
 
 
-def test_training_patches_carry_the_level_measured_on_their_noise():
-    # Gaussian MR noise over a range of sigmas: the true level of each patch is known.
+def test_training_patches_are_told_their_whole_images_level_at_their_noise():
+    # Gaussian MR noise over a range of sigmas, no interpolating augmentation: each patch's
+    # level is what the runtime measures on its whole image at the patch's sigma.
     cfg = DataConfig(**{**SMALL, "modalities": ["MR"], "phantom_size": 128, "patch_size": 64}, mr_noise="gaussian",
-                     train_mr_sigma_range=[0.01, 0.1], noise_map=True)
+                     train_mr_sigma_range=[0.01, 0.1], rotation_degrees=0.0, noise_map=True)
     dataset = build_training_set(cfg)
     levels, noise = [], []
     for index in range(len(dataset)):
@@ -81,12 +83,25 @@ def test_training_patches_carry_the_level_measured_on_their_noise():
         levels.append(float(degraded[1, 0, 0]))
         noise.append(float((degraded[0] - clean[0]).std()))
     assert max(noise) > 2 * min(noise)
-    # Rotation and warps interpolate: the finest-scale estimate reads below the patch's noise SD,
-    # as it does on any image whose noise is correlated; it still follows the level.
-    ratios = np.array(levels) / np.array(noise)
-    assert np.all((ratios > 0.5) & (ratios < 1.15)) and ratios.std() < 0.15, ratios
+    np.testing.assert_allclose(levels, noise, rtol=0.15)
+    table = dataset.images[0].variants[0].level_table
+    assert table.parameters[0] == pytest.approx(0.01) and table.parameters[-1] == pytest.approx(0.1)
+    np.testing.assert_allclose(table.levels, table.parameters, rtol=0.1)  # the whole image reads its sigma
     blind = build_training_set(DataConfig(**SMALL))[0][0]
-    assert blind.shape == (1, 32, 32)
+    assert blind.shape == (1, 32, 32) and build_training_set(DataConfig(**SMALL)).images[0].variants[0].level_table is None
+    with pytest.raises(ValueError, match="noise_aug_prob 0"):
+        DataConfig(**{**SMALL, "noise_aug_prob": 0.5}, noise_map=True)
+
+
+def test_level_table_interpolates_in_log_parameter_and_clamps():
+    table = LevelTable((0.01, 0.1), (0.02, 0.2))
+    assert table.at(0.01) == pytest.approx(0.02) and table.at(0.1) == pytest.approx(0.2)
+    assert table.at(np.sqrt(0.01 * 0.1)) == pytest.approx(0.11)  # halfway in log
+    assert table.at(1.0) == pytest.approx(0.2) and table.at(0.001) == pytest.approx(0.02)
+    calls = []
+    state = NormalizationState(0.0, 1.0)
+    flat = level_table((5.0, 5.0), lambda p: calls.append(p) or np.zeros((32, 32), np.float32), state, "MR")
+    assert calls == [5.0] and flat.at(123.0) == 0.0
 
 
 def test_heldout_level_is_the_runtime_measurement_of_the_whole_slice():

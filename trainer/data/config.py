@@ -91,8 +91,10 @@ class DataConfig:
     # Real CT slices whose own soft-tissue noise exceeds this many HU are no reference and are
     # dropped (trainer/data/reference.py). 0: every slice as it is.
     max_ct_reference_noise_hu: float = 0.0
-    # Give each degraded patch a second channel, the constant map of its noise level measured
-    # as the runtime measures it (runtime.noise.normalized_noise_level): for noise-map models.
+    # Give each degraded patch a second channel, the constant map of its noise level: what the
+    # runtime measures on its whole image at the patch's noise (trainer/data/noise_levels.py).
+    # For noise-map models; turn rotation and elastic warps off with it (their interpolation
+    # smooths pixel-scale noise, which no scanned image has had).
     noise_map: bool = False
     # Images smaller than this on either side are skipped (packaged 16x16 thumbnails).
     min_image_side: int = 64
@@ -145,6 +147,8 @@ class DataConfig:
                 f"heldout_fraction {self.heldout_fraction} and validation_fraction {self.validation_fraction} "
                 "must be >= 0 and leave a training share"
             )
+        if self.noise_map and self.augment and self.noise_aug_prob > 0:
+            raise ValueError("noise_map needs noise_aug_prob 0: a patch's level is its image's, without augmentation noise")
         self.modalities = [m.upper() for m in self.modalities]
         if self.modality_weights is not None:
             if any(w < 0 for w in self.modality_weights.values()) or sum(self.modality_weights.values()) <= 0:

@@ -27,6 +27,7 @@ from runtime.normalization import (
 from trainer.data import degrade
 from trainer.data.augment import AugmentSettings, augment_pair, center_crop, crop_margin
 from trainer.data.config import DataConfig
+from trainer.data.noise_levels import LevelTable, level_table
 from trainer.data.pairing import find_dose_dirs
 from trainer.data.reference import clean_reference
 from trainer.data.sources import (
@@ -111,6 +112,7 @@ class _Variant:
     unit_noise: np.ndarray | None = None  # "ct": normalized noise image at full dose (LowDoseCT.unit_noise)
     own_fraction: float = 0.0  # "ct": LowDoseCT.own_variance_fraction
     reference: np.ndarray | None = None  # normalized; None: the pool image's clean slice
+    level_table: LevelTable | None = None  # data.noise_map: the whole image's measured level per parameter
 
 
 @dataclass
@@ -204,7 +206,28 @@ def _pool_image(image: SourceImage, cfg: DataConfig) -> _PoolImage:
         kind, levels, train_range = _noise_levels(image.modality, cfg)
         ranges = [tuple(train_range)] if train_range else [(level, level) for level in levels]
         variants = [_Variant(f"{image.modality.lower()}_{kind}", None, kind, bounds) for bounds in ranges]
+    if cfg.noise_map:
+        for variant in variants:
+            variant.level_table = _variant_levels(image, variant, clean, state, cfg)
     return _PoolImage(clean, state, variants, image.modality)
+
+
+def _variant_levels(
+    image: SourceImage, variant: _Variant, clean: np.ndarray, state: NormalizationState, cfg: DataConfig
+) -> LevelTable:
+    """What the runtime measures on the whole image of ``variant`` across its noise parameters
+    (trainer/data/noise_levels.py); a fixed degraded image has one parameter, 1."""
+    if variant.degraded is not None:
+        return level_table((1.0, 1.0), lambda _: _extra(variant.degraded, cfg), state, image.modality)
+    if variant.noise == "ct":
+        def degrade_at(dose: float) -> np.ndarray:
+            return _extra(clean + variant.unit_noise * np.float32(degrade.dose_noise_scale(dose, variant.own_fraction)), cfg)
+    else:
+        rng = np.random.default_rng(stable_seed("noise-map level", image.name, variant.label))
+
+        def degrade_at(level: float) -> np.ndarray:
+            return _extra(_draw_noise(clean, state, variant.noise, level, rng), cfg)
+    return level_table(variant.levels, degrade_at, state, image.modality)
 
 
 def _reflect_crop(image: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
@@ -291,22 +314,22 @@ class PatchDataset(SeededPatches):
         top, left = rng.integers(0, max(rows - p, 0) + 1) - m, rng.integers(0, max(cols - p, 0) + 1) - m
         reference = pool.clean if variant.reference is None else variant.reference
         clean = _reflect_crop(reference, top, left, p + 2 * m)
+        parameter = 1.0  # a fixed degraded image's; else the dose, sigma or quanta drawn
         if variant.degraded is not None:
             degraded = _reflect_crop(variant.degraded, top, left, p + 2 * m)
         elif variant.noise == "ct":
-            dose = _log_uniform(variant.levels, rng)
+            parameter = _log_uniform(variant.levels, rng)
             unit = _reflect_crop(variant.unit_noise, top, left, p + 2 * m)
-            degraded = clean + unit * np.float32(degrade.dose_noise_scale(dose, variant.own_fraction))
+            degraded = clean + unit * np.float32(degrade.dose_noise_scale(parameter, variant.own_fraction))
         else:
-            degraded = _draw_noise(clean, pool.state, variant.noise, _log_uniform(variant.levels, rng), rng)
+            parameter = _log_uniform(variant.levels, rng)
+            degraded = _draw_noise(clean, pool.state, variant.noise, parameter, rng)
         degraded = _extra(degraded, self.cfg)
         if self.cfg.augment:
             degraded, clean = augment_pair(degraded, clean, p, self.settings, rng)
         else:
             degraded, clean = center_crop(degraded, p), center_crop(clean, p)
-        # Measured on the patch the model sees, as the runtime measures what it feeds the model:
-        # rotation and warps interpolate (smoothing pixel-scale noise), noise augmentation adds some.
-        level = normalized_noise_level(degraded[None], [pool.state], pool.modality) if self.cfg.noise_map else None
+        level = variant.level_table.at(parameter) if variant.level_table is not None else None
         return (
             torch.from_numpy(model_input(degraded, level)),
             torch.from_numpy(np.ascontiguousarray(clean, dtype=np.float32))[None],
