@@ -23,10 +23,9 @@ from compiler.onnx_io import load_model, qdq_summary, read_contract, save_model,
 from compiler.trt_gate import import_tensorrt, in_range, require, select, trt_api
 from runtime.outputs import atomic_write
 from runtime.engine_sidecar import EngineSidecarError, detect_gpu, sha256_file, write_sidecar
-from runtime.model_contract import INPUT_NAME
+from runtime.model_contract import CHANNEL_CONTENTS, INPUT_NAME
 
 PRECISIONS = ("fp16", "int8")
-INPUT_CHANNELS = (1, 2)  # the image; a noise_map model's image and noise map
 DEFAULT_WORKSPACE_MIB = 1024
 
 
@@ -77,7 +76,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
         shape = tuple(int(part) for part in text.lower().split("x"))
     except ValueError:
         shape = ()
-    if len(shape) != 4 or min(shape) < 1 or shape[1] not in INPUT_CHANNELS:
+    if len(shape) != 4 or min(shape) < 1 or shape[1] not in CHANNEL_CONTENTS:
         raise CompilerError(f"shape {text!r}: expected NxCxHxW with C=1 (2 for a noise-map model), e.g. 1x1x512x512")
     return shape
 

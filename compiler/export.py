@@ -26,7 +26,13 @@ from compiler.errors import CompilerError
 from compiler.onnx_io import OPSET, check_int8, cpu_session, save_model, set_metadata, slim
 from compiler.samples import SMALL_HELDOUT_CT, fit_to_multiple, packaged_ct, prepared_frames, random_batch
 from runtime.engine_sidecar import sha256_file
-from runtime.model_contract import BLIND, INPUT_NAME, NOISE_MAP, OUTPUT_NAME, ModelContract, task_for_scale
+from runtime.model_contract import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ModelContract,
+    conditioning_for_channels,
+    task_for_scale,
+)
 from runtime.normalization import NormalizationSpec
 
 # ONNX Runtime vs PyTorch. fp32: the same float arithmetic up to summation order.
@@ -89,7 +95,7 @@ def contract_for(model: torch.nn.Module, info: dict, precision: str, checkpoint_
     return ModelContract(
         task=task_for_scale(scale),
         scale=scale,
-        noise_conditioning=NOISE_MAP if model_input_channels(model) == 2 else BLIND,
+        noise_conditioning=conditioning_for_channels(model_input_channels(model)),
         size_multiple=int(getattr(model, "size_multiple", 1)),
         precision=precision,
         model_name=str(getattr(model, "model_name", info.get("model_name", "unknown"))),
@@ -108,9 +114,10 @@ def model_input_channels(model: torch.nn.Module) -> int:
     """Input channels: the model's ``input_channels`` attribute (1 if absent), 1 (the image) or
     2 (the image and its noise map); CompilerError for any other count."""
     channels = int(getattr(model, "input_channels", 1))
-    if channels not in (1, 2):
-        raise CompilerError(f"model {getattr(model, 'model_name', '?')} takes {channels} input channels; "
-                            "the model contract has 1 (the image) or 2 (the image and its noise map)")
+    try:
+        conditioning_for_channels(channels)
+    except ValueError as error:
+        raise CompilerError(f"model {getattr(model, 'model_name', '?')}: {error}") from None
     return channels
 
 

@@ -21,11 +21,23 @@ BLIND = "blind"  # the model takes only the image and was trained over a range o
 # The model takes two input channels: the normalized image and a constant map of the image's
 # noise level in normalized units (runtime.noise.normalized_noise_level), FFDNet-style.
 NOISE_MAP = "noise_map"
-SUPPORTED_NOISE_CONDITIONING = (BLIND, NOISE_MAP)
+INPUT_CHANNELS = {BLIND: 1, NOISE_MAP: 2}  # each noise conditioning's model input channels
+SUPPORTED_NOISE_CONDITIONING = tuple(INPUT_CHANNELS)
+CHANNEL_CONTENTS = {1: "the image", 2: "the image and its noise map"}  # by input channel count
 MAX_SIZE_MULTIPLE = 1024  # a U-Net with 10 poolings; anything larger is not a real model
 MAX_SCALE = 8
 # Tasks by name and the scale their models have (output rows and columns per input one).
 TASK_SCALES = {"denoise": 1, "sr2": 2}
+
+
+def conditioning_for_channels(channels: int) -> str:
+    """The noise conditioning of a model with ``channels`` input channels; ValueError for a
+    count no conditioning has."""
+    for conditioning, count in INPUT_CHANNELS.items():
+        if count == channels:
+            return conditioning
+    raise ValueError(f"a model takes {' or '.join(f'{n} ({what})' for n, what in CHANNEL_CONTENTS.items())} "
+                     f"input channel(s), not {channels}")
 
 
 def task_for_scale(scale: int) -> str:
@@ -69,7 +81,7 @@ class ModelContract:
     @property
     def input_channels(self) -> int:
         """Channels of the model's input: 1 (the image), 2 for a ``noise_map`` model (image, noise map)."""
-        return 2 if self.noise_conditioning == NOISE_MAP else 1
+        return INPUT_CHANNELS[self.noise_conditioning]
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The output shape for an ``[N, C, H, W]`` input: ``[N, 1, scale*H, scale*W]``."""

@@ -212,3 +212,13 @@ def test_modality_values_undo_the_normalization():
     values = modality_values(prepared.normalized, prepared)
     assert values.dtype == np.float32 and values.shape == (1, *hu.shape)
     np.testing.assert_allclose(values[0], hu, atol=1e-3)
+
+
+def test_noise_conditioning_follows_from_input_channels_and_back():
+    from runtime.model_contract import conditioning_for_channels
+
+    for conditioning in ("blind", "noise_map"):
+        channels = ModelContract(noise_conditioning=conditioning).input_channels
+        assert conditioning_for_channels(channels) == conditioning
+    with pytest.raises(ValueError, match=r"1 \(the image\) or 2 \(the image and its noise map\).*not 3"):
+        conditioning_for_channels(3)

@@ -16,11 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.engine_sidecar import sha256_file
-from runtime.model_contract import ModelContract
-
-
-# What a model's input channels are, by count (runtime.model_contract: blind or noise_map).
-CHANNELS = {1: "the image", 2: "the image and its noise map"}
+from runtime.model_contract import CHANNEL_CONTENTS, ModelContract
 
 
 class BackendError(RuntimeError):
@@ -61,7 +57,7 @@ class InputConstraints:
     def check(self, shape: tuple[int, ...]) -> None:
         """Raise BackendError if ``shape`` is not an ``[N, C, H, W]`` the model accepts."""
         if len(shape) != 4 or shape[1] != self.channels:
-            meaning = CHANNELS.get(self.channels, "the model's channels")
+            meaning = CHANNEL_CONTENTS.get(self.channels, "the model's channels")
             raise BackendError(f"input must be [N, {self.channels}, H, W] ({meaning}), got {list(shape)}")
         if shape[2] % self.size_multiple or shape[3] % self.size_multiple:
             raise BackendError(f"H and W must be multiples of {self.size_multiple}, got {list(shape)}")

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from runtime.noise import normalized_noise_level
+from runtime.pipeline import add_noise_map
 from runtime.normalization import (
     PERCENTILE_DEFAULT,
     NormalizationSpec,
@@ -339,10 +340,8 @@ class PatchDataset(SeededPatches):
 def model_input(degraded: np.ndarray, level: float | None = None) -> np.ndarray:
     """A degraded ``(H, W)`` slice as the model's float32 input: ``[1, H, W]``, or with a noise
     ``level`` ``[2, H, W]`` (the image and a constant map of the level, model contract ``noise_map``)."""
-    image = np.array(degraded, dtype=np.float32)[None]  # a copy: held-out slices are read-only
-    if level is None:
-        return image
-    return np.concatenate([image, np.full_like(image, level)])
+    image = np.array(degraded, dtype=np.float32)[None, None]  # a copy: held-out slices are read-only
+    return add_noise_map(image, level)[0]
 
 
 def heldout_noise_level(image: "HeldoutImage") -> float:
