@@ -44,7 +44,7 @@ def _stage(run: Path, stage: str) -> dict:
         "model": info["model_name"],
         "kwargs": info["model_kwargs"],
         "parameters": count_parameters(model),
-        "gflop_512": round(count_flops(model, (1, 1, 512, 512)) / 1e9, 2),
+        "gflop_512": round(count_flops(model, (1, getattr(model, "input_channels", 1), 512, 512)) / 1e9, 2),
         "step": info.get("step"),
         "metrics": info.get("metrics"),
         "config": info.get("config"),
@@ -147,7 +147,7 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None) -> tuple[s
 def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | None = None) -> tuple[str, dict]:
     """The Markdown card and its JSON twin."""
     # finetune*, noise_map: optional (earlier recipes had none)
-    stages = _stages(run, ("teacher", "student", "finetune", "finetune2", "finetune3", "noise_map", "qat"))
+    stages = _stages(run, ("teacher", "student", "finetune", "finetune2", "noise_map", "qat"))
     files = _files(FILES)
     data = stages["qat"]["data_summary"] or {}
     card_json = _card_json("medclear_student", stages, files, quality, REPRODUCE, pareto=pareto,

@@ -39,13 +39,13 @@ echo "== 3b/7 second fine-tuning cycle: the same recipe, lower peak LR, fresh sc
 "$PY" -m trainer distill --config trainer/configs/default_distill_finetune2.json --out "$RUN/finetune2" \
     --teacher "$RUN/teacher/best.pt" --init "$RUN/finetune/best.pt" --set train.progress=false
 
-echo "== 3c/7 third fine-tuning cycle: the same recipe, peak LR 2e-4, fresh schedule"
-"$PY" -m trainer distill --config trainer/configs/default_distill_finetune3.json --out "$RUN/finetune3" \
+echo "== 3c/7 noise-map fine-tune: the second cycle's student told each image's measured noise level"
+"$PY" -m trainer distill --config trainer/configs/default_distill_noise_map.json --out "$RUN/noise_map" \
     --teacher "$RUN/teacher/best.pt" --init "$RUN/finetune2/best.pt" --set train.progress=false
 
 echo "== 4/7 quantization-aware training (ModelOpt INT8) of the fine-tuned student"
 "$PY" -m trainer qat --config trainer/configs/default_qat.json --out "$RUN/qat" \
-    --student "$RUN/finetune3/best.pt"
+    --student "$RUN/noise_map/best.pt"
 
 echo "== 5/7 export ONNX fp32 + int8 into models/"
 ln -sfn "$(basename "$STUDENT")" "$RUN/student"  # the model card reads teacher/, student/, qat/
