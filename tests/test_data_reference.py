@@ -8,6 +8,7 @@ from scipy import ndimage
 from trainer.data import DataConfig
 from trainer.data.datasets import load_sources, split_sources
 from trainer.data.reference import bin2, clean_reference, ct_own_noise_hu, own_noise_fraction
+from trainer.data.phantoms import tissue_texture
 from trainer.data.sources import SourceImage, mr_phantom_images, xray_phantom_images
 
 
@@ -62,6 +63,24 @@ def test_mr_phantoms_are_noiseless_mr_images_in_train_and_validation_only():
     assert {i.name for i in training if i.modality == "MR"} == {"phantom:mr-train-0", "phantom:mr-train-1"}
     assert [i.name for i in validation if i.modality == "MR"] == ["phantom:mr-val-0"]
     assert all(i.modality == "CT" for i in test)
+
+
+def test_mr_phantom_texture_is_fine_correlated_structure_on_the_same_phantom():
+    plain = mr_phantom_images(3, 192, validation_count=1)
+    textured = mr_phantom_images(3, 192, validation_count=1, texture=0.06)
+    assert [i.name for i in textured] == [i.name for i in plain]
+    for a, b in zip(plain, textured):
+        assert a.pixel_mm == b.pixel_mm  # the same phantom otherwise: the texture has its own generator
+        assert b.values.min() >= 0 and np.array_equal(a.values == 0, b.values == 0)  # air stays air
+        body = a.values > 50
+        ratio = b.values[body] / a.values[body]
+        assert float(np.std(ratio)) <= 0.06 * 1.05
+    assert max(float(np.std((b.values / np.maximum(a.values, 1e-6))[a.values > 50])) for a, b in zip(plain, textured)) > 0.01
+    assert np.array_equal(mr_phantom_images(1, 192, texture=0.06)[0].values, textured[0].values)  # seeded by name
+    field = tissue_texture((256, 256), np.random.default_rng(3), 0.05) - 1.0
+    assert 0 < float(field.std()) <= 0.05
+    neighbour_correlation = np.corrcoef(field[:, :-1].ravel(), field[:, 1:].ravel())[0, 1]
+    assert neighbour_correlation > 0.5  # spatially correlated, unlike the white noise it must be told from
 
 
 def test_radiograph_phantoms_are_noiseless_dx_images_in_train_and_validation_only():

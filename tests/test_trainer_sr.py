@@ -11,7 +11,8 @@ import torch
 from trainer.baselines import upscale
 from trainer.config import load_config
 from trainer.data import DataConfig, build_heldout_set, build_training_set
-from trainer.data.super_resolution import blur_area_downsample, kspace_downsample
+from trainer.data.sources import mr_phantom_images
+from trainer.data.super_resolution import blur_area_downsample, kspace_downsample, kspace_lowpass, reference_values
 from trainer.losses import LossConfig, ReconstructionLoss, noise_balance_weights
 from trainer.models import count_flops, create_model
 from trainer.train import train
@@ -44,6 +45,33 @@ def test_kspace_truncation_removes_the_high_frequencies():
     lowres = kspace_downsample(noise)
     # White noise keeps a quarter of its energy (the central quarter of k-space), scaled.
     assert np.var(lowres) == pytest.approx(np.var(noise) / 4, rel=0.15)
+
+
+def test_kspace_lowpass_keeps_the_band_and_removes_what_lies_beyond():
+    highres = band_limited(64, 64)  # every frequency at most 5/64 cycles per pixel: 0.16 of Nyquist
+    np.testing.assert_allclose(kspace_lowpass(highres, 0.5), highres, atol=1e-5)
+    noise = np.random.default_rng(1).standard_normal((128, 128))
+    half = kspace_lowpass(noise, 0.5)
+    spectrum = np.abs(np.fft.fft2(half))
+    k = np.abs(np.fft.fftfreq(128)) / 0.5
+    assert spectrum[k > 0.5 + 1e-9].max() < 1e-6 * spectrum.max()  # nothing beyond the kept band (float32)
+    assert np.var(half) < np.var(noise) / 4  # at most the central quarter of k-space, tapered
+    with pytest.raises(ValueError, match="fraction"):
+        kspace_lowpass(noise, 1.5)
+
+
+def test_mr_phantoms_are_band_limited_references_only_when_configured():
+    phantom = mr_phantom_images(1, 64)[0]
+    plain = DataConfig(**{**TINY_SR_DATA, "phantom_size": 64})
+    assert reference_values(phantom, plain) is phantom.values
+    banded = DataConfig(**{**TINY_SR_DATA, "phantom_size": 64, "sr_mr_phantom_band": [0.5, 0.6]})
+    values = reference_values(phantom, banded)
+    assert values.shape == phantom.values.shape and not np.allclose(values, phantom.values)
+    np.testing.assert_array_equal(values, reference_values(phantom, banded))  # drawn from the name: repeatable
+    # Halving the matrix loses (almost) nothing of a reference band-limited at half Nyquist.
+    assert np.abs(kspace_lowpass(values, 0.5) - values).max() < 0.1 * np.abs(values - phantom.values).max()
+    with pytest.raises(ValueError, match="sr_mr_phantom_band"):
+        DataConfig(**{**TINY_SR_DATA, "sr_mr_phantom_band": [0.5, 1.2]})
 
 
 def test_blur_area_downsample_is_the_block_mean_and_crops_odd_sides():

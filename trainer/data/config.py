@@ -76,6 +76,11 @@ class DataConfig:
     # sigma drawn log-uniform per patch; validation/test use the geometric middle). MR: k-space.
     sr_blur_sigma: float = 0.6
     sr_noise_range: list[float] | None = None
+    # [lo, hi]: an x2 model's MR phantoms are "acquired" before they serve as high-resolution
+    # references: k-space kept up to a fraction of Nyquist drawn in [lo, hi] per phantom, with a
+    # cosine taper (super_resolution.kspace_lowpass). Rasterized phantoms have edges no scanner
+    # records; real MR images are band-limited by their acquisition. None: off.
+    sr_mr_phantom_band: list[float] | None = None
     # Phantoms.
     phantom_count: int = 16  # random training phantoms
     phantom_size: int = 256
@@ -83,6 +88,9 @@ class DataConfig:
     validation_phantoms: int = 0  # random validation phantoms
     mr_phantoms: int = 0  # noiseless MR-contrast training phantoms (sources: "phantom", modality MR)
     mr_validation_phantoms: int = 0  # and validation ones (never test)
+    # > 0: MR phantoms carry a fine multiplicative tissue texture of up to this relative RMS
+    # (phantoms.tissue_texture), so a model learns that fine structure is not all noise.
+    mr_phantom_texture: float = 0.0
     xray_phantoms: int = 0  # noiseless radiograph phantoms (sources: "phantom", modality DX)
     xray_validation_phantoms: int = 0  # and validation ones (never test)
     # Non-CT real references noisier than this fraction of their signal range are binned 2x2
@@ -125,10 +133,13 @@ class DataConfig:
             raise ValueError(f"mr_noise {self.mr_noise!r} must be 'rician' or 'gaussian'")
         if self.xray_noise not in ("gaussian", "quantum"):
             raise ValueError(f"xray_noise {self.xray_noise!r} must be 'gaussian' or 'quantum'")
-        for name in ("train_dose_range", "train_mr_sigma_range", "train_xray_photon_range", "sr_noise_range"):
+        for name in ("train_dose_range", "train_mr_sigma_range", "train_xray_photon_range", "sr_noise_range",
+                     "sr_mr_phantom_band"):
             bounds = getattr(self, name)
             if bounds is not None and not (len(bounds) == 2 and 0 < bounds[0] <= bounds[1]):
                 raise ValueError(f"{name} {bounds} must be [low, high] with 0 < low <= high")
+        if self.sr_mr_phantom_band is not None and self.sr_mr_phantom_band[1] > 1:
+            raise ValueError(f"sr_mr_phantom_band {self.sr_mr_phantom_band} must lie in (0, 1] (fractions of Nyquist)")
         if self.train_dose_range is not None and self.train_dose_range[1] > 1:
             raise ValueError(f"train_dose_range {self.train_dose_range} must lie in (0, 1]")
         from trainer.data.degrade import CT_KERNELS  # noqa: PLC0415 (config stays light to import)

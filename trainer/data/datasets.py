@@ -70,7 +70,8 @@ def load_sources(cfg: DataConfig) -> list[SourceImage]:
                 images += phantom_images(cfg.phantom_count, cfg.phantom_size, cfg.heldout_phantoms,
                                          cfg.validation_phantoms)
             if "MR" in modalities:
-                images += mr_phantom_images(cfg.mr_phantoms, cfg.phantom_size, cfg.mr_validation_phantoms)
+                images += mr_phantom_images(cfg.mr_phantoms, cfg.phantom_size, cfg.mr_validation_phantoms,
+                                            cfg.mr_phantom_texture)
             if "DX" in modalities:
                 images += xray_phantom_images(cfg.xray_phantoms, cfg.phantom_size, cfg.xray_validation_phantoms)
         elif (dose_dirs := find_dose_dirs(source)) is not None:

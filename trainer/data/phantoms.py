@@ -104,6 +104,25 @@ def mr_contrast(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.interp(hu, _MR_KNOTS_HU, levels).astype(np.float32)
 
 
+# Texture scales (Gaussian sigma, pixels): from a pixel-scale grain to small structures.
+_TEXTURE_SIGMAS_PX = (0.7, 1.4, 2.8)
+
+
+def tissue_texture(shape: tuple[int, int], rng: np.random.Generator, max_rms: float) -> np.ndarray:
+    """A multiplicative tissue texture, float32 around 1: a random mix of band-limited Gaussian
+    fields at ``_TEXTURE_SIGMAS_PX``, relative RMS drawn uniformly in [0, ``max_rms``].
+
+    Real tissue is not piecewise constant: MR shows fine structure (vessels, sulci, grain) at the
+    amplitude of low noise. Every field is smoothed over at least 0.7 pixels, so it is spatially
+    correlated and stays distinguishable from white (Rician) noise."""
+    field_sum = np.zeros(shape, dtype=np.float64)
+    for sigma, weight in zip(_TEXTURE_SIGMAS_PX, rng.uniform(0.2, 1.0, size=len(_TEXTURE_SIGMAS_PX))):
+        band = ndimage.gaussian_filter(rng.normal(0.0, 1.0, size=shape), sigma=sigma)
+        field_sum += weight * band / max(float(band.std()), 1e-12)
+    field_sum *= rng.uniform(0.0, max_rms) / max(float(field_sum.std()), 1e-12)
+    return (1.0 + field_sum).astype(np.float32)
+
+
 RADIOGRAPH_FIELD_MM = 400.0  # the detector field a radiograph phantom spans; pixel size is this over its side
 # Linear attenuation at ~60 keV (1/mm): soft tissue, and what lung and bone add to it.
 _MU_SOFT, _MU_LUNG_DELTA, _MU_BONE_DELTA = 0.020, -0.016, 0.030

@@ -30,6 +30,7 @@ from trainer.data.phantoms import (
     random_phantom,
     random_radiograph,
     shepp_logan_hu,
+    tissue_texture,
 )
 
 log = logging.getLogger(__name__)
@@ -224,13 +225,17 @@ def directory_images(root: str | Path, modalities: tuple[str, ...], min_side: in
     return images
 
 
-def _random_phantom_source(name: str, group: str, seed: list[int], size: int, modality: str) -> SourceImage:
-    """One random body phantom from ``seed``: HU for CT, under a random MR contrast for MR;
-    its field of view (so pixel size) drawn last from the same generator."""
+def _random_phantom_source(name: str, group: str, seed: list[int], size: int, modality: str,
+                           texture: float = 0.0) -> SourceImage:
+    """One random body phantom from ``seed``: HU for CT, under a random MR contrast for MR (with a
+    fine tissue texture of relative RMS up to ``texture``, from its own generator so that the
+    phantom is otherwise unchanged); its field of view (so pixel size) drawn last from the same generator."""
     rng = np.random.default_rng(seed)
     values = random_phantom(size, rng)
     if modality == "MR":
         values = mr_contrast(values, rng)
+        if texture > 0:
+            values = values * tissue_texture(values.shape, np.random.default_rng([*seed, 1]), texture)
     pixel_mm = phantom_pixel_mm(size, random_fov_mm(rng))
     return SourceImage(f"phantom:{name}", modality, values, pixel_mm, f"{group}:phantom:{name}", "phantom")
 
@@ -257,12 +262,13 @@ def phantom_images(count: int, size: int, test_count: int, validation_count: int
     return images
 
 
-def mr_phantom_images(count: int, size: int, validation_count: int = 0) -> list[SourceImage]:
-    """Noiseless MR-like phantoms (random body phantoms under a random MR contrast): training
-    ``phantom:mr-train-i`` and validation ``phantom:mr-val-i``; none are test images."""
+def mr_phantom_images(count: int, size: int, validation_count: int = 0, texture: float = 0.0) -> list[SourceImage]:
+    """Noiseless MR-like phantoms (random body phantoms under a random MR contrast, optionally
+    with a fine tissue texture): training ``phantom:mr-train-i`` and validation ``phantom:mr-val-i``;
+    none are test images."""
 
     def make(name: str, group: str, seed: list[int]) -> SourceImage:
-        return _random_phantom_source(name, group, seed, size, "MR")
+        return _random_phantom_source(name, group, seed, size, "MR", texture)
 
     # Seed streams [8, 0, i] (train) and [8, 2, i] (validation), apart from the CT phantoms' [7, ...].
     images = [make(f"mr-train-{i}", "train", [8, 0, i]) for i in range(count)]

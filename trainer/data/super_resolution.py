@@ -12,7 +12,8 @@ Both keep one grid convention: low-resolution pixel ``i`` covers high-resolution
 and ``2i + 1`` (its centre at ``2i + 0.5``), the convention of the SR models' fixed nearest
 upsampling and of the runtime's output geometry. ``sr_noise_range`` optionally adds Gaussian
 noise to the low-resolution input (normalized units, drawn per patch) so that the model also
-tolerates noise.
+tolerates noise. ``sr_mr_phantom_band`` band-limits MR phantoms before they serve as
+high-resolution references (``kspace_lowpass``), as an acquisition band-limits a real MR image.
 """
 
 from __future__ import annotations
@@ -65,6 +66,36 @@ def kspace_downsample(image: np.ndarray) -> np.ndarray:
     return np.fft.ifft2(kept).real.astype(np.float32)
 
 
+TAPER = 0.2  # share of the kept band over which kspace_lowpass tapers to zero (scanner apodization)
+
+
+def kspace_lowpass(image: np.ndarray, fraction: float) -> np.ndarray:
+    """``image`` as an MR acquisition of ``fraction`` (0-1] of its Nyquist band would record it:
+    k-space kept up to ``fraction`` x Nyquist along each axis, the outer ``TAPER`` of that band
+    tapered by a raised cosine (Gibbs ringing softened as by a scanner's filter); float32."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction {fraction} must be in (0, 1]")
+    image = np.asarray(image, dtype=np.float64)
+
+    def window(size: int) -> np.ndarray:
+        k = np.abs(np.fft.fftfreq(size)) / 0.5  # 0 .. 1 (Nyquist)
+        ramp = np.clip((fraction - k) / (TAPER * fraction), 0.0, 1.0)
+        return 0.5 - 0.5 * np.cos(np.pi * ramp)
+
+    rows, cols = image.shape
+    spectrum = np.fft.fft2(image) * window(rows)[:, None] * window(cols)[None, :]
+    return np.fft.ifft2(spectrum).real.astype(np.float32)
+
+
+def reference_values(image: SourceImage, cfg: DataConfig) -> np.ndarray:
+    """The values an x2 pair's high-resolution side is made from: MR phantoms band-limited by
+    ``sr_mr_phantom_band`` (a fraction drawn from the image's name), everything else as it is."""
+    if cfg.sr_mr_phantom_band is None or image.source != "phantom" or image.modality.upper() != "MR":
+        return image.values
+    rng = np.random.default_rng(stable_seed("sr_band", image.name))
+    return kspace_lowpass(image.values, float(rng.uniform(*cfg.sr_mr_phantom_band)))
+
+
 def blur_area_downsample(image: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of ``sigma`` pixels (0: none), then the mean of each 2x2 block."""
     image = _even(np.asarray(image, dtype=np.float64))
@@ -96,8 +127,9 @@ class _SRPoolImage:
 
 
 def _pool_image(image: SourceImage, cfg: DataConfig) -> _SRPoolImage:
-    state = fit_normalization(image.values, spec_for(image.modality, cfg))
-    highres = _even(normalize(image.values, state))
+    values = reference_values(image, cfg)
+    state = fit_normalization(values, spec_for(image.modality, cfg))
+    highres = _even(normalize(values, state))
     return _SRPoolImage(highres, downsample(highres, image.modality, cfg), state, image.modality)
 
 
@@ -146,7 +178,7 @@ def eval_pairs(image: SourceImage, cfg: DataConfig) -> list[HeldoutImage]:
     if min(image.values.shape) < 2 * SCALE:
         return []
     spec = spec_for(image.modality, cfg)
-    cropped = _even(crop_to(image.values, cfg.heldout_max_side))
+    cropped = _even(crop_to(reference_values(image, cfg), cfg.heldout_max_side))
     state = fit_normalization(cropped, spec)
     highres = normalize(cropped, state)
     lowres = downsample(highres, image.modality, cfg)

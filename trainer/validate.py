@@ -1,0 +1,57 @@
+"""Score checkpoints on one validation split: ``python -m trainer.validate CKPT ... --config CFG``.
+
+Models trained on different data configurations choose their best.pt on different validation
+sets; comparing them means scoring each on the same one(s). This runs the trainer's own
+validation (``trainer.train.evaluate``: display-window PSNR, mean over modalities) for every
+checkpoint on the validation split of ``--config``'s ``data``, and prints one JSON object per
+checkpoint. The test split is never loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from trainer.checkpoint import load_model
+from trainer.config import load_config
+from trainer.train import evaluate
+
+
+def validation_scores(checkpoints: list[Path], config: Path, threads: int = 1) -> list[dict]:
+    """``trainer.train.evaluate`` of each checkpoint on ``config``'s validation split."""
+    from trainer.data import DataConfig, build_heldout_set
+
+    torch.set_num_threads(threads)
+    cfg = load_config(config)
+    images = build_heldout_set(DataConfig.from_dict(cfg.data), "validation")
+    results = []
+    for path in checkpoints:
+        model, _ = load_model(path)
+        results.append({"checkpoint": str(path), "config": str(config),
+                        **evaluate(model, images, cfg, torch.device("cpu"))})
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.validate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoints", nargs="+", type=Path, help="checkpoints (.pt) to score")
+    parser.add_argument("--config", type=Path, required=True,
+                        help="trainer config (.json) whose 'data' defines the validation split")
+    parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default: 1)")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in args.checkpoints + [args.config] if not p.is_file()]
+    if missing:
+        print(f"error: not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    for result in validation_scores(args.checkpoints, args.config, args.threads):
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
