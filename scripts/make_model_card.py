@@ -103,7 +103,7 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None) -> tuple[s
     """The x2 super-resolution model's card section and its JSON twin."""
     from benchmarks.super_resolution import markdown as sr2_markdown
 
-    stages = _stages(run, ("teacher", "student", "student_gan", "qat"))
+    stages = _stages(run, ("teacher", "student", "student_gan", "finetune", "qat"))
     files = _files(SR2_FILES)
     card_json = _card_json("medclear_sr2", stages, files, quality, SR2_REPRODUCE,
                            latency=(latency or {}).get("latency"))

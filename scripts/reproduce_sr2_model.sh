@@ -23,8 +23,10 @@ echo "== 2/6 distill the x2 student; its adversarial variant (L1 0.5 / SSIM 0.3 
     --teacher "$RUN/teacher/best.pt" --init "$RUN/student/best.pt" --set train.progress=false > "$RUN/student_gan.log" 2>&1 &
 gan=$!
 
-echo "== 3/6 quantization-aware training (ModelOpt INT8) of the student"
-"$PY" -m trainer qat --config trainer/configs/sr2_qat.json --out "$RUN/qat" --student "$RUN/student/best.pt"
+echo "== 3/6 fine-tune the student on band-limited, textured MR phantoms; QAT (ModelOpt INT8) of it"
+"$PY" -m trainer distill --config trainer/configs/sr2_finetune.json --out "$RUN/finetune" \
+    --teacher "$RUN/teacher/best.pt" --init "$RUN/student/best.pt" --set train.progress=false
+"$PY" -m trainer qat --config trainer/configs/sr2_qat.json --out "$RUN/qat" --student "$RUN/finetune/best.pt"
 wait "$gan"
 
 echo "== 4/6 export ONNX fp32 + int8: every trained modality into $RUN/onnx_all (measured next)"
