@@ -24,7 +24,7 @@ echo "== 2/6 distill the x2 student; its adversarial variant (L1 0.5 / SSIM 0.3 
 gan=$!
 
 echo "== 3/6 fine-tune the student on band-limited, textured MR phantoms; QAT (ModelOpt INT8) of it"
-"$PY" -m trainer distill --config trainer/configs/sr2_finetune.json --out "$RUN/finetune" \
+"$PY" -m trainer distill --config trainer/configs/sr2_distill_finetune.json --out "$RUN/finetune" \
     --teacher "$RUN/teacher/best.pt" --init "$RUN/student/best.pt" --set train.progress=false
 "$PY" -m trainer qat --config trainer/configs/sr2_qat.json --out "$RUN/qat" --student "$RUN/finetune/best.pt"
 wait "$gan"
