@@ -44,7 +44,7 @@ def _stage(run: Path, stage: str) -> dict:
         "model": info["model_name"],
         "kwargs": info["model_kwargs"],
         "parameters": count_parameters(model),
-        "gflop_512": round(count_flops(model, (1, getattr(model, "input_channels", 1), 512, 512)) / 1e9, 2),
+        "gflop_512": round(count_flops(model) / 1e9, 2),
         "step": info.get("step"),
         "metrics": info.get("metrics"),
         "config": info.get("config"),

@@ -28,7 +28,7 @@ def describe(run: Path) -> dict:
         "run": str(run),
         "model": ckpt["config"]["model"],
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "gflop_512": count_flops(model, (1, 1, 512, 512)) / 1e9,
+        "gflop_512": count_flops(model) / 1e9,
         "validation_psnr": metrics.get("psnr"),
         "validation_ssim": metrics.get("ssim"),
         "step": ckpt.get("step"),

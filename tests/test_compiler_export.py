@@ -120,10 +120,10 @@ def test_long_training_summary_is_shortened():
 
 
 def test_export_tolerance_is_enforced(tmp_path):
-    bad = ExportResult(tmp_path / "x.onnx", "fp32", [ExportCheck("random", (1, 1, 8, 8), 2e-3, 1e-4)])
+    bad = ExportResult(tmp_path / "x.onnx", "fp32", [ExportCheck("random", (1, 1, 8, 8), 2e-3, 1e-4, 2e-3)])
     with pytest.raises(CompilerError, match="differs from PyTorch"):
         _enforce(bad)
-    bad_int8 = ExportResult(tmp_path / "x.onnx", "int8", [ExportCheck("random", (1, 1, 8, 8), 0.01, 0.01)])
+    bad_int8 = ExportResult(tmp_path / "x.onnx", "int8", [ExportCheck("random", (1, 1, 8, 8), 0.01, 0.01, 0.01)])
     with pytest.raises(CompilerError, match="mean abs"):
         _enforce(bad_int8)
 

@@ -19,12 +19,15 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 @torch.no_grad()
-def count_flops(model: torch.nn.Module, shape: tuple[int, ...] = (1, 1, 512, 512)) -> int:
-    """FLOPs of one eval-mode forward pass on an input of ``shape`` (multiply-add = 2 FLOPs).
+def count_flops(model: torch.nn.Module, shape: tuple[int, ...] | None = None) -> int:
+    """FLOPs of one eval-mode forward pass on an input of ``shape`` (multiply-add = 2 FLOPs);
+    default: one 512x512 slice with the model's input channels (2 for a noise-map student).
 
     Runs a copy of the model on the meta device: shapes only, no arithmetic, so a 512x512
     teacher pass is counted in milliseconds.
     """
+    if shape is None:
+        shape = (1, int(getattr(model, "input_channels", 1)), 512, 512)
     meta = copy.deepcopy(model).to("meta").eval()
     with FlopCounterMode(display=False) as counter:
         meta(torch.empty(shape, dtype=torch.float32, device="meta"))
