@@ -3,7 +3,7 @@
 Real images go through the runtime's own preparation (``runtime.image_contract.prepare`` with
 the model contract's normalization), so calibration and checks see exactly what the bedside
 runtime will feed the model: a ``noise_map`` model also gets each image's noise level
-(``runtime.pipeline.prepared_level``) as its second channel.
+(``runtime.pipeline.noise_map_level``) as its second channel.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydicom.errors import InvalidDicomError
 from compiler.errors import CompilerError
 from runtime.image_contract import prepare
 from runtime.model_contract import ModelContract
-from runtime.pipeline import add_noise_map, prepared_level, synthetic_input
+from runtime.pipeline import add_noise_map, noise_map_level, synthetic_input
 from runtime.pixels import UnsupportedImageError
 from trainer.data.offline import offline_dicom_files
 
@@ -113,7 +113,7 @@ def prepared_frames(paths: list[Path], contract: ModelContract, limit: int | Non
                 KeyError, TypeError, RuntimeError, NotImplementedError):
             # Unreadable, non-image or undecodable files are skipped: a folder may hold anything.
             continue
-        level = prepared_level(contract, prepared)
+        level = noise_map_level(contract, prepared.normalized, prepared.states, prepared.modality, prepared.padding)
         frames.extend(Frame(np.asarray(frame, dtype=np.float32), level) for frame in prepared.normalized)
     frames = frames[:limit]
     if not frames:

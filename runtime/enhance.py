@@ -266,16 +266,16 @@ def enhance_file(job: Job, backend: Backend, settings: Settings, derivation: Der
     _require_finite(prepared.normalized, "image values are not finite (NaN or infinite Rescale Slope/Intercept "
                                          "or values out of range)")
     noise = prepared_noise(prepared)
-    level = prepared_level(backend.contract, prepared)
+    level = prepared_level(backend.contract, noise)
     enhanced = enhance_prepared(prepared, _guarded(backend.infer), settings.plan, settings.strength, level)
     _require_finite(enhanced, "the model's output contains NaN or infinite values; nothing written")
     if settings.fmt == "dicom":
-        facts = replace(derivation, parameters=file_facts(noise, settings.strength))
+        facts = replace(derivation, parameters=file_facts(noise.reported, settings.strength))
         stored = restore(enhanced, prepared)
         write_dicom(job.output(settings.outdir, settings.fmt), derive(ds, stored, prepared.encoding, facts))
     if settings.fmt != "dicom" or settings.preview:
         _write_arrays(job, ds, prepared, enhanced, settings, uid)
-    return Outcome(noise, job)
+    return Outcome(noise.reported, job)
 
 
 def _write_arrays(

@@ -171,7 +171,11 @@ class NoiseLevel:
 
 def frame_noise(values: np.ndarray, modality: str, padding: np.ndarray | None = None) -> NoiseLevel:
     """One frame's :class:`NoiseLevel` (HU for CT, percent of the percentile range otherwise)."""
-    sigma = estimate_noise(values, modality, padding)
+    return _reported(estimate_noise(values, modality, padding), values, modality, padding)
+
+
+def _reported(sigma: float, values: np.ndarray, modality: str, padding: np.ndarray | None) -> NoiseLevel:
+    """A frame's measured ``sigma`` (modality units) as reported: HU for CT, else percent of range."""
     if modality.strip().upper() == "CT":
         return NoiseLevel(sigma, "HU")
     spread = value_range(values, padding)
@@ -188,42 +192,61 @@ def image_noise(frames: np.ndarray, modality: str, padding: np.ndarray | None = 
     """A ``(frames, rows, cols)`` image's noise: the median over up to 8 evenly spaced frames."""
     picks = sample_frames(len(frames))
     levels = [frame_noise(frames[i], modality, None if padding is None else padding[i]) for i in picks]
+    return _median_level(levels, "HU")
+
+
+def _median_level(levels: list[NoiseLevel], unit: str) -> NoiseLevel:
+    """The median of the measurable ``levels`` (NaN if none)."""
     measured = [level.value for level in levels if np.isfinite(level.value)]
-    value = float(np.median(measured)) if measured else float("nan")
-    return NoiseLevel(value, levels[0].unit if levels else "HU")
+    return NoiseLevel(float(np.median(measured)) if measured else float("nan"), levels[0].unit if levels else unit)
 
 
-def prepared_noise(prepared: PreparedImage) -> NoiseLevel:
-    """The noise of an image prepared by the image contract, before enhancement."""
-    picks = sample_frames(len(prepared.normalized))
-    values = np.stack([denormalize(prepared.normalized[i], prepared.states[i]) for i in picks])
-    padding = None if prepared.padding is None else prepared.padding[picks]
-    return image_noise(values, prepared.modality, padding)
+@dataclass(frozen=True)
+class MeasuredNoise:
+    """One measurement of an image's noise, in the two forms the runtime needs."""
+
+    reported: NoiseLevel  # what logs and the Derivation Description state (HU or % of range)
+    normalized: float  # what a ``noise_map`` model is given (model's normalized units)
+
+
+def measure_noise(
+    normalized: np.ndarray, states: list[NormalizationState], modality: str, padding: np.ndarray | None = None
+) -> MeasuredNoise:
+    """The noise of normalized frames ``(frames, rows, cols)``, each sampled frame measured once.
+
+    Each of up to 8 evenly spaced frames is brought back to modality values and measured like
+    :func:`estimate_noise` (CT: soft tissue in HU; other modalities: the signal mask).
+    ``reported`` is the median of :func:`frame_noise` over them (NaN when none is measurable).
+    ``normalized`` is the median of each frame's sigma divided by its normalization scale; there
+    a frame with too little tissue falls back to the Haar estimate over all its non-padding
+    pixels, and 0.0 stands for nothing measurable. Training computes the same ``normalized``
+    number on each degraded patch, so a model learns from what the runtime will feed it.
+    """
+    frames = np.asarray(normalized)
+    if frames.ndim != 3 or len(states) != len(frames):
+        raise ValueError(f"need (frames, rows, cols) normalized frames and one state each, got {frames.shape}")
+    reported, levels = [], []
+    for index in sample_frames(len(frames)):
+        frame_padding = None if padding is None else padding[index]
+        values = denormalize(frames[index], states[index])
+        sigma = estimate_noise(values, modality, frame_padding)
+        reported.append(_reported(sigma, values, modality, frame_padding))
+        if not np.isfinite(sigma):
+            sigma = haar_mad_sigma(values, _valid(values, frame_padding))
+        if np.isfinite(sigma):
+            levels.append(sigma / states[index].scale)
+    unit = "HU" if modality.strip().upper() == "CT" else "%"
+    return MeasuredNoise(_median_level(reported, unit), float(np.median(levels)) if levels else 0.0)
+
+
+def prepared_noise(prepared: PreparedImage) -> MeasuredNoise:
+    """:func:`measure_noise` of an image prepared by the image contract (its padding left out)."""
+    return measure_noise(prepared.normalized, prepared.states, prepared.modality, prepared.padding)
 
 
 def normalized_noise_level(
     normalized: np.ndarray, states: list[NormalizationState], modality: str, padding: np.ndarray | None = None
 ) -> float:
     """The noise level a ``noise_map`` model is given (runtime.model_contract): the image's noise
-    standard deviation in the model's normalized units, from normalized frames ``(frames, rows,
-    cols)`` and their normalization states.
-
-    Each of up to 8 evenly spaced frames is measured like :func:`estimate_noise` (CT: soft
-    tissue in HU; other modalities: the signal mask) and divided by its normalization scale;
-    the median is the level. A frame with too little tissue to measure falls back to the Haar
-    estimate over all its non-padding pixels; 0.0 when nothing can be measured. Training computes
-    the same number on each degraded patch, so a model learns from what the runtime will feed it.
-    """
-    frames = np.asarray(normalized)
-    if frames.ndim != 3 or len(states) != len(frames):
-        raise ValueError(f"need (frames, rows, cols) normalized frames and one state each, got {frames.shape}")
-    levels = []
-    for index in sample_frames(len(frames)):
-        frame_padding = None if padding is None else padding[index]
-        values = denormalize(frames[index], states[index])
-        sigma = estimate_noise(values, modality, frame_padding)
-        if not np.isfinite(sigma):
-            sigma = haar_mad_sigma(values, _valid(values, frame_padding))
-        if np.isfinite(sigma):
-            levels.append(sigma / states[index].scale)
-    return float(np.median(levels)) if levels else 0.0
+    standard deviation in the model's normalized units (:func:`measure_noise`'s ``normalized``)."""
+    return measure_noise(normalized, states, modality, padding).normalized

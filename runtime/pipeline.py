@@ -35,7 +35,7 @@ from runtime.image_contract import (
     restore,
 )
 from runtime.model_contract import NOISE_MAP, ModelContract
-from runtime.noise import NoiseLevel, normalized_noise_level, prepared_noise
+from runtime.noise import MeasuredNoise, NoiseLevel, normalized_noise_level, prepared_noise
 from runtime.normalization import NormalizationState
 from runtime.resample import bicubic, nearest
 from runtime.strength import DEFAULT_STRENGTH, apply_strength, check_strength
@@ -118,9 +118,10 @@ def noise_map_level(
     return normalized_noise_level(normalized, states, modality, padding)
 
 
-def prepared_level(contract: ModelContract, prepared: PreparedImage) -> float | None:
-    """:func:`noise_map_level` of a prepared image (its padding left out)."""
-    return noise_map_level(contract, prepared.normalized, prepared.states, prepared.modality, prepared.padding)
+def prepared_level(contract: ModelContract, noise: MeasuredNoise) -> float | None:
+    """The level a ``noise_map`` model is given for an image whose noise was measured
+    (:func:`runtime.noise.prepared_noise`); None for a blind model."""
+    return noise.normalized if contract.noise_conditioning == NOISE_MAP else None
 
 
 def add_noise_map(batch: np.ndarray, level: float | None) -> np.ndarray:
@@ -201,10 +202,10 @@ def enhance_dataset(
     with stopwatch("prepare"):
         prepared = prepare(ds, backend.contract.normalization_for(modality))
         noise = prepared_noise(prepared)
-        level = prepared_level(backend.contract, prepared)
+        level = prepared_level(backend.contract, noise)
     with stopwatch("infer"):
         enhanced = enhance_prepared(prepared, backend.infer, plan or tile_plan(backend), strength, level)
-    return EnhancedImage(prepared, enhanced, noise)
+    return EnhancedImage(prepared, enhanced, noise.reported)
 
 
 def enhance_values(

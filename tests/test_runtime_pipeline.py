@@ -196,3 +196,16 @@ def test_cli_and_pipeline_feed_a_noise_map_model_on_a_ct_file(map_model, tmp_pat
 
 def test_backend_check_after_a_failure_probes_a_noise_map_model_with_two_channels(map_model):
     enhance.check_backend(map_model, pipeline.tile_plan(map_model), enhance.InferenceError("one bad file"))
+
+
+def test_a_noise_map_image_is_measured_once_for_the_log_and_the_model(map_model, monkeypatch):
+    from runtime import noise
+
+    calls = []
+    real = noise.estimate_noise
+    monkeypatch.setattr(noise, "estimate_noise", lambda *a, **k: calls.append(1) or real(*a, **k))
+    result = pipeline.enhance_dataset(map_model, pydicom.dcmread(pydicom_file("CT_small.dcm")))
+    assert len(calls) == 1  # one frame: one estimate serves the Derivation Description and the map
+    prepared = result.prepared
+    hu = noise.denormalize(prepared.normalized[0], prepared.states[0])
+    assert result.noise == noise.frame_noise(hu, "CT", prepared.padding[0] if prepared.padding is not None else None)
