@@ -225,7 +225,7 @@ def test_slim_checkpoint_drops_resume_state_and_reloads_exactly(pipeline, tmp_pa
     assert torch.equal(load_model(source)[0](x), load_model(tmp_path / "slim.pt")[0](x))
 
 
-def test_init_starts_from_a_checkpoint_and_logs_its_starting_point(pipeline, tmp_path):
+def test_init_starts_from_a_checkpoint_and_logs_its_starting_point(pipeline, tmp_path, capsys):
     root, _ = pipeline
     start, _ = load_model(root / "distill" / "best.pt")
     # Different widths in the config: --init's model spec wins; KD weights 0 = supervised fine-tuning.
@@ -235,6 +235,7 @@ def test_init_starts_from_a_checkpoint_and_logs_its_starting_point(pipeline, tmp
     train(cfg, tmp_path / "ft", teacher=root / "teacher" / "best.pt", data=toy_data(), init=root / "distill" / "best.pt")
     tuned, ckpt = load_model(tmp_path / "ft" / "last.pt")
     assert ckpt["config"]["model"] == {"name": start.model_name, "kwargs": dict(start.model_kwargs)}
+    assert "the config's widths not used" in capsys.readouterr().err  # said, not silently replaced
     records = [json.loads(line) for line in (tmp_path / "ft" / "log.jsonl").read_text().splitlines()]
     assert records[0]["init"].endswith("best.pt") and records[1]["step"] == 0 and "psnr" in records[1]["eval"]
     assert not any("kd_out" in r for r in records)  # the teacher was not run

@@ -16,6 +16,7 @@ import contextlib
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +146,10 @@ def init_model(path: str | Path, config_kwargs: dict) -> tuple[nn.Module, dict]:
     if ckpt["quantization"] is not None:
         raise ValueError(f"{path}: is quantized; --init needs a float checkpoint")
     extensions = {k: v for k, v in config_kwargs.items() if k in INIT_EXTENSIONS and v != ckpt["model_kwargs"].get(k)}
+    ignored = sorted(k for k, v in config_kwargs.items() if k not in INIT_EXTENSIONS and v != ckpt["model_kwargs"].get(k))
+    if ignored:  # e.g. a fine-tune config written for one Pareto student, started from another
+        print(f"note: --init {path}: the model is the checkpoint's ({ckpt['model_name']} "
+              f"{ckpt['model_kwargs']}); the config's {', '.join(ignored)} not used", file=sys.stderr)
     if not extensions:
         return load_model(path)
     model = create_model(ckpt["model_name"], **{**ckpt["model_kwargs"], **extensions})
