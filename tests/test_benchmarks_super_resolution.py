@@ -64,3 +64,17 @@ def test_a_model_that_is_not_x2_is_refused(run, tmp_path):
     denoiser = write_tiny_onnx(tmp_path / "denoiser.onnx")
     with pytest.raises(SystemExit, match="not a x2 model"):
         super_resolution.main([str(denoiser), "--data-from", str(config), "--out", str(tmp_path / "r.json")])
+
+
+def test_a_model_not_released_for_a_modality_is_not_scored_there_and_its_targets_say_so(run, tmp_path):
+    _, _, _, config = run
+    mr_only = write_tiny_sr_onnx(tmp_path / "mr_only.int8.onnx", precision="int8", modalities=("MR",))
+    record_path = tmp_path / "r.json"
+    assert super_resolution.main([str(mr_only), "--data-from", str(config), "--threads", "1", "--out",
+                                  str(record_path), "--grid", str(tmp_path / "g.png")]) == 0
+    record = json.loads(record_path.read_text())
+    assert record["not_covered"] == {"mr_only.int8.onnx": ["CT"]}
+    assert "mr_only.int8.onnx" not in {row["method"] for row in record["summary"]}  # CT images only here
+    over_bicubic = {(t["target"], t["modality"]): t for t in record["targets"]}[("int8_over_bicubic_db", "CT")]
+    assert over_bicubic["pass"] is None and over_bicubic["note"] == "mr_only.int8.onnx not released for CT"
+    assert "not released for CT" in super_resolution.markdown(record)
