@@ -5,12 +5,15 @@ On this machine, loopback only:
 1. ``--instances`` CT instances (``--series`` series of one study; copies of the shipped
    512x512 sample with new UIDs) are made.
 2. Receive throughput: dcmtk's ``storescu`` sends them all to dcmtk's ``storescp`` (which only
-   writes files), then to the node (which fsyncs each instance before answering, while it
-   enhances and forwards what it received); the ratio of the two sending times, in one run.
-   Beside it, what bounds that ratio: the same sending to a bare pynetdicom Store SCP that
-   answers Success and keeps nothing (pynetdicom's own PDU and DIMSE handling), and the
-   node's durable write of one instance (``Spool.receive``: write, fdatasync, rename, folder
-   fsync) timed alone on the same disk.
+   writes files), then to the node (which journals each instance durably before answering,
+   while it enhances and forwards what it received); the ratio of the two sending times, in
+   one run. Beside it, what bounds that ratio: the same sending to a bare pynetdicom Store SCP
+   that answers Success and keeps nothing (pynetdicom's own PDU and DIMSE handling), and the
+   node's durable write of one instance timed alone on the same disk: the journal append on
+   the acknowledgement path (write + fdatasync into a preallocated segment) and the direct
+   write it replaced (``Spool.receive``: write, fdatasync, rename, folder fsync). Then an A/B
+   of receiving alone (the node forwarding nowhere), rounds alternating storescp, the node
+   with its journal and the node with ``--no-journal``.
 3. Clean run: Orthanc (a fresh temporary one) receives the node's derived series; the
    end-to-end rate is instances / (first send to the last derived instance in Orthanc). The
    CLI's rate on the same files (``python -m runtime.enhance DIR -o OUT``, wall time with
@@ -34,6 +37,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -48,8 +52,9 @@ from benchmarks.markdown import md_table, write_marked_section
 from benchmarks.orthanc import Orthanc, available, free_port
 from benchmarks.record import library_versions, machine_info
 from runtime.derived import derived_uid
+from runtime.node.journal import SEGMENT_BYTES
 from runtime.node.receiver import MAX_PDU
-from runtime.node.spool import Spool
+from runtime.node.spool import Spool, digest, series_key
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "ct_quarter_dose.dcm"
@@ -136,27 +141,41 @@ def pynetdicom_floor(files: list[Path]) -> float:
     return seconds
 
 
-def durable_write_ms(sample: Path, folder: Path, count: int = 100) -> float:
-    """Milliseconds the node's durable write of one instance takes (``Spool.receive``), alone."""
-    shutil.rmtree(folder, ignore_errors=True)
-    spool = Spool(folder, limit_bytes=2**62).open()
+def durable_writes_ms(sample: Path, folder: Path, count: int = 100, rounds: int = 5) -> dict[str, float]:
+    """Milliseconds one instance's durable write takes alone: the journal append the node
+    acknowledges after (write + fdatasync into a preallocated segment) and the direct write
+    into incoming/ (``Spool.receive``: temporary file, fdatasync, rename, folder fsync), in
+    alternating blocks of ``count // rounds``."""
     data = sample.read_bytes()
+    seconds = {"journal_append_ms_per_instance": 0.0, "direct_write_ms_per_instance": 0.0}
+    for folder_ in (folder / "journal", folder / "direct"):
+        shutil.rmtree(folder_, ignore_errors=True)
+    journaled = Spool(folder / "journal", limit_bytes=2**62, journal_segment_bytes=SEGMENT_BYTES).open()
+    direct = Spool(folder / "direct", limit_bytes=2**62).open()
     try:
-        start = time.perf_counter()
-        for index in range(count):
-            spool.receive("1.2.3", f"1.2.3.{index}", data)
-        return (time.perf_counter() - start) / count * 1000
+        for block in range(rounds):
+            for index in range(block * (count // rounds), (block + 1) * (count // rounds)):
+                start = time.perf_counter()
+                journaled.journal.append(series_key("1.2.3"), digest(f"1.2.3.{index}"), [data])
+                seconds["journal_append_ms_per_instance"] += time.perf_counter() - start
+                start = time.perf_counter()
+                direct.receive("1.2.3", f"1.2.3.{index}", data)
+                seconds["direct_write_ms_per_instance"] += time.perf_counter() - start
     finally:
-        spool.close()
+        journaled.close()
+        direct.close()
         shutil.rmtree(folder, ignore_errors=True)
+    done = rounds * (count // rounds)
+    return {name: round(total / done * 1000, 2) for name, total in seconds.items()}
 
 
 class Node:
     """``python -m runtime.node`` as a subprocess (restartable, killable)."""
 
-    def __init__(self, spool: Path, port: int, http: int, forward: str, log: Path, model: str | None) -> None:
+    def __init__(self, spool: Path, port: int, http: int, forward: str, log: Path, model: str | None,
+                 *extra: str) -> None:
         self.args = ["--port", str(port), "--bind", "127.0.0.1", "--spool", str(spool), "--forward", forward,
-                     "--http", f"127.0.0.1:{http}", "--settle-s", "1"] + (["--model", model] if model else [])
+                     "--http", f"127.0.0.1:{http}", "--settle-s", "1", *extra] + (["--model", model] if model else [])
         self.port, self.http, self.log = port, http, log
         self.process: subprocess.Popen | None = None
 
@@ -309,31 +328,65 @@ def cli_rate(folder: Path, out: Path, model: str | None, count: int) -> dict:
 
 
 def receive_bounds(files: list[Path], work: Path) -> dict:
-    """The bare pynetdicom SCP's sending time and the durable write alone (see the module's docstring)."""
+    """The bare pynetdicom SCP's sending time and the durable writes alone (see the module's docstring)."""
     floor = pynetdicom_floor(files)
-    return {"bare_pynetdicom_scp_seconds": round(floor, 3),
-            "durable_write_ms_per_instance": round(durable_write_ms(files[0], work / "durable"), 2)}
+    return {"bare_pynetdicom_scp_seconds": round(floor, 3), **durable_writes_ms(files[0], work / "durable")}
+
+
+def node_receive_seconds(files: list[Path], work: Path, model: str | None, *extra: str) -> float:
+    """Seconds storescu needs to send ``files`` to a fresh node that forwards nowhere (enhancing
+    meanwhile); the node is killed afterwards (its spool is thrown away)."""
+    shutil.rmtree(work / "ab", ignore_errors=True)
+    (work / "ab").mkdir(parents=True)
+    node = Node(work / "ab" / "spool", free_port(), free_port(), f"NOWHERE@127.0.0.1:{free_port()}",
+                work / "ab" / "node.log", model, *extra)
+    node.start()
+    try:
+        seconds, acknowledged, code = storescu(files, node.port, "MEDCLEAR")
+    finally:
+        node.kill9()
+    if acknowledged != len(files):
+        raise RuntimeError(f"the node{' ' + ' '.join(extra) if extra else ''} acknowledged {acknowledged} of "
+                           f"{len(files)} (storescu exit {code})")
+    return seconds
+
+
+def journal_ab(files: list[Path], work: Path, model: str | None, rounds: int) -> dict:
+    """Receiving alone, ``rounds`` rounds of storescp, the node, the node with --no-journal (in
+    that order each round): milliseconds per instance, and the medians' ratios to storescp."""
+    times: dict[str, list[float]] = {"storescp": [], "journal": [], "no_journal": []}
+    for _ in range(rounds):
+        times["storescp"].append(storescp_receive(files, work / "storescp", nodelay=True))
+        times["journal"].append(node_receive_seconds(files, work, model))
+        times["no_journal"].append(node_receive_seconds(files, work, model, "--no-journal"))
+    per_instance = {name: [round(value / len(files) * 1000, 2) for value in values] for name, values in times.items()}
+    medians = {name: statistics.median(values) for name, values in per_instance.items()}
+    return {"rounds": rounds, "ms_per_instance": per_instance,
+            "median_ms_per_instance": {name: round(value, 2) for name, value in medians.items()},
+            "median_ratio": {name: round(medians[name] / medians["storescp"], 2) for name in ("journal", "no_journal")}}
 
 
 def receive_only(args: argparse.Namespace) -> None:
-    """Step 2 alone, printed: storescp, the bare pynetdicom SCP, the node (forwarding nowhere)."""
+    """Step 2 alone, printed: storescp, the bare pynetdicom SCP, the durable writes, then the
+    node with and without its journal (forwarding nowhere), ``--rounds`` rounds."""
     work = args.work
     shutil.rmtree(work, ignore_errors=True)
     files = make_instances(work / "in", args.instances, args.series)
     storescp_seconds = storescp_receive(files, work / "storescp", nodelay=True)
     bounds = receive_bounds(files, work)
-    node = Node(work / "spool", free_port(), free_port(), f"NOWHERE@127.0.0.1:{free_port()}", work / "node.log",
-                args.model)
-    node.start()
-    try:
-        seconds, acknowledged, code = storescu(files, node.port, "MEDCLEAR")
-    finally:
-        node.stop()
     n = len(files)
     print(f"{n} instances, load average {os.getloadavg()[0]:.2f}: storescp {storescp_seconds / n * 1000:.2f} ms, "
-          f"bare pynetdicom SCP {bounds['bare_pynetdicom_scp_seconds'] / n * 1000:.2f} ms, node "
-          f"{seconds / n * 1000:.2f} ms per instance ({acknowledged} acknowledged); ratio "
-          f"{seconds / storescp_seconds:.2f}; durable write alone {bounds['durable_write_ms_per_instance']:.2f} ms")
+          f"bare pynetdicom SCP {bounds['bare_pynetdicom_scp_seconds'] / n * 1000:.2f} ms per instance; "
+          f"durable write alone: journal append {bounds['journal_append_ms_per_instance']:.2f} ms, direct "
+          f"{bounds['direct_write_ms_per_instance']:.2f} ms", flush=True)
+    ab = journal_ab(files, work, args.model, args.rounds)
+    for index in range(args.rounds):
+        row = {name: values[index] for name, values in ab["ms_per_instance"].items()}
+        print(f"round {index + 1}: storescp {row['storescp']:.2f} ms, node {row['journal']:.2f} ms (ratio "
+              f"{row['journal'] / row['storescp']:.2f}), node --no-journal {row['no_journal']:.2f} ms (ratio "
+              f"{row['no_journal'] / row['storescp']:.2f}) per instance")
+    print(f"medians: ratio {ab['median_ratio']['journal']:.2f} with the journal, "
+          f"{ab['median_ratio']['no_journal']:.2f} with --no-journal; load average {os.getloadavg()[0]:.2f}")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -344,6 +397,7 @@ def run(args: argparse.Namespace) -> dict:
     storescp_seconds = storescp_receive(files, work / "storescp", nodelay=True)
     storescp_nagle = storescp_receive(files, work / "storescp", nodelay=False)
     bounds = receive_bounds(files, work)
+    ab = journal_ab(files, work, args.model, args.rounds)
     clean = node_run(files, work, "clean", 0, args.model, identity, args.timeout)
     nagle = node_run(files, work, "nagle", 0, args.model, identity, args.timeout, nodelay=False)
     killed = node_run(files, work, "killed", args.kills, args.model, identity, args.timeout)
@@ -363,6 +417,7 @@ def run(args: argparse.Namespace) -> dict:
                           "node_receive_seconds": nagle["receive_seconds"],
                           "receive_ratio": round(nagle["receive_seconds"] / storescp_nagle, 2),
                           "node_run": nagle},
+        "journal_ab": ab,
         "clean": clean, "killed": killed, "cli": cli,
     }
 
@@ -380,17 +435,27 @@ def markdown(record: dict) -> str:
     machine = record["machine"]
     clean, killed, cli = record["clean"], record["killed"], record["cli"]
     n, default, bounds = record["instances"], record["dcmtk_default"], record["receive_bounds"]
+    ab = record["journal_ab"]
+    medians, ratios = ab["median_ms_per_instance"], ab["median_ratio"]
     rows = [
         ["receive, TCP_NODELAY=1: storescu -> storescp (writes files, no fsync)",
          f"{record['storescp_receive_seconds']:.2f} s", f"{n / record['storescp_receive_seconds']:.0f} images/s", ""],
-        ["receive, TCP_NODELAY=1: storescu -> node (durable write per instance, enhancing meanwhile)",
+        ["receive, TCP_NODELAY=1: storescu -> node (journaled durably per instance, enhancing meanwhile)",
          f"{record['node_receive_seconds']:.2f} s", f"{n / record['node_receive_seconds']:.0f} images/s",
          f"**{record['receive_ratio']:.2f}x** storescp's time"],
         ["bound: storescu -> bare pynetdicom SCP (answers Success, keeps nothing)",
          f"{bounds['bare_pynetdicom_scp_seconds']:.2f} s", f"{n / bounds['bare_pynetdicom_scp_seconds']:.0f} images/s",
          f"{bounds['bare_pynetdicom_scp_ratio']:.2f}x storescp's time"],
-        ["bound: the node's durable write of one instance alone (write, fdatasync, rename, folder fsync)",
-         f"{bounds['durable_write_ms_per_instance']:.2f} ms", "", "per instance"],
+        ["bound: the node's durable write of one instance alone: journal append (write, fdatasync)",
+         f"{bounds['journal_append_ms_per_instance']:.2f} ms", "", "per instance"],
+        ["the direct write it replaced, alone (write, fdatasync, rename, folder fsync; now off the ack path)",
+         f"{bounds['direct_write_ms_per_instance']:.2f} ms", "", "per instance"],
+        [f"receive A/B, forwarding nowhere, median of {ab['rounds']} alternating rounds: storescp",
+         f"{medians['storescp']:.2f} ms", f"{1000 / medians['storescp']:.0f} images/s", "per instance"],
+        ["receive A/B: node with its journal (the default)", f"{medians['journal']:.2f} ms",
+         f"{1000 / medians['journal']:.0f} images/s", f"{ratios['journal']:.2f}x storescp's time"],
+        ["receive A/B: node --no-journal (acknowledges after the direct write)", f"{medians['no_journal']:.2f} ms",
+         f"{1000 / medians['no_journal']:.0f} images/s", f"{ratios['no_journal']:.2f}x storescp's time"],
         ["receive, dcmtk defaults (Nagle on): storescu -> storescp", f"{default['storescp_receive_seconds']:.2f} s",
          f"{n / default['storescp_receive_seconds']:.0f} images/s", ""],
         ["receive, dcmtk defaults (Nagle on): storescu -> node", f"{default['node_receive_seconds']:.2f} s",
@@ -432,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", type=Path, default=RECORD, help=f"JSON record to write (default {RECORD})")
     parser.add_argument("--into", type=Path, help="write the Markdown between <!-- node:begin/end --> in this file")
     parser.add_argument("--receive-only", action="store_true", help="measure receiving alone, print it, no record")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds of the receive A/B: storescp, node, node --no-journal (default 2)")
     args = parser.parse_args(argv)
     reason = available()
     if reason or shutil.which("storescu") is None or shutil.which("storescp") is None:

@@ -38,9 +38,11 @@ def model(tmp_path_factory) -> Path:
 
 
 def settings(tmp_path: Path, model: Path, **extra) -> dict:
-    """A node on a free loopback port forwarding to a port where nothing listens."""
+    """A node on a free loopback port forwarding to a port where nothing listens; 1 MiB journal
+    segments (the node's rotates while a test sends a few dozen instances)."""
     return {"spool": tmp_path / "spool", "forward": f"PACS@127.0.0.1:{free_port()}", "port": free_port(),
-            "bind": "127.0.0.1", "model": model, "settle_s": 0.1, "retry_base_s": 30, **extra}
+            "bind": "127.0.0.1", "model": model, "settle_s": 0.1, "retry_base_s": 30, "journal_segment_mb": 1,
+            **extra}
 
 
 # --- settings -------------------------------------------------------------------------------
@@ -56,6 +58,8 @@ def test_config_file_toml_and_json_with_command_line_overrides(tmp_path):
     assert config.forward == Destination("PACS", "pacs.example", 104)
     assert config.port == 11112 and config.forward_original and config.spool_limit_bytes == 512 * 2**20
     assert [str(rule) for rule in config.allow] == ["CT2"]  # the command line wins
+    assert config.journal and config.journal_segment_bytes == 64 * 2**20  # the default: receive through the journal
+    assert not settings_from(build_parser().parse_args(["--config", str(toml), "--no-journal"])).journal_segment_bytes
     json_file = tmp_path / "node.json"
     json_file.write_text(json.dumps({"spool": "/var/spool/medclear", "forward": "PACS@10.0.0.5:4242",
                                      "http": "127.0.0.1:9102"}))
@@ -74,6 +78,8 @@ def test_config_file_toml_and_json_with_command_line_overrides(tmp_path):
     ({"spool": "s", "forward": "P@h:1", "no_such": 1}, "unknown setting(s): no_such"),
     ({"spool": "s", "forward": "P@h:1", "forward_original": "yes"}, "expected true or false"),
     ({"spool": "s", "forward": "P@h:1", "strength": 9}, "--strength"),
+    ({"spool": "s", "forward": "P@h:1", "journal": "no"}, "--journal: expected true or false"),
+    ({"spool": "s", "forward": "P@h:1", "journal_segment_mb": 0}, "--journal-segment-mb: must be >= 1"),
 ])
 def test_bad_settings_are_one_line_errors(settings_, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -162,7 +168,8 @@ def test_spool_over_its_limit_answers_out_of_resources_and_does_not_grow(model, 
         statuses = send(paths, node.receiver.port)
         assert statuses[paths[0]] == 0 and OUT_OF_RESOURCES in statuses.values()
         assert set(statuses.values()) == {0, OUT_OF_RESOURCES}
-        wait_for(lambda: node.worker.queue.empty() and not node.worker.busy, 30, "the worker to finish")
+        wait_for(lambda: node.materializer.idle and node.worker.queue.empty() and not node.worker.busy, 30,
+                 "the materializer and the worker to finish")
         used = node.spool.used_bytes
         actual = sum(p.stat().st_size for area in ("incoming", "outgoing") for p in spool_files(tmp_path / "spool", area))
         accepted = sum(1 for status in statuses.values() if status == 0)
@@ -245,26 +252,36 @@ def test_healthz_and_prometheus_metrics(model, tmp_path):
     assert "# TYPE medclear_node_image_seconds histogram" in text
 
 
+@pytest.mark.parametrize("journal", [True, False], ids=["journal", "direct"])
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "image_dfl.dcm"])
-def test_received_instance_is_spooled_as_sent_behind_its_file_meta(name, tmp_path):
+def test_received_instance_is_spooled_as_sent_behind_its_file_meta(name, journal, tmp_path):
     """The data set is stored byte for byte as it came, in its series' folder, behind File Meta
-    Information that pydicom reads back (explicit, implicit, big endian and deflated syntaxes)."""
+    Information that pydicom reads back (explicit, implicit, big endian and deflated syntaxes),
+    through the journal and directly (--no-journal)."""
     from runtime.node.config import build as build_config
+    from runtime.node.materializer import Materializer
     from runtime.node.metrics import Metrics
     from runtime.node.receiver import Receiver
     from runtime.node.spool import series_key
 
     source = copy_file(name, tmp_path / "in")
     received = []
-    spool = Spool(tmp_path / "spool", limit_bytes=10**9).open()
+    spool = Spool(tmp_path / "spool", limit_bytes=10**9, journal_segment_bytes=2**20 if journal else 0).open()
     config = build_config({"spool": tmp_path / "spool", "forward": "PACS@127.0.0.1:1", "port": free_port(),
                            "bind": "127.0.0.1", "min_free_mb": 0})
-    receiver = Receiver(spool, config, Metrics(dict), lambda path, key: received.append(path))
+    materializer = Materializer(spool, lambda path, key, at: received.append(path)) if journal else None
+    receiver = Receiver(spool, config, Metrics(dict), lambda path, key: received.append(path),
+                        materializer=materializer)
+    if materializer is not None:
+        materializer.start()
     receiver.start()
     try:
         assert send([source], receiver.port) == {source: 0}
     finally:
         receiver.stop_listening()
+        if materializer is not None:
+            materializer.stop()
+            materializer.join(30)
         spool.close()
     original = pydicom.dcmread(source)
     (path,) = received

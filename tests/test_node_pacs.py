@@ -43,7 +43,7 @@ def pacs(tmp_path_factory):
 def node_args(spool: Path, port: int, pacs_port: int, model: Path, *extra: str) -> list[str]:
     return ["--port", str(port), "--bind", "127.0.0.1", "--spool", str(spool), "--forward",
             f"ORTHANC@127.0.0.1:{pacs_port}", "--model", str(model), "--settle-s", SETTLE, "--retry-base-s", "0.2",
-            "--retry-max-s", "1", "--drain-timeout-s", "20", *extra]
+            "--retry-max-s", "1", "--drain-timeout-s", "20", "--journal-segment-mb", "1", *extra]
 
 
 def model_id(model: Path) -> str:

@@ -27,9 +27,12 @@ derived DICOM as python -m runtime.enhance) and forwards the derived series to -
 
 EPILOG = """\
 durability:
-  A C-STORE is answered Success only once the instance is in SPOOL/incoming/, written
-  atomically and fsynced; a crash or kill -9 at any moment loses no acknowledged image, and
-  the node resumes whatever the spool holds when it starts again. Forwarding is retried with
+  A C-STORE is answered Success only once the instance is durable: a record in the spool's
+  write-ahead journal (SPOOL/journal/, preallocated segments: one fdatasync per instance),
+  moved into SPOOL/incoming/ (written atomically and fsynced) in the background; with
+  --no-journal, written into SPOOL/incoming/ atomically and fsynced before the answer. A crash
+  or kill -9 at any moment loses no acknowledged image, and the node replays the journal and
+  resumes whatever the spool holds when it starts again. Forwarding is retried with
   backoff (--retry-base-s doubling up to --retry-max-s); after --max-attempts (counted in the
   spool, across restarts) the instance moves to SPOOL/failed/ with a one-line NAME.reason
   file, and the node goes on (--retry-failed moves them back at the next start). Derived UIDs are a pure function of
@@ -107,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--forward-tls-cert", type=Path, help="PEM client certificate for the destination")
     add("--forward-tls-key", type=Path, help="PEM private key for --forward-tls-cert")
     add("--retry-failed", action="store_true", default=None, help="at start, move failed/ back to be retried")
+    add("--journal", action=argparse.BooleanOptionalAction, default=None,
+        help="acknowledge once journaled (one fdatasync in a preallocated segment; default), or "
+             "--no-journal: once written into incoming/ and fsynced (two flushes)")
+    add("--journal-segment-mb", type=int, metavar="N",
+        help=f"journal segment size (default {D['journal_segment_mb']}; larger instances are written directly)")
     add("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
     return parser
 

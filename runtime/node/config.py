@@ -150,6 +150,8 @@ class NodeConfig:
     forward_tls_cert: Path | None = None
     forward_tls_key: Path | None = None
     retry_failed: bool = False
+    journal: bool = True
+    journal_segment_mb: int = 64
     log_level: str = "info"
 
     @property
@@ -160,11 +162,16 @@ class NodeConfig:
     def min_free_bytes(self) -> int:
         return self.min_free_mb * 1024 * 1024
 
+    @property
+    def journal_segment_bytes(self) -> int:
+        """The journal's segment size, 0 without a journal (received instances written into incoming/ directly)."""
+        return self.journal_segment_mb * 1024 * 1024 if self.journal else 0
+
 
 PATHS = {"spool", "model", "tls_cert", "tls_key", "tls_ca", "forward_tls_ca", "forward_tls_cert", "forward_tls_key"}
-FLAGS = {"forward_original", "forward_tls", "retry_failed"}
+FLAGS = {"forward_original", "forward_tls", "retry_failed", "journal"}
 INTEGERS = {"port": 0, "spool_limit_mb": 1, "min_free_mb": 0, "max_attempts": 1, "max_associations": 1,
-            "threads": 1, "worker_nice": 0}
+            "threads": 1, "worker_nice": 0, "journal_segment_mb": 1}
 NUMBERS = {"retry_base_s": 0.0, "retry_max_s": 0.0, "settle_s": 0.0, "timeout_s": 0.1, "drain_timeout_s": 0.0}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 KEYS = {f.name for f in fields(NodeConfig)}

@@ -1,7 +1,9 @@
 """The Store SCP: C-ECHO, C-STORE into the spool, access control, TLS, back-pressure.
 
-A C-STORE is answered Success only after the instance is durably in incoming/ (written,
-fsynced, renamed, folder fsynced; ``Spool.receive``). The data set is stored as it came, behind
+A C-STORE is answered Success only after the instance is durable: a record in the spool's
+write-ahead journal (``Materializer.append``: one fdatasync; moved into incoming/ later), or
+without a journal in incoming/ itself (written, fsynced, renamed, folder fsynced;
+``Spool.receive``). The data set is stored as it came, behind
 File Meta Information encoded here (no decoding and re-encoding through pydicom, no copy of the
 data set); only the elements up to the Series Instance UID are decoded, to name its folder.
 While the spool is over its size limit (or its disk nearly full) the answer is Out of Resources
@@ -32,6 +34,7 @@ from pynetdicom.sop_class import Verification
 
 from runtime.logtext import cause, described, safe
 from runtime.node.config import NodeConfig
+from runtime.node.materializer import Materializer
 from runtime.node.metrics import Metrics
 from runtime.node.spool import Spool, digest
 
@@ -77,12 +80,15 @@ def series_uid(event) -> str:
 
 
 class Receiver:
-    """A pynetdicom Store SCP that spools what it receives and hands it to ``on_received``."""
+    """A pynetdicom Store SCP that spools what it receives: through ``materializer`` (the
+    journal; it hands each instance on once in incoming/), or, without one, into incoming/
+    directly, handing it to ``on_received`` at once."""
 
-    def __init__(self, spool: Spool, config: NodeConfig, metrics: Metrics,
-                 on_received: Callable, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, spool: Spool, config: NodeConfig, metrics: Metrics, on_received: Callable,
+                 tls: ssl.SSLContext | None = None, materializer: Materializer | None = None) -> None:
         self.spool, self.config, self.metrics = spool, config, metrics
         self.on_received = on_received  # (path, sop key) -> None
+        self.materializer = materializer
         self.tls = tls
         self.ae = AE(ae_title=config.ae_title)
         self.ae.maximum_associations = config.max_associations
@@ -162,12 +168,17 @@ class Receiver:
                          str(event.assoc.requestor.ae_title).strip())
         try:
             with request.DataSet.getbuffer() as data:
-                path = self.spool.receive(series, sop_uid, meta, data)
+                if self.materializer is not None:
+                    self.materializer.append(series, sop_uid, meta, data)
+                    path = None  # handed on by the materializer once in incoming/
+                else:
+                    path = self.spool.receive(series, sop_uid, meta, data)
         except OSError as error:  # disk full, permissions: the sender keeps it and retries
             self.metrics.count("refused")
             LOG.error("cannot spool a received instance: %s; answering Out of Resources",
                       cause(error.strerror or error))
             return OUT_OF_RESOURCES
         self.metrics.count("received")
-        self.on_received(path, digest(sop_uid))
+        if path is not None:
+            self.on_received(path, digest(sop_uid))
         return SUCCESS

@@ -3,9 +3,10 @@ stopped together.
 
 Stopping (SIGTERM, SIGINT) drains: no new associations are accepted, associations in
 progress may finish (at most ``drain_timeout_s``; an instance still unanswered then was
-never acknowledged, so its sender still has it), the worker finishes the instance in hand,
-the forwarder the C-STORE in hand (then releases its association). Everything else is
-durable in the spool and resumes on the next start.
+never acknowledged, so its sender still has it), the materializer moves everything
+journaled into incoming/, the worker finishes the instance in hand, the forwarder the C-STORE
+in hand (then releases its association). Everything else is durable in the spool and resumes
+on the next start.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import time
 from runtime.node.config import NodeConfig
 from runtime.node.forwarder import Forwarder
 from runtime.node.httpd import StatusServer
+from runtime.node.materializer import Materializer
 from runtime.node.metrics import Metrics
 from runtime.node.receiver import Receiver
-from runtime.node.spool import FAILED, INCOMING, OUTGOING, Spool
+from runtime.node.spool import FAILED, INCOMING, JOURNAL, OUTGOING, Spool
 from runtime.node.tls import client_context, server_context
 from runtime.node.worker import Worker
 
@@ -33,12 +35,14 @@ class NodeError(RuntimeError):
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.spool = Spool(config.spool, config.spool_limit_bytes, config.min_free_bytes)
+        self.spool = Spool(config.spool, config.spool_limit_bytes, config.min_free_bytes, config.journal_segment_bytes)
         self.metrics = Metrics(self._gauges)
         self.received_at: dict[str, float] = {}
         self.worker = Worker(self.spool, config, self.metrics, self.received_at)
         self.forwarder = Forwarder(self.spool, config, self.metrics, self.received_at, client_context(config))
-        self.receiver = Receiver(self.spool, config, self.metrics, self._received, server_context(config))
+        self.materializer = Materializer(self.spool, self._received) if config.journal else None
+        self.receiver = Receiver(self.spool, config, self.metrics, self._received, server_context(config),
+                                 self.materializer)
         self.status = None
         self.started = time.monotonic()
 
@@ -64,6 +68,8 @@ class Node:
         if self.worker.error:
             raise NodeError(f"the model cannot be opened: {self.worker.error}")
         self.forwarder.start()
+        if self.materializer is not None:
+            self.materializer.start()
         try:
             self.receiver.start()
             if config.http:
@@ -86,6 +92,9 @@ class Node:
             self.receiver.stop_listening()
             aborted = self.receiver.drain(self.config.drain_timeout_s)
             self.receiver.server = None
+        if self.materializer is not None and self.materializer.is_alive():  # what was journaled into incoming/
+            self.materializer.stop()
+            self.materializer.join(self.config.drain_timeout_s)
         for part in (self.worker, self.forwarder):
             part.stop()
         for part in (self.worker, self.forwarder):
@@ -102,10 +111,10 @@ class Node:
 
     # --- the parts' hooks --------------------------------------------------------------
 
-    def _received(self, path, key: str) -> None:
+    def _received(self, path, key: str, acknowledged_at: float | None = None) -> None:
         if len(self.received_at) >= RECEIPT_TIMES_LIMIT:
             self.received_at.clear()
-        self.received_at[key] = time.monotonic()
+        self.received_at[key] = acknowledged_at or time.monotonic()
         self.worker.submit(path)
         self.forwarder.wake.set()
 
@@ -115,6 +124,8 @@ class Node:
             return f"the model is not running: {self.worker.error or 'worker stopped'}"
         if not self.forwarder.is_alive():
             return "the forwarder stopped"
+        if self.materializer is not None and not self.materializer.is_alive():
+            return "the journal's materializer stopped"
         if self.receiver.server is None:
             return "not receiving"
         return None
@@ -123,9 +134,11 @@ class Node:
         depth = self.spool.depth()
         return {
             "queue_depth": (depth[INCOMING], "received instances waiting to be enhanced"),
+            "journal_depth": (depth[JOURNAL], "received instances journaled, not yet moved into incoming/"),
             "outgoing_depth": (depth[OUTGOING], "instances waiting to be forwarded"),
             "failed_depth": (depth[FAILED], "instances in failed/"),
-            "spool_bytes": (self.spool.used_bytes, "bytes in incoming/ and outgoing/ (the back-pressure measure)"),
+            "spool_bytes": (self.spool.used_bytes, "bytes in incoming/, outgoing/ and the journal (the back-pressure "
+                            "measure)"),
             "spool_limit_bytes": (self.spool.limit_bytes, "spool size at which C-STOREs get Out of Resources"),
             "up_seconds": (time.monotonic() - self.started, "seconds since the node started"),
         }

@@ -6,15 +6,19 @@ SPOOL/outgoing/<series>.derived/<instance>.enhanced.dcm   enhanced, waiting to b
 SPOOL/outgoing/<series>.original/<instance>.dcm   to be forwarded unchanged (--forward-original)
 SPOOL/failed/<series>.<kind>/<file> + <file>.reason   given up on, one-line reason beside it
 SPOOL/tmp/                                        files being received (never acknowledged)
+SPOOL/journal/                                    received and acknowledged, not yet in incoming/
 SPOOL/attempts.json                               forwarding attempts so far of files in outgoing/
 ```
 
 ``<series>`` and ``<instance>`` are SHA-256 digests of the source Series and SOP Instance
 UIDs: names never carry patient data, and a re-sent instance lands on the same name. Every
 file is written to a temporary name, fsynced, renamed into place and its folder fsynced
-before anyone is told it exists, so a C-STORE is answered only when the instance would
-survive a power cut, and a crash at any moment leaves each instance in one folder or
-another (never in none). One node per spool: a lock file is held while it runs.
+before anyone is told it exists, and a crash at any moment leaves each instance in one folder
+or another (never in none). With a journal (``runtime.node.journal``), a received instance is
+first a record there (durable with one fdatasync: what the C-STORE's Success waits for), then
+materialized into incoming/ by a background thread; ``open`` replays what a previous run
+journaled and had not materialized. Without one, ``receive`` writes into incoming/ directly
+before the Success. One node per spool: a lock file is held while it runs.
 """
 
 from __future__ import annotations
@@ -22,15 +26,19 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import threading
 from pathlib import Path
 
 from runtime.logtext import cause
+from runtime.node.durable import datasync, fsync_dir, write_all
+from runtime.node.journal import SEGMENT_BYTES, Journal
 from runtime.outputs import TEMP_PREFIX
 
-INCOMING, OUTGOING, FAILED, TMP = "incoming", "outgoing", "failed", "tmp"
+LOG = logging.getLogger("medclear.node")
+INCOMING, OUTGOING, FAILED, TMP, JOURNAL = "incoming", "outgoing", "failed", "tmp", "journal"
 DERIVED, ORIGINAL = "derived", "original"
 REASON_SUFFIX = ".reason"
 ATTEMPTS = "attempts.json"
@@ -50,38 +58,23 @@ def series_key(series_uid: str) -> str:
     return digest(series_uid, 16) if series_uid else NO_SERIES
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or unlink in ``folder`` durable."""
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def datasync(descriptor: int) -> None:
-    """Make a file's data (and its size) durable: fdatasync where there is one, else fsync."""
-    getattr(os, "fdatasync", os.fsync)(descriptor)
-
-
-def _write_all(descriptor: int, data: bytes | memoryview) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        view = view[os.write(descriptor, view):]
-
-
 def is_payload(path: Path) -> bool:
     """A spooled DICOM file (not a temporary file, not a reason file)."""
     return path.suffix == ".dcm" and not path.name.startswith(".")
 
 
 class Spool:
-    """The spool folder, its size accounting (for back-pressure) and its atomic moves."""
+    """The spool folder, its size accounting (for back-pressure) and its atomic moves.
 
-    def __init__(self, root: Path, limit_bytes: int, min_free_bytes: int = 0) -> None:
+    ``journal_segment_bytes``: receive through a write-ahead journal of segments this large
+    (``journal``, open once ``open`` returned); 0: write into incoming/ directly."""
+
+    def __init__(self, root: Path, limit_bytes: int, min_free_bytes: int = 0, journal_segment_bytes: int = 0) -> None:
         self.root = root
         self.limit_bytes = limit_bytes
         self.min_free_bytes = min_free_bytes
+        self.journal_segment_bytes = journal_segment_bytes
+        self.journal: Journal | None = None
         self._lock = threading.Lock()  # incoming/ folder creation/removal and the byte count
         # Held while a file is written into outgoing/ and while an emptied series folder there
         # is removed, so that a folder is never removed under a writer.
@@ -101,7 +94,8 @@ class Spool:
         return self.root / OUTGOING / f"{key}.{kind}"
 
     def open(self) -> "Spool":
-        """Create the folders, take the lock, drop what was never acknowledged, count the bytes."""
+        """Create the folders, take the lock, drop what was never acknowledged, replay the
+        journal into incoming/, count the bytes."""
         for name in (INCOMING, OUTGOING, FAILED, TMP):
             self.area(name).mkdir(parents=True, exist_ok=True)
         self._lock_file = os.open(self.root / "node.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -116,10 +110,39 @@ class Spool:
         for name in (INCOMING, OUTGOING):
             for leftover in self.area(name).glob(f"*/{TEMP_PREFIX}*"):  # half-written outputs
                 _remove(leftover)
+        try:
+            self._open_journal()
+        except BaseException:
+            self.close()
+            raise
         self._bytes = sum(path.stat().st_size for name in (INCOMING, OUTGOING) for path in self._files(name))
         return self
 
+    def _open_journal(self) -> None:
+        """Materialize what the journal holds past its checkpoint (acknowledged by a previous run),
+        then have it ready for appending; or, without a journal now, remove the old one once replayed."""
+        folder = self.area(JOURNAL)
+        if not self.journal_segment_bytes and not folder.is_dir():
+            return
+        journal = Journal(folder, self.journal_segment_bytes or SEGMENT_BYTES)
+        try:
+            count = journal.replay(lambda record, payload: self.write_incoming(record.key, record.instance, payload))
+            if count:
+                LOG.info("journal: %d acknowledged instance(s) of an earlier run moved into incoming/", count)
+            if self.journal_segment_bytes:
+                self.journal = journal.start()
+                return
+        except BaseException:
+            journal.close()
+            raise
+        journal.close()
+        shutil.rmtree(folder)
+        fsync_dir(self.root)
+
     def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
         if self._lock_file is not None:
             os.close(self._lock_file)
             self._lock_file = None
@@ -131,7 +154,8 @@ class Spool:
 
     @property
     def used_bytes(self) -> int:
-        return self._bytes
+        """Bytes in incoming/ and outgoing/, and journaled but not yet in incoming/."""
+        return self._bytes + (self.journal.pending_bytes if self.journal is not None else 0)
 
     def _account(self, delta: int) -> None:
         with self._lock:
@@ -139,8 +163,9 @@ class Spool:
 
     def refusal(self) -> str | None:
         """Why a new instance cannot be taken now (spool over its limit, disk nearly full), or None."""
-        if self._bytes >= self.limit_bytes:
-            return f"spool holds {self._bytes // 2**20} MiB, its limit is {self.limit_bytes // 2**20} MiB"
+        used = self.used_bytes
+        if used >= self.limit_bytes:
+            return f"spool holds {used // 2**20} MiB, its limit is {self.limit_bytes // 2**20} MiB"
         if self.min_free_bytes:
             free = shutil.disk_usage(self.root).free
             if free < self.min_free_bytes:
@@ -152,13 +177,18 @@ class Spool:
     def receive(self, series_uid: str, sop_uid: str, *parts: bytes | memoryview) -> Path:
         """Write a received instance (``parts`` one after the other) durably into incoming/; its
         path once it is safe."""
-        target = self.incoming_dir(series_key(series_uid)) / f"{digest(sop_uid)}.dcm"
+        return self.write_incoming(series_key(series_uid), digest(sop_uid), *parts)
+
+    def write_incoming(self, key: str, instance: str, *parts: bytes | memoryview) -> Path:
+        """Write an instance durably to incoming/<key>/<instance>.dcm (replacing the same
+        instance, re-sent); its path once it is safe."""
+        target = self.incoming_dir(key) / f"{instance}.dcm"
         temp = self.area(TMP) / f"{TEMP_PREFIX}{target.parent.name}-{target.name}-{threading.get_ident()}"
         try:
             descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 for part in parts:
-                    _write_all(descriptor, part)
+                    write_all(descriptor, part)
                 datasync(descriptor)
             finally:
                 os.close(descriptor)
@@ -187,7 +217,9 @@ class Spool:
         return sorted(self._files(INCOMING), key=_mtime)
 
     def has_pending(self, key: str) -> bool:
-        """Whether incoming/ still holds instances of this source series."""
+        """Whether incoming/ (or the journal) still holds instances of this source series."""
+        if self.journal is not None and self.journal.has_pending(key):
+            return True
         folder = self.incoming_dir(key)
         try:
             return any(is_payload(path) for path in folder.iterdir())
@@ -295,8 +327,9 @@ class Spool:
                 pass
 
     def depth(self) -> dict[str, int]:
-        """Files per area (for /metrics)."""
-        return {name: len(self._files(name)) for name in (INCOMING, OUTGOING, FAILED)}
+        """Files per area, and records journaled not yet in incoming/ (for /metrics)."""
+        depth = {name: len(self._files(name)) for name in (INCOMING, OUTGOING, FAILED)}
+        return {**depth, JOURNAL: self.journal.pending_records if self.journal is not None else 0}
 
 
 def _mtime(path: Path) -> float:
