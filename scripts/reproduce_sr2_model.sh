@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the shipped x2 super-resolution model end to end on a CPU (about 1.5 hours on 2 cores):
+# Reproduce the shipped x2 super-resolution model end to end on a CPU (about 2.5 hours on 2 cores):
 # teacher -> distilled student (and its adversarial variant) -> QAT -> ONNX fp32 + int8 ->
 # test-split quality against nearest/bicubic/Lanczos -> latency -> the model card's x2 section.
 #
@@ -23,10 +23,12 @@ echo "== 2/6 distill the x2 student; its adversarial variant (L1 0.5 / SSIM 0.3 
     --teacher "$RUN/teacher/best.pt" --init "$RUN/student/best.pt" --set train.progress=false > "$RUN/student_gan.log" 2>&1 &
 gan=$!
 
-echo "== 3/6 fine-tune the student on band-limited, textured MR phantoms; QAT (ModelOpt INT8) of it"
+echo "== 3/6 fine-tune the student on band-limited, textured MR phantoms, then on CT and X-ray only; QAT (ModelOpt INT8)"
 "$PY" -m trainer distill --config trainer/configs/sr2_distill_finetune.json --out "$RUN/finetune" \
     --teacher "$RUN/teacher/best.pt" --init "$RUN/student/best.pt" --set train.progress=false
-"$PY" -m trainer qat --config trainer/configs/sr2_qat.json --out "$RUN/qat" --student "$RUN/finetune/best.pt"
+"$PY" -m trainer distill --config trainer/configs/sr2_distill_finetune_ct.json --out "$RUN/finetune_ct" \
+    --teacher "$RUN/teacher/best.pt" --init "$RUN/finetune/best.pt" --set train.progress=false
+"$PY" -m trainer qat --config trainer/configs/sr2_qat.json --out "$RUN/qat" --student "$RUN/finetune_ct/best.pt"
 wait "$gan"
 
 echo "== 4/6 export ONNX fp32 + int8: every trained modality into $RUN/onnx_all (measured next)"

@@ -78,3 +78,12 @@ def test_a_model_not_released_for_a_modality_is_not_scored_there_and_its_targets
     over_bicubic = {(t["target"], t["modality"]): t for t in record["targets"]}[("int8_over_bicubic_db", "CT")]
     assert over_bicubic["pass"] is None and over_bicubic["note"] == "mr_only.int8.onnx not released for CT"
     assert "not released for CT" in super_resolution.markdown(record)
+
+
+def test_packaged_ct_scans_are_also_scored_apart_from_the_phantoms():
+    rows = [{"image": "offline:pydicom/CT_small.dcm#0", "modality": "CT", "method": "m", "metrics": {"psnr_window": 30.0}},
+            {"image": "phantom:heldout-0", "modality": "CT", "method": "m", "metrics": {"psnr_window": 40.0}},
+            {"image": "offline:pydicom/MR_small.dcm#0", "modality": "MR", "method": "m", "metrics": {"psnr": 35.0}}]
+    extended = super_resolution.with_real_ct(rows)
+    assert [r["modality"] for r in extended[3:]] == [super_resolution.REAL_CT]
+    assert extended[3]["image"] == rows[0]["image"] and super_resolution.primary_metric(super_resolution.REAL_CT) == "psnr_window"
