@@ -384,3 +384,40 @@ def test_config_file_keeps_a_triton_model_url_and_resolves_relative_paths(tmp_pa
     # ... and so do the checked settings, from the file or the command line (a Path folds "//").
     built = build({**loaded, "forward": "PACS@127.0.0.1:104"})
     assert built.model == "grpc://127.0.0.1:8001/medclear" and built.spool == tmp_path.resolve() / "spool"
+
+
+def test_enhancement_waits_while_receiving_until_the_backlog_reaches_receive_first(tmp_path):
+    import threading
+    import time
+
+    from runtime.node.metrics import Metrics
+    from runtime.node.worker import Worker
+
+    config = build({"spool": str(tmp_path / "spool"), "forward": "PACS@127.0.0.1:104", "receive_first": 3})
+    worker = Worker(Spool(tmp_path / "spool", 10**9), config, Metrics(lambda: {}), {})
+    receiving = threading.Event()
+    receiving.set()
+    worker.receiving = receiving.is_set
+    worker.submit(tmp_path / "a.dcm")  # one queued besides the one in hand: 2 < 3, so it waits
+    waiter = threading.Thread(target=worker.wait_for_turn)
+    waiter.start()
+    time.sleep(0.3)
+    assert waiter.is_alive()
+    worker.submit(tmp_path / "b.dcm")  # the backlog reaches 3: enhancing goes on beside receiving
+    waiter.join(2)
+    assert not waiter.is_alive()
+    worker.queue.get_nowait()
+    worker.queue.get_nowait()
+    waiter = threading.Thread(target=worker.wait_for_turn)
+    waiter.start()
+    time.sleep(0.2)
+    receiving.clear()  # the association ended
+    waiter.join(2)
+    assert not waiter.is_alive()
+    immediate = Worker(Spool(tmp_path / "spool", 10**9),
+                       build({"spool": str(tmp_path / "spool"), "forward": "PACS@127.0.0.1:104", "receive_first": 0}),
+                       Metrics(lambda: {}), {})
+    immediate.receiving = lambda: True
+    started = time.monotonic()
+    immediate.wait_for_turn()  # 0: never waits
+    assert time.monotonic() - started < 0.05

@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-associations", type=int, help=f"concurrent incoming associations (default {D['max_associations']})")
     add("--timeout-s", type=float, help=f"network, ACSE and DIMSE timeouts (default {D['timeout_s']:g})")
     add("--drain-timeout-s", type=float, help=f"how long SIGTERM waits for work in progress (default {D['drain_timeout_s']:g})")
+    add("--receive-first", type=int, help="while receiving, enhance only once this many received instances "
+        f"wait (0: enhance while receiving; default {D['receive_first']})")
     add("--worker-nice", type=int, help=f"how much lower the model process' CPU priority is (default {D['worker_nice']})")
     add("--tls-cert", type=Path, help="PEM certificate: receive over TLS only")
     add("--tls-key", type=Path, help="PEM private key for --tls-cert")

@@ -142,6 +142,10 @@ class NodeConfig:
     timeout_s: float = 30.0
     drain_timeout_s: float = 60.0
     worker_nice: int = 10
+    # While an association is receiving, enhancement waits until this many received instances
+    # are queued (0: enhance while receiving): on a small machine a burst is acknowledged at
+    # full speed, and a sustained stream is enhanced alongside once its backlog reaches this.
+    receive_first: int = 200
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
@@ -171,7 +175,7 @@ class NodeConfig:
 PATHS = {"spool", "model", "tls_cert", "tls_key", "tls_ca", "forward_tls_ca", "forward_tls_cert", "forward_tls_key"}
 FLAGS = {"forward_original", "forward_tls", "retry_failed", "journal"}
 INTEGERS = {"port": 0, "spool_limit_mb": 1, "min_free_mb": 0, "max_attempts": 1, "max_associations": 1,
-            "threads": 1, "worker_nice": 0, "journal_segment_mb": 1}
+            "threads": 1, "worker_nice": 0, "journal_segment_mb": 1, "receive_first": 0}
 NUMBERS = {"retry_base_s": 0.0, "retry_max_s": 0.0, "settle_s": 0.0, "timeout_s": 0.1, "drain_timeout_s": 0.0}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 KEYS = {f.name for f in fields(NodeConfig)}

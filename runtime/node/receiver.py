@@ -125,6 +125,10 @@ class Receiver:
             assoc.abort()
         return len(left)
 
+    def receiving(self) -> bool:
+        """Whether an incoming association is open."""
+        return bool(self._active())
+
     def _active(self) -> list:
         return [assoc for assoc in self.ae.active_associations if assoc.is_acceptor and assoc.is_alive()]
 

@@ -43,6 +43,7 @@ class Node:
         self.materializer = Materializer(self.spool, self._received) if config.journal else None
         self.receiver = Receiver(self.spool, config, self.metrics, self._received, server_context(config),
                                  self.materializer)
+        self.worker.receiving = self.receiver.receiving
         self.status = None
         self.started = time.monotonic()
 

@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from runtime.logtext import cause, described
 from runtime.node.config import NodeConfig
@@ -51,6 +52,7 @@ class Worker(threading.Thread):
         self.model = Enhancer(ModelSettings(config.model, config.backend, config.threads, config.strength,
                                             config.worker_nice))
         self.busy = False
+        self.receiving: Callable[[], bool] = lambda: False  # the receiver's, set by the node
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -81,6 +83,7 @@ class Worker(threading.Thread):
                     path = self.queue.get(timeout=0.2)
                 except queue.Empty:
                     continue
+                self.wait_for_turn()
                 self.busy = True
                 try:
                     self.process(path)
@@ -91,6 +94,13 @@ class Worker(threading.Thread):
                     self.busy = False
         finally:
             self.model.close()
+
+    def wait_for_turn(self) -> None:
+        """Let receiving go first (config.receive_first): wait while an association is open and
+        fewer than that many received instances are queued, or until stopping."""
+        backlog = self.config.receive_first
+        while backlog and self.receiving() and self.queue.qsize() + 1 < backlog and not self.stopping.wait(0.05):
+            pass
 
     def _open(self) -> None:
         LOG.info("model open for the life of the node, in a child process: %s", self.model.start())
