@@ -212,31 +212,52 @@ class MeasuredNoise:
 def measure_noise(
     normalized: np.ndarray, states: list[NormalizationState], modality: str, padding: np.ndarray | None = None
 ) -> MeasuredNoise:
-    """The noise of normalized frames ``(frames, rows, cols)``, each sampled frame measured once.
+    """The noise of normalized frames ``(frames, rows, cols)``, each sampled frame measured once:
+    ``reported`` is the median of :func:`frame_noise` over the frames of :func:`_sampled_frames`
+    (NaN when none is measurable), ``normalized`` is :func:`normalized_noise_level`."""
+    frames = _sampled_frames(normalized, states, modality, padding)
+    reported = [_reported(frame.sigma, frame.values, modality, frame.padding) for frame in frames]
+    unit = "HU" if modality.strip().upper() == "CT" else "%"
+    return MeasuredNoise(_median_level(reported, unit), _normalized_level(frames))
 
-    Each of up to 8 evenly spaced frames is brought back to modality values and measured like
-    :func:`estimate_noise` (CT: soft tissue in HU; other modalities: the signal mask).
-    ``reported`` is the median of :func:`frame_noise` over them (NaN when none is measurable).
-    ``normalized`` is the median of each frame's sigma divided by its normalization scale; there
-    a frame with too little tissue falls back to the Haar estimate over all its non-padding
-    pixels, and 0.0 stands for nothing measurable. Training computes the same ``normalized``
-    number on each degraded patch, so a model learns from what the runtime will feed it.
-    """
+
+@dataclass(frozen=True)
+class _SampledFrame:
+    values: np.ndarray  # modality values
+    padding: np.ndarray | None
+    sigma: float  # estimate_noise of the frame (NaN if unmeasurable)
+    scale: float  # its normalization scale
+
+
+def _sampled_frames(
+    normalized: np.ndarray, states: list[NormalizationState], modality: str, padding: np.ndarray | None
+) -> list[_SampledFrame]:
+    """Up to 8 evenly spaced frames, brought back to modality values and measured like
+    :func:`estimate_noise` (CT: soft tissue in HU; other modalities: the signal mask)."""
     frames = np.asarray(normalized)
     if frames.ndim != 3 or len(states) != len(frames):
         raise ValueError(f"need (frames, rows, cols) normalized frames and one state each, got {frames.shape}")
-    reported, levels = [], []
+    sampled = []
     for index in sample_frames(len(frames)):
         frame_padding = None if padding is None else padding[index]
         values = denormalize(frames[index], states[index])
-        sigma = estimate_noise(values, modality, frame_padding)
-        reported.append(_reported(sigma, values, modality, frame_padding))
+        sampled.append(_SampledFrame(values, frame_padding, estimate_noise(values, modality, frame_padding),
+                                     states[index].scale))
+    return sampled
+
+
+def _normalized_level(frames: list[_SampledFrame]) -> float:
+    """The median of each frame's sigma over its normalization scale; a frame with too little
+    tissue falls back to the Haar estimate over all its non-padding pixels; 0.0 when nothing
+    can be measured."""
+    levels = []
+    for frame in frames:
+        sigma = frame.sigma
         if not np.isfinite(sigma):
-            sigma = haar_mad_sigma(values, _valid(values, frame_padding))
+            sigma = haar_mad_sigma(frame.values, _valid(frame.values, frame.padding))
         if np.isfinite(sigma):
-            levels.append(sigma / states[index].scale)
-    unit = "HU" if modality.strip().upper() == "CT" else "%"
-    return MeasuredNoise(_median_level(reported, unit), float(np.median(levels)) if levels else 0.0)
+            levels.append(sigma / frame.scale)
+    return float(np.median(levels)) if levels else 0.0
 
 
 def prepared_noise(prepared: PreparedImage) -> MeasuredNoise:
@@ -248,5 +269,7 @@ def normalized_noise_level(
     normalized: np.ndarray, states: list[NormalizationState], modality: str, padding: np.ndarray | None = None
 ) -> float:
     """The noise level a ``noise_map`` model is given (runtime.model_contract): the image's noise
-    standard deviation in the model's normalized units (:func:`measure_noise`'s ``normalized``)."""
-    return measure_noise(normalized, states, modality, padding).normalized
+    standard deviation in the model's normalized units (:func:`_normalized_level` of the sampled
+    frames; without the reported form's percentiles). Training computes the same number on each
+    degraded patch, so a model learns from what the runtime will feed it."""
+    return _normalized_level(_sampled_frames(normalized, states, modality, padding))
