@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default model end to end on a CPU (about 4-5 hours on 2 cores):
+# Reproduce the shipped default model end to end (about 5 hours on 2 CPU cores and a GPU; see below):
 # teacher -> distilled students -> fine-tuned student -> QAT -> ONNX fp32 + int8 -> quality
 # and latency records -> model card. Every number in models/MODEL_CARD.md comes from the files this writes.
 #
 #   bash scripts/reproduce_default_model.sh [RUN_DIR]     (default RUN_DIR: runs/default)
 #
 # The trainer configs (trainer/configs/default_*.json) hold every setting: fixed step counts,
-# not a time budget, so the result does not depend on the machine's speed.
+# not a time budget, so the result does not depend on the machine's speed. The teacher (stage 1)
+# and the noise-map continuation (3d) were trained on a lent GPU (benchmarks/gpu_session_record.json):
+# TRAIN_DEVICE=cuda runs those two there (about 15 minutes); on 2 CPU cores they take about 11 hours.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="${1:-runs/default}"
 PY="${PYTHON:-.venv/bin/python}"
 mkdir -p "$RUN"
+ON_DEVICE=(${TRAIN_DEVICE:+--set train.device=$TRAIN_DEVICE --set train.num_workers=2})
 
 echo "== 1/7 teacher (U-Net++ base width 32, depth 4)"
-"$PY" -m trainer teacher --config trainer/configs/default_teacher.json --out "$RUN/teacher"
+"$PY" -m trainer teacher --config trainer/configs/default_teacher.json --out "$RUN/teacher" "${ON_DEVICE[@]}"
 
 echo "== 2/7 distill three student sizes from the teacher (in parallel, one thread each)"
 declare -A WIDTHS=([student_w8]="[8,16,32,64]" [student_w12]="[12,24,48,96]" [student_w16]="[16,32,64,128]")
@@ -43,9 +46,13 @@ echo "== 3c/7 noise-map fine-tune: the second cycle's student told each image's 
 "$PY" -m trainer distill --config trainer/configs/default_distill_noise_map.json --out "$RUN/noise_map" \
     --teacher "$RUN/teacher/best.pt" --init "$RUN/finetune2/best.pt" --set train.progress=false
 
+echo "== 3d/7 noise-map continuation at 4x the batch (GPU recipe)"
+"$PY" -m trainer distill --config trainer/configs/default_distill_noise_map_gpu.json --out "$RUN/noise_map_gpu" \
+    --teacher "$RUN/teacher/best.pt" --init "$RUN/noise_map/best.pt" --set train.progress=false "${ON_DEVICE[@]}"
+
 echo "== 4/7 quantization-aware training (ModelOpt INT8) of the fine-tuned student"
 "$PY" -m trainer qat --config trainer/configs/default_qat.json --out "$RUN/qat" \
-    --student "$RUN/noise_map/best.pt"
+    --student "$RUN/noise_map_gpu/best.pt"
 
 echo "== 5/7 export ONNX fp32 + int8 into models/"
 ln -sfn "$(basename "$STUDENT")" "$RUN/student"  # the model card reads teacher/, student/, qat/
