@@ -244,3 +244,18 @@ def test_init_starts_from_a_checkpoint_and_logs_its_starting_point(pipeline, tmp
     with pytest.raises(ValueError, match="--init"):
         train(load_config(CONFIGS / "tiny_qat.json"), tmp_path / "q", data=toy_data(), init=root / "distill" / "best.pt",
               student=root / "distill" / "best.pt")
+
+
+def test_evaluation_reports_each_source_of_a_modality_apart():
+    """A CT mean over real scans and phantoms can hide a loss on the scans: both are reported."""
+    data, cfg = toy_data(), load_config(CONFIGS / "tiny_qat.json")
+    scan, phantom = data.validation
+    scan.name, phantom.name = "offline:toy-scan#0", "phantom:validation-0"
+    model = create_model("student", widths=[4, 8, 16, 32])
+    scores = evaluate(model, [scan, phantom], cfg, torch.device("cpu"))
+    alone = {name: evaluate(model, [image], cfg, torch.device("cpu"))["psnr"]
+             for name, image in (("offline", scan), ("phantom", phantom))}
+    assert scores["psnr_CT_offline"] == pytest.approx(alone["offline"])
+    assert scores["psnr_CT_phantom"] == pytest.approx(alone["phantom"])
+    assert scores["psnr_CT"] == pytest.approx((alone["offline"] + alone["phantom"]) / 2)
+    assert "psnr_CT_offline" not in evaluate(model, [scan], cfg, torch.device("cpu"))  # one source: no split

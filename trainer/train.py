@@ -200,7 +200,10 @@ def evaluate(model: nn.Module, images: Sequence[Any], cfg: Config, device: torch
     """Validation PSNR (:func:`display_psnr`) and SSIM (normalized units, data range
     cfg.eval.data_range) on full slices, beside ``psnr_input`` (:func:`input_baseline`): the
     mean per modality (``psnr_CT``, ...) and, as ``psnr``/``ssim``, the mean over modalities, so
-    that a modality with many small validation frames does not outvote the others."""
+    that a modality with many small validation frames does not outvote the others. A modality
+    whose images come from more than one source is also reported per source
+    (``psnr_CT_offline``, ``psnr_CT_phantom``, ...): a mean over real scans and phantoms can hide
+    a loss on the scans. Only ``psnr`` chooses checkpoints."""
     from trainer.metrics import ssim
 
     images = list(images)[: cfg.eval.max_images or None]
@@ -209,19 +212,29 @@ def evaluate(model: nn.Module, images: Sequence[Any], cfg: Config, device: torch
     was_training = model.training
     model.eval()
     rng = cfg.eval.data_range
-    per_modality: dict[str, dict[str, list[float]]] = {}
+    per_group: dict[tuple[str, str], dict[str, list[float]]] = {}  # (modality, source) -> scores
     for img in images:
         level = heldout_noise_level(img) if getattr(model, "input_channels", 1) == 2 else None
         pred = enhance_slice(model, img.degraded, device, level)
-        scores = per_modality.setdefault(getattr(img, "modality", "*"), {"psnr": [], "ssim": [], "psnr_input": []})
+        source = str(getattr(img, "name", "")).split(":", 1)[0] or "*"
+        scores = per_group.setdefault((getattr(img, "modality", "*"), source), {"psnr": [], "ssim": [], "psnr_input": []})
         scores["psnr"].append(display_psnr(pred, img, rng))
         scores["ssim"].append(float(ssim(pred, img.clean, data_range=rng)))
         scores["psnr_input"].append(display_psnr(input_baseline(img), img, rng))
     model.train(was_training)
+    per_modality: dict[str, dict[str, list[float]]] = {}
+    for (modality, _), scores in per_group.items():
+        for key, values in scores.items():
+            per_modality.setdefault(modality, {}).setdefault(key, []).extend(values)
     means = {m: {k: float(np.mean(v)) for k, v in scores.items()} for m, scores in per_modality.items()}
     result = {k: float(np.mean([means[m][k] for m in means])) for k in ("psnr", "ssim", "psnr_input")}
     for modality, values in sorted(means.items()):
         result.update({f"{k}_{modality}": v for k, v in values.items()})
+        sources = sorted(source for m, source in per_group if m == modality)
+        if len(sources) > 1:
+            for source in sources:
+                result.update({f"{k}_{modality}_{source}": float(np.mean(v))
+                               for k, v in per_group[(modality, source)].items() if k != "ssim"})
     return result
 
 
