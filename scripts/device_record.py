@@ -25,10 +25,15 @@ def summarize_run(log_path: Path) -> dict:
     """Config, throughput and first/best validation of one training log."""
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     start = next(line for line in lines if line.get("event") == "start")
-    evaluations = [line for line in lines if "eval" in line]
+    evaluations = [line for line in lines if line.get("eval")]
     rates = [line["steps_per_s"] for line in lines if "steps_per_s" in line]
-    best = max(evaluations, key=lambda line: line["eval"]["psnr"])
+    steps = [line["step"] for line in lines if "step" in line]
     config = start["config"]
+    scores = None
+    if evaluations:  # a run killed before its first evaluation has none
+        best = max(evaluations, key=lambda line: line["eval"]["psnr"])
+        scores = {"first_eval": {"step": evaluations[0]["step"], **_scores(evaluations[0]["eval"])},
+                  "best_eval": {"step": best["step"], **_scores(best["eval"])}}
     return {
         "stage": config["stage"],
         "model": config["model"],
@@ -37,10 +42,9 @@ def summarize_run(log_path: Path) -> dict:
         "lr": config["train"]["lr"],
         "num_workers": config["train"]["num_workers"],
         "max_minutes": config["train"]["max_minutes"],
-        "steps": lines[-1].get("step", evaluations[-1]["step"]),
+        "steps": max(steps) if steps else 0,
         "steps_per_s": round(rates[-1], 1) if rates else None,
-        "first_eval": {"step": evaluations[0]["step"], **_scores(evaluations[0]["eval"])},
-        "best_eval": {"step": best["step"], **_scores(best["eval"])},
+        **(scores or {"first_eval": None, "best_eval": None}),
     }
 
 
@@ -50,7 +54,7 @@ def summarize_tests(log_text: str) -> dict:
     driver = re.search(r"Driver Version: (\S+)\s+CUDA Version: (\S+)", log_text)
     libraries = re.search(r"^torch .*$", log_text, re.M)
     bindings = re.search(r"^cuda-bindings (\S+)$", log_text, re.M)
-    summary = re.search(r"^(\d+ passed.*) in [\d.]+s$", log_text, re.M)
+    summary = re.search(r"^(\d+ (?:failed|passed|skipped|errors?|deselected)\b.*?) in [\d.]+s\b", log_text, re.M)
     return {
         "gpu": gpu.group(1).strip() if gpu else None,
         "driver": driver.group(1) if driver else None,

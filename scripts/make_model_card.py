@@ -52,10 +52,17 @@ def _stage(run: Path, stage: str) -> dict:
     }
 
 
+OPEN_ENDED_STEPS = 100000  # a budgeted run's step count that only the clock could reach
+
+
 def _length(config: dict | None) -> str:
-    """A stage's planned length: its steps, or its time budget when the schedule followed the clock."""
+    """A stage's planned length: its steps, its time budget (the schedule followed the clock), or
+    both when either could end it."""
     train = (config or {}).get("train", {})
-    return f"{train['max_minutes']:g} min" if train.get("max_minutes") else str(train.get("steps", "?"))
+    steps, minutes = train.get("steps", "?"), train.get("max_minutes")
+    if not minutes:
+        return str(steps)
+    return f"{minutes:g} min" if not isinstance(steps, int) or steps >= OPEN_ENDED_STEPS else f"{steps} or {minutes:g} min"
 
 
 def _pareto_rows(pareto: dict | None) -> list[list]:
@@ -167,7 +174,7 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None) -> tuple[s
 def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | None = None) -> tuple[str, dict]:
     """The Markdown card and its JSON twin."""
     # finetune*, noise_map*: optional (earlier recipes had none)
-    stages = _stages(run, ("teacher", "student", "finetune", "finetune2", "noise_map", "noise_map_gpu", "qat"))
+    stages = _stages(run, ("teacher", "teacher_cpu", "student", "finetune", "finetune2", "noise_map", "noise_map_gpu", "qat"))
     files = _files(FILES)
     data = stages["qat"]["data_summary"] or {}
     card_json = _card_json("medclear_student", stages, files, quality, REPRODUCE, pareto=pareto,
@@ -211,8 +218,8 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
         "- Full data summary: `model_card.json` → `stages.qat.data_summary`.",
         "",
         "## Student size: quality against cost (validation split)",
-        "Distilled with the same recipe from the teacher of that time (the earlier 5000-step CPU teacher, not the",
-        "GPU-trained one above; docs/TRAINING.md); the chosen one (bold) has the",
+        "Distilled with the same recipe from the CPU teacher (`teacher_cpu` above; the GPU-trained `teacher` is the",
+        "reference, docs/TRAINING.md); the chosen one (bold) has the",
         f"{(pareto or {}).get('rule', '?')}.",
         "",
         md_table(["run", "widths", "parameters (M)", "GFLOP per 512²", "validation PSNR (dB)"], _pareto_rows(pareto)),

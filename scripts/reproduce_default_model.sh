@@ -6,8 +6,8 @@
 #   bash scripts/reproduce_default_model.sh [RUN_DIR]     (default RUN_DIR: runs/default)
 #
 # The trainer configs (trainer/configs/default_*.json) hold every setting: fixed step counts,
-# not a time budget, so the result does not depend on the machine's speed. The teacher (stage 1)
-# and the noise-map continuation (3d) were trained on a lent GPU (benchmarks/gpu_session_record.json):
+# not a time budget, so the result does not depend on the machine's speed. The reference teacher
+# (stage 1's second run) and the noise-map continuation (3d) were trained on a lent GPU (benchmarks/gpu_session_record.json):
 # TRAIN_DEVICE=cuda runs those two there (about 15 minutes); on 2 CPU cores they take about 11 hours.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,15 +16,17 @@ PY="${PYTHON:-.venv/bin/python}"
 mkdir -p "$RUN"
 ON_DEVICE=(${TRAIN_DEVICE:+--set train.device=$TRAIN_DEVICE --set train.num_workers=2})
 
-echo "== 1/7 teacher (U-Net++ base width 32, depth 4)"
-"$PY" -m trainer teacher --config trainer/configs/default_teacher.json --out "$RUN/teacher" "${ON_DEVICE[@]}"
+echo "== 1/7 teachers (U-Net++ base width 32, depth 4): the CPU one the students are distilled from, and the"
+echo "   GPU-trained reference teacher (docs/TRAINING.md), shipped as models/medclear_teacher.pt"
+"$PY" -m trainer teacher --config trainer/configs/default_teacher_cpu.json --out "$RUN/teacher_cpu"
+"$PY" -m trainer teacher --config trainer/configs/default_teacher.json --out "$RUN/teacher" ${ON_DEVICE[@]+"${ON_DEVICE[@]}"}
 
-echo "== 2/7 distill three student sizes from the teacher (in parallel, one thread each)"
+echo "== 2/7 distill three student sizes from the CPU teacher (in parallel, one thread each)"
 declare -A WIDTHS=([student_w8]="[8,16,32,64]" [student_w12]="[12,24,48,96]" [student_w16]="[16,32,64,128]")
 pids=()
 for name in "${!WIDTHS[@]}"; do
     "$PY" -m trainer distill --config trainer/configs/default_distill.json --out "$RUN/$name" \
-        --teacher "$RUN/teacher/best.pt" --set "model.kwargs.widths=${WIDTHS[$name]}" --set train.progress=false \
+        --teacher "$RUN/teacher_cpu/best.pt" --set "model.kwargs.widths=${WIDTHS[$name]}" --set train.progress=false \
         > "$RUN/$name.log" 2>&1 &
     pids+=($!)
 done
@@ -36,19 +38,19 @@ echo "chosen: $STUDENT"
 
 echo "== 3/7 fine-tune the chosen student: clean references, MR phantoms, noise-balanced loss"
 "$PY" -m trainer distill --config trainer/configs/default_distill_finetune.json --out "$RUN/finetune" \
-    --teacher "$RUN/teacher/best.pt" --init "$STUDENT/best.pt" --set train.progress=false
+    --teacher "$RUN/teacher_cpu/best.pt" --init "$STUDENT/best.pt" --set train.progress=false
 
 echo "== 3b/7 second fine-tuning cycle: the same recipe, lower peak LR, fresh schedule"
 "$PY" -m trainer distill --config trainer/configs/default_distill_finetune2.json --out "$RUN/finetune2" \
-    --teacher "$RUN/teacher/best.pt" --init "$RUN/finetune/best.pt" --set train.progress=false
+    --teacher "$RUN/teacher_cpu/best.pt" --init "$RUN/finetune/best.pt" --set train.progress=false
 
 echo "== 3c/7 noise-map fine-tune: the second cycle's student told each image's measured noise level"
 "$PY" -m trainer distill --config trainer/configs/default_distill_noise_map.json --out "$RUN/noise_map" \
-    --teacher "$RUN/teacher/best.pt" --init "$RUN/finetune2/best.pt" --set train.progress=false
+    --teacher "$RUN/teacher_cpu/best.pt" --init "$RUN/finetune2/best.pt" --set train.progress=false
 
 echo "== 3d/7 noise-map continuation at 4x the batch (GPU recipe)"
 "$PY" -m trainer distill --config trainer/configs/default_distill_noise_map_gpu.json --out "$RUN/noise_map_gpu" \
-    --teacher "$RUN/teacher/best.pt" --init "$RUN/noise_map/best.pt" --set train.progress=false "${ON_DEVICE[@]}"
+    --teacher "$RUN/teacher_cpu/best.pt" --init "$RUN/noise_map/best.pt" --set train.progress=false ${ON_DEVICE[@]+"${ON_DEVICE[@]}"}
 
 echo "== 4/7 quantization-aware training (ModelOpt INT8) of the fine-tuned student"
 "$PY" -m trainer qat --config trainer/configs/default_qat.json --out "$RUN/qat" \

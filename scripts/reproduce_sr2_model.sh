@@ -30,7 +30,7 @@ echo "== 3/6 distill the student again on real slices (KD 1.0, few phantoms), th
 "$PY" -m trainer distill --config trainer/configs/sr2_distill_kd_real.json --out "$RUN/kd_real" \
     --teacher "$RUN/teacher/best.pt" --init "$RUN/student/best.pt" --set train.progress=false
 "$PY" -m trainer distill --config trainer/configs/sr2_distill_real_only.json --out "$RUN/real_only" \
-    --teacher "$RUN/teacher/best.pt" --init "$RUN/kd_real/best.pt" --set train.progress=false "${ON_DEVICE[@]}"
+    --teacher "$RUN/teacher/best.pt" --init "$RUN/kd_real/best.pt" --set train.progress=false ${ON_DEVICE[@]+"${ON_DEVICE[@]}"}
 "$PY" -m trainer qat --config trainer/configs/sr2_qat.json --out "$RUN/qat" --student "$RUN/real_only/best.pt"
 wait "$gan"
 

@@ -43,7 +43,7 @@ FILL_VALUE = struct.unpack("<f", bytes([FILL_BYTE] * 4))[0]
 
 
 class _FakeTrt:
-    """The two helpers of the ``tensorrt`` module that ``_allocate`` uses."""
+    """The one helper of the ``tensorrt`` module that ``_allocate`` uses."""
 
     @staticmethod
     def volume(shape: tuple[int, ...]) -> int:
@@ -54,9 +54,7 @@ class _StandInContext:
     """An execution context whose inference is a copy of the input into the output's first
     elements and a fill of the rest, both enqueued on the stream it is given."""
 
-    def __init__(self, contract: ModelContract) -> None:
-        from cuda.bindings import runtime as cudart
-
+    def __init__(self, cudart: object, contract: ModelContract) -> None:
         self.cudart, self.contract = cudart, contract
         self.addresses: dict[str, int] = {}
         self.shape: tuple[int, ...] = ()
@@ -99,8 +97,16 @@ class _StandInBackend(TensorRTBackend):
         self._contract = ModelContract(scale=self.scale, task="sr2" if self.scale == 2 else "denoise")
         self._constraints = InputConstraints(INPUT_NAME, 8, (1, 1, 8, 8), self.max_shape, 1)
         self._cuda = load_cuda()
-        self._context = _StandInContext(self._contract)
+        self._context = _StandInContext(self._cuda.cudart, self._contract)
         self._allocate(_FakeTrt, self.max_shape)
+        self.captures = 0
+        begin_capture = self._cuda.begin_capture
+
+        def counted(stream: object) -> None:  # graphs must be captured once per shape, then replayed
+            self.captures += 1
+            begin_capture(stream)
+
+        self._cuda.begin_capture = counted
 
 
 def _expected(batch: np.ndarray, scale: int) -> np.ndarray:
@@ -143,8 +149,7 @@ def test_backend_streams_buffers_and_graphs_on_the_gpu(scale, graphs):
             batch = rng.standard_normal(shape).astype(np.float32)
             backend._host[OUTPUT_NAME][:] = np.nan  # poison: the D2H copy must overwrite what is returned
             np.testing.assert_array_equal(backend.infer(batch), _expected(batch, scale))
-        if graphs:
-            assert len(backend._graphs) == 3  # one captured graph per input shape, replayed after
+        assert backend.captures == len(backend._graphs) == (3 if graphs else 0)  # 4 calls, 3 shapes
     assert backend._cuda is None and not backend._host and not backend._device
 
 

@@ -216,7 +216,8 @@ def evaluate(model: nn.Module, images: Sequence[Any], cfg: Config, device: torch
     for img in images:
         level = heldout_noise_level(img) if getattr(model, "input_channels", 1) == 2 else None
         pred = enhance_slice(model, img.degraded, device, level)
-        source = str(getattr(img, "name", "")).split(":", 1)[0] or "*"
+        name = str(getattr(img, "name", ""))
+        source = name.split(":", 1)[0] if ":" in name else "*"  # "offline:...", "phantom:..."
         scores = per_group.setdefault((getattr(img, "modality", "*"), source), {"psnr": [], "ssim": [], "psnr_input": []})
         scores["psnr"].append(display_psnr(pred, img, rng))
         scores["ssim"].append(float(ssim(pred, img.clean, data_range=rng)))
