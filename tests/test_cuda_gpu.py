@@ -36,7 +36,8 @@ def _cuda_skip_reason() -> str | None:
     return None
 
 
-pytestmark = [pytest.mark.cuda, pytest.mark.skipif(_cuda_skip_reason() is not None, reason=str(_cuda_skip_reason()))]
+SKIP_REASON = _cuda_skip_reason()
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(SKIP_REASON is not None, reason=str(SKIP_REASON))]
 
 FILL_BYTE = 0x40  # every output byte the stand-in does not copy: float32 0x40404040
 FILL_VALUE = struct.unpack("<f", bytes([FILL_BYTE] * 4))[0]

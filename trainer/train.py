@@ -212,30 +212,27 @@ def evaluate(model: nn.Module, images: Sequence[Any], cfg: Config, device: torch
     was_training = model.training
     model.eval()
     rng = cfg.eval.data_range
-    per_group: dict[tuple[str, str], dict[str, list[float]]] = {}  # (modality, source) -> scores
+    per_modality: dict[str, dict[str, list[float]]] = {}
+    per_source: dict[str, dict[str, dict[str, list[float]]]] = {}  # modality -> source -> PSNRs
     for img in images:
         level = heldout_noise_level(img) if getattr(model, "input_channels", 1) == 2 else None
         pred = enhance_slice(model, img.degraded, device, level)
-        name = str(getattr(img, "name", ""))
+        modality, name = getattr(img, "modality", "*"), str(getattr(img, "name", ""))
         source = name.split(":", 1)[0] if ":" in name else "*"  # "offline:...", "phantom:..."
-        scores = per_group.setdefault((getattr(img, "modality", "*"), source), {"psnr": [], "ssim": [], "psnr_input": []})
-        scores["psnr"].append(display_psnr(pred, img, rng))
+        scores = per_modality.setdefault(modality, {"psnr": [], "ssim": [], "psnr_input": []})
+        psnrs = per_source.setdefault(modality, {}).setdefault(source, {"psnr": [], "psnr_input": []})
+        for key, value in (("psnr", display_psnr(pred, img, rng)), ("psnr_input", display_psnr(input_baseline(img), img, rng))):
+            scores[key].append(value)
+            psnrs[key].append(value)
         scores["ssim"].append(float(ssim(pred, img.clean, data_range=rng)))
-        scores["psnr_input"].append(display_psnr(input_baseline(img), img, rng))
     model.train(was_training)
-    per_modality: dict[str, dict[str, list[float]]] = {}
-    for (modality, _), scores in per_group.items():
-        for key, values in scores.items():
-            per_modality.setdefault(modality, {}).setdefault(key, []).extend(values)
     means = {m: {k: float(np.mean(v)) for k, v in scores.items()} for m, scores in per_modality.items()}
     result = {k: float(np.mean([means[m][k] for m in means])) for k in ("psnr", "ssim", "psnr_input")}
     for modality, values in sorted(means.items()):
         result.update({f"{k}_{modality}": v for k, v in values.items()})
-        sources = sorted(source for m, source in per_group if m == modality)
-        if len(sources) > 1:
-            for source in sources:
-                result.update({f"{k}_{modality}_{source}": float(np.mean(v))
-                               for k, v in per_group[(modality, source)].items() if k != "ssim"})
+        if len(per_source[modality]) > 1:
+            for source, psnrs in sorted(per_source[modality].items()):
+                result.update({f"{k}_{modality}_{source}": float(np.mean(v)) for k, v in psnrs.items()})
     return result
 
 
