@@ -225,6 +225,23 @@ def test_slim_checkpoint_drops_resume_state_and_reloads_exactly(pipeline, tmp_pa
     assert torch.equal(load_model(source)[0](x), load_model(tmp_path / "slim.pt")[0](x))
 
 
+def test_float_checkpoint_is_the_qat_model_with_quantizers_off(pipeline, tmp_path):
+    from compiler.export import _quantizers_disabled
+    from trainer.checkpoint import float_checkpoint
+
+    source = pipeline[0] / "qat" / "best.pt"
+    written = float_checkpoint(source, tmp_path / "float.pt")
+    plain, info = load_model(tmp_path / "float.pt")
+    assert info["quantization"] is None and written["stage"] == "distill"
+    quantized, _ = load_model(source)
+    x = torch.rand(1, 1, 24, 24)
+    with _quantizers_disabled(quantized):
+        assert torch.equal(plain(x), quantized(x))
+    assert not torch.equal(plain(x), quantized(x))  # the quantizers were on: a different function
+    with pytest.raises(ValueError, match="is not a QAT checkpoint"):
+        float_checkpoint(tmp_path / "float.pt", tmp_path / "again.pt")
+
+
 def test_init_starts_from_a_checkpoint_and_logs_its_starting_point(pipeline, tmp_path, capsys):
     root, _ = pipeline
     start, _ = load_model(root / "distill" / "best.pt")

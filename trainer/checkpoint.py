@@ -81,6 +81,24 @@ def slim_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> dic
     return ckpt
 
 
+def float_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> dict:
+    """The float weights of a QAT checkpoint as a float (distill-stage) checkpoint: the quantizers'
+    ranges are dropped, every weight is kept. What the FP32 ONNX of a QAT model computes, and a
+    start for a new QAT stage when the float student it came from is gone."""
+    ckpt = load_checkpoint(source)
+    if not ckpt.get("quantization"):
+        raise ValueError(f"{source}: is not a QAT checkpoint (no quantization entry)")
+    names = set(create_model(ckpt["model_name"], **ckpt["model_kwargs"]).state_dict())
+    missing = names - set(ckpt["state_dict"])
+    if missing:
+        raise ValueError(f"{source}: lacks weights the float model needs: {', '.join(sorted(missing))}")
+    kept = {k: v for k, v in ckpt.items() if k not in RESUME_KEYS}
+    kept.update(state_dict={k: v for k, v in ckpt["state_dict"].items() if k in names}, quantization=None,
+                stage="distill", float_of=str(source))
+    atomic_write(Path(target), lambda handle: torch.save(kept, handle))
+    return kept
+
+
 if __name__ == "__main__":
     import argparse
 
@@ -89,6 +107,10 @@ if __name__ == "__main__":
     slim = commands.add_parser("slim", help="copy SOURCE to TARGET without optimizer/RNG resume state")
     slim.add_argument("source")
     slim.add_argument("target")
+    to_float = commands.add_parser("float", help="write the float weights of the QAT checkpoint SOURCE to TARGET "
+                                   "(quantizers dropped): a start for a new QAT stage")
+    to_float.add_argument("source")
+    to_float.add_argument("target")
     args = parser.parse_args()
-    slim_checkpoint(args.source, args.target)
+    (slim_checkpoint if args.command == "slim" else float_checkpoint)(args.source, args.target)
     print(f"wrote {args.target}")
