@@ -78,9 +78,33 @@ def _files(names: list[str]) -> dict:
             for name in names if (MODELS / name).is_file()}
 
 
-def _stages(run: Path, names: tuple[str, ...]) -> dict[str, dict]:
-    """Each named stage of ``run`` that has a best.pt (optional stages may be absent)."""
-    return {stage: _stage(run, stage) for stage in names if (run / stage / "best.pt").is_file()}
+def _stages(run: Path, names: tuple[str, ...], carried: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Each named stage of ``run`` that has a best.pt, else one ``carried`` from an earlier card
+    (optional stages may be absent)."""
+    carried = carried or {}
+    found = {}
+    for stage in names:
+        if (run / stage / "best.pt").is_file():
+            found[stage] = _stage(run, stage)
+        elif stage in carried:
+            found[stage] = carried[stage]
+    return found
+
+
+def carried_stages(card_json: Path, mapping: list[str]) -> dict[str, dict]:
+    """Stages as an earlier card's JSON recorded them, for stages whose run folders are gone:
+    ``mapping`` entries ``STAGE`` or ``STAGE=EARLIER_STAGE`` (the earlier card's name for it).
+    Each comes back as :func:`_stage` read it then, marked ``carried_from``."""
+    card = json.loads(card_json.read_text())
+    result = {}
+    for entry in mapping:
+        stage, _, earlier = entry.partition("=")
+        earlier = earlier or stage
+        if earlier not in card.get("stages", {}):
+            raise SystemExit(f"error: {card_json}: no stage {earlier!r} to carry (has: {', '.join(card.get('stages', {}))})")
+        result[stage] = {**card["stages"][earlier], "config": card.get("configs", {}).get(earlier),
+                         "carried_from": f"{card_json.name}: {earlier}"}
+    return result
 
 
 def _test_counts(quality: dict) -> str:
@@ -171,10 +195,16 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None) -> tuple[s
     return "\n".join(lines), card_json
 
 
-def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | None = None) -> tuple[str, dict]:
-    """The Markdown card and its JSON twin."""
-    # finetune*, noise_map*: optional (earlier recipes had none)
-    stages = _stages(run, ("teacher", "teacher_cpu", "student", "finetune", "finetune2", "noise_map", "noise_map_gpu", "qat"))
+# The default model's stages in order; all but teacher, student and qat are optional (earlier
+# recipes had none). qat_v1 is the QAT stage whose float weights the textured QAT started from.
+DEFAULT_STAGES = ("teacher", "teacher_cpu", "student", "finetune", "finetune2", "noise_map", "noise_map_gpu", "qat_v1",
+                  "textured", "qat")
+
+
+def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | None = None,
+               carried: dict[str, dict] | None = None) -> tuple[str, dict]:
+    """The Markdown card and its JSON twin (``carried``: stages read from an earlier card)."""
+    stages = _stages(run, DEFAULT_STAGES, carried)
     files = _files(FILES)
     data = stages["qat"]["data_summary"] or {}
     card_json = _card_json("medclear_student", stages, files, quality, REPRODUCE, pareto=pareto,
@@ -198,10 +228,13 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
         "## Models",
         md_table(
             ["stage", "model", "kwargs", "parameters", "GFLOP per 512² slice", "best.pt at step (of)"],
-            [[k, v["model"], json.dumps(v["kwargs"]), v["parameters"], v["gflop_512"],
-              f"{v['step']} ({_length(v['config'])})"] for k, v in stages.items()],
+            [[k + (" *" if "carried_from" in v else ""), v["model"], json.dumps(v["kwargs"]), v["parameters"],
+              v["gflop_512"], f"{v['step']} ({_length(v['config'])})"] for k, v in stages.items()],
         ),
         "",
+        *(["Stages marked * are carried from the previous card (`model_card.json`: their numbers as the run",
+           "folders then held them; those folders are not on the machine that wrote this card).", ""]
+          if any("carried_from" in v for v in stages.values()) else []),
         f"The teacher is U-Net++ one level shallower than the paper's ({json.dumps(teacher['kwargs'])}); the paper's",
         "widths (32..512) give 9.2M parameters and 276 GFLOP per 512² slice. The student has",
         f"{student['parameters']:,} parameters and {student['gflop_512']} GFLOP per 512² slice: "
@@ -262,6 +295,9 @@ def main() -> None:
     parser.add_argument("--quality", type=Path, required=True, help="benchmarks.quality JSON")
     parser.add_argument("--latency", type=Path, help="benchmarks.latency JSON")
     parser.add_argument("--pareto", type=Path, default=MODELS / "pareto.json", help="scripts/pareto_students.py JSON")
+    parser.add_argument("--carry", nargs="+", default=[], metavar="STAGE[=EARLIER]",
+                        help="stages missing from --run taken from the current models/model_card.json (as it recorded "
+                        "them; EARLIER: its name there), e.g. --carry teacher noise_map_gpu qat_v1=qat")
     parser.add_argument("--sr2", action="store_true", help="write the x2 super-resolution section (--run: its run, "
                         "e.g. runs/sr2; --quality: benchmarks.super_resolution JSON)")
     args = parser.parse_args()
@@ -275,7 +311,8 @@ def main() -> None:
         print(f"wrote the x2 section of {card_path} and {MODELS / 'sr2_card.json'}")
         return
     pareto = json.loads(args.pareto.read_text()) if args.pareto.is_file() else None
-    markdown, card = build_card(args.run, quality, latency, pareto)
+    carried = carried_stages(MODELS / "model_card.json", args.carry) if args.carry else None
+    markdown, card = build_card(args.run, quality, latency, pareto, carried)
     sr2_section = read_marked_section(card_path, SR2_SECTION) if card_path.is_file() else None
     card_path.write_text(markdown)
     if sr2_section is not None:  # the x2 model's section is made by --sr2 and kept here

@@ -1,0 +1,37 @@
+"""scripts/make_model_card.py's carried stages: a stage whose run folder is gone is read from the
+card that recorded it, marked as carried, and a name the card lacks is an error."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _card_module():
+    spec = importlib.util.spec_from_file_location("make_model_card", REPO / "scripts" / "make_model_card.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_carried_stage_is_the_earlier_cards_record_with_its_config(tmp_path):
+    card = {"stages": {"qat": {"model": "student", "kwargs": {"widths": [1]}, "parameters": 10, "gflop_512": 0.5,
+                               "step": 7, "metrics": {"validation": {"psnr": 40.0}}, "data_summary": {}}},
+            "configs": {"qat": {"stage": "qat", "train": {"steps": 7}}}}
+    path = tmp_path / "model_card.json"
+    path.write_text(json.dumps(card))
+    module = _card_module()
+    carried = module.carried_stages(path, ["qat_v1=qat"])
+    assert set(carried) == {"qat_v1"}
+    stage = carried["qat_v1"]
+    assert stage["step"] == 7 and stage["config"] == card["configs"]["qat"] and stage["carried_from"] == "model_card.json: qat"
+    # A run folder's own stage wins over a carried one; carried ones fill the gaps in order.
+    stages = module._stages(tmp_path / "no_run", ("teacher", "qat_v1", "qat"), carried)
+    assert list(stages) == ["qat_v1"]
+    with pytest.raises(SystemExit, match="no stage 'teacher' to carry"):
+        module.carried_stages(path, ["teacher"])
