@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default model end to end (about 5 hours on 2 CPU cores and a GPU; see below):
-# teacher -> distilled students -> fine-tuned student -> QAT -> ONNX fp32 + int8 -> quality
+# Reproduce the shipped default model end to end (about 6 hours on 2 CPU cores and a GPU; see below):
+# teacher -> distilled students -> fine-tuned student -> QAT -> textured continuation -> QAT -> ONNX fp32 + int8 -> quality
 # and latency records -> model card. Every number in models/MODEL_CARD.md comes from the files this writes.
 #
 #   bash scripts/reproduce_default_model.sh [RUN_DIR]     (default RUN_DIR: runs/default)
@@ -53,11 +53,19 @@ echo "== 3d/7 noise-map continuation at 4x the batch (GPU recipe)"
     --teacher "$RUN/teacher_cpu/best.pt" --init "$RUN/noise_map/best.pt" --set train.progress=false ${ON_DEVICE[@]+"${ON_DEVICE[@]}"}
 
 echo "== 4/7 quantization-aware training (ModelOpt INT8) of the fine-tuned student"
-"$PY" -m trainer qat --config trainer/configs/default_qat.json --out "$RUN/qat" \
+"$PY" -m trainer qat --config trainer/configs/default_qat.json --out "$RUN/qat_v1" \
     --student "$RUN/noise_map_gpu/best.pt"
 
+echo "== 4b/7 from the first QAT model's float weights: textured MR phantoms and synthetic radiographs in training,"
+echo "   12 radiographs in validation (float continuation, then QAT again; docs/TRAINING.md)"
+"$PY" -m trainer.checkpoint float "$RUN/qat_v1/best.pt" "$RUN/qat_v1_float.pt"
+"$PY" -m trainer distill --config trainer/configs/default_distill_textured.json --out "$RUN/textured" \
+    --teacher "$RUN/teacher_cpu/best.pt" --init "$RUN/qat_v1_float.pt" --set train.progress=false
+"$PY" -m trainer qat --config trainer/configs/default_qat_textured.json --out "$RUN/qat" \
+    --student "$RUN/textured/best.pt"
+
 echo "== 5/7 export ONNX fp32 + int8 into models/"
-ln -sfn "$(basename "$STUDENT")" "$RUN/student"  # the model card reads teacher/, student/, qat/
+ln -sfn "$(basename "$STUDENT")" "$RUN/student"  # the model card reads teacher/, student/, ..., qat/
 "$PY" -m trainer.checkpoint slim "$RUN/qat/best.pt" models/medclear_student.qat.pt  # weights + config, no optimizer
 "$PY" -m trainer.checkpoint slim "$RUN/teacher/best.pt" models/medclear_teacher.pt
 "$PY" -m compiler export --checkpoint models/medclear_student.qat.pt --out-dir models --name medclear_student

@@ -10,8 +10,8 @@ model, and scored against its clean reference (CT: soft-tissue window W400/L40; 
 clean image's 0.5-99.5 percentile range). The model must beat the noisy input by a margin
 (below what the shipped model measured), and is compared with non-local means given the true
 noise level at the best of five strengths *for that image* (a stronger baseline than any tuned
-setting): issue 11's target, which the shipped model does not meet yet, so that comparison is an
-expected failure until it does. The full dose curve is benchmarks.quality's (docs/BENCHMARKS.md).
+setting): issue 11's target, met on MR and X-ray and not yet on CT, where that comparison is an
+expected failure until it is. The full dose curve is benchmarks.quality's (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "ct_quarter_dose.dcm"
 MODELS = ROOT / "models"
 NLM_STRENGTHS = (0.6, 0.8, 1.0, 1.3, 1.6)  # h / sigma
-# Minimum gain over the noisy input (dB) per case, about 0.5 dB below what the shipped INT8
-# model measured here (2026-12-03, the noise-map student, first layer in float: sample +4.5,
-# CT 5 % +11.5, CT 50 % +7.7, MR +7.8, CR/DX +11.8 dB; FP32 alike). The dose curve's numbers are in
+# Minimum gain over the noisy input (dB) per case, about 0.3-0.6 dB below what the shipped INT8
+# model measured here (2026-12-04, the textured noise-map student: sample +4.3, CT 5 % +12.2,
+# CT 50 % +7.7, MR +8.4, CR/DX +13.3 dB; FP32 alike). The dose curve's numbers are in
 # models/MODEL_CARD.md and docs/BENCHMARKS.md.
-MIN_GAIN_DB = {"sample": 4.0, "ct_low_dose": 10.9, "ct_high_dose": 7.1, "mr": 7.2, "cr": 11.2, "dx": 11.2}
+MIN_GAIN_DB = {"sample": 4.0, "ct_low_dose": 11.6, "ct_high_dose": 7.1, "mr": 7.8, "cr": 12.7, "dx": 12.7}
 SOURCES = {"ct": "J2K_pixelrep_mismatch.dcm", "mr": "MR-SIEMENS-DICOM-WithOverlays.dcm", "cr": "RG3_J2KR.dcm"}
 
 
@@ -140,18 +140,23 @@ def test_shipped_model_beats_the_noisy_input(scores, case, precision):
     assert got[precision] - got["input"] >= MIN_GAIN_DB[case], f"{case} {precision}: {got}"
 
 
-# Issue 11's target, not met by the shipped model (docs/BENCHMARKS.md, dose curve): reported as
-# xfail, never as a pass, and XPASS shows when a retrained model starts to meet it.
-@pytest.mark.xfail(reason="issue 11 open: the shipped model does not yet beat oracle NLM in every case", strict=False)
+# Issue 11's target. The cases the shipped model does not meet yet (docs/BENCHMARKS.md, dose
+# curve) are reported as xfail, never as a pass, and XPASS shows when a retrained model meets them;
+# the others (MR at 4 %, the radiograph as CR and DX since the seventh session's model) must hold.
+NLM_NOT_MET = "issue 11 open: the shipped model does not yet beat oracle NLM on CT (best-of-five h for this image)"
+NLM_CASES = [pytest.param(case, marks=pytest.mark.xfail(reason=NLM_NOT_MET, strict=False))
+             if case in ("sample", "ct_low_dose", "ct_high_dose") else case for case in MIN_GAIN_DB]
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-@pytest.mark.parametrize("case", list(MIN_GAIN_DB))
+@pytest.mark.parametrize("case", NLM_CASES)
 def test_shipped_model_beats_oracle_nlm(scores, case, precision):
     got = scores[case]
     assert got[precision] > got["nlm"], f"{case} {precision}: {got}"
 
 
-@pytest.mark.xfail(reason="issue 11 open: within 0.2 dB on these cases, but the dose curve still has INT8 "
-                   "0.80 dB below FP32 on the real radiograph (CR) at 300 quanta", strict=False)
+@pytest.mark.xfail(reason="issue 11 open: the dose curve has INT8 0.30-1.31 dB below FP32 on the real "
+                   "radiograph (CR) at every exposure", strict=False)
 def test_int8_model_stays_within_0_2_db_of_fp32(scores):
     for case, got in scores.items():
         assert got["int8"] - got["fp32"] >= -0.2, f"{case}: {got}"
