@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from trainer.checkpoint import save_checkpoint
+from trainer.config import load_config
+from trainer.data import DataConfig, build_heldout_set
 from trainer.models import create_model
 from trainer.validate import main, validation_scores
 
@@ -36,6 +38,17 @@ def test_each_checkpoint_is_scored_on_the_same_validation_images(tmp_path, capsy
     assert main([str(first), "--config", str(TINY)]) == 0
     printed = json.loads(capsys.readouterr().out.strip())
     assert printed["psnr"] == pytest.approx(scores[0]["psnr"])
+
+
+def test_the_whole_split_is_scored_whatever_the_configs_eval_max_images(tmp_path):
+    config = json.loads(TINY.read_text())
+    config["data"]["validation_phantoms"], config["eval"]["max_images"] = 3, 1
+    path = tmp_path / "three.json"
+    path.write_text(json.dumps(config))
+    every = build_heldout_set(DataConfig.from_dict(load_config(path).data), "validation")
+    checkpoint = student_checkpoint(tmp_path / "a.pt", 0.0)
+    assert validation_scores([checkpoint], path)[0]["images"] == len(every) >= 3
+    assert validation_scores([checkpoint], path, max_images=2)[0]["images"] == 2
 
 
 def test_missing_files_are_named(tmp_path, capsys):

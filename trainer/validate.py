@@ -4,7 +4,9 @@ Models trained on different data configurations choose their best.pt on differen
 sets; comparing them means scoring each on the same one(s). This runs the trainer's own
 validation (``trainer.train.evaluate``: display-window PSNR, mean over modalities) for every
 checkpoint on the validation split of ``--config``'s ``data``, and prints one JSON object per
-checkpoint. The test split is never loaded.
+checkpoint (``images``: how many validation image-levels it scored). Every image of the split
+is scored unless ``--max-images`` says otherwise: the config's own ``eval.max_images`` (8 by
+default, for quick evaluations during training) is not used. The test split is never loaded.
 """
 
 from __future__ import annotations
@@ -21,17 +23,20 @@ from trainer.config import load_config
 from trainer.train import evaluate
 
 
-def validation_scores(checkpoints: list[Path], config: Path, threads: int = 1) -> list[dict]:
-    """``trainer.train.evaluate`` of each checkpoint on ``config``'s validation split."""
+def validation_scores(checkpoints: list[Path], config: Path, threads: int = 1, max_images: int = 0) -> list[dict]:
+    """``trainer.train.evaluate`` of each checkpoint on ``config``'s validation split (its first
+    ``max_images`` image-levels; 0: all of them)."""
     from trainer.data import DataConfig, build_heldout_set
 
     torch.set_num_threads(threads)
     cfg = load_config(config)
+    cfg.eval.max_images = max_images
     images = build_heldout_set(DataConfig.from_dict(cfg.data), "validation")
+    scored = min(len(images), max_images) if max_images else len(images)
     results = []
     for path in checkpoints:
         model, _ = load_model(path)
-        results.append({"checkpoint": str(path), "config": str(config),
+        results.append({"checkpoint": str(path), "config": str(config), "images": scored,
                         **evaluate(model, images, cfg, torch.device("cpu"))})
     return results
 
@@ -43,12 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True,
                         help="trainer config (.json) whose 'data' defines the validation split")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default: 1)")
+    parser.add_argument("--max-images", type=int, default=0,
+                        help="score only the first N validation image-levels (default 0: all; the config's "
+                        "eval.max_images is not used)")
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.checkpoints + [args.config] if not p.is_file()]
     if missing:
         print(f"error: not found: {', '.join(missing)}", file=sys.stderr)
         return 2
-    for result in validation_scores(args.checkpoints, args.config, args.threads):
+    for result in validation_scores(args.checkpoints, args.config, args.threads, args.max_images):
         print(json.dumps(result))
     return 0
 
