@@ -244,7 +244,7 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
         "## Data",
         f"- Sources: {', '.join(map(str, data.get('sources', [])))}; modalities {', '.join(map(str, data.get('modalities', [])))};",
         "  degradations: projection-domain low-dose CT, Rician MR and Poisson-Gaussian X-ray noise (docs/DATA.md).",
-        f"- Validation split (chose every best.pt and the student size): "
+        f"- Validation split (the QAT stage's; earlier stages chose on the splits in their configs): "
         f"{', '.join(map(str, (data.get('validation') or {}).get('names', [])))}.",
         f"- Test split (only reported; the dose curve's, its references screened, docs/DATA.md): "
         f"{', '.join(name.split('/')[-1] for name in quality.get('test_images', []))}.",
@@ -297,13 +297,15 @@ def main() -> None:
     parser.add_argument("--pareto", type=Path, default=MODELS / "pareto.json", help="scripts/pareto_students.py JSON")
     parser.add_argument("--carry", nargs="+", default=[], metavar="STAGE[=EARLIER]",
                         help="stages missing from --run taken from the current models/model_card.json (as it recorded "
-                        "them; EARLIER: its name there), e.g. --carry teacher noise_map_gpu qat_v1=qat")
+                        "them; EARLIER: its name there), e.g. --carry teacher noise_map_gpu qat_v1")
     parser.add_argument("--sr2", action="store_true", help="write the x2 super-resolution section (--run: its run, "
                         "e.g. runs/sr2; --quality: benchmarks.super_resolution JSON)")
     args = parser.parse_args()
     quality = json.loads(args.quality.read_text())
     latency = json.loads(args.latency.read_text()) if args.latency and args.latency.is_file() else None
     card_path = MODELS / "MODEL_CARD.md"
+    if args.sr2 and args.carry:
+        parser.error("--carry is for the denoiser's card, not --sr2")
     if args.sr2:
         markdown, card = build_sr2_section(args.run, quality, latency)
         write_marked_section(card_path, markdown, SR2_SECTION)

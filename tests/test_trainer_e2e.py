@@ -233,6 +233,7 @@ def test_float_checkpoint_is_the_qat_model_with_quantizers_off(pipeline, tmp_pat
     written = float_checkpoint(source, tmp_path / "float.pt")
     plain, info = load_model(tmp_path / "float.pt")
     assert info["quantization"] is None and written["stage"] == "distill"
+    assert written["metrics"] == {} and written["source_metrics"] == load_checkpoint(source)["metrics"]
     quantized, _ = load_model(source)
     x = torch.rand(1, 1, 24, 24)
     with _quantizers_disabled(quantized):

@@ -84,7 +84,9 @@ def slim_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> dic
 def float_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> dict:
     """The float weights of a QAT checkpoint as a float (distill-stage) checkpoint: the quantizers'
     ranges are dropped, every weight is kept. What the FP32 ONNX of a QAT model computes, and a
-    start for a new QAT stage when the float student it came from is gone."""
+    float start (``--init`` of a distill stage, ``--student`` of a qat stage) when the float
+    student it came from is gone. ``config`` and ``data_summary`` stay the source's; its scores
+    move to ``source_metrics`` (they are the quantized model's, not these weights')."""
     ckpt = load_checkpoint(source)
     if not ckpt.get("quantization"):
         raise ValueError(f"{source}: is not a QAT checkpoint (no quantization entry)")
@@ -94,7 +96,7 @@ def float_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> di
         raise ValueError(f"{source}: lacks weights the float model needs: {', '.join(sorted(missing))}")
     kept = {k: v for k, v in ckpt.items() if k not in RESUME_KEYS}
     kept.update(state_dict={k: v for k, v in ckpt["state_dict"].items() if k in names}, quantization=None,
-                stage="distill", float_of=str(source))
+                stage="distill", float_of=str(source), metrics={}, source_metrics=ckpt.get("metrics"))
     atomic_write(Path(target), lambda handle: torch.save(kept, handle))
     return kept
 
@@ -108,7 +110,8 @@ if __name__ == "__main__":
     slim.add_argument("source")
     slim.add_argument("target")
     to_float = commands.add_parser("float", help="write the float weights of the QAT checkpoint SOURCE to TARGET "
-                                   "(quantizers dropped): a start for a new QAT stage")
+                                   "(quantizers dropped): a float start for a distill (--init) or qat "
+                                   "(--student) stage")
     to_float.add_argument("source")
     to_float.add_argument("target")
     args = parser.parse_args()

@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="score only the first N validation image-levels (default 0: all; the config's "
                         "eval.max_images is not used)")
     args = parser.parse_args(argv)
+    if args.max_images < 0:
+        parser.error(f"--max-images must be 0 (all) or more, got {args.max_images}")
     missing = [str(p) for p in args.checkpoints + [args.config] if not p.is_file()]
     if missing:
         print(f"error: not found: {', '.join(missing)}", file=sys.stderr)
