@@ -30,13 +30,12 @@ def validation_scores(checkpoints: list[Path], config: Path, threads: int = 1, m
 
     torch.set_num_threads(threads)
     cfg = load_config(config)
-    cfg.eval.max_images = max_images
-    images = build_heldout_set(DataConfig.from_dict(cfg.data), "validation")
-    scored = min(len(images), max_images) if max_images else len(images)
+    cfg.eval.max_images = 0  # the images are chosen here, not by the config's quick-evaluation limit
+    images = build_heldout_set(DataConfig.from_dict(cfg.data), "validation")[: max_images or None]
     results = []
     for path in checkpoints:
         model, _ = load_model(path)
-        results.append({"checkpoint": str(path), "config": str(config), "images": scored,
+        results.append({"checkpoint": str(path), "config": str(config), "images": len(images),
                         **evaluate(model, images, cfg, torch.device("cpu"))})
     return results
 
