@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from tests.script_loader import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "device_record.py"
 
 
 @pytest.fixture(scope="module")
 def record():
-    spec = importlib.util.spec_from_file_location("device_record", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.mark.parametrize("line, summary", [

@@ -3,7 +3,6 @@ one long-lived backend (a tiny ONNX model), and the Jetson-safe requirement list
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 
 from runtime import enhance, pipeline
 from runtime_fixtures import make_smoothing_model, pydicom_file
+from script_loader import load_script
 
 REPO = Path(__file__).resolve().parent.parent
 WATCHER = REPO / "jetson" / "watch_folder.py"
@@ -23,10 +23,7 @@ BAD = "ROE^RICHARD_0002.dcm"  # not a DICOM file
 
 
 def _load_watcher():
-    spec = importlib.util.spec_from_file_location("watch_folder", WATCHER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(WATCHER)
 
 
 @pytest.fixture()
@@ -155,9 +152,7 @@ def test_token_is_stable_and_hides_the_name():
 
 
 def test_compile_requirements_for_jetson_come_from_pyproject_without_torch_or_tensorrt():
-    spec = importlib.util.spec_from_file_location("extras", REPO / "jetson" / "extras.py")
-    extras = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(extras)
+    extras = load_script(REPO / "jetson" / "extras.py")
     pyproject = extras._load_toml(REPO / "pyproject.toml")
     kept = extras.jetson_requirements(pyproject, "compile")
     names = {extras.requirement_name(r) for r in kept}

@@ -3,20 +3,18 @@ card that recorded it, marked as carried, and a name the card lacks is an error.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.script_loader import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _card_module():
-    spec = importlib.util.spec_from_file_location("make_model_card", REPO / "scripts" / "make_model_card.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "scripts" / "make_model_card.py")
 
 
 def test_a_carried_stage_is_the_earlier_cards_record_with_its_config(tmp_path):
