@@ -9,7 +9,7 @@ from trainer.data import DataConfig
 from trainer.data.datasets import load_sources, split_sources
 from trainer.data.reference import bin2, clean_reference, ct_own_noise_hu, own_noise_fraction
 from trainer.data.phantoms import tissue_texture
-from trainer.data.sources import SourceImage, mr_phantom_images, xray_phantom_images
+from trainer.data.sources import SourceImage, head_phantom_images, mr_phantom_images, xray_phantom_images
 
 
 def smooth_body(size: int, seed: int = 0) -> np.ndarray:
@@ -102,6 +102,29 @@ def test_radiograph_phantoms_are_noiseless_dx_images_in_train_and_validation_onl
     assert all(i.modality == "CT" for i in test)
 
 
+def test_head_phantoms_have_a_skull_around_brain_and_are_training_only():
+    images = head_phantom_images(2, 192)
+    assert [i.name for i in images] == ["phantom:head-train-0", "phantom:head-train-1"]
+    head = images[0].values
+    assert head.min() == -1000.0 and 700 < head.max() < 1900  # air outside, dense bone in the skull
+    brain = (head > 15) & (head < 50)
+    skull = head > 600
+    assert brain.mean() > 0.15 and 0.02 < skull.mean() < 0.2
+    centre = ndimage.label(~skull)[0]
+    assert centre[96, 96] != centre[0, 0]  # the bone ring closes: the brain is inside, the air outside
+    partial = (head > -900) & (head < -100)
+    assert partial.any()  # averaged-down edges: values between air and tissue as partial volume gives
+    assert 100 < images[0].pixel_mm * 192 < 320  # a head's field of view, mm
+    assert np.array_equal(head_phantom_images(1, 192)[0].values, head)  # seeded by name
+    cfg = DataConfig(sources=["phantom"], modalities=["CT"], phantom_count=1, phantom_size=64,
+                     heldout_phantoms=1, validation_phantoms=1, head_phantoms=2, ct_angles=24)
+    everything = load_sources(cfg)
+    training, test = split_sources(everything, cfg, "test")
+    _, validation = split_sources(everything, cfg, "validation")
+    assert {"phantom:head-train-0", "phantom:head-train-1"} <= {i.name for i in training}
+    assert not any("head" in i.name for i in test + validation)
+
+
 def test_noisy_real_ct_slice_is_no_reference_when_screened():
     rng = np.random.default_rng(3)
     body = np.full((128, 128), 40.0, np.float32)  # soft tissue
@@ -124,3 +147,14 @@ def test_dose_curve_screens_references_and_says_so_in_help():
     off = data_config(parse_args(["--dose-curve", "--sources", "phantom", "--max-ct-reference-noise", "0"]))
     assert off.max_ct_reference_noise_hu == 0.0
     assert data_config(parse_args(["--sources", "phantom"])).max_ct_reference_noise_hu == 0.0  # quality: unchanged
+
+
+def test_packaged_dx_radiograph_is_found_and_screened_out_as_a_reference():
+    # deid-data's cat radiograph is the only real DX (MONOCHROME2) in the packages; its processed
+    # high-frequency content reads as 0.6-0.7 % noise at every binning, so it is no clean reference.
+    from trainer.data.sources import offline_images
+
+    dx = [image for image in offline_images(("DX",), 64) if image.name.startswith("offline:deid-data/")]
+    assert [image.name for image in dx] == ["offline:deid-data/animals/cat.dcm#0"]
+    assert own_noise_fraction(dx[0].values) > 0.005
+    assert clean_reference(dx[0], 0.005, 64) is None

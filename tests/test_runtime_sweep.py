@@ -1,6 +1,6 @@
 """Every packaged real DICOM file through `python -m runtime.enhance` with the fixture model.
 
-One CLI run over pydicom's and pydicom-data's test files (offline_dicom_files()); then, per
+One CLI run over the test files of pydicom, pydicom-data and deid-data (offline_dicom_files()); then, per
 file, an image-bearing greyscale source must have an output that adds no dciodvfy error to its
 source's own and that dcentvfy finds consistent with it; every other file is skipped here with
 the runtime's own reason, which must be one of the expected "not enhanceable" causes.

@@ -86,6 +86,9 @@ class DataConfig:
     phantom_size: int = 256
     heldout_phantoms: int = 2  # random test phantoms, plus Shepp-Logan
     validation_phantoms: int = 0  # random validation phantoms
+    # CT head phantoms (phantoms.random_head_phantom: skull ring, brain detail below the noise),
+    # training only, so validation and test stay what they were.
+    head_phantoms: int = 0
     mr_phantoms: int = 0  # noiseless MR-contrast training phantoms (sources: "phantom", modality MR)
     mr_validation_phantoms: int = 0  # and validation ones (never test)
     # > 0: MR phantoms carry a fine multiplicative tissue texture of up to this relative RMS

@@ -34,6 +34,7 @@ from trainer.data.reference import clean_reference
 from trainer.data.sources import (
     SourceImage,
     directory_images,
+    head_phantom_images,
     mr_phantom_images,
     offline_images,
     paired_images,
@@ -69,6 +70,7 @@ def load_sources(cfg: DataConfig) -> list[SourceImage]:
             if "CT" in modalities:
                 images += phantom_images(cfg.phantom_count, cfg.phantom_size, cfg.heldout_phantoms,
                                          cfg.validation_phantoms)
+                images += head_phantom_images(cfg.head_phantoms, cfg.phantom_size)
             if "MR" in modalities:
                 images += mr_phantom_images(cfg.mr_phantoms, cfg.phantom_size, cfg.mr_validation_phantoms,
                                             cfg.mr_phantom_texture)

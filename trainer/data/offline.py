@@ -1,7 +1,8 @@
 """Where the real DICOM images that ship inside installed packages live (no downloads).
 
 pydicom ships its test files; the ``pydicom-data`` package ships larger ones (its import name
-is ``data_store``). ``pydicom.data.get_testdata_files`` would try to download missing files,
+is ``data_store``); ``deid-data`` (pydicom's de-identification test data, import name
+``deid_data``) ships a real 12-bit DX radiograph among colour and ultrasound files. ``pydicom.data.get_testdata_files`` would try to download missing files,
 so this module lists the package folders directly.
 """
 
@@ -21,8 +22,17 @@ def _package_dir(import_name: str, *parts: str) -> Path | None:
 
 def offline_dicom_dirs() -> list[Path]:
     """Folders of packaged DICOM test files that exist on this machine."""
-    candidates = [_package_dir("pydicom", "data", "test_files"), _package_dir("data_store", "data")]
-    return [folder for folder in candidates if folder is not None]
+    return [folder for _, folder in _labelled_dirs()]
+
+
+_PACKAGES = (("pydicom", ("pydicom", "data", "test_files")), ("pydicom-data", ("data_store", "data")),
+             ("deid-data", ("deid_data", "data")))
+
+
+def _labelled_dirs() -> list[tuple[str, Path]]:
+    """``(package label, data folder)`` of the packages installed here."""
+    found = ((label, _package_dir(*where)) for label, where in _PACKAGES)
+    return [(label, folder) for label, folder in found if folder is not None]
 
 
 def offline_dicom_entries() -> list[tuple[str, Path]]:
@@ -32,8 +42,7 @@ def offline_dicom_entries() -> list[tuple[str, Path]]:
     ``"pydicom-data/693_J2KR.dcm"``; it is the same on every machine.
     """
     entries: list[tuple[str, Path]] = []
-    for folder in offline_dicom_dirs():
-        package = "pydicom" if folder.name == "test_files" else "pydicom-data"
+    for package, folder in _labelled_dirs():
         for path in sorted(folder.rglob("*")):
             if path.is_file() and (path.suffix.lower() == ".dcm" or path.suffix == ""):
                 entries.append((f"{package}/{path.relative_to(folder).as_posix()}", path))

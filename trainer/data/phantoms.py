@@ -1,4 +1,4 @@
-"""Synthetic phantoms: CT in HU (random ellipse/texture bodies, Shepp-Logan), their MR-like
+"""Synthetic phantoms: CT in HU (random ellipse/texture bodies and heads, Shepp-Logan), their MR-like
 contrasts, and radiographs of random ellipsoids."""
 
 from __future__ import annotations
@@ -88,6 +88,82 @@ def shepp_logan_hu(size: int) -> np.ndarray:
     head = ndimage.binary_fill_holes(grey > 0.05)
     hu[head & (grey <= 0.05)] = 10.0
     return hu.astype(np.float32)
+
+
+HEAD_FOV_RANGE_MM = (200.0, 300.0)  # head scans use a smaller field of view than bodies
+
+
+def _polar_layers(size: int, rng: np.random.Generator, radii: tuple[float, float]) -> np.ndarray:
+    """Elliptical radius (1 on a random, slightly irregular head outline of ``radii`` pixels)
+    at every pixel of a ``(size, size)`` grid: layers of the head are bands of this value."""
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5 - size / 2.0
+    angle = rng.uniform(-0.3, 0.3)
+    u = (rows * np.cos(angle) + cols * np.sin(angle)) / radii[0]
+    v = (-rows * np.sin(angle) + cols * np.cos(angle)) / radii[1]
+    theta = np.arctan2(u, v)
+    wobble = sum(rng.normal(0.0, 0.015 / k) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in range(2, 6))
+    return np.sqrt(u * u + v * v) / (1.0 + wobble)
+
+
+def random_head_phantom(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random axial head-like phantom in HU, float32 ``(size, size)``, with partial-volume edges.
+
+    Scalp (soft tissue), a skull of dense cortical bone around a less dense diploe, a thin CSF
+    rim, grey matter with blobby white matter, ventricles, sulci, a falx, small calcifications,
+    an optional lesion, a fine grain of 0.5-2 HU and sometimes a curved head-rest shell. The
+    body phantoms have neither a bone ring next to soft tissue nor sub-noise brain detail, which
+    real head slices are full of; rendered at twice the size and averaged down, so edges are
+    partial-volume ramps as a scanner records them."""
+    fine = 2 * size
+    radii = (fine * rng.uniform(0.36, 0.44), fine * rng.uniform(0.29, 0.37))
+    rho = _polar_layers(fine, rng, radii)
+    mm = 1.0 / 80.0  # one mm in units of the outline radius (a head is ~160 mm wide)
+    px_per_mm = radii[1] * mm
+    scalp, table, diploe_frac = rng.uniform(3, 6) * mm, rng.uniform(4, 9) * mm, rng.uniform(0.3, 0.5)
+    image = np.full((fine, fine), AIR_HU)
+    image[rho < 1.0] = rng.uniform(20, 60)  # scalp
+    skull_out, skull_in = 1.0 - scalp, 1.0 - scalp - table
+    bone = (rho < skull_out) & (rho >= skull_in)
+    image[bone] = rng.uniform(1000, 1800)
+    diploe_mid = (skull_out + skull_in) / 2
+    image[bone & (np.abs(rho - diploe_mid) < table * diploe_frac / 2)] = rng.uniform(350, 800)
+    brain = rho < skull_in
+    image[brain] = rng.uniform(0, 15)  # CSF rim
+    grey, white = rng.uniform(34, 46), rng.uniform(22, 32)
+    cortex = rho < skull_in - rng.uniform(1, 3) * mm
+    field = ndimage.gaussian_filter(rng.normal(size=(fine, fine)), fine / 40.0)
+    field /= max(float(field.std()), 1e-12)
+    image[cortex] = grey
+    image[cortex & (rho < skull_in * rng.uniform(0.6, 0.8)) & (field > rng.uniform(-0.8, 0.2))] = white
+    sulci = ndimage.gaussian_filter(rng.normal(size=(fine, fine)), fine / 90.0)
+    sulci = np.abs(sulci) < 0.08 * float(sulci.std())  # thin contour lines of a smooth field
+    image[cortex & sulci & (rho > skull_in * 0.75)] = rng.uniform(0, 15)
+    rows, cols = np.mgrid[0:fine, 0:fine] - fine / 2.0
+    for side in (-1, 1):  # lateral ventricles
+        center = (rng.uniform(-0.1, 0.05) * radii[0], side * rng.uniform(0.06, 0.14) * radii[1])
+        rr, cc = ellipse(fine / 2 + center[0], fine / 2 + center[1], radii[0] * rng.uniform(0.1, 0.3),
+                         radii[1] * rng.uniform(0.04, 0.1), shape=image.shape, rotation=rng.uniform(-0.3, 0.3))
+        image[rr, cc] = rng.uniform(0, 15)
+    falx = (np.abs(cols) < rng.uniform(0.5, 1.5) * px_per_mm) & cortex & (np.abs(rows) > 0.2 * radii[0])
+    image[falx] = rng.uniform(45, 90)
+    for _ in range(rng.integers(0, 4)):  # calcifications
+        center = fine / 2 + rng.uniform(-0.5, 0.5, size=2) * np.array(radii)
+        rr, cc = ellipse(center[0], center[1], *(fine * rng.uniform(0.003, 0.01, size=2)), shape=image.shape)
+        keep = cortex[rr, cc]
+        image[rr[keep], cc[keep]] = rng.uniform(100, 400)
+    if rng.random() < 0.5:  # a bleed (brighter) or an infarct (darker)
+        center = fine / 2 + rng.uniform(-0.5, 0.5, size=2) * np.array(radii)
+        rr, cc = ellipse(center[0], center[1], *(fine * rng.uniform(0.02, 0.08, size=2)), shape=image.shape,
+                         rotation=rng.uniform(-np.pi, np.pi))
+        keep = cortex[rr, cc]
+        image[rr[keep], cc[keep]] = rng.choice([rng.uniform(55, 85), rng.uniform(8, 20)])
+    if rng.random() < 0.5:  # a curved head-rest shell below the head
+        shell = (np.abs(_polar_layers(fine, rng, (radii[0] * 1.15, radii[1] * 1.2)) - 1.0) < 0.006) & (rows > 0)
+        image[shell & (image == AIR_HU)] = rng.uniform(0, 300)
+    grain = sum(w * ndimage.gaussian_filter(rng.normal(size=(fine, fine)), s)
+                for s, w in zip((1.4, 2.8), rng.uniform(0.3, 1.0, size=2)))
+    image[cortex] += (grain * rng.uniform(0.5, 2.0) / max(float(grain.std()), 1e-12))[cortex]
+    return image.reshape(size, 2, size, 2).mean(axis=(1, 3)).astype(np.float32)
 
 
 # HU knots of the MR contrast map: air, lung, fat, water, soft tissue, vessel, bone, dense bone.

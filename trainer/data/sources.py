@@ -23,10 +23,12 @@ from runtime.image_contract import modality_image
 from trainer.data.offline import offline_dicom_entries
 from trainer.data.pairing import pair_series
 from trainer.data.phantoms import (
+    HEAD_FOV_RANGE_MM,
     RADIOGRAPH_FIELD_MM,
     mr_contrast,
     phantom_pixel_mm,
     random_fov_mm,
+    random_head_phantom,
     random_phantom,
     random_radiograph,
     shepp_logan_hu,
@@ -287,6 +289,19 @@ def xray_phantom_images(count: int, size: int, validation_count: int = 0) -> lis
     # Seed streams [9, 0, i] (train) and [9, 2, i] (validation), apart from the CT and MR phantoms'.
     images = [make(f"xray-train-{i}", "train", [9, 0, i]) for i in range(count)]
     return images + [make(f"xray-val-{i}", "validation", [9, 2, i]) for i in range(validation_count)]
+
+
+def head_phantom_images(count: int, size: int) -> list[SourceImage]:
+    """Noiseless CT head phantoms (``phantoms.random_head_phantom``) for training only,
+    ``phantom:head-train-i``: neither validation nor test changes when they are added."""
+
+    def make(i: int) -> SourceImage:
+        rng = np.random.default_rng([10, 0, i])  # a seed stream apart from the other phantoms'
+        values = random_head_phantom(size, rng)
+        pixel_mm = float(rng.uniform(*HEAD_FOV_RANGE_MM)) / size
+        return SourceImage(f"phantom:head-train-{i}", "CT", values, pixel_mm, f"train:phantom:head-train-{i}", "phantom")
+
+    return [make(i) for i in range(count)]
 
 
 def paired_images(
