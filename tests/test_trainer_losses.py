@@ -95,3 +95,20 @@ def test_weighted_reconstruction_loss_is_the_weighted_mean_of_per_sample_losses(
     assert down.item() == pytest.approx(0.025, abs=1e-5)
     assert ssim(pred, ref, per_sample=True).shape == (2,)
     assert ssim(pred, ref, per_sample=True)[0].item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_rmse_term_weighs_a_concentrated_error_more_than_l1_does():
+    ref = torch.zeros(2, 1, 16, 16)
+    spread = torch.full_like(ref[:1], 0.01)  # a small error everywhere
+    edge = torch.zeros_like(ref[:1])
+    edge[..., :, :1] = 0.16  # the same L1 in one column, as at an edge
+    pred = torch.cat([spread, edge])
+    loss = ReconstructionLoss(LossConfig(l1=0.0, ssim=0.0, rmse=1.0))
+    per_sample = [loss(p[None], r[None])[0].item() for p, r in zip(pred, ref)]
+    assert per_sample[0] == pytest.approx(0.01, rel=1e-4) and per_sample[1] == pytest.approx(0.04, rel=1e-4)
+    total, parts = loss(pred, ref, torch.tensor([1.5, 0.5]))
+    assert total.item() == pytest.approx(1.5 * 0.01 / 2 + 0.5 * 0.04 / 2, rel=1e-4) and "rmse" in parts
+    assert "rmse" not in ReconstructionLoss(LossConfig())(pred, ref)[1]  # off by default
+    perfect = pred.clone().requires_grad_(True)
+    ReconstructionLoss(LossConfig(rmse=1.0))(perfect, perfect.detach())[0].backward()
+    assert torch.isfinite(perfect.grad).all()  # a perfect sample has a finite gradient

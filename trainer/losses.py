@@ -1,7 +1,7 @@
 """Training losses: L1, differentiable SSIM, an optional small adversarial term, and their mix.
 
 Defaults follow the project issue: 0.7 * L1 + 0.3 * (1 - SSIM); with the adversarial term
-0.5 / 0.3 / 0.2. SSIM takes an explicit data range: the normalized image spans about [0, 1]
+0.5 / 0.3 / 0.2. An optional per-sample RMSE term weighs large (edge) errors as PSNR does. SSIM takes an explicit data range: the normalized image spans about [0, 1]
 (for CT the full HU range [-1024, 3071]), so ``data_range=1.0`` by default.
 """
 
@@ -20,6 +20,9 @@ class LossConfig:
 
     l1: float = 0.7
     ssim: float = 0.3
+    # Per-sample root-mean-square error (the quantity PSNR is made of). Beside L1 it weighs a
+    # sample's large errors (at edges) more than its many small ones; 0: off.
+    rmse: float = 0.0
     adversarial: float = 0.0  # > 0 enables the discriminator (e.g. 0.5 / 0.3 / 0.2)
     ssim_window: int = 11
     ssim_sigma: float = 1.5
@@ -125,7 +128,8 @@ class ReconstructionLoss(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """``weights``: optional per-sample weights [N] (mean 1), e.g. from noise_balance_weights."""
         c = self.cfg
-        per_sample_l1 = (pred.float() - ref.float()).abs().mean(dim=(1, 2, 3))
+        difference = pred.float() - ref.float()
+        per_sample_l1 = difference.abs().mean(dim=(1, 2, 3))
         per_sample_ssim = ssim(pred, ref, c.data_range, c.ssim_window, c.ssim_sigma, per_sample=True)
         if weights is None:
             weights = torch.ones_like(per_sample_l1)
@@ -133,6 +137,11 @@ class ReconstructionLoss(nn.Module):
         ssim_loss = (weights * (1.0 - per_sample_ssim)).mean()
         total = c.l1 * l1 + c.ssim * ssim_loss
         parts = {"l1": l1.item(), "ssim_loss": ssim_loss.item()}
+        if c.rmse > 0:
+            # The epsilon keeps the square root's gradient finite for a perfect sample.
+            rmse = (weights * (difference.pow(2).mean(dim=(1, 2, 3)) + 1e-12).sqrt()).mean()
+            total = total + c.rmse * rmse
+            parts["rmse"] = rmse.item()
         if self.discriminator is not None:
             # Generator side: make the discriminator (stepped separately) call the output real.
             fake = self.discriminator(pred.float())

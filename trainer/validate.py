@@ -40,22 +40,35 @@ def validation_scores(checkpoints: list[Path], config: Path, threads: int = 1, m
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.validate", description=__doc__,
+def validation_parser(prog: str, description: str, checkpoints_help: str) -> argparse.ArgumentParser:
+    """The arguments of every tool that examines checkpoints on a config's validation split:
+    the checkpoints, ``--config`` and ``--threads``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", nargs="+", type=Path, help="checkpoints (.pt) to score")
+    parser.add_argument("checkpoints", nargs="+", type=Path, help=checkpoints_help)
     parser.add_argument("--config", type=Path, required=True,
                         help="trainer config (.json) whose 'data' defines the validation split")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default: 1)")
+    return parser
+
+
+def missing_inputs(args: argparse.Namespace) -> bool:
+    """Say on stderr which of the checkpoints and the config do not exist; True if any."""
+    missing = [str(p) for p in args.checkpoints + [args.config] if not p.is_file()]
+    if missing:
+        print(f"error: not found: {', '.join(missing)}", file=sys.stderr)
+    return bool(missing)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = validation_parser("python -m trainer.validate", __doc__, "checkpoints (.pt) to score")
     parser.add_argument("--max-images", type=int, default=0,
                         help="score only the first N validation image-levels (default 0: all; the config's "
                         "eval.max_images is not used)")
     args = parser.parse_args(argv)
     if args.max_images < 0:
         parser.error(f"--max-images must be 0 (all) or more, got {args.max_images}")
-    missing = [str(p) for p in args.checkpoints + [args.config] if not p.is_file()]
-    if missing:
-        print(f"error: not found: {', '.join(missing)}", file=sys.stderr)
+    if missing_inputs(args):
         return 2
     for result in validation_scores(args.checkpoints, args.config, args.threads, args.max_images):
         print(json.dumps(result))
