@@ -29,9 +29,9 @@ from scipy import ndimage
 
 from trainer.checkpoint import load_model
 from trainer.config import load_config
-from trainer.data.datasets import HeldoutImage, heldout_noise_level
-from trainer.train import enhance_slice
-from trainer.validate import missing_inputs, validation_parser
+from trainer.data.datasets import HeldoutImage
+from trainer.train import enhance_slice, heldout_level
+from trainer.validate import missing_inputs, validation_images, validation_parser
 
 EDGE_DISTANCE_PX = 4
 TISSUE_EDGE_HU = 8.0
@@ -56,7 +56,7 @@ def _rms_hu(error: np.ndarray, mask: np.ndarray, hu_per_unit: float) -> float | 
 def image_error_regions(model: torch.nn.Module, image: HeldoutImage) -> dict:
     """RMS error (HU) per region of ``input``, ``output`` and ``identity`` for one CT image-level."""
     hu_per_unit = image.spec.hu_max - image.spec.hu_min
-    level = heldout_noise_level(image) if getattr(model, "input_channels", 1) == 2 else None
+    level = heldout_level(model, image)
     device = torch.device("cpu")
     with torch.inference_mode():
         output = enhance_slice(model, image.degraded, device, level)
@@ -72,10 +72,7 @@ def image_error_regions(model: torch.nn.Module, image: HeldoutImage) -> dict:
 
 def ct_validation_images(config: Path, degradations: list[str] | None = None) -> list[HeldoutImage]:
     """The CT image-levels of ``config``'s validation split (only ``degradations`` when given)."""
-    from trainer.data import DataConfig, build_heldout_set
-
-    images = build_heldout_set(DataConfig.from_dict(load_config(config).data), "validation")
-    return [image for image in images
+    return [image for image in validation_images(load_config(config))
             if image.modality == "CT" and (not degradations or image.degradation in degradations)]
 
 

@@ -1,8 +1,9 @@
 """Training losses: L1, differentiable SSIM, an optional small adversarial term, and their mix.
 
 Defaults follow the project issue: 0.7 * L1 + 0.3 * (1 - SSIM); with the adversarial term
-0.5 / 0.3 / 0.2. An optional per-sample RMSE term weighs large (edge) errors as PSNR does. SSIM takes an explicit data range: the normalized image spans about [0, 1]
-(for CT the full HU range [-1024, 3071]), so ``data_range=1.0`` by default.
+0.5 / 0.3 / 0.2. An optional per-sample RMSE term weighs large (edge) errors as PSNR does.
+SSIM takes an explicit data range: the normalized image spans about [0, 1] (for CT the full HU
+range [-1024, 3071]), so ``data_range=1.0`` by default.
 """
 
 from __future__ import annotations

@@ -160,6 +160,12 @@ def init_model(path: str | Path, config_kwargs: dict) -> tuple[nn.Module, dict]:
     return model, ckpt
 
 
+def heldout_level(model: nn.Module, image: Any) -> float | None:
+    """The noise level ``model`` is given for a held-out image: the runtime's measurement for a
+    noise-map model (two input channels), None for a blind one."""
+    return heldout_noise_level(image) if getattr(model, "input_channels", 1) == 2 else None
+
+
 @torch.no_grad()
 def enhance_slice(model: nn.Module, image: np.ndarray, device: torch.device, level: float | None = None) -> np.ndarray:
     """Run ``model`` on one full [H, W] normalized slice (with its noise ``level`` for a
@@ -215,8 +221,7 @@ def evaluate(model: nn.Module, images: Sequence[Any], cfg: Config, device: torch
     per_modality: dict[str, dict[str, list[float]]] = {}
     per_source: dict[str, dict[str, dict[str, list[float]]]] = {}  # modality -> source -> PSNRs
     for img in images:
-        level = heldout_noise_level(img) if getattr(model, "input_channels", 1) == 2 else None
-        pred = enhance_slice(model, img.degraded, device, level)
+        pred = enhance_slice(model, img.degraded, device, heldout_level(model, img))
         modality, name = getattr(img, "modality", "*"), str(getattr(img, "name", ""))
         source = name.split(":", 1)[0] if ":" in name else "*"  # "offline:...", "phantom:..."
         scores = per_modality.setdefault(modality, {"psnr": [], "ssim": [], "psnr_input": []})

@@ -19,19 +19,24 @@ from pathlib import Path
 import torch
 
 from trainer.checkpoint import load_model
-from trainer.config import load_config
+from trainer.config import Config, load_config
 from trainer.train import evaluate
+
+
+def validation_images(cfg: Config) -> list:
+    """Every image-level of the validation split that ``cfg``'s data defines."""
+    from trainer.data import DataConfig, build_heldout_set
+
+    return build_heldout_set(DataConfig.from_dict(cfg.data), "validation")
 
 
 def validation_scores(checkpoints: list[Path], config: Path, threads: int = 1, max_images: int = 0) -> list[dict]:
     """``trainer.train.evaluate`` of each checkpoint on ``config``'s validation split (its first
     ``max_images`` image-levels; 0: all of them)."""
-    from trainer.data import DataConfig, build_heldout_set
-
     torch.set_num_threads(threads)
     cfg = load_config(config)
     cfg.eval.max_images = 0  # the images are chosen here, not by the config's quick-evaluation limit
-    images = build_heldout_set(DataConfig.from_dict(cfg.data), "validation")[: max_images or None]
+    images = validation_images(cfg)[: max_images or None]
     results = []
     for path in checkpoints:
         model, _ = load_model(path)

@@ -2,8 +2,9 @@
 
 pydicom ships its test files; the ``pydicom-data`` package ships larger ones (its import name
 is ``data_store``); ``deid-data`` (pydicom's de-identification test data, import name
-``deid_data``) ships a real 12-bit DX radiograph among colour and ultrasound files. ``pydicom.data.get_testdata_files`` would try to download missing files,
-so this module lists the package folders directly.
+``deid_data``) ships a real 12-bit DX radiograph among colour and ultrasound files.
+``pydicom.data.get_testdata_files`` would try to download missing files, so this module lists
+the package folders directly.
 """
 
 from __future__ import annotations
