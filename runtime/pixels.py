@@ -166,6 +166,12 @@ def to_modality(stored: np.ndarray, encoding: PixelEncoding) -> np.ndarray:
     return (values * encoding.slope + encoding.intercept).astype(np.float32)
 
 
+def modality_range(encoding: PixelEncoding) -> tuple[float, float]:
+    """The lowest and highest modality value the encoding can store (what a file clips to)."""
+    ends = to_modality(np.array([encoding.stored_min, encoding.stored_max]), encoding)
+    return float(ends.min()), float(ends.max())
+
+
 def from_modality(modality: np.ndarray, encoding: PixelEncoding) -> np.ndarray:
     """Modality values -> stored integers of the source encoding, clipped to its range.
 

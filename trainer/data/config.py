@@ -96,6 +96,11 @@ class DataConfig:
     mr_phantom_texture: float = 0.0
     xray_phantoms: int = 0  # noiseless radiograph phantoms (sources: "phantom", modality DX)
     xray_validation_phantoms: int = 0  # and validation ones (never test)
+    # Clip degraded radiographs (CR/DX) to the range their file can hold (SourceImage.detector_range:
+    # a DICOM file's stored range; half the synthetic radiographs saturate at their open field), as
+    # a radiograph written to DICOM is: noise below the detector floor is lost. Training,
+    # validation and the dose curve alike; CT and MR are not clipped.
+    clip_xray_to_detector: bool = False
     # Non-CT real references noisier than this fraction of their signal range are binned 2x2
     # until clean enough, or dropped (trainer/data/reference.py). 0: every reference as it is.
     max_reference_noise: float = 0.0

@@ -125,6 +125,7 @@ class _PoolImage:
     state: NormalizationState
     variants: list[_Variant]
     modality: str = "CT"
+    limits: tuple[float, float] | None = None  # normalized detector range (_detector_limits)
 
 
 def _noise_levels(modality: str, cfg: DataConfig) -> tuple[str, list[float], list[float] | None]:
@@ -140,13 +141,24 @@ def _level_label(modality: str, kind: str, level: float) -> str:
     return f"{modality.lower()}_{kind}_{level:g}"
 
 
+def _detector_limits(image: SourceImage, state: NormalizationState, cfg: DataConfig) -> tuple[float, float] | None:
+    """The normalized range a degraded radiograph is clipped to (``clip_xray_to_detector``), or None."""
+    if not cfg.clip_xray_to_detector or _family(image.modality) != "XRAY" or image.detector_range is None:
+        return None
+    low, high = normalize(np.array(image.detector_range), state)
+    return float(low), float(high)
+
+
 def _draw_noise(
-    clean: np.ndarray, state: NormalizationState, kind: str, level: float, rng: np.random.Generator
+    clean: np.ndarray, state: NormalizationState, kind: str, level: float, rng: np.random.Generator,
+    limits: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Noise drawn in modality values (Rician needs the true zero), returned normalized;
-    ``quantum`` noise is drawn on the normalized image (``level`` = quanta per pixel)."""
+    ``quantum`` noise is drawn on the normalized image (``level`` = quanta per pixel), then
+    clipped to the detector's ``limits`` where given."""
     if kind == "quantum":
-        return degrade.xray_quantum_noise(clean, level, rng)
+        noisy = degrade.xray_quantum_noise(clean, level, rng)
+        return noisy if limits is None else np.clip(noisy, *limits).astype(np.float32)
     values = clean.astype(np.float64) * state.scale + state.offset
     draw = degrade.rician_noise if kind == "rician" else degrade.gaussian_noise
     noisy = draw(values, level * state.scale, rng)
@@ -210,14 +222,16 @@ def _pool_image(image: SourceImage, cfg: DataConfig) -> _PoolImage:
         kind, levels, train_range = _noise_levels(image.modality, cfg)
         ranges = [tuple(train_range)] if train_range else [(level, level) for level in levels]
         variants = [_Variant(f"{image.modality.lower()}_{kind}", None, kind, bounds) for bounds in ranges]
+    limits = _detector_limits(image, state, cfg)
     if cfg.noise_map:
         for variant in variants:
-            variant.level_table = _variant_levels(image, variant, clean, state, cfg)
-    return _PoolImage(clean, state, variants, image.modality)
+            variant.level_table = _variant_levels(image, variant, clean, state, cfg, limits)
+    return _PoolImage(clean, state, variants, image.modality, limits)
 
 
 def _variant_levels(
-    image: SourceImage, variant: _Variant, clean: np.ndarray, state: NormalizationState, cfg: DataConfig
+    image: SourceImage, variant: _Variant, clean: np.ndarray, state: NormalizationState, cfg: DataConfig,
+    limits: tuple[float, float] | None = None,
 ) -> LevelTable:
     """What the runtime measures on the whole image of ``variant`` across its noise parameters
     (trainer/data/noise_levels.py); a fixed degraded image has one parameter, 1."""
@@ -230,7 +244,7 @@ def _variant_levels(
         rng = np.random.default_rng(stable_seed("noise-map level", image.name, variant.label))
 
         def degrade_at(level: float) -> np.ndarray:
-            return _extra(_draw_noise(clean, state, variant.noise, level, rng), cfg)
+            return _extra(_draw_noise(clean, state, variant.noise, level, rng, limits), cfg)
     return level_table(variant.levels, degrade_at, state, image.modality)
 
 
@@ -327,7 +341,7 @@ class PatchDataset(SeededPatches):
             degraded = clean + unit * np.float32(degrade.dose_noise_scale(parameter, variant.own_fraction))
         else:
             parameter = _log_uniform(variant.levels, rng)
-            degraded = _draw_noise(clean, pool.state, variant.noise, parameter, rng)
+            degraded = _draw_noise(clean, pool.state, variant.noise, parameter, rng, pool.limits)
         degraded = _extra(degraded, self.cfg)
         if self.cfg.augment:
             degraded, clean = augment_pair(degraded, clean, p, self.settings, rng)
@@ -420,10 +434,11 @@ def _eval_pairs(image: SourceImage, cfg: DataConfig) -> list[HeldoutImage]:
                 variants.append((ct_label(dose, kernel), degraded, dose, kernel, sigma))
     else:
         kind, levels, _ = _noise_levels(image.modality, cfg)
+        limits = _detector_limits(image, state, cfg)
         for level in levels:
             label = _level_label(image.modality, kind, level)
             rng = np.random.default_rng(stable_seed("heldout", image.name, label))
-            degraded = _draw_noise(clean, state, kind, level, rng)
+            degraded = _draw_noise(clean, state, kind, level, rng, limits)
             variants.append((label, degraded, level, None, _true_sigma(degraded, clean, None)))
     pairs = []
     for label, degraded, level, kernel, sigma in variants:

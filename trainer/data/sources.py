@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 from skimage.transform import resize
 
 from runtime.image_contract import modality_image
+from runtime.pixels import modality_range
 from trainer.data.offline import offline_dicom_entries
 from trainer.data.pairing import pair_series
 from trainer.data.phantoms import (
@@ -63,6 +64,10 @@ class SourceImage:
     source: str  # "offline", "phantom", "dir", "paired"
     low_dose: np.ndarray | None = None  # a real low-dose partner (paired directories)
     low_dose_label: str | None = None
+    # The values its file can hold (a DICOM file's stored range in modality values; a synthetic
+    # radiograph's saturating detector), or None: unbounded. Degraded radiographs are clipped to
+    # it when data.clip_xray_to_detector is set, as writing them to a file would.
+    detector_range: tuple[float, float] | None = None
 
 
 @dataclass
@@ -75,6 +80,7 @@ class _Frame:
     lossless: bool
     series: str
     position: tuple[float, ...] | None
+    detector_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         self.digest = hashlib.sha256(self.values.tobytes()).digest()
@@ -113,6 +119,7 @@ def read_frames(path: Path, label: str, modalities: tuple[str, ...], min_side: i
                 return []
             ds = pydicom.dcmread(path)
             values, encoding, _ = modality_image(ds)
+            detector_range = modality_range(encoding)
             position, series = ds.get("ImagePositionPatient"), str(ds.get("SeriesInstanceUID", ""))
     except Exception as error:  # unreadable, non-image or unsupported files are skipped
         log.debug("skipping %s: %s", label, error)
@@ -127,6 +134,7 @@ def read_frames(path: Path, label: str, modalities: tuple[str, ...], min_side: i
             lossless=_is_lossless(ds),
             series=series,
             position=tuple(round(float(v), 2) for v in position) if position else None,
+            detector_range=detector_range,
         )
         for index, frame in enumerate(values)
     ]
@@ -187,7 +195,8 @@ def group_frames(frames: list[_Frame], prefix: str) -> list[SourceImage]:
             best = sorted(same, key=lambda m: (not m.lossless, -m.values.size, m.label))[0]
             images.append(
                 SourceImage(
-                    f"{prefix}:{best.label}#{best.frame}", best.modality, best.values, best.pixel_mm, key, prefix
+                    f"{prefix}:{best.label}#{best.frame}", best.modality, best.values, best.pixel_mm, key, prefix,
+                    detector_range=best.detector_range,
                 )
             )
     return sorted(images, key=lambda image: image.name)
@@ -221,7 +230,8 @@ def directory_images(root: str | Path, modalities: tuple[str, ...], min_side: in
             folder = path.parent.relative_to(root).as_posix()
             group = f"dir:{root.name}/{folder if folder != '.' else relative}"
             name = f"dir:{root.name}/{relative}#{frame.frame}"
-            images.append(SourceImage(name, frame.modality, frame.values, frame.pixel_mm, group, "dir"))
+            images.append(SourceImage(name, frame.modality, frame.values, frame.pixel_mm, group, "dir",
+                                      detector_range=frame.detector_range))
     if not images:
         raise ValueError(f"{root}: no readable {'/'.join(modalities)} DICOM images of at least {min_side} pixels")
     return images
@@ -279,16 +289,22 @@ def mr_phantom_images(count: int, size: int, validation_count: int = 0, texture:
 
 def xray_phantom_images(count: int, size: int, validation_count: int = 0) -> list[SourceImage]:
     """Noiseless radiograph phantoms (``phantoms.random_radiograph``, modality DX): training
-    ``phantom:xray-train-i`` and validation ``phantom:xray-val-i``; none are test images."""
+    ``phantom:xray-train-i`` and validation ``phantom:xray-val-i``; none are test images.
 
-    def make(name: str, group: str, seed: list[int]) -> SourceImage:
+    Even-numbered ones have a saturating detector: the open field (their lowest value) sits at
+    the bottom of the range a file can hold, as in CR files whose direct-exposure border is
+    stored at the range's end, so that noise there is clipped (``detector_range``)."""
+
+    def make(name: str, group: str, seed: list[int], saturated: bool) -> SourceImage:
         rng = np.random.default_rng(seed)
-        return SourceImage(f"phantom:{name}", "DX", random_radiograph(size, rng), RADIOGRAPH_FIELD_MM / size,
-                           f"{group}:phantom:{name}", "phantom")
+        values = random_radiograph(size, rng)
+        detector = (float(values.min()), float("inf")) if saturated else None
+        return SourceImage(f"phantom:{name}", "DX", values, RADIOGRAPH_FIELD_MM / size,
+                           f"{group}:phantom:{name}", "phantom", detector_range=detector)
 
     # Seed streams [9, 0, i] (train) and [9, 2, i] (validation), apart from the CT and MR phantoms'.
-    images = [make(f"xray-train-{i}", "train", [9, 0, i]) for i in range(count)]
-    return images + [make(f"xray-val-{i}", "validation", [9, 2, i]) for i in range(validation_count)]
+    images = [make(f"xray-train-{i}", "train", [9, 0, i], i % 2 == 0) for i in range(count)]
+    return images + [make(f"xray-val-{i}", "validation", [9, 2, i], i % 2 == 0) for i in range(validation_count)]
 
 
 def head_phantom_images(count: int, size: int) -> list[SourceImage]:
