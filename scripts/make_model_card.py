@@ -196,9 +196,10 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None) -> tuple[s
 
 
 # The default model's stages in order; all but teacher, student and qat are optional (earlier
-# recipes had none). qat_v1 is the QAT stage whose float weights the textured QAT started from.
+# recipes had none). qat_v1 is the QAT stage whose float weights the textured continuation started
+# from, qat_v2 (the textured QAT) the one the RMSE-loss continuation (rmse) started from.
 DEFAULT_STAGES = ("teacher", "teacher_cpu", "student", "finetune", "finetune2", "noise_map", "noise_map_gpu", "qat_v1",
-                  "textured", "qat")
+                  "textured", "qat_v2", "rmse", "qat")
 
 
 def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | None = None,
@@ -269,7 +270,7 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
         "## Command lines",
         "```bash",
         *[line for line in Path("scripts/reproduce_default_model.sh").read_text().splitlines()
-          if line.strip().startswith(('"$PY"', "--", "cp "))],
+          if line.strip().startswith(('"$PY"', "--", "cp ", "continue_then_qat "))],
         "```",
         "",
         "## Limits",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default model end to end (about 6 hours on 2 CPU cores and a GPU; see below):
-# teacher -> distilled students -> fine-tuned student -> QAT -> textured continuation -> QAT -> ONNX fp32 + int8 -> quality
+# Reproduce the shipped default model end to end (about 7 hours on 2 CPU cores and a GPU; see below):
+# teacher -> distilled students -> fine-tuned student -> QAT -> textured continuation -> QAT -> RMSE-loss continuation ->
+# QAT (radiographs clipped at the detector, first encoder block (down.0) in float) -> ONNX fp32 + int8 -> quality
 # and latency records -> model card. Every number in models/MODEL_CARD.md comes from the files this writes.
 #
 #   bash scripts/reproduce_default_model.sh [RUN_DIR]     (default RUN_DIR: runs/default)
@@ -56,13 +57,22 @@ echo "== 4/7 quantization-aware training (ModelOpt INT8) of the fine-tuned stude
 "$PY" -m trainer qat --config trainer/configs/default_qat.json --out "$RUN/qat_v1" \
     --student "$RUN/noise_map_gpu/best.pt"
 
+# A float continuation from a QAT model's float weights, then QAT again:
+# continue_then_qat FROM_QAT CONTINUATION DISTILL_CONFIG QAT_OUT QAT_CONFIG
+continue_then_qat() {
+    "$PY" -m trainer.checkpoint float "$RUN/$1/best.pt" "$RUN/$1_float.pt"
+    "$PY" -m trainer distill --config "trainer/configs/$3" --out "$RUN/$2" \
+        --teacher "$RUN/teacher_cpu/best.pt" --init "$RUN/$1_float.pt" --set train.progress=false
+    "$PY" -m trainer qat --config "trainer/configs/$5" --out "$RUN/$4" --student "$RUN/$2/best.pt"
+}
+
 echo "== 4b/7 from the first QAT model's float weights: textured MR phantoms and synthetic radiographs in training,"
 echo "   12 radiographs in validation (float continuation, then QAT again; docs/TRAINING.md)"
-"$PY" -m trainer.checkpoint float "$RUN/qat_v1/best.pt" "$RUN/qat_v1_float.pt"
-"$PY" -m trainer distill --config trainer/configs/default_distill_textured.json --out "$RUN/textured" \
-    --teacher "$RUN/teacher_cpu/best.pt" --init "$RUN/qat_v1_float.pt" --set train.progress=false
-"$PY" -m trainer qat --config trainer/configs/default_qat_textured.json --out "$RUN/qat" \
-    --student "$RUN/textured/best.pt"
+continue_then_qat qat_v1 textured default_distill_textured.json qat_v2 default_qat_textured.json
+
+echo "== 4c/7 from the second QAT model's float weights: 25000 steps with an RMSE loss term, then QAT with radiographs"
+echo "   clipped at their detector range and the first encoder block (down.0) in float (docs/TRAINING.md)"
+continue_then_qat qat_v2 rmse default_distill_rmse.json qat default_qat_detector_down0.json
 
 echo "== 5/7 export ONNX fp32 + int8 into models/"
 ln -sfn "$(basename "$STUDENT")" "$RUN/student"  # the model card reads teacher/, student/, ..., qat/

@@ -165,10 +165,10 @@ def _copies(label: str, frames: dict[str, list]) -> list[str]:
 
 
 def test_calibration_slices_are_never_test_images_and_checks_use_only_test_images():
-    """Under the split the shipped model was trained with (trainer/configs/default_qat_textured.json), no
+    """Under the split the shipped model was trained with (trainer/configs/default_qat_detector_down0.json), no
     calibration slice is in the test split (it may be training or validation) and every slice
     `verify` checks on is: the group key is the first copy's label, as trainer.data.sources makes it."""
-    data = DataConfig.from_dict(load_config(CONFIGS / "default_qat_textured.json").data)
+    data = DataConfig.from_dict(load_config(CONFIGS / "default_qat_detector_down0.json").data)
     entries = offline_dicom_entries()
     frames = {label: read_frames(path, label, ("CT",), data.min_image_side) for label, path in entries}
     frames = {label: found for label, found in frames.items() if found}
