@@ -154,15 +154,15 @@ def _draw_noise(
     limits: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Noise drawn in modality values (Rician needs the true zero), returned normalized;
-    ``quantum`` noise is drawn on the normalized image (``level`` = quanta per pixel), then
-    clipped to the detector's ``limits`` where given."""
+    ``quantum`` noise is drawn on the normalized image (``level`` = quanta per pixel). The
+    result is clipped to the detector's normalized ``limits`` where given."""
     if kind == "quantum":
         noisy = degrade.xray_quantum_noise(clean, level, rng)
-        return noisy if limits is None else np.clip(noisy, *limits).astype(np.float32)
-    values = clean.astype(np.float64) * state.scale + state.offset
-    draw = degrade.rician_noise if kind == "rician" else degrade.gaussian_noise
-    noisy = draw(values, level * state.scale, rng)
-    return normalize(noisy, state)
+    else:
+        values = clean.astype(np.float64) * state.scale + state.offset
+        draw = degrade.rician_noise if kind == "rician" else degrade.gaussian_noise
+        noisy = normalize(draw(values, level * state.scale, rng), state)
+    return noisy if limits is None else np.clip(noisy, *limits).astype(np.float32)
 
 
 def _extra(degraded: np.ndarray, cfg: DataConfig) -> np.ndarray:
