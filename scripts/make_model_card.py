@@ -94,8 +94,12 @@ def _stages(run: Path, names: tuple[str, ...], carried: dict[str, dict] | None =
 def carried_stages(card_json: Path, mapping: list[str]) -> dict[str, dict]:
     """Stages as an earlier card's JSON recorded them, for stages whose run folders are gone:
     ``mapping`` entries ``STAGE`` or ``STAGE=EARLIER_STAGE`` (the earlier card's name for it).
-    Each comes back as :func:`_stage` read it then, marked ``carried_from``."""
+    Each comes back as :func:`_stage` read it then, marked ``carried_from`` (that card and the
+    student checkpoint it described)."""
     card = json.loads(card_json.read_text())
+    # Which model that card described: later cards reuse stage names (e.g. "qat") for new models.
+    digest = card.get("files", {}).get("medclear_student.qat.pt", {}).get("sha256", "")[:12]
+    source = f"{card_json.name} (medclear_student.qat.pt sha256 {digest})" if digest else card_json.name
     result = {}
     for entry in mapping:
         stage, _, earlier = entry.partition("=")
@@ -103,7 +107,7 @@ def carried_stages(card_json: Path, mapping: list[str]) -> dict[str, dict]:
         if earlier not in card.get("stages", {}):
             raise SystemExit(f"error: {card_json}: no stage {earlier!r} to carry (has: {', '.join(card.get('stages', {}))})")
         result[stage] = {**card["stages"][earlier], "config": card.get("configs", {}).get(earlier),
-                         "carried_from": f"{card_json.name}: {earlier}"}
+                         "carried_from": f"{source}: {earlier}"}
     return result
 
 

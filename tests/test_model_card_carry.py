@@ -33,3 +33,12 @@ def test_a_carried_stage_is_the_earlier_cards_record_with_its_config(tmp_path):
     assert list(stages) == ["qat_v1"]
     with pytest.raises(SystemExit, match="no stage 'teacher' to carry"):
         module.carried_stages(path, ["teacher"])
+
+
+def test_a_carried_stage_names_the_model_its_card_described(tmp_path):
+    card = {"stages": {"qat": {"step": 7}}, "configs": {"qat": None},
+            "files": {"medclear_student.qat.pt": {"sha256": "0123456789abcdef" * 4, "bytes": 1}}}
+    path = tmp_path / "model_card.json"
+    path.write_text(json.dumps(card))
+    carried = _card_module().carried_stages(path, ["qat_v2=qat"])
+    assert carried["qat_v2"]["carried_from"] == "model_card.json (medclear_student.qat.pt sha256 0123456789ab): qat"
