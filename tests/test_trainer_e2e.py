@@ -184,6 +184,13 @@ def test_early_stopping_and_time_budget(tmp_path):
     result = train(cfg, tmp_path / "budget", data=toy_data())
     assert result["out_of_time"] and result["step"] == 1
     assert load_checkpoint(tmp_path / "budget" / "best.pt")["step"] == 1
+    # A run cut short at step 2 of a 6-step schedule: evaluated there, LR still on the 6-step cosine.
+    cfg = load_config(CONFIGS / "tiny_teacher.json", ["train.steps=6", "train.stop_step=2", "train.eval_every=5",
+                                                       "train.log_every=1", "train.warmup_steps=0"])
+    result = train(cfg, tmp_path / "cut", data=toy_data())
+    assert result["step"] == 2 and load_checkpoint(tmp_path / "cut" / "best.pt")["step"] == 2
+    last_lr = [json.loads(line) for line in (tmp_path / "cut" / "log.jsonl").open() if '"lr"' in line][-1]["lr"]
+    assert last_lr > 0.5 * cfg.train.lr  # a 2-step schedule would have decayed to lr * min_lr_ratio by now
 
 
 @pytest.mark.slow

@@ -36,6 +36,9 @@ class TrainConfig:
 
     steps: int = 1000  # upper bound on optimizer steps
     max_minutes: float = 0.0  # wall-clock budget for the loop (the LR schedule follows it); 0 = off
+    # Stop after this step (evaluating there) while the LR schedule still runs over ``steps``: how a
+    # run cut short is reproduced. 0: run to ``steps``.
+    stop_step: int = 0
     batch_size: int = 8
     lr: float = 1e-4
     min_lr_ratio: float = 0.1  # cosine decays from lr to lr * min_lr_ratio

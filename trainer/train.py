@@ -475,7 +475,8 @@ def train(
                            "steps_per_s": (step - start_step) / max(1e-9, time.perf_counter() - t0)})
             # Evaluate on held-out full slices; keep the best, stop when it stops improving.
             out_of_time = budget_s > 0 and world.agree(elapsed() >= budget_s)
-            if step % tc.eval_every == 0 or step == tc.steps or out_of_time:
+            cut_short = step == tc.stop_step
+            if step % tc.eval_every == 0 or step == tc.steps or out_of_time or cut_short:
                 metrics = evaluate(model, data.validation, cfg, device) if world.is_main else {}
                 improved = metrics.get("psnr", -math.inf) > best_psnr + tc.min_delta_db
                 if improved or not metrics:
@@ -486,7 +487,7 @@ def train(
                 log.write({"step": step, "eval": metrics, "best_psnr": best_psnr})
                 stopped_early = world.agree(tc.patience > 0 and bad_evals >= tc.patience)  # rank 0 decides
                 checkpoint(last_path)
-                if stopped_early or out_of_time:
+                if stopped_early or out_of_time or cut_short:
                     break
     except KeyboardInterrupt:
         checkpoint(last_path)  # --resume continues from here
