@@ -119,6 +119,27 @@ def test_modality_weights_balance_training_patches():
         _image_probabilities(images, {"US": 1.0})
 
 
+def test_real_image_share_splits_each_modality_between_scans_and_phantoms():
+    from trainer.data.datasets import _PoolImage, _image_probabilities
+    from runtime.normalization import NormalizationState
+
+    def pool(modality: str, real: bool) -> _PoolImage:
+        return _PoolImage(np.zeros((8, 8), np.float32), NormalizationState(0, 1), [], modality, real=real)
+
+    # CT: 2 real slices beside 8 phantoms; MR: phantoms only; X-ray: 1 real CR beside 3 DX phantoms.
+    images = [pool("CT", True)] * 2 + [pool("CT", False)] * 8 + [pool("MR", False)] * 2 + [pool("CR", True)] + [pool("DX", False)] * 3
+    p = _image_probabilities(images, {"CT": 0.6, "MR": 0.2, "CR": 0.2}, real_share=0.5)
+    assert p[:2] == pytest.approx([0.15, 0.15]) and p[2:10] == pytest.approx([0.3 / 8] * 8)
+    assert p[10:12] == pytest.approx([0.1, 0.1])  # no real MR: the share does not apply
+    assert p[12] == pytest.approx(0.1) and p[13:] == pytest.approx([0.1 / 3] * 3)
+    # Without modality weights each modality keeps its share of the images.
+    p = _image_probabilities(images, None, real_share=0.5)
+    assert p[:10].sum() == pytest.approx(10 / 16) and p[0] == pytest.approx(5 / 16 / 2)
+    assert _image_probabilities(images, {"CT": 1.0}, real_share=None)[0] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="real_image_share"):
+        DataConfig(real_image_share=1.5)
+
+
 def test_legacy_scalar_mr_sigma_still_loads():
     assert DataConfig.from_dict({"mr_noise_sigma": 0.05}).mr_noise_sigmas == [0.05]
     with pytest.raises(ValueError, match="train_dose_range"):

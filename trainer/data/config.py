@@ -32,6 +32,10 @@ class DataConfig:
     # modality without training images is left out and the rest renormalized. None: every
     # training image is equally likely (CT phantoms then dominate).
     modality_weights: dict[str, float] | None = None
+    # Share of each modality's training patches drawn from its real images (not phantoms) when
+    # it has both, split evenly among them; None: every image of a modality equally likely (a
+    # few real slices beside 24 phantoms then get a few per cent of the patches).
+    real_image_share: float | None = None
     seed: int = 0
     augment: bool = True
     # CT normalization: this HU range maps linearly to [0, 1], unclipped (docs/DATA.md). The
@@ -173,6 +177,8 @@ class DataConfig:
             if any(w < 0 for w in self.modality_weights.values()) or sum(self.modality_weights.values()) <= 0:
                 raise ValueError(f"modality_weights {self.modality_weights} must be >= 0 with a positive sum")
             self.modality_weights = {k.upper(): float(v) for k, v in self.modality_weights.items()}
+        if self.real_image_share is not None and not 0.0 <= self.real_image_share <= 1.0:
+            raise ValueError(f"real_image_share {self.real_image_share} must be in [0, 1] (or null)")
 
     def to_dict(self) -> dict:
         """Plain-data form (JSON-able)."""

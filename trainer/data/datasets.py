@@ -126,6 +126,7 @@ class _PoolImage:
     variants: list[_Variant]
     modality: str = "CT"
     limits: tuple[float, float] | None = None  # normalized detector range (_detector_limits)
+    real: bool = False  # from a scan, not a phantom (data.real_image_share)
 
 
 def _noise_levels(modality: str, cfg: DataConfig) -> tuple[str, list[float], list[float] | None]:
@@ -226,7 +227,7 @@ def _pool_image(image: SourceImage, cfg: DataConfig) -> _PoolImage:
     if cfg.noise_map:
         for variant in variants:
             variant.level_table = _variant_levels(image, variant, clean, state, cfg, limits)
-    return _PoolImage(clean, state, variants, image.modality, limits)
+    return _PoolImage(clean, state, variants, image.modality, limits, real=image.source != "phantom")
 
 
 def _variant_levels(
@@ -264,16 +265,29 @@ def _family(modality: str) -> str:
     return "XRAY" if modality in ("CR", "DX") else modality
 
 
-def _image_probabilities(images: list[_PoolImage], weights: dict[str, float] | None) -> np.ndarray | None:
-    """Per-image sampling probabilities giving each modality its weight (None: uniform)."""
-    if weights is None:
+def _image_probabilities(
+    images: list[_PoolImage], weights: dict[str, float] | None, real_share: float | None = None,
+) -> np.ndarray | None:
+    """Per-image sampling probabilities: each modality gets its weight (None: its share of the
+    images), split evenly among its images or, with ``real_share``, that share of it among its
+    real images and the rest among its phantoms where it has both. None when both are None."""
+    if weights is None and real_share is None:
         return None
-    family_weight: dict[str, float] = {}
-    for modality, weight in weights.items():
-        family_weight[_family(modality)] = max(family_weight.get(_family(modality), 0.0), weight)
     families = [_family(image.modality) for image in images]
-    count = Counter(families)
-    probabilities = np.array([family_weight.get(f, 0.0) / count[f] for f in families])
+    if weights is None:
+        family_weight = {family: float(n) for family, n in Counter(families).items()}
+    else:
+        family_weight = {}
+        for modality, weight in weights.items():
+            family_weight[_family(modality)] = max(family_weight.get(_family(modality), 0.0), weight)
+    groups = Counter((family, image.real) for family, image in zip(families, images))
+    probabilities = np.zeros(len(images))
+    for index, (family, image) in enumerate(zip(families, images)):
+        weight = family_weight.get(family, 0.0)
+        if real_share is not None and groups[(family, True)] and groups[(family, False)]:
+            probabilities[index] = weight * (real_share if image.real else 1.0 - real_share) / groups[(family, image.real)]
+        else:
+            probabilities[index] = weight / (groups[(family, True)] + groups[(family, False)])
     if probabilities.sum() <= 0:
         modalities = dict(Counter(image.modality for image in images))
         raise ValueError(f"modality_weights {weights} give no weight to any training image ({modalities})")
@@ -289,7 +303,7 @@ class SeededPatches(Dataset):
         if not images:
             raise ValueError("no training images (check sources, modalities and min_image_side)")
         self.images, self.cfg, self.epoch = images, cfg, 0
-        self.image_probabilities = _image_probabilities(images, cfg.modality_weights)
+        self.image_probabilities = _image_probabilities(images, cfg.modality_weights, cfg.real_image_share)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw a different (still reproducible) set of patches."""

@@ -124,13 +124,14 @@ class _SRPoolImage:
     lowres: np.ndarray  # normalized, half the sides
     state: NormalizationState
     modality: str
+    real: bool = False  # from a scan, not a phantom (data.real_image_share)
 
 
 def _pool_image(image: SourceImage, cfg: DataConfig) -> _SRPoolImage:
     values = reference_values(image, cfg)
     state = fit_normalization(values, spec_for(image.modality, cfg))
     highres = _even(normalize(values, state))
-    return _SRPoolImage(highres, downsample(highres, image.modality, cfg), state, image.modality)
+    return _SRPoolImage(highres, downsample(highres, image.modality, cfg), state, image.modality, image.source != "phantom")
 
 
 def _dihedral(array: np.ndarray, code: int) -> np.ndarray:
