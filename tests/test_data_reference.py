@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import ndimage
 
 from trainer.data import DataConfig
@@ -81,6 +82,16 @@ def test_mr_phantom_texture_is_fine_correlated_structure_on_the_same_phantom():
     assert 0 < float(field.std()) <= 0.05
     neighbour_correlation = np.corrcoef(field[:, :-1].ravel(), field[:, 1:].ravel())[0, 1]
     assert neighbour_correlation > 0.5  # spatially correlated, unlike the white noise it must be told from
+
+
+@pytest.mark.parametrize("share, expected", [(0.5, [1, 0, 1, 0]), (0.0, [0, 0, 0, 0]), (0.25, [1, 0, 0, 0]), (1.0, [1, 1, 1, 1])])
+def test_training_radiograph_saturation_share_leaves_validation_alone(share: float, expected: list[int]):
+    images = xray_phantom_images(4, 64, validation_count=2, train_saturated_share=share)
+    saturated = [int(i.detector_range is not None) for i in images]
+    assert saturated[:4] == expected and saturated[4:] == [1, 0]  # validation: the even-numbered half
+    assert all(i.detector_range == (float(i.values.min()), float("inf")) for i in images if i.detector_range)
+    with pytest.raises(ValueError, match="xray_train_saturated_share"):
+        DataConfig(xray_train_saturated_share=-0.1)
 
 
 def test_radiograph_phantoms_are_noiseless_dx_images_in_train_and_validation_only():

@@ -54,3 +54,36 @@ def test_the_whole_split_is_scored_whatever_the_configs_eval_max_images(tmp_path
 def test_missing_files_are_named(tmp_path, capsys):
     assert main([str(tmp_path / "none.pt"), "--config", str(TINY)]) == 2
     assert "none.pt" in capsys.readouterr().err
+
+
+def test_runtime_normalization_feeds_mr_and_xray_as_runtime_enhance_does(tmp_path):
+    """eval.runtime_normalization: the validation output equals the runtime pipeline's (normalized by a
+    fit on the degraded image, told the noise measured there), which the reference's normalization is not."""
+    import numpy as np
+
+    from benchmarks.runners import open_runner
+    from compiler.quality import evaluation_units, heldout_values
+    from runtime.pipeline import enhance_values
+    from trainer.data import normalization_table
+    from trainer.train import enhance_heldout
+
+    torch.manual_seed(0)
+    model = create_model("student", widths=[4, 8], input_windows=[[-0.5, 1.5], [1.0, 8.0]], noise_map=True)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    cfg = DataConfig(sources=["phantom"], modalities=["MR", "DX"], phantom_count=0, heldout_phantoms=0, phantom_size=64,
+                     mr_phantoms=0, mr_validation_phantoms=1, xray_phantoms=0, xray_validation_phantoms=1,
+                     mr_noise_sigmas=[0.08], xray_noise="quantum", xray_photons=[300.0], noise_map=True, augment=False)
+    checkpoint = tmp_path / "noise_map.pt"
+    save_checkpoint(checkpoint, model, normalization=normalization_table(cfg), modalities=cfg.modalities)
+    backend = open_runner(str(checkpoint), 1).backend
+    images = build_heldout_set(cfg, "validation")
+    assert {image.modality for image in images} == {"MR", "DX"}
+    model.eval()
+    for image in images:
+        deployed = evaluation_units(enhance_values(backend, heldout_values(image).degraded, image.modality), image)
+        as_runtime = enhance_heldout(model, image, torch.device("cpu"), runtime_normalization=True)
+        as_reference = enhance_heldout(model, image, torch.device("cpu"), runtime_normalization=False)
+        np.testing.assert_allclose(as_runtime, deployed, atol=1e-4, err_msg=image.name)
+        assert float(np.abs(as_reference - deployed).max()) > 1e-3, image.name  # the paths differ on noisy images

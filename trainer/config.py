@@ -64,6 +64,10 @@ class EvalConfig:
 
     max_images: int = 8  # 0 = all held-out images
     data_range: float = 1.0  # PSNR/SSIM data range in normalized units (CT: the full 4095 HU)
+    # Feed each percentile-normalized (MR, X-ray) image as runtime.enhance does: normalized by a
+    # fit on the degraded image itself, not on its clean reference (CT's fixed HU range is the
+    # same either way); the output is scored in the reference's normalization as before.
+    runtime_normalization: bool = False
 
 
 @dataclass

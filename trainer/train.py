@@ -35,6 +35,8 @@ from trainer.distill import DistillLoss
 from trainer.losses import ReconstructionLoss, noise_balance_weights
 from trainer.data.datasets import heldout_noise_level, model_input
 from trainer.models import create_model
+from runtime.noise import normalized_noise_level
+from runtime.normalization import denormalize, fit_normalization, normalize
 
 
 @dataclass
@@ -166,6 +168,22 @@ def heldout_level(model: nn.Module, image: Any) -> float | None:
     return heldout_noise_level(image) if getattr(model, "input_channels", 1) == 2 else None
 
 
+def enhance_heldout(model: nn.Module, image: Any, device: torch.device, runtime_normalization: bool = False) -> np.ndarray:
+    """A held-out image through ``model``, in the image's (its clean reference's) normalization.
+    ``runtime_normalization``: a percentile-normalized image is fed as ``runtime.enhance`` feeds
+    it, normalized by a fit on the degraded image (whose noise widens its percentiles) and told
+    the noise level measured there, and its output brought back to the reference's normalization."""
+    spec = getattr(image, "spec", None)
+    if not runtime_normalization or spec is None or spec.kind == "hu_linear":
+        return enhance_slice(model, image.degraded, device, heldout_level(model, image))
+    values = denormalize(image.degraded, image.state)
+    state = fit_normalization(values, spec)
+    degraded = normalize(values, state)
+    noise_map = getattr(model, "input_channels", 1) == 2
+    level = normalized_noise_level(degraded[None], [state], image.modality) if noise_map else None
+    return normalize(denormalize(enhance_slice(model, degraded, device, level), state), image.state)
+
+
 @torch.no_grad()
 def enhance_slice(model: nn.Module, image: np.ndarray, device: torch.device, level: float | None = None) -> np.ndarray:
     """Run ``model`` on one full [H, W] normalized slice (with its noise ``level`` for a
@@ -221,7 +239,7 @@ def evaluate(model: nn.Module, images: Sequence[Any], cfg: Config, device: torch
     per_modality: dict[str, dict[str, list[float]]] = {}
     per_source: dict[str, dict[str, dict[str, list[float]]]] = {}  # modality -> source -> PSNRs
     for img in images:
-        pred = enhance_slice(model, img.degraded, device, heldout_level(model, img))
+        pred = enhance_heldout(model, img, device, cfg.eval.runtime_normalization)
         modality, name = getattr(img, "modality", "*"), str(getattr(img, "name", ""))
         source = name.split(":", 1)[0] if ":" in name else "*"  # "offline:...", "phantom:..."
         scores = per_modality.setdefault(modality, {"psnr": [], "ssim": [], "psnr_input": []})

@@ -30,12 +30,16 @@ def validation_images(cfg: Config) -> list:
     return build_heldout_set(DataConfig.from_dict(cfg.data), "validation")
 
 
-def validation_scores(checkpoints: list[Path], config: Path, threads: int = 1, max_images: int = 0) -> list[dict]:
+def validation_scores(
+    checkpoints: list[Path], config: Path, threads: int = 1, max_images: int = 0, runtime_normalization: bool = False,
+) -> list[dict]:
     """``trainer.train.evaluate`` of each checkpoint on ``config``'s validation split (its first
-    ``max_images`` image-levels; 0: all of them)."""
+    ``max_images`` image-levels; 0: all of them); ``runtime_normalization`` turns the config's
+    ``eval.runtime_normalization`` on (MR and X-ray fed as runtime.enhance feeds them)."""
     torch.set_num_threads(threads)
     cfg = load_config(config)
     cfg.eval.max_images = 0  # the images are chosen here, not by the config's quick-evaluation limit
+    cfg.eval.runtime_normalization = cfg.eval.runtime_normalization or runtime_normalization
     images = validation_images(cfg)[: max_images or None]
     results = []
     for path in checkpoints:
@@ -70,12 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-images", type=int, default=0,
                         help="score only the first N validation image-levels (default 0: all; the config's "
                         "eval.max_images is not used)")
+    parser.add_argument("--runtime-normalization", action="store_true",
+                        help="normalize MR and X-ray images by a fit on the degraded image, as runtime.enhance "
+                        "does, instead of on the clean reference (eval.runtime_normalization; CT is the same "
+                        "either way); scores stay in the reference's normalization")
     args = parser.parse_args(argv)
     if args.max_images < 0:
         parser.error(f"--max-images must be 0 (all) or more, got {args.max_images}")
     if missing_inputs(args):
         return 2
-    for result in validation_scores(args.checkpoints, args.config, args.threads, args.max_images):
+    for result in validation_scores(args.checkpoints, args.config, args.threads, args.max_images,
+                                    args.runtime_normalization):
         print(json.dumps(result))
     return 0
 

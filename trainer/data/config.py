@@ -100,6 +100,9 @@ class DataConfig:
     mr_phantom_texture: float = 0.0
     xray_phantoms: int = 0  # noiseless radiograph phantoms (sources: "phantom", modality DX)
     xray_validation_phantoms: int = 0  # and validation ones (never test)
+    # Share of the training radiograph phantoms whose detector saturates at their open field
+    # (sources.xray_phantom_images; validation: always the even-numbered half).
+    xray_train_saturated_share: float = 0.5
     # Clip degraded radiographs (CR/DX) to the range their file can hold (SourceImage.detector_range:
     # a DICOM file's stored range; half the synthetic radiographs saturate at their open field), as
     # a radiograph written to DICOM is: noise below the detector floor is lost. Training,
@@ -177,6 +180,8 @@ class DataConfig:
             if any(w < 0 for w in self.modality_weights.values()) or sum(self.modality_weights.values()) <= 0:
                 raise ValueError(f"modality_weights {self.modality_weights} must be >= 0 with a positive sum")
             self.modality_weights = {k.upper(): float(v) for k, v in self.modality_weights.items()}
+        if not 0.0 <= self.xray_train_saturated_share <= 1.0:
+            raise ValueError(f"xray_train_saturated_share {self.xray_train_saturated_share} must be in [0, 1]")
         if self.real_image_share is not None and not 0.0 <= self.real_image_share <= 1.0:
             raise ValueError(f"real_image_share {self.real_image_share} must be in [0, 1] (or null)")
 

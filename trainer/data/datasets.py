@@ -75,7 +75,8 @@ def load_sources(cfg: DataConfig) -> list[SourceImage]:
                 images += mr_phantom_images(cfg.mr_phantoms, cfg.phantom_size, cfg.mr_validation_phantoms,
                                             cfg.mr_phantom_texture)
             if "DX" in modalities:
-                images += xray_phantom_images(cfg.xray_phantoms, cfg.phantom_size, cfg.xray_validation_phantoms)
+                images += xray_phantom_images(cfg.xray_phantoms, cfg.phantom_size, cfg.xray_validation_phantoms,
+                                              cfg.xray_train_saturated_share)
         elif (dose_dirs := find_dose_dirs(source)) is not None:
             images += paired_images(*dose_dirs, modalities, cfg.min_image_side)
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -287,13 +288,17 @@ def mr_phantom_images(count: int, size: int, validation_count: int = 0, texture:
     return images + [make(f"mr-val-{i}", "validation", [8, 2, i]) for i in range(validation_count)]
 
 
-def xray_phantom_images(count: int, size: int, validation_count: int = 0) -> list[SourceImage]:
+def xray_phantom_images(
+    count: int, size: int, validation_count: int = 0, train_saturated_share: float = 0.5,
+) -> list[SourceImage]:
     """Noiseless radiograph phantoms (``phantoms.random_radiograph``, modality DX): training
     ``phantom:xray-train-i`` and validation ``phantom:xray-val-i``; none are test images.
 
-    Even-numbered ones have a saturating detector: the open field (their lowest value) sits at
-    the bottom of the range a file can hold, as in CR files whose direct-exposure border is
-    stored at the range's end, so that noise there is clipped (``detector_range``)."""
+    Even-numbered validation ones have a saturating detector: the open field (their lowest
+    value) sits at the bottom of the range a file can hold, as in CR files whose direct-exposure
+    border is stored at the range's end, so that noise there is clipped (``detector_range``).
+    Training ones saturate at ``train_saturated_share`` of them, evenly spaced (0.5: the
+    even-numbered ones)."""
 
     def make(name: str, group: str, seed: list[int], saturated: bool) -> SourceImage:
         rng = np.random.default_rng(seed)
@@ -303,7 +308,10 @@ def xray_phantom_images(count: int, size: int, validation_count: int = 0) -> lis
                            f"{group}:phantom:{name}", "phantom", detector_range=detector)
 
     # Seed streams [9, 0, i] (train) and [9, 2, i] (validation), apart from the CT and MR phantoms'.
-    images = [make(f"xray-train-{i}", "train", [9, 0, i], i % 2 == 0) for i in range(count)]
+    def saturated(i: int) -> bool:  # does the evenly spaced pick land on image i?
+        return math.ceil((i + 1) * train_saturated_share) > math.ceil(i * train_saturated_share)
+
+    images = [make(f"xray-train-{i}", "train", [9, 0, i], saturated(i)) for i in range(count)]
     return images + [make(f"xray-val-{i}", "validation", [9, 2, i], i % 2 == 0) for i in range(validation_count)]
 
 
