@@ -93,6 +93,39 @@ def test_training_patches_are_told_their_whole_images_level_at_their_noise():
         DataConfig(**{**SMALL, "noise_aug_prob": 0.5}, noise_map=True)
 
 
+def test_runtime_normalization_feeds_patches_as_the_runtime_normalizes_their_whole_image():
+    # The same draws with data.runtime_normalization on and off: each patch pair differs by one affine map,
+    # the one from the clean reference's percentile fit to the fit on the whole degraded image at that noise.
+    from runtime.normalization import denormalize, fit_normalization
+    from trainer.data.datasets import spec_for
+
+    base = {**SMALL, "modalities": ["MR"], "phantom_size": 128, "patch_size": 64}
+    kwargs = dict(train_mr_sigma_range=[0.02, 0.1], rotation_degrees=0.0, noise_map=True, augment=False)
+    plain = build_training_set(DataConfig(**base, **kwargs))
+    runtime = build_training_set(DataConfig(**base, **kwargs, runtime_normalization=True))
+    gains = []
+    for index in range(len(plain)):
+        (noisy, clean), (noisy_rt, clean_rt) = plain[index], runtime[index]
+        gain, offset = np.polyfit(clean[0].numpy().ravel(), clean_rt[0].numpy().ravel(), 1)
+        np.testing.assert_allclose(clean_rt[0], gain * clean[0] + offset, atol=1e-5)
+        np.testing.assert_allclose(noisy_rt[0], gain * noisy[0] + offset, atol=1e-5)
+        gains.append(gain)
+    assert min(gains) < 0.99  # noise widens the degraded image's percentiles: a real change
+    table = runtime.images[0].variants[0].level_table
+    sigma = table.parameters[-1]
+    pool = runtime.images[0]
+    rng = np.random.default_rng(0)
+    from trainer.data.datasets import _draw_noise
+    degraded = _draw_noise(pool.clean, pool.state, "rician", sigma, rng)
+    fitted = fit_normalization(denormalize(degraded, pool.state), spec_for("MR", DataConfig(**base)))
+    gain, offset = table.affine_at(sigma)
+    assert gain == pytest.approx(pool.state.scale / fitted.scale, rel=0.02)
+    assert offset == pytest.approx((pool.state.offset - fitted.offset) / fitted.scale, abs=0.01)
+    assert plain.images[0].variants[0].level_table.affine_at(sigma) is None
+    with pytest.raises(ValueError, match="noise_map"):
+        DataConfig(runtime_normalization=True)
+
+
 def test_level_table_interpolates_in_log_parameter_and_clamps():
     table = LevelTable((0.01, 0.1), (0.02, 0.2))
     assert table.at(0.01) == pytest.approx(0.02) and table.at(0.1) == pytest.approx(0.2)

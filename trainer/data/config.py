@@ -119,6 +119,10 @@ class DataConfig:
     # For noise-map models; turn rotation and elastic warps off with it (their interpolation
     # smooths pixel-scale noise, which no scanned image has had).
     noise_map: bool = False
+    # With noise_map: feed each MR/X-ray training patch and its reference in the normalization
+    # the runtime fits on the whole degraded image at the patch's noise level (noise_levels.py),
+    # not the clean reference's; pair it with eval.runtime_normalization. CT is the same either way.
+    runtime_normalization: bool = False
     # Images smaller than this on either side are skipped (packaged 16x16 thumbnails).
     min_image_side: int = 64
     # Three-way split (see docs/DATA.md): stable hash rule over each image group's key; the
@@ -173,6 +177,8 @@ class DataConfig:
                 f"heldout_fraction {self.heldout_fraction} and validation_fraction {self.validation_fraction} "
                 "must be >= 0 and leave a training share"
             )
+        if self.runtime_normalization and not self.noise_map:
+            raise ValueError("runtime_normalization is measured with the noise-map level tables: set noise_map too")
         if self.noise_map and self.augment and self.noise_aug_prob > 0:
             raise ValueError("noise_map needs noise_aug_prob 0: a patch's level is its image's, without augmentation noise")
         self.modalities = [m.upper() for m in self.modalities]

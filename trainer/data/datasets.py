@@ -236,9 +236,11 @@ def _variant_levels(
     limits: tuple[float, float] | None = None,
 ) -> LevelTable:
     """What the runtime measures on the whole image of ``variant`` across its noise parameters
-    (trainer/data/noise_levels.py); a fixed degraded image has one parameter, 1."""
+    (trainer/data/noise_levels.py); a fixed degraded image has one parameter, 1. With
+    ``data.runtime_normalization`` also the runtime's normalization of that image."""
+    spec = spec_for(image.modality, cfg) if cfg.runtime_normalization else None
     if variant.degraded is not None:
-        return level_table((1.0, 1.0), lambda _: _extra(variant.degraded, cfg), state, image.modality)
+        return level_table((1.0, 1.0), lambda _: _extra(variant.degraded, cfg), state, image.modality, spec)
     if variant.noise == "ct":
         def degrade_at(dose: float) -> np.ndarray:
             return _extra(clean + variant.unit_noise * np.float32(degrade.dose_noise_scale(dose, variant.own_fraction)), cfg)
@@ -247,7 +249,7 @@ def _variant_levels(
 
         def degrade_at(level: float) -> np.ndarray:
             return _extra(_draw_noise(clean, state, variant.noise, level, rng, limits), cfg)
-    return level_table(variant.levels, degrade_at, state, image.modality)
+    return level_table(variant.levels, degrade_at, state, image.modality, spec)
 
 
 def _reflect_crop(image: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
@@ -358,6 +360,10 @@ class PatchDataset(SeededPatches):
             parameter = _log_uniform(variant.levels, rng)
             degraded = _draw_noise(clean, pool.state, variant.noise, parameter, rng, pool.limits)
         degraded = _extra(degraded, self.cfg)
+        affine = variant.level_table.affine_at(parameter) if variant.level_table is not None else None
+        if affine is not None:  # data.runtime_normalization: as the runtime normalizes this image
+            gain, offset = np.float32(affine[0]), np.float32(affine[1])
+            degraded, clean = gain * degraded + offset, gain * clean + offset
         if self.cfg.augment:
             degraded, clean = augment_pair(degraded, clean, p, self.settings, rng)
         else:
