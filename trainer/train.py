@@ -36,7 +36,8 @@ from trainer.losses import ReconstructionLoss, noise_balance_weights
 from trainer.data.datasets import heldout_noise_level, model_input
 from trainer.models import create_model
 from runtime.noise import normalized_noise_level
-from runtime.normalization import denormalize, fit_normalization, normalize
+from runtime.image_contract import denormalize_frames, normalize_frames
+from runtime.normalization import denormalize, normalize
 
 
 @dataclass
@@ -176,12 +177,12 @@ def enhance_heldout(model: nn.Module, image: Any, device: torch.device, runtime_
     spec = getattr(image, "spec", None)
     if not runtime_normalization or spec is None or spec.kind == "hu_linear":
         return enhance_slice(model, image.degraded, device, heldout_level(model, image))
-    values = denormalize(image.degraded, image.state)
-    state = fit_normalization(values, spec)
-    degraded = normalize(values, state)
+    values = denormalize(image.degraded, image.state).astype(np.float32)[None]
+    frames, states = normalize_frames(values, spec)  # what runtime.pipeline.enhance_values does
     noise_map = getattr(model, "input_channels", 1) == 2
-    level = normalized_noise_level(degraded[None], [state], image.modality) if noise_map else None
-    return normalize(denormalize(enhance_slice(model, degraded, device, level), state), image.state)
+    level = normalized_noise_level(frames, states, image.modality) if noise_map else None
+    enhanced = enhance_slice(model, frames[0], device, level)[None]
+    return normalize(denormalize_frames(enhanced, states)[0], image.state)
 
 
 @torch.no_grad()
