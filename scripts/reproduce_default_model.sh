@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default model end to end (about 9 hours on 2 CPU cores and a GPU; see below):
+# Reproduce the shipped default model end to end (about 10 hours on 2 CPU cores and a GPU; see below):
 # teacher -> distilled students -> fine-tuned student -> QAT -> textured continuation -> QAT -> RMSE-loss continuation ->
 # QAT (radiographs clipped at the detector, first encoder block (down.0) in float) -> a second and a third such
-# continuation and QAT
+# continuation and QAT -> two continuations in the runtime's normalization and their QAT
 # -> ONNX fp32 + int8 -> quality
 # and latency records -> model card. Every number in models/MODEL_CARD.md comes from the files this writes.
 #
@@ -82,7 +82,17 @@ continue_then_qat qat_v3 rmse2 default_distill_rmse2.json qat_v4 default_qat_det
 
 echo "== 4e/7 from the fourth QAT model's float weights: the same recipe once more (16000 steps, seed 15), then the"
 echo "   same QAT (docs/TRAINING.md)"
-continue_then_qat qat_v4 rmse3 default_distill_rmse3.json qat default_qat_detector_down0.json
+continue_then_qat qat_v4 rmse3 default_distill_rmse3.json qat_v5 default_qat_detector_down0.json
+
+echo "== 4f/7 from the fifth QAT model's float weights: two continuations trained and validated in the runtime's"
+echo "   normalization (MR/X-ray fitted on the degraded image, as runtime.enhance fits them), then a 4800-step QAT the"
+echo "   same way (docs/TRAINING.md)"
+"$PY" -m trainer.checkpoint float "$RUN/qat_v5/best.pt" "$RUN/qat_v5_float.pt"
+"$PY" -m trainer distill --config trainer/configs/default_distill_runtime_norm.json --out "$RUN/rnorm" \
+    --teacher "$RUN/teacher_cpu/best.pt" --init "$RUN/qat_v5_float.pt" --set train.progress=false
+"$PY" -m trainer distill --config trainer/configs/default_distill_runtime_norm2.json --out "$RUN/rnorm2" \
+    --teacher "$RUN/teacher_cpu/best.pt" --init "$RUN/rnorm/best.pt" --set train.progress=false
+"$PY" -m trainer qat --config trainer/configs/default_qat_runtime_norm_long.json --out "$RUN/qat" --student "$RUN/rnorm2/best.pt"
 
 echo "== 5/7 export ONNX fp32 + int8 into models/"
 ln -sfn "$(basename "$STUDENT")" "$RUN/student"  # the model card reads teacher/, student/, ..., qat/
