@@ -144,7 +144,7 @@ def test_shipped_model_beats_the_noisy_input(scores, case, precision):
 # curve) are reported as xfail, never as a pass, and XPASS shows when a retrained model meets them;
 # the others (MR at 4 %, the radiograph as CR and DX since the seventh session's model) must hold.
 NLM_NOT_MET = ("issue 11 open: the shipped model does not yet beat oracle NLM on CT (best-of-five h for this image; "
-               "at 5 % dose it now beats it by about 0.1 dB, the sample and 50 % dose not)")
+               "at 5 % dose it beats it by a few hundredths of a dB, the sample and 50 % dose not)")
 NLM_CASES = [pytest.param(case, marks=pytest.mark.xfail(reason=NLM_NOT_MET, strict=False))
              if case in ("sample", "ct_low_dose", "ct_high_dose") else case for case in MIN_GAIN_DB]
 
@@ -156,9 +156,7 @@ def test_shipped_model_beats_oracle_nlm(scores, case, precision):
     assert got[precision] > got["nlm"], f"{case} {precision}: {got}"
 
 
-@pytest.mark.xfail(reason="issue 11 open: INT8 is within 0.2 dB of FP32 in every dose-curve cell since the ninth "
-                   "session's model, but here on the radiograph it sits at the limit (-0.20 dB)",
-                   strict=False)
 def test_int8_model_stays_within_0_2_db_of_fp32(scores):
+    """Issue 11's INT8 target (met since the eleventh session's model: worst here -0.10 dB, the radiograph)."""
     for case, got in scores.items():
         assert got["int8"] - got["fp32"] >= -0.2, f"{case}: {got}"
