@@ -168,3 +168,23 @@ def tiny_config(noise_map: bool, data_map: bool | None = None) -> Config:
         "train": {"steps": 2, "batch_size": 2, "lr": 1e-3, "eval_every": 2, "log_every": 1, "progress": False},
         "eval": {"max_images": 2},
     })
+
+
+def test_noise_map_jitter_scales_the_told_level_within_its_bounds_and_leaves_the_patch_alone():
+    base = {**SMALL, "modalities": ["MR"], "phantom_size": 128, "patch_size": 64}
+    kwargs = dict(mr_noise="gaussian", train_mr_sigma_range=[0.01, 0.1], rotation_degrees=0.0, noise_map=True)
+    exact = build_training_set(DataConfig(**base, **kwargs))
+    jittered = build_training_set(DataConfig(**base, **kwargs, noise_map_jitter=0.25))
+    ratios = []
+    for index in range(len(exact)):
+        (noisy, clean), (noisy_j, clean_j) = exact[index], jittered[index]
+        torch.testing.assert_close(noisy_j[0], noisy[0])  # the same draw of image and noise
+        torch.testing.assert_close(clean_j, clean)
+        assert torch.all(noisy_j[1] == noisy_j[1, 0, 0])
+        ratios.append(float(noisy_j[1, 0, 0] / noisy[1, 0, 0]))
+    assert all(1 / 1.25 - 1e-6 <= r <= 1.25 + 1e-6 for r in ratios)
+    assert max(abs(np.log(r)) for r in ratios) > 0.02  # a real change, not the exact level
+    with pytest.raises(ValueError, match="noise_map_jitter"):
+        DataConfig(noise_map_jitter=0.2)
+    with pytest.raises(ValueError, match="noise_map_jitter"):
+        DataConfig(noise_map=True, noise_map_jitter=-0.1)

@@ -123,6 +123,10 @@ class DataConfig:
     # the runtime fits on the whole degraded image at the patch's noise level (noise_levels.py),
     # not the clean reference's; pair it with eval.runtime_normalization. CT is the same either way.
     runtime_normalization: bool = False
+    # With noise_map: tell each training patch its level times a factor drawn log-uniform in
+    # [1 / (1 + j), 1 + j] (0: the exact level). A model told only exact levels can be sharply tuned
+    # to them, while the runtime's estimate on a real image is not exact (docs/TRAINING.md).
+    noise_map_jitter: float = 0.0
     # Images smaller than this on either side are skipped (packaged 16x16 thumbnails).
     min_image_side: int = 64
     # Three-way split (see docs/DATA.md): stable hash rule over each image group's key; the
@@ -179,6 +183,8 @@ class DataConfig:
             )
         if self.runtime_normalization and not self.noise_map:
             raise ValueError("runtime_normalization is measured with the noise-map level tables: set noise_map too")
+        if self.noise_map_jitter < 0 or (self.noise_map_jitter > 0 and not self.noise_map):
+            raise ValueError(f"noise_map_jitter {self.noise_map_jitter} must be >= 0, and > 0 only with noise_map")
         if self.noise_map and self.augment and self.noise_aug_prob > 0:
             raise ValueError("noise_map needs noise_aug_prob 0: a patch's level is its image's, without augmentation noise")
         self.modalities = [m.upper() for m in self.modalities]

@@ -369,6 +369,9 @@ class PatchDataset(SeededPatches):
         else:
             degraded, clean = center_crop(degraded, p), center_crop(clean, p)
         level = variant.level_table.at(parameter) if variant.level_table is not None else None
+        if level is not None and self.cfg.noise_map_jitter > 0:  # no draw when off: existing configs' patches stay
+            spread = np.log1p(self.cfg.noise_map_jitter)
+            level *= float(np.exp(rng.uniform(-spread, spread)))
         return (
             torch.from_numpy(model_input(degraded, level)),
             torch.from_numpy(np.ascontiguousarray(clean, dtype=np.float32))[None],
