@@ -59,12 +59,17 @@ echo "== 4/7 quantization-aware training (ModelOpt INT8) of the fine-tuned stude
 "$PY" -m trainer qat --config trainer/configs/default_qat.json --out "$RUN/qat_v1" \
     --student "$RUN/noise_map_gpu/best.pt"
 
+# A float continuation of a checkpoint's weights (the config sets the losses): continue_from DISTILL_CONFIG OUT INIT_CHECKPOINT
+continue_from() {
+    "$PY" -m trainer distill --config "trainer/configs/$1" --out "$RUN/$2" \
+        --teacher "$RUN/teacher_cpu/best.pt" --init "$3" --set train.progress=false
+}
+
 # A float continuation from a QAT model's float weights, then QAT again:
 # continue_then_qat FROM_QAT CONTINUATION DISTILL_CONFIG QAT_OUT QAT_CONFIG
 continue_then_qat() {
     "$PY" -m trainer.checkpoint float "$RUN/$1/best.pt" "$RUN/$1_float.pt"
-    "$PY" -m trainer distill --config "trainer/configs/$3" --out "$RUN/$2" \
-        --teacher "$RUN/teacher_cpu/best.pt" --init "$RUN/$1_float.pt" --set train.progress=false
+    continue_from "$3" "$2" "$RUN/$1_float.pt"
     "$PY" -m trainer qat --config "trainer/configs/$5" --out "$RUN/$4" --student "$RUN/$2/best.pt"
 }
 
@@ -88,10 +93,8 @@ echo "== 4f/7 from the fifth QAT model's float weights: two continuations traine
 echo "   normalization (MR/X-ray fitted on the degraded image, as runtime.enhance fits them), then a 4800-step QAT the"
 echo "   same way (docs/TRAINING.md)"
 "$PY" -m trainer.checkpoint float "$RUN/qat_v5/best.pt" "$RUN/qat_v5_float.pt"
-"$PY" -m trainer distill --config trainer/configs/default_distill_runtime_norm.json --out "$RUN/rnorm" \
-    --teacher "$RUN/teacher_cpu/best.pt" --init "$RUN/qat_v5_float.pt" --set train.progress=false
-"$PY" -m trainer distill --config trainer/configs/default_distill_runtime_norm2.json --out "$RUN/rnorm2" \
-    --teacher "$RUN/teacher_cpu/best.pt" --init "$RUN/rnorm/best.pt" --set train.progress=false
+continue_from default_distill_runtime_norm.json rnorm "$RUN/qat_v5_float.pt"
+continue_from default_distill_runtime_norm2.json rnorm2 "$RUN/rnorm/best.pt"
 "$PY" -m trainer qat --config trainer/configs/default_qat_runtime_norm_long.json --out "$RUN/qat" --student "$RUN/rnorm2/best.pt"
 
 echo "== 5/7 export ONNX fp32 + int8 into models/"

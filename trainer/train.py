@@ -163,10 +163,15 @@ def init_model(path: str | Path, config_kwargs: dict) -> tuple[nn.Module, dict]:
     return model, ckpt
 
 
+def takes_noise_map(model: nn.Module) -> bool:
+    """Whether ``model`` is a noise-map model (two input channels: the image and its noise level)."""
+    return getattr(model, "input_channels", 1) == 2
+
+
 def heldout_level(model: nn.Module, image: Any) -> float | None:
     """The noise level ``model`` is given for a held-out image: the runtime's measurement for a
-    noise-map model (two input channels), None for a blind one."""
-    return heldout_noise_level(image) if getattr(model, "input_channels", 1) == 2 else None
+    noise-map model, None for a blind one."""
+    return heldout_noise_level(image) if takes_noise_map(model) else None
 
 
 def enhance_heldout(model: nn.Module, image: Any, device: torch.device, runtime_normalization: bool = False) -> np.ndarray:
@@ -179,8 +184,7 @@ def enhance_heldout(model: nn.Module, image: Any, device: torch.device, runtime_
         return enhance_slice(model, image.degraded, device, heldout_level(model, image))
     values = denormalize(image.degraded, image.state).astype(np.float32)[None]
     frames, states = normalize_frames(values, spec)  # what runtime.pipeline.enhance_values does
-    noise_map = getattr(model, "input_channels", 1) == 2
-    level = normalized_noise_level(frames, states, image.modality) if noise_map else None
+    level = normalized_noise_level(frames, states, image.modality) if takes_noise_map(model) else None
     enhanced = enhance_slice(model, frames[0], device, level)[None]
     return normalize(denormalize_frames(enhanced, states)[0], image.state)
 
@@ -327,7 +331,7 @@ def train(
         model = create_model(cfg.model.name, **cfg.model.kwargs)
     model.to(device)
     cfg.model = ModelSpec(model.model_name, dict(model.model_kwargs))  # qat: the model comes from --student
-    if (getattr(model, "input_channels", 1) == 2) != bool(cfg.data.get("noise_map", False)):
+    if takes_noise_map(model) != bool(cfg.data.get("noise_map", False)):
         raise ValueError("a noise-map model (model.kwargs.noise_map) needs data.noise_map true, and only it")
     if cfg.stage == "distill":
         if teacher is None:
