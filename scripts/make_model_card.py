@@ -207,7 +207,7 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None) -> tuple[s
 # continuation (rnorm) started from; rnorm2 continued rnorm.
 DEFAULT_STAGES = ("teacher", "teacher_cpu", "student", "finetune", "finetune2", "noise_map", "noise_map_gpu", "qat_v1",
                   "textured", "qat_v2", "rmse", "qat_v3", "rmse2", "qat_v4", "rmse3", "qat_v5", "rnorm", "rnorm2",
-                  "qat")
+                  "jitter", "qat")
 
 
 def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | None = None,

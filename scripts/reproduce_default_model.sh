@@ -2,7 +2,7 @@
 # Reproduce the shipped default model end to end (about 10 hours on 2 CPU cores and a GPU; see below):
 # teacher -> distilled students -> fine-tuned student -> QAT -> textured continuation -> QAT -> RMSE-loss continuation ->
 # QAT (radiographs clipped at the detector, first encoder block (down.0) in float) -> a second and a third such
-# continuation and QAT -> two continuations in the runtime's normalization and their QAT
+# continuation and QAT -> two continuations in the runtime's normalization -> one told a jittered noise level and its QAT
 # -> ONNX fp32 + int8 -> quality
 # and latency records -> model card. Every number in models/MODEL_CARD.md comes from the files this writes.
 #
@@ -90,12 +90,15 @@ echo "   same QAT (docs/TRAINING.md)"
 continue_then_qat qat_v4 rmse3 default_distill_rmse3.json qat_v5 default_qat_detector_down0.json
 
 echo "== 4f/7 from the fifth QAT model's float weights: two continuations trained and validated in the runtime's"
-echo "   normalization (MR/X-ray fitted on the degraded image, as runtime.enhance fits them), then a 4800-step QAT the"
-echo "   same way (docs/TRAINING.md)"
+echo "   normalization (MR/X-ray fitted on the degraded image, as runtime.enhance fits them) (docs/TRAINING.md)"
 "$PY" -m trainer.checkpoint float "$RUN/qat_v5/best.pt" "$RUN/qat_v5_float.pt"
 continue_from default_distill_runtime_norm.json rnorm "$RUN/qat_v5_float.pt"
 continue_from default_distill_runtime_norm2.json rnorm2 "$RUN/rnorm/best.pt"
-"$PY" -m trainer qat --config trainer/configs/default_qat_runtime_norm_long.json --out "$RUN/qat" --student "$RUN/rnorm2/best.pt"
+
+echo "== 4g/7 a third continuation told a jittered noise level (noise_map_jitter 0.25: a smooth response to the level"
+echo "   the runtime estimates), then the 4800-step QAT with the same jitter (docs/TRAINING.md)"
+continue_from default_distill_runtime_norm_jitter.json jitter "$RUN/rnorm2/best.pt"
+"$PY" -m trainer qat --config trainer/configs/default_qat_runtime_norm_jitter.json --out "$RUN/qat" --student "$RUN/jitter/best.pt"
 
 echo "== 5/7 export ONNX fp32 + int8 into models/"
 ln -sfn "$(basename "$STUDENT")" "$RUN/student"  # the model card reads teacher/, student/, ..., qat/
