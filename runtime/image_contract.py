@@ -29,7 +29,7 @@ class PreparedImage:
     normalized: np.ndarray  # float32, (frames, rows, columns)
     encoding: PixelEncoding
     states: list[NormalizationState]  # one per frame
-    padding: np.ndarray | None  # bool, (frames, rows, columns); None when none declared
+    padding: np.ndarray | None  # bool, (frames, rows, columns): not image (excluded_pixels); None if none
     original_stored: np.ndarray  # the source's stored values, for padding restoration
 
     @property
@@ -45,17 +45,40 @@ def modality_image(ds: Dataset) -> tuple[np.ndarray, PixelEncoding, np.ndarray |
     return to_modality(stored, encoding), encoding, padding_mask(stored, encoding)
 
 
+# CT pixels below this are no patient, air (-1000 HU) or noise: scanners fill the corners outside
+# their reconstruction circle with -2000, -3024 or the like, often without declaring a Pixel
+# Padding Value that matches. Fed as they are, the fill is a 1000-2000 HU edge that no training
+# image has, and the model rings along it (docs/RUNTIME.md).
+OUT_OF_FIELD_HU = -1500.0
+AIR_HU = -1000.0  # what a CT model sees in place of padding and out-of-field pixels
+
+
+def excluded_pixels(values: np.ndarray, spec: NormalizationSpec, padding: np.ndarray | None = None) -> np.ndarray | None:
+    """Pixels that are not image, ``(frames, rows, cols)`` bool or None if there are none:
+    declared ``padding`` and, for a CT (``hu_linear``) normalization, pixels below OUT_OF_FIELD_HU.
+    They are ignored when fitting, fed to a CT model as air and come back unchanged."""
+    if spec.kind != "hu_linear":
+        return padding
+    outside = np.asarray(values) < OUT_OF_FIELD_HU
+    if not outside.any():
+        return padding
+    return outside if padding is None else (outside | padding)
+
+
 def normalize_frames(
     values: np.ndarray, spec: NormalizationSpec, mask: np.ndarray | None = None
 ) -> tuple[np.ndarray, list[NormalizationState]]:
     """Modality values ``(frames, rows, cols)`` -> normalized float32 frames and each frame's
-    state; ``mask`` marks padding pixels, ignored when fitting."""
+    state; ``mask`` marks pixels that are not image (:func:`excluded_pixels`), ignored when
+    fitting and, for CT, normalized as air."""
     states: list[NormalizationState] = []
     frames = np.empty(values.shape, dtype=np.float32)
     for index, frame in enumerate(values):
         frame_mask = mask[index] if mask is not None else None
         state = fit_normalization(frame, spec, frame_mask)
         states.append(state)
+        if frame_mask is not None and spec.kind == "hu_linear":
+            frame = np.where(frame_mask, np.float32(AIR_HU), frame)
         frames[index] = normalize(frame, state)
     return frames, states
 
@@ -67,11 +90,13 @@ def denormalize_frames(normalized: np.ndarray, states: list[NormalizationState])
 
 
 def prepare(ds: Dataset, spec: NormalizationSpec) -> PreparedImage:
-    """Decode ``ds`` and normalize each frame with ``spec`` (padding pixels ignored in fitting)."""
+    """Decode ``ds`` and normalize each frame with ``spec`` (pixels that are not image,
+    :func:`excluded_pixels`, ignored in fitting and restored unchanged)."""
     encoding = read_encoding(ds)
     stored = stored_values(ds, encoding)
-    mask = padding_mask(stored, encoding)
-    frames, states = normalize_frames(to_modality(stored, encoding), spec, mask)
+    values = to_modality(stored, encoding)
+    mask = excluded_pixels(values, spec, padding_mask(stored, encoding))
+    frames, states = normalize_frames(values, spec, mask)
     return PreparedImage(frames, encoding, states, mask, stored)
 
 

@@ -29,6 +29,7 @@ from runtime.backends.triton_backend import TritonTarget
 from runtime.image_contract import (
     PreparedImage,
     denormalize_frames,
+    excluded_pixels,
     modality_values,
     normalize_frames,
     prepare,
@@ -215,7 +216,8 @@ def enhance_values(
     """Modality values (HU for CT), ``(rows, cols)`` or ``(frames, rows, cols)``, through the
     model; float32 modality values of the same shape (a super-resolution model: its scale
     times the rows and columns). ``padding`` (bool, same shape) marks pixels that are ignored
-    when fitting the normalization and come back unchanged (upscaled: repeated)."""
+    when fitting the normalization and come back unchanged (upscaled: repeated); so do a CT
+    image's out-of-field pixels (:func:`runtime.image_contract.excluded_pixels`)."""
     frames = np.asarray(values, dtype=np.float32)
     if frames.ndim not in (2, 3):
         raise ValueError(f"values must be (rows, cols) or (frames, rows, cols), got shape {frames.shape}")
@@ -224,7 +226,9 @@ def enhance_values(
     mask = None if padding is None else np.asarray(padding, dtype=bool).reshape(frames.shape)
     key = check_modality(backend.contract, modality)
     with stopwatch("prepare"):
-        normalized, states = normalize_frames(frames, backend.contract.normalization_for(key), mask)
+        spec = backend.contract.normalization_for(key)
+        mask = excluded_pixels(frames, spec, mask)
+        normalized, states = normalize_frames(frames, spec, mask)
         level = noise_map_level(backend.contract, normalized, states, key, mask)
     plan = plan or tile_plan(backend)
     with stopwatch("infer"):

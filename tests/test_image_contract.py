@@ -11,9 +11,17 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from runtime.image_contract import modality_values, prepare, restore
+from runtime.image_contract import (
+    AIR_HU,
+    OUT_OF_FIELD_HU,
+    excluded_pixels,
+    modality_image,
+    modality_values,
+    prepare,
+    restore,
+)
 from runtime.model_contract import ModelContract, ModelContractError
-from runtime.normalization import CT_DEFAULT, PERCENTILE_DEFAULT, NormalizationSpec
+from runtime.normalization import CT_DEFAULT, PERCENTILE_DEFAULT, NormalizationSpec, normalize
 from runtime.pixels import PixelEncoding, UnsupportedImageError, from_modality, to_modality
 from trainer.data.offline import offline_dicom_entries
 
@@ -124,6 +132,33 @@ def test_padding_pixels_keep_their_value():
     stored = restore(prepared.normalized + 0.5, prepared)  # the "model" brightens everything
     np.testing.assert_array_equal(stored[prepared.padding], prepared.original_stored[prepared.padding])
     assert (stored[~prepared.padding] != prepared.original_stored[~prepared.padding]).any()
+
+
+def test_only_a_ct_normalization_excludes_values_below_air():
+    values = np.full((1, 6, 6), -3024.0, np.float32)
+    values[0, 1:5, 1:5] = np.linspace(-1400, 2000, 16).reshape(4, 4)  # noisy air to bone stays image
+    np.testing.assert_array_equal(excluded_pixels(values, CT_DEFAULT), values < OUT_OF_FIELD_HU)
+    assert excluded_pixels(values, CT_DEFAULT).sum() == 20
+    assert excluded_pixels(values, PERCENTILE_DEFAULT) is None
+    padding = np.zeros(values.shape, bool)
+    padding[0, 2, 2] = True
+    assert excluded_pixels(values, CT_DEFAULT, padding).sum() == 21
+    assert excluded_pixels(values, PERCENTILE_DEFAULT, padding) is padding
+    assert excluded_pixels(np.zeros((1, 4, 4), np.float32), CT_DEFAULT) is None
+
+
+def test_a_real_scans_out_of_field_fill_is_normalized_as_air_and_restored():
+    """693_J2KR fills the corners outside its reconstruction circle with -3024 HU while declaring
+    -2000 as its Pixel Padding Value: the fill is found by value, seen as air, written back as is."""
+    ds = pydicom.dcmread(next(p for p in OFFLINE_IMAGES if p.name == "693_J2KR.dcm"))
+    values = modality_image(ds)[0]
+    outside = values < OUT_OF_FIELD_HU
+    assert 0.1 < outside.mean() < 0.4 and (values[outside] == -3024.0).all()
+    prepared = prepare(ds, CT_DEFAULT)
+    np.testing.assert_array_equal(prepared.padding, outside)
+    np.testing.assert_allclose(prepared.normalized[outside], normalize(np.float32(AIR_HU), prepared.states[0]), atol=1e-6)
+    stored = restore(prepared.normalized + 0.5, prepared)
+    np.testing.assert_array_equal(stored[outside], prepared.original_stored[outside])
 
 
 def test_percentile_normalization_maps_percentiles_to_unit_range():

@@ -13,7 +13,7 @@ import pytest
 
 from runtime import enhance, pipeline
 from runtime.backends import BackendError
-from runtime.image_contract import modality_image, normalize_frames
+from runtime.image_contract import AIR_HU, modality_image, normalize_frames
 from runtime.model_contract import NOISE_MAP, ModelContract
 from runtime.noise import normalized_noise_level
 from runtime.normalization import NormalizationSpec
@@ -110,6 +110,31 @@ def test_padding_is_ignored_by_percentile_fitting_and_kept(ct_model):
     assert np.all(out[padding] == -5000.0)
     inside = recording.batches[0][0, 0][~padding]
     assert -0.1 < inside.min() and inside.max() < 1.1  # the -5000 padding did not set the scale
+
+
+def test_ct_out_of_field_pixels_are_fed_as_air_and_come_back_unchanged(ct_model, tmp_path):
+    """A scanner's fill outside its reconstruction circle (-3024 HU here, not declared as padding)
+    reaches the model as air, on the values path and through the CLI, and is written back as it was."""
+    hu = np.random.default_rng(2).normal(40.0, 20.0, (48, 48)).astype(np.float32)
+    yy, xx = np.mgrid[:48, :48] - 23.5
+    outside = yy**2 + xx**2 > 22.0**2
+    hu[outside] = -3024.0
+    recording = Recording(ct_model)
+    out = pipeline.enhance_values(recording, hu, "CT")
+    fed = recording.batches[0][0, 0, :48, :48]
+    np.testing.assert_allclose(fed[outside], (AIR_HU + 160.0) / 400.0, atol=1e-6)
+    assert np.all(out[outside] == -3024.0)
+    assert fed[~outside].min() > (AIR_HU + 160.0) / 400.0  # the disc itself is not touched
+
+    ds = pydicom.dcmread(pydicom_file("CT_small.dcm"))
+    stored = ds.pixel_array.copy()
+    stored[:8, :8] = int(round((-3024.0 - float(ds.RescaleIntercept)) / float(ds.RescaleSlope)))
+    ds.PixelData = stored.tobytes()
+    source = tmp_path / "fov.dcm"
+    ds.save_as(source)
+    assert enhance.main([str(source), "-o", str(tmp_path / "out"), "--model", str(ct_model.model_path), "-q"]) == 0
+    written = pydicom.dcmread(tmp_path / "out" / "fov.enhanced.dcm").pixel_array
+    np.testing.assert_array_equal(written[:8, :8], stored[:8, :8])
 
 
 def test_uncovered_modality_and_bad_shapes_are_clear_errors(tmp_path, ct_model):
