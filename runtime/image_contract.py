@@ -53,16 +53,34 @@ OUT_OF_FIELD_HU = -1500.0
 AIR_HU = -1000.0  # what a CT model sees in place of padding and out-of-field pixels
 
 
+def feeds_air(spec: NormalizationSpec) -> bool:
+    """Whether a model normalized by ``spec`` (CT's fixed HU window, ``hu_linear``) is fed air in
+    place of the pixels that are not image."""
+    return spec.kind == "hu_linear"
+
+
 def excluded_pixels(values: np.ndarray, spec: NormalizationSpec, padding: np.ndarray | None = None) -> np.ndarray | None:
     """Pixels that are not image, ``(frames, rows, cols)`` bool or None if there are none:
-    declared ``padding`` and, for a CT (``hu_linear``) normalization, pixels below OUT_OF_FIELD_HU.
-    They are ignored when fitting, fed to a CT model as air and come back unchanged."""
-    if spec.kind != "hu_linear":
+    declared ``padding`` and, where :func:`feeds_air`, finite values below OUT_OF_FIELD_HU.
+    They are ignored when fitting, fed to a CT model as air and come back unchanged
+    (:func:`keep_excluded`). Non-finite values are left to the caller's check."""
+    if not feeds_air(spec):
         return padding
-    outside = np.asarray(values) < OUT_OF_FIELD_HU
+    values = np.asarray(values)
+    outside = np.isfinite(values) & (values < OUT_OF_FIELD_HU)
     if not outside.any():
         return padding
     return outside if padding is None else (outside | padding)
+
+
+def keep_excluded(output: np.ndarray, source: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """``output`` (modality values, the source's size or an integer multiple of it) with the
+    ``mask``ed pixels set back to ``source``'s values (upscaled: each pixel's block); in place."""
+    if mask is not None:
+        scale = output.shape[-1] // source.shape[-1]
+        upscaled = nearest(np.asarray(mask, dtype=bool), scale)
+        output[upscaled] = nearest(np.asarray(source, dtype=output.dtype), scale)[upscaled]
+    return output
 
 
 def normalize_frames(
@@ -77,7 +95,7 @@ def normalize_frames(
         frame_mask = mask[index] if mask is not None else None
         state = fit_normalization(frame, spec, frame_mask)
         states.append(state)
-        if frame_mask is not None and spec.kind == "hu_linear":
+        if frame_mask is not None and feeds_air(spec):
             frame = np.where(frame_mask, np.float32(AIR_HU), frame)
         frames[index] = normalize(frame, state)
     return frames, states
@@ -112,22 +130,23 @@ def output_frames(output: np.ndarray, prepared: PreparedImage) -> tuple[np.ndarr
 
 
 def modality_values(normalized: np.ndarray, prepared: PreparedImage) -> np.ndarray:
-    """Normalized frames (the input or the model's output, at any scale) -> modality values, float32."""
-    return denormalize_frames(output_frames(normalized, prepared)[0], prepared.states)
+    """Normalized frames (the input or the model's output, at any scale) -> modality values,
+    float32, the pixels that are not image (``prepared.padding``) as the source holds them."""
+    values = denormalize_frames(output_frames(normalized, prepared)[0], prepared.states)
+    if prepared.padding is None:
+        return values
+    return keep_excluded(values, to_modality(prepared.original_stored, prepared.encoding), prepared.padding)
 
 
 def restore(enhanced: np.ndarray, prepared: PreparedImage) -> np.ndarray:
     """The model's normalized output -> stored values in the source's encoding.
 
     Values are clipped to the range Bits Stored and Pixel Representation can hold, and
-    padding pixels keep their original stored value (a super-resolution output: each padding
-    pixel's ``s x s`` block).
+    the pixels that are not image (``prepared.padding``) keep their original stored value (a
+    super-resolution output: each one's ``s x s`` block).
     """
-    enhanced, scale = output_frames(enhanced, prepared)
+    enhanced = output_frames(enhanced, prepared)[0]
     stored = np.empty(enhanced.shape, dtype=prepared.encoding.numpy_dtype)
     for index, frame in enumerate(enhanced):
         stored[index] = from_modality(denormalize(frame, prepared.states[index]), prepared.encoding)
-    if prepared.padding is not None:
-        padding = nearest(prepared.padding, scale)
-        stored[padding] = nearest(prepared.original_stored, scale)[padding]
-    return stored
+    return keep_excluded(stored, prepared.original_stored, prepared.padding)

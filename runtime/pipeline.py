@@ -30,6 +30,7 @@ from runtime.image_contract import (
     PreparedImage,
     denormalize_frames,
     excluded_pixels,
+    keep_excluded,
     modality_values,
     normalize_frames,
     prepare,
@@ -38,7 +39,7 @@ from runtime.image_contract import (
 from runtime.model_contract import NOISE_MAP, ModelContract
 from runtime.noise import MeasuredNoise, NoiseLevel, normalized_noise_level, prepared_noise
 from runtime.normalization import NormalizationState
-from runtime.resample import bicubic, nearest
+from runtime.resample import bicubic
 from runtime.strength import DEFAULT_STRENGTH, apply_strength, check_strength
 from runtime.tiling import InferFn, TilePlan, enhance_frames
 
@@ -234,8 +235,5 @@ def enhance_values(
     with stopwatch("infer"):
         enhanced = enhance_normalized(normalized, backend.infer, plan, strength, level)
     with stopwatch("restore"):
-        out = denormalize_frames(enhanced, states)
-        if mask is not None:
-            mask = nearest(mask, plan.scale)
-            out[mask] = nearest(frames, plan.scale)[mask]
+        out = keep_excluded(denormalize_frames(enhanced, states), frames, mask)
     return out[0] if single else out

@@ -145,6 +145,7 @@ def test_only_a_ct_normalization_excludes_values_below_air():
     assert excluded_pixels(values, CT_DEFAULT, padding).sum() == 21
     assert excluded_pixels(values, PERCENTILE_DEFAULT, padding) is padding
     assert excluded_pixels(np.zeros((1, 4, 4), np.float32), CT_DEFAULT) is None
+    assert excluded_pixels(np.full((1, 2, 2), -np.inf, np.float32), CT_DEFAULT) is None  # left to the finite check
 
 
 def test_a_real_scans_out_of_field_fill_is_normalized_as_air_and_restored():
@@ -159,6 +160,7 @@ def test_a_real_scans_out_of_field_fill_is_normalized_as_air_and_restored():
     np.testing.assert_allclose(prepared.normalized[outside], normalize(np.float32(AIR_HU), prepared.states[0]), atol=1e-6)
     stored = restore(prepared.normalized + 0.5, prepared)
     np.testing.assert_array_equal(stored[outside], prepared.original_stored[outside])
+    np.testing.assert_array_equal(modality_values(prepared.normalized, prepared)[outside], values[outside])
 
 
 def test_percentile_normalization_maps_percentiles_to_unit_range():

@@ -135,6 +135,13 @@ def test_ct_out_of_field_pixels_are_fed_as_air_and_come_back_unchanged(ct_model,
     assert enhance.main([str(source), "-o", str(tmp_path / "out"), "--model", str(ct_model.model_path), "-q"]) == 0
     written = pydicom.dcmread(tmp_path / "out" / "fov.enhanced.dcm").pixel_array
     np.testing.assert_array_equal(written[:8, :8], stored[:8, :8])
+    assert enhance.main([str(source), "-o", str(tmp_path / "npy"), "--model", str(ct_model.model_path),
+                         "--format", "npy", "-q"]) == 0
+    from_cli = np.load(tmp_path / "npy" / "fov.enhanced.npy")
+    values, _, padding = modality_image(pydicom.dcmread(source))
+    np.testing.assert_array_equal(pipeline.enhance_values(ct_model, values, "CT", padding=padding), from_cli)
+    np.testing.assert_array_equal(pipeline.enhance_dataset(ct_model, pydicom.dcmread(source)).values(), from_cli)
+    assert np.all(from_cli[0, :8, :8] == -3024.0)
 
 
 def test_uncovered_modality_and_bad_shapes_are_clear_errors(tmp_path, ct_model):

@@ -178,12 +178,15 @@ def enhance_heldout(model: nn.Module, image: Any, device: torch.device, runtime_
     """A held-out image through ``model``, in the image's (its clean reference's) normalization.
     ``runtime_normalization``: a percentile-normalized image is fed as ``runtime.enhance`` feeds
     it, normalized by a fit on the degraded image (whose noise widens its percentiles) and told
-    the noise level measured there, and its output brought back to the reference's normalization."""
+    the noise level measured there, and its output brought back to the reference's normalization.
+    CT is fed as it is, a scanner's out-of-field fill included (the runtime feeds that as air since
+    the twelfth session; validation keeps its recorded behaviour so that recorded best.pt choices
+    reproduce)."""
     spec = getattr(image, "spec", None)
     if not runtime_normalization or spec is None or spec.kind == "hu_linear":
         return enhance_slice(model, image.degraded, device, heldout_level(model, image))
     values = denormalize(image.degraded, image.state).astype(np.float32)[None]
-    frames, states = normalize_frames(values, spec)  # what runtime.pipeline.enhance_values does
+    frames, states = normalize_frames(values, spec)  # a percentile fit as runtime.pipeline.enhance_values makes it
     level = normalized_noise_level(frames, states, image.modality) if takes_noise_map(model) else None
     enhanced = enhance_slice(model, frames[0], device, level)[None]
     return normalize(denormalize_frames(enhanced, states)[0], image.state)

@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 
 from benchmarks.reader_study.manifest import Arm
 from runtime.backends import Backend
-from runtime.image_contract import denormalize_frames, modality_image, normalize_frames
+from runtime.image_contract import denormalize_frames, excluded_pixels, keep_excluded, modality_image, normalize_frames
 from runtime.pipeline import check_modality, enhance_values, open_model
 from runtime.strength import check_strength
 
@@ -115,11 +115,11 @@ class ArmRunner:
 
         contract = self.backend().contract
         spec = contract.normalization_for(check_modality(contract, modality))
-        normalized, states = normalize_frames(image[np.newaxis], spec, None if mask is None else mask[np.newaxis])
-        out = denormalize_frames(nlm(normalized[0], h_per_sigma=h)[np.newaxis], states)[0]
-        if mask is not None:
-            out[mask] = image[mask]
-        return out
+        # The pixels the medclear arm leaves out (padding, a CT's out-of-field fill), left out alike.
+        excluded = excluded_pixels(image[np.newaxis], spec, None if mask is None else mask[np.newaxis])
+        normalized, states = normalize_frames(image[np.newaxis], spec, excluded)
+        out = denormalize_frames(nlm(normalized[0], h_per_sigma=h)[np.newaxis], states)
+        return keep_excluded(out, image[np.newaxis], excluded)[0]
 
     def close(self) -> None:
         """Close every opened backend."""
