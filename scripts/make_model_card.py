@@ -91,15 +91,15 @@ def _stages(run: Path, names: tuple[str, ...], carried: dict[str, dict] | None =
     return found
 
 
-def carried_stages(card_json: Path, mapping: list[str]) -> dict[str, dict]:
+def carried_stages(card_json: Path, mapping: list[str], checkpoint: str = "medclear_student.qat.pt") -> dict[str, dict]:
     """Stages as an earlier card's JSON recorded them, for stages whose run folders are gone:
     ``mapping`` entries ``STAGE`` or ``STAGE=EARLIER_STAGE`` (the earlier card's name for it).
     Each comes back as :func:`_stage` read it then, marked ``carried_from`` (that card and the
-    student checkpoint it described)."""
+    ``checkpoint`` it described)."""
     card = json.loads(card_json.read_text())
     # Which model that card described: later cards reuse stage names (e.g. "qat") for new models.
-    digest = card.get("files", {}).get("medclear_student.qat.pt", {}).get("sha256", "")[:12]
-    source = f"{card_json.name} (medclear_student.qat.pt sha256 {digest})" if digest else card_json.name
+    digest = card.get("files", {}).get(checkpoint, {}).get("sha256", "")[:12]
+    source = f"{card_json.name} ({checkpoint} sha256 {digest})" if digest else card_json.name
     result = {}
     for entry in mapping:
         stage, _, earlier = entry.partition("=")
@@ -153,11 +153,16 @@ def _sr2_target_summary(quality: dict) -> str:
     return sentence
 
 
-def build_sr2_section(run: Path, quality: dict, latency: dict | None) -> tuple[str, dict]:
-    """The x2 super-resolution model's card section and its JSON twin."""
+SR2_STAGES = ("teacher", "student", "student_gan", "finetune", "finetune_ct", "kd_real", "real_only", "qat")
+
+
+def build_sr2_section(run: Path, quality: dict, latency: dict | None,
+                      carried: dict[str, dict] | None = None) -> tuple[str, dict]:
+    """The x2 super-resolution model's card section and its JSON twin (``carried``: stages read
+    from the earlier models/sr2_card.json)."""
     from benchmarks.super_resolution import markdown as sr2_markdown
 
-    stages = _stages(run, ("teacher", "student", "student_gan", "finetune", "finetune_ct", "kd_real", "real_only", "qat"))
+    stages = _stages(run, SR2_STAGES, carried)
     files = _files(SR2_FILES)
     card_json = _card_json("medclear_sr2", stages, files, quality, SR2_REPRODUCE,
                            latency=(latency or {}).get("latency"))
@@ -305,18 +310,18 @@ def main() -> None:
     parser.add_argument("--latency", type=Path, help="benchmarks.latency JSON")
     parser.add_argument("--pareto", type=Path, default=MODELS / "pareto.json", help="scripts/pareto_students.py JSON")
     parser.add_argument("--carry", nargs="+", default=[], metavar="STAGE[=EARLIER]",
-                        help="stages missing from --run taken from the current models/model_card.json (as it recorded "
-                        "them; EARLIER: its name there), e.g. --carry teacher noise_map_gpu qat_v1")
+                        help="stages missing from --run taken from the current models/model_card.json (with --sr2: "
+                        "models/sr2_card.json) as it recorded them (EARLIER: its name there), e.g. --carry teacher "
+                        "noise_map_gpu qat_v1")
     parser.add_argument("--sr2", action="store_true", help="write the x2 super-resolution section (--run: its run, "
                         "e.g. runs/sr2; --quality: benchmarks.super_resolution JSON)")
     args = parser.parse_args()
     quality = json.loads(args.quality.read_text())
     latency = json.loads(args.latency.read_text()) if args.latency and args.latency.is_file() else None
     card_path = MODELS / "MODEL_CARD.md"
-    if args.sr2 and args.carry:
-        parser.error("--carry is for the denoiser's card, not --sr2")
     if args.sr2:
-        markdown, card = build_sr2_section(args.run, quality, latency)
+        carried = carried_stages(MODELS / "sr2_card.json", args.carry, "medclear_sr2.qat.pt") if args.carry else None
+        markdown, card = build_sr2_section(args.run, quality, latency, carried)
         write_marked_section(card_path, markdown, SR2_SECTION)
         (MODELS / "sr2_card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
         print(f"wrote the x2 section of {card_path} and {MODELS / 'sr2_card.json'}")

@@ -42,3 +42,14 @@ def test_a_carried_stage_names_the_model_its_card_described(tmp_path):
     path.write_text(json.dumps(card))
     carried = _card_module().carried_stages(path, ["qat_v2=qat"])
     assert carried["qat_v2"]["carried_from"] == "model_card.json (medclear_student.qat.pt sha256 0123456789ab): qat"
+
+
+def test_the_sr2_card_carries_its_stages_from_its_own_card(tmp_path):
+    card = {"stages": {"qat": {"step": 3}}, "configs": {"qat": None},
+            "files": {"medclear_sr2.qat.pt": {"sha256": "fedcba9876543210" * 4, "bytes": 1}}}
+    path = tmp_path / "sr2_card.json"
+    path.write_text(json.dumps(card))
+    module = _card_module()
+    carried = module.carried_stages(path, ["qat"], "medclear_sr2.qat.pt")
+    assert carried["qat"]["carried_from"] == "sr2_card.json (medclear_sr2.qat.pt sha256 fedcba987654): qat"
+    assert list(module._stages(tmp_path / "no_run", module.SR2_STAGES, carried)) == ["qat"]
