@@ -74,7 +74,7 @@ def excluded_pixels(values: np.ndarray, spec: NormalizationSpec, padding: np.nda
 
 
 def keep_excluded(output: np.ndarray, source: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """``output`` (modality values, the source's size or an integer multiple of it) with the
+    """``output`` (modality or stored values, the source's size or an integer multiple of it) with the
     ``mask``ed pixels set back to ``source``'s values (upscaled: each pixel's block); in place."""
     if mask is not None:
         scale = output.shape[-1] // source.shape[-1]

@@ -122,6 +122,14 @@ def _files_table(files: dict) -> str:
     return md_table(["file", "bytes", "sha256"], [[k, v["bytes"], v["sha256"][:16] + "…"] for k, v in files.items()])
 
 
+def _carried_note(stages: dict, card_name: str) -> list[str]:
+    """The lines saying which stages (marked *) were carried from the previous card, if any."""
+    if not any("carried_from" in v for v in stages.values()):
+        return []
+    return [f"Stages marked * are carried from the previous card (`{card_name}`: their numbers as the run",
+            "folders then held them; those folders are not on the machine that wrote this card).", ""]
+
+
 def _card_json(name: str, stages: dict, files: dict, quality: dict, reproduce: str, **extra) -> dict:
     """The card's JSON twin: stages (configs apart), files, the quality record's summary."""
     return {"name": name, "stages": {k: {x: v[x] for x in v if x != "config"} for k, v in stages.items()},
@@ -175,7 +183,8 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None,
         "learned residual brought to the output grid by one PixelShuffle (ONNX DepthToSpace), distilled",
         "from an EDSR-style teacher and trained quantization-aware (INT8). Low-resolution training pairs:",
         "MR by k-space truncation to half the matrix, CT/X-ray by blur and 2x2 area averaging",
-        f"(docs/DATA.md). Made by `{SR2_REPRODUCE}`; every number is read from that run's files.",
+        f"(docs/DATA.md). Made by `{SR2_REPRODUCE}`; every number is read from that run's files"
+        + (" or, for stages marked *, from the card that read them." if any("carried_from" in v for v in stages.values()) else "."),
         f"**Released for {', '.join(_released_modalities())} only** (the ONNX files' contract; the runtime",
         "refuses other modalities): the quality below was measured on the same weights exported for every",
         f"trained modality. {_sr2_target_summary(quality)}",
@@ -184,9 +193,11 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None,
         "",
         md_table(
             ["stage", "model", "kwargs", "parameters", "GFLOP per 512² input", "best.pt at step"],
-            [[k, v["model"], json.dumps(v["kwargs"]), v["parameters"], v["gflop_512"], v["step"]] for k, v in stages.items()],
+            [[k + (" *" if "carried_from" in v else ""), v["model"], json.dumps(v["kwargs"]), v["parameters"],
+              v["gflop_512"], v["step"]] for k, v in stages.items()],
         ),
         "",
+        *_carried_note(stages, "sr2_card.json"),
         f"The student has {teacher['gflop_512'] / student['gflop_512']:.1f}× fewer FLOPs than its teacher. "
         "`student_gan` is the adversarial variant (L1 0.5 / SSIM 0.3 / relativistic GAN 0.2), reported",
         "for its texture, not shipped as ONNX.",
@@ -246,9 +257,7 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
               v["gflop_512"], f"{v['step']} ({_length(v['config'])})"] for k, v in stages.items()],
         ),
         "",
-        *(["Stages marked * are carried from the previous card (`model_card.json`: their numbers as the run",
-           "folders then held them; those folders are not on the machine that wrote this card).", ""]
-          if any("carried_from" in v for v in stages.values()) else []),
+        *_carried_note(stages, "model_card.json"),
         f"The teacher is U-Net++ one level shallower than the paper's ({json.dumps(teacher['kwargs'])}); the paper's",
         "widths (32..512) give 9.2M parameters and 276 GFLOP per 512² slice. The student has",
         f"{student['parameters']:,} parameters and {student['gflop_512']} GFLOP per 512² slice: "
