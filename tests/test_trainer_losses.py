@@ -112,3 +112,16 @@ def test_rmse_term_weighs_a_concentrated_error_more_than_l1_does():
     perfect = pred.clone().requires_grad_(True)
     ReconstructionLoss(LossConfig(rmse=1.0))(perfect, perfect.detach())[0].backward()
     assert torch.isfinite(perfect.grad).all()  # a perfect sample has a finite gradient
+
+
+def test_gradient_term_ignores_an_offset_and_counts_a_moved_edge():
+    ref = torch.zeros(1, 1, 16, 16)
+    ref[..., 8:] = 1.0  # a vertical edge between columns 7 and 8
+    offset, moved = ref + 0.1, torch.zeros_like(ref)
+    moved[..., 7:] = 1.0  # the edge one column to the left
+    loss = ReconstructionLoss(LossConfig(l1=0.0, ssim=0.0, gradient=1.0))
+    assert loss(offset, ref)[0].item() == pytest.approx(0.0, abs=1e-7)
+    total, parts = loss(moved, ref)
+    # the difference is one unit column: two unit steps in x per row (of 15 column pairs), none in y
+    assert total.item() == pytest.approx((2 / 15 + 0.0) / 2, rel=1e-5) and "gradient" in parts
+    assert "gradient" not in ReconstructionLoss(LossConfig())(moved, ref)[1]  # off by default

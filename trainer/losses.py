@@ -24,6 +24,10 @@ class LossConfig:
     # Per-sample root-mean-square error (the quantity PSNR is made of). Beside L1 it weighs a
     # sample's large errors (at edges) more than its many small ones; 0: off.
     rmse: float = 0.0
+    # Per-sample L1 of the difference of horizontal and vertical neighbour differences: blind to a
+    # constant offset, it counts where an edge moved or rang, the error that keeps the model below
+    # NLM at low CT noise (docs/TRAINING.md); 0: off.
+    gradient: float = 0.0
     adversarial: float = 0.0  # > 0 enables the discriminator (e.g. 0.5 / 0.3 / 0.2)
     ssim_window: int = 11
     ssim_sigma: float = 1.5
@@ -74,6 +78,14 @@ def ssim(
     den = (mu_p**2 + mu_r**2 + c1) * (var_p + var_r + c2)
     ssim_map = num / den
     return ssim_map.mean(dim=(1, 2, 3)) if per_sample else ssim_map.mean()
+
+
+def gradient_l1(difference: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean absolute horizontal and vertical neighbour difference of ``difference``
+    ([N, 1, H, W] -> [N]): the L1 distance between two images' gradients."""
+    dx = (difference[..., :, 1:] - difference[..., :, :-1]).abs().mean(dim=(1, 2, 3))
+    dy = (difference[..., 1:, :] - difference[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+    return (dx + dy) / 2.0
 
 
 def noise_balance_weights(degraded: torch.Tensor, clean: torch.Tensor, floor: float) -> torch.Tensor:
@@ -143,6 +155,10 @@ class ReconstructionLoss(nn.Module):
             rmse = (weights * (difference.pow(2).mean(dim=(1, 2, 3)) + 1e-12).sqrt()).mean()
             total = total + c.rmse * rmse
             parts["rmse"] = rmse.item()
+        if c.gradient > 0:
+            gradient = (weights * gradient_l1(difference)).mean()
+            total = total + c.gradient * gradient
+            parts["gradient"] = gradient.item()
         if self.discriminator is not None:
             # Generator side: make the discriminator (stepped separately) call the output real.
             fake = self.discriminator(pred.float())
