@@ -35,6 +35,7 @@ from trainer.distill import DistillLoss
 from trainer.losses import ReconstructionLoss, noise_balance_weights
 from trainer.data.datasets import heldout_noise_level, model_input
 from trainer.models import create_model
+from trainer.models.widen import is_widening, widen_student
 from runtime.noise import normalized_noise_level
 from runtime.image_contract import denormalize_frames, normalize_frames
 from runtime.normalization import denormalize, normalize
@@ -144,22 +145,31 @@ INIT_EXTENSIONS = ("noise_map",)
 
 def init_model(path: str | Path, config_kwargs: dict) -> tuple[nn.Module, dict]:
     """The float model of checkpoint ``path`` to fine-tune, with any INIT_EXTENSIONS the config
-    sets switched on (their new parameters keep their zero initialization)."""
+    sets switched on (their new parameters keep their zero initialization), and widened to the
+    config's ``widths`` where those are wider at some level and narrower at none
+    (:func:`trainer.models.widen.widen_student`: the same function, more channels)."""
     ckpt = load_checkpoint(path)
     if ckpt["quantization"] is not None:
         raise ValueError(f"{path}: is quantized; --init needs a float checkpoint")
-    extensions = {k: v for k, v in config_kwargs.items() if k in INIT_EXTENSIONS and v != ckpt["model_kwargs"].get(k)}
-    ignored = sorted(k for k, v in config_kwargs.items() if k not in INIT_EXTENSIONS and v != ckpt["model_kwargs"].get(k))
+    old_kwargs = ckpt["model_kwargs"]
+    widen_to = config_kwargs.get("widths") if is_widening(old_kwargs.get("widths"), config_kwargs.get("widths")) else None
+    extensions = {k: v for k, v in config_kwargs.items() if k in INIT_EXTENSIONS and v != old_kwargs.get(k)}
+    ignored = sorted(k for k, v in config_kwargs.items()
+                     if k not in INIT_EXTENSIONS and v != old_kwargs.get(k) and not (k == "widths" and widen_to))
     if ignored:  # e.g. a fine-tune config written for one Pareto student, started from another
         print(f"note: --init {path}: the model is the checkpoint's ({ckpt['model_name']} "
-              f"{ckpt['model_kwargs']}); the config's {', '.join(ignored)} not used", file=sys.stderr)
+              f"{old_kwargs}); the config's {', '.join(ignored)} not used", file=sys.stderr)
     if not extensions:
-        return load_model(path)
-    model = create_model(ckpt["model_name"], **{**ckpt["model_kwargs"], **extensions})
-    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
-    if unexpected or not missing:
-        raise ValueError(f"{path}: cannot extend this checkpoint with {sorted(extensions)} "
-                         f"(unexpected {unexpected[:3]}, missing {missing[:3]})")
+        model, _ = load_model(path)
+    else:
+        model = create_model(ckpt["model_name"], **{**old_kwargs, **extensions})
+        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+        if unexpected or not missing:
+            raise ValueError(f"{path}: cannot extend this checkpoint with {sorted(extensions)} "
+                             f"(unexpected {unexpected[:3]}, missing {missing[:3]})")
+    if widen_to is not None:
+        print(f"note: --init {path}: widths {old_kwargs['widths']} widened to {list(widen_to)}", file=sys.stderr)
+        model = widen_student(model, widen_to)
     return model, ckpt
 
 
