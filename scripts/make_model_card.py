@@ -223,7 +223,18 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None,
 # continuation (rnorm) started from; rnorm2 continued rnorm, jitter (told a jittered noise level) continued rnorm2.
 DEFAULT_STAGES = ("teacher", "teacher_cpu", "student", "finetune", "finetune2", "noise_map", "noise_map_gpu", "qat_v1",
                   "textured", "qat_v2", "rmse", "qat_v3", "rmse2", "qat_v4", "rmse3", "qat_v5", "rnorm", "rnorm2",
-                  "jitter", "qat")
+                  "jitter", "widen", "widen2", "qat")
+
+
+def _widened_note(pareto: dict | None, student: dict) -> list[str]:
+    """A line saying so when the shipped student is wider than the size the Pareto run chose."""
+    chosen = next((s for s in (pareto or {}).get("students", []) if s["run"] == pareto.get("chosen")), None)
+    widths = student["kwargs"].get("widths")
+    if chosen is None or widths == chosen["model"]["kwargs"]["widths"]:
+        return []
+    return [f"The shipped student began as the chosen size and was later widened to {json.dumps(widths)} "
+            f"({student['parameters'] / 1e6:.3f}M parameters, {student['gflop_512']} GFLOP per 512²) as the same",
+            "function and trained on (`trainer/models/widen.py`; the stages after the chosen size's, docs/TRAINING.md).", ""]
 
 
 def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | None = None,
@@ -280,6 +291,7 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
         "",
         md_table(["run", "widths", "parameters (M)", "GFLOP per 512²", "validation PSNR (dB)"], _pareto_rows(pareto)),
         "",
+        *_widened_note(pareto, student),
         "## Quality on the test split: the dose curve",
         dose_report.markdown(quality),
         "",

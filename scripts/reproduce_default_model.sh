@@ -96,9 +96,15 @@ continue_from default_distill_runtime_norm.json rnorm "$RUN/qat_v5_float.pt"
 continue_from default_distill_runtime_norm2.json rnorm2 "$RUN/rnorm/best.pt"
 
 echo "== 4g/7 a third continuation told a jittered noise level (noise_map_jitter 0.25: a smooth response to the level"
-echo "   the runtime estimates), then the 4800-step QAT with the same jitter (docs/TRAINING.md)"
+echo "   the runtime estimates) (docs/TRAINING.md)"
 continue_from default_distill_runtime_norm_jitter.json jitter "$RUN/rnorm2/best.pt"
-"$PY" -m trainer qat --config trainer/configs/default_qat_runtime_norm_jitter.json --out "$RUN/qat" --student "$RUN/jitter/best.pt"
+
+echo "== 4h/7 the student widened to [16, 32, 48, 96] as the same function (trainer/models/widen.py), two 8000-step"
+echo "   continuations, then the 4800-step QAT with the jitter (docs/TRAINING.md)"
+continue_from default_distill_widen.json widen "$RUN/jitter/best.pt"
+continue_from default_distill_widen.json widen2 "$RUN/widen/best.pt"
+"$PY" -m trainer qat --config trainer/configs/default_qat_runtime_norm_jitter.json --out "$RUN/qat" \
+    --student "$RUN/widen2/best.pt" --set train.threads=2
 
 echo "== 5/7 export ONNX fp32 + int8 into models/"
 ln -sfn "$(basename "$STUDENT")" "$RUN/student"  # the model card reads teacher/, student/, ..., qat/

@@ -53,3 +53,13 @@ def test_the_sr2_card_carries_its_stages_from_its_own_card(tmp_path):
     carried = module.carried_stages(path, ["qat"], "medclear_sr2.qat.pt")
     assert carried["qat"]["carried_from"] == "sr2_card.json (medclear_sr2.qat.pt sha256 fedcba987654): qat"
     assert list(module._stages(tmp_path / "no_run", module.SR2_STAGES, carried)) == ["qat"]
+
+
+def test_the_card_says_when_the_shipped_student_is_wider_than_the_chosen_size():
+    module = _card_module()
+    pareto = {"chosen": "runs/w12", "students": [{"run": "runs/w12", "model": {"kwargs": {"widths": [12, 24]}}}]}
+    wider = {"kwargs": {"widths": [16, 32]}, "parameters": 298369, "gflop_512": 11.86}
+    note = " ".join(module._widened_note(pareto, wider))
+    assert "widened to [16, 32]" in note and "11.86 GFLOP" in note and "0.298M" in note
+    assert module._widened_note(pareto, {**wider, "kwargs": {"widths": [12, 24]}}) == []
+    assert module._widened_note(None, wider) == []
