@@ -35,6 +35,7 @@ def _input(model: torch.nn.Module, side: int = 32) -> torch.Tensor:
     ({"widths": [4, 8, 16, 32], "input_windows": WINDOWS, "noise_map": True}, [8, 12, 16, 40]),
     ({"widths": [4, 8]}, [6, 8]),
     ({"widths": [4, 8, 16], "stem_stride": 2}, [8, 8, 20]),
+    ({"widths": [4, 8, 16], "stem_stride": 2, "input_windows": WINDOWS, "noise_map": True}, [6, 8, 16]),
 ])
 def test_widened_student_computes_the_same_function(kwargs, wider):
     model = _trained_like(**kwargs)
@@ -84,3 +85,16 @@ def test_init_widens_a_checkpoint_to_wider_config_widths_and_ignores_narrower_on
         expected = model(x)
         assert (wide.eval()(x) - expected).abs().max() <= 1e-5 * expected.abs().max()
         torch.testing.assert_close(narrow.eval()(x), model(x))
+
+
+def test_init_extends_a_blind_checkpoint_with_a_noise_map_and_widens_it_at_once(tmp_path):
+    blind = _trained_like(widths=[4, 8], input_windows=WINDOWS)
+    path = tmp_path / "blind.pt"
+    save_checkpoint(path, blind)
+    model, _ = init_model(path, {**blind.model_kwargs, "noise_map": True, "widths": [6, 8]})
+    assert model.input_channels == 2 and model.widths == [6, 8]
+    image = _input(blind)
+    with torch.no_grad():
+        expected = blind(image)
+        got = model.eval()(torch.cat([image, torch.full_like(image, 0.05)], 1))
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()

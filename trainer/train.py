@@ -147,15 +147,18 @@ def init_model(path: str | Path, config_kwargs: dict) -> tuple[nn.Module, dict]:
     """The float model of checkpoint ``path`` to fine-tune, with any INIT_EXTENSIONS the config
     sets switched on (their new parameters keep their zero initialization), and widened to the
     config's ``widths`` where those are wider at some level and narrower at none
-    (:func:`trainer.models.widen.widen_student`: the same function, more channels)."""
+    (:func:`trainer.models.widen.widen_student`: the same function, more channels).
+    The returned checkpoint dict is the file's (its ``model_kwargs`` are the unextended model's)."""
     ckpt = load_checkpoint(path)
     if ckpt["quantization"] is not None:
         raise ValueError(f"{path}: is quantized; --init needs a float checkpoint")
     old_kwargs = ckpt["model_kwargs"]
-    widen_to = config_kwargs.get("widths") if is_widening(old_kwargs.get("widths"), config_kwargs.get("widths")) else None
+    wanted_widths = config_kwargs.get("widths")
+    widen_to = wanted_widths if is_widening(old_kwargs.get("widths"), wanted_widths) else None
     extensions = {k: v for k, v in config_kwargs.items() if k in INIT_EXTENSIONS and v != old_kwargs.get(k)}
     ignored = sorted(k for k, v in config_kwargs.items()
-                     if k not in INIT_EXTENSIONS and v != old_kwargs.get(k) and not (k == "widths" and widen_to))
+                     if k not in INIT_EXTENSIONS and v != old_kwargs.get(k)
+                     and not (k == "widths" and widen_to is not None))
     if ignored:  # e.g. a fine-tune config written for one Pareto student, started from another
         print(f"note: --init {path}: the model is the checkpoint's ({ckpt['model_name']} "
               f"{old_kwargs}); the config's {', '.join(ignored)} not used", file=sys.stderr)
@@ -305,7 +308,8 @@ def train(
 
     ``teacher``: teacher checkpoint (distill). ``student``: distilled student checkpoint (qat).
     ``init``: float checkpoint whose model and weights start a teacher or distill run (fine-tuning
-    with a fresh optimizer and schedule; the config's model spec is replaced by the checkpoint's).
+    with a fresh optimizer and schedule; the config's model spec is replaced by the checkpoint's,
+    except for the extensions :func:`init_model` applies: ``noise_map`` and wider student ``widths``).
     ``data``: prebuilt data (tests); by default built from cfg.data with trainer.data.
     """
     out = Path(out_dir)

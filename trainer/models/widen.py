@@ -15,7 +15,7 @@ from torch import nn
 from trainer.models.registry import create_model
 from trainer.models.student import Student, WindowedHead
 
-IMAGE = -1  # an input segment that is the image (or noise map), never widened
+IMAGE = -1  # marks an input segment that is the image (or the noise map): one channel, never widened
 
 
 def _layout(model: Student) -> dict[str, tuple[list[int], int | None]]:
@@ -41,7 +41,7 @@ def _copy_conv(old: nn.Conv2d | nn.ConvTranspose2d, new: nn.Conv2d | nn.ConvTran
                segments: list[int], out_level: int | None, old_widths: list[int], new_widths: list[int]) -> None:
     """Copy ``old``'s weights into ``new``: old channels keep their weights, inputs from new
     channels get zero weight (so old outputs are unchanged), new outputs keep ``new``'s init."""
-    def width(widths: list[int], level: int) -> int:
+    def width(widths: list[int], level: int) -> int:  # channels of one input segment
         return 1 if level == IMAGE else widths[level]
 
     old_w, new_w = old.weight.data, new.weight.data
@@ -62,6 +62,8 @@ def _copy_conv(old: nn.Conv2d | nn.ConvTranspose2d, new: nn.Conv2d | nn.ConvTran
 @torch.no_grad()
 def widen_student(model: Student, widths: list[int]) -> Student:
     """A student with level widths ``widths`` (each >= the model's) computing the same function."""
+    if not isinstance(model, Student):
+        raise TypeError(f"only a student can be widened, not {type(model).__name__}")
     old_widths = list(model.widths)
     widths = [int(w) for w in widths]
     if len(widths) != len(old_widths) or any(n < o for n, o in zip(widths, old_widths)):
@@ -69,7 +71,11 @@ def widen_student(model: Student, widths: list[int]) -> Student:
                          "same number of levels, none narrower")
     wider = create_model(model.model_name, **{**model.model_kwargs, "widths": widths})
     old_modules, new_modules = dict(model.named_modules()), dict(wider.named_modules())
-    for name, (segments, out_level) in _layout(model).items():
+    layout = _layout(model)
+    uncovered = [name for name, _ in wider.named_parameters() if name.rsplit(".", 1)[0] not in layout]
+    if uncovered:  # a layer added to Student but not to _layout would silently stay random
+        raise RuntimeError(f"widen_student does not know how to widen {uncovered[:3]}")
+    for name, (segments, out_level) in layout.items():
         _copy_conv(old_modules[name], new_modules[name], segments, out_level, old_widths, widths)
     return wider
 
