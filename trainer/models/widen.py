@@ -66,7 +66,7 @@ def widen_student(model: Student, widths: list[int]) -> Student:
         raise TypeError(f"only a student can be widened, not {type(model).__name__}")
     old_widths = list(model.widths)
     widths = [int(w) for w in widths]
-    if len(widths) != len(old_widths) or any(n < o for n, o in zip(widths, old_widths)):
+    if widths != old_widths and not is_widening(old_widths, widths):
         raise ValueError(f"cannot widen a student with widths {old_widths} to {widths}: "
                          "same number of levels, none narrower")
     wider = create_model(model.model_name, **{**model.model_kwargs, "widths": widths})
