@@ -14,6 +14,8 @@ from trainer.data import DataConfig, build_heldout_set
 from trainer.models import create_model
 from trainer.validate import main, validation_scores
 
+from trainer_fixtures import perturbed_noise_map_student
+
 TINY = Path(__file__).resolve().parents[1] / "trainer" / "configs" / "tiny_distill.json"
 
 
@@ -67,11 +69,7 @@ def test_runtime_normalization_feeds_mr_and_xray_as_runtime_enhance_does(tmp_pat
     from trainer.data import normalization_table
     from trainer.train import enhance_heldout
 
-    torch.manual_seed(0)
-    model = create_model("student", widths=[4, 8], input_windows=[[-0.5, 1.5], [1.0, 8.0]], noise_map=True)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.1 * torch.randn_like(parameter))
+    model = perturbed_noise_map_student()
     cfg = DataConfig(sources=["phantom"], modalities=["MR", "DX"], phantom_count=0, heldout_phantoms=0, phantom_size=64,
                      mr_phantoms=0, mr_validation_phantoms=1, xray_phantoms=0, xray_validation_phantoms=1,
                      mr_noise_sigmas=[0.08], xray_noise="quantum", xray_photons=[300.0], noise_map=True, augment=False)

@@ -28,6 +28,9 @@ class QATConfig:
     calib_batches: int = 16
     # fnmatch patterns of module names left in float (e.g. ["head.*", "tail"]); empty = all convs.
     skip_modules: list[str] = field(default_factory=list)
+    # > 0: add this weight times the L1 distance between the quantized model's output and the
+    # frozen float student's output on the same input (the float student distils into its own QAT).
+    float_kd: float = 0.0
 
 
 def quant_config(skip_modules: Iterable[str] = ()) -> dict:

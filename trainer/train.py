@@ -31,7 +31,7 @@ from tqdm import tqdm
 from trainer import distributed
 from trainer.checkpoint import load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
 from trainer.config import Config, ModelSpec, to_dict
-from trainer.distill import DistillLoss
+from trainer.distill import DistillConfig, DistillLoss
 from trainer.losses import ReconstructionLoss, noise_balance_weights
 from trainer.data.datasets import heldout_noise_level, model_input
 from trainer.models import create_model
@@ -350,7 +350,9 @@ def train(
     cfg.model = ModelSpec(model.model_name, dict(model.model_kwargs))  # qat: the model comes from --student
     if takes_noise_map(model) != bool(cfg.data.get("noise_map", False)):
         raise ValueError("a noise-map model (model.kwargs.noise_map) needs data.noise_map true, and only it")
-    if cfg.stage == "distill":
+    if cfg.stage == "qat" and cfg.qat.float_kd > 0:
+        teacher = teacher or student  # the float student is the teacher of its own QAT
+    if cfg.stage == "distill" or teacher is not None:
         if teacher is None:
             raise ValueError("the distill stage needs --teacher CKPT (a teacher checkpoint)")
         teacher_model, _ = load_model(teacher)
@@ -377,8 +379,10 @@ def train(
     # --- losses, optimizer, schedule
     recon = ReconstructionLoss(cfg.loss).to(device)
     # Both KD weights 0: supervised fine-tuning of a student, the teacher is not run at all.
-    distilling = teacher_model is not None and (cfg.distill.output_kd > 0 or cfg.distill.feature_kd > 0)
-    kd = DistillLoss(cfg.distill, model, teacher_model).to(device) if distilling else None
+    kd_cfg = DistillConfig(output_kd=cfg.qat.float_kd) if cfg.stage == "qat" else cfg.distill
+    distilling = teacher_model is not None and (kd_cfg.output_kd > 0 or kd_cfg.feature_kd > 0)
+    kd = DistillLoss(kd_cfg, model, teacher_model).to(device) if distilling else None
+    teacher_input_channels = 2 if teacher_model is not None and takes_noise_map(teacher_model) else 1
     params = list(model.parameters()) + (list(kd.parameters()) if kd is not None else [])
     optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     disc_opt = (
@@ -488,7 +492,7 @@ def train(
                 parts = losses[-1][1]
                 if kd is not None:
                     with torch.no_grad():
-                        t_pred, t_aux = teacher_model.forward_with_aux(image)
+                        t_pred, t_aux = teacher_model.forward_with_aux(degraded[:, :teacher_input_channels])
                     kd_loss, kd_parts = kd(pred, aux, t_pred, t_aux)
                     loss = loss + kd_loss
                     parts.update(kd_parts)

@@ -1,0 +1,48 @@
+"""python -m trainer.ct_levels: CT validation PSNR per dose level and kernel, both windows, and hann_low."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.checkpoint import save_checkpoint
+from trainer.ct_levels import HANN_LOW, ct_level_scores, level_key, main
+from trainer.error_regions import ct_validation_images
+from trainer.models import create_model
+
+TINY = Path(__file__).resolve().parents[1] / "trainer" / "configs" / "tiny_distill.json"
+
+
+def test_level_key_names_simulated_doses_only():
+    assert level_key("ct_dose_0.25_hann") == "hann@0.25"
+    assert level_key("ct_dose_0.05_shepp-logan") == "shepp-logan@0.05"
+    assert level_key("ct_paired_quarter_dose") is None
+    assert level_key("mr_rician_0.03") is None
+
+
+def test_identity_student_scores_the_input_and_lower_dose_scores_lower(tmp_path, capsys):
+    config = json.loads(TINY.read_text())
+    config["data"].update(dose_fractions=[0.1, 0.25, 0.5], eval_ct_kernels=["ramp", "hann"])
+    path = tmp_path / "two_kernels.json"
+    path.write_text(json.dumps(config))
+    torch.manual_seed(0)
+    model = create_model("student", widths=[4, 8])  # a fresh student is the identity (zero residual)
+    images = ct_validation_images(path)
+    scores = ct_level_scores(model, images)
+    levels = sorted({level_key(image.degradation) for image in images} - {None})
+    assert set(HANN_LOW) <= set(levels)
+    assert set(scores) == set(levels) | {f"lung {key}" for key in levels} | {"hann_low"}
+    assert scores["hann_low"] == pytest.approx(np.mean([scores[key] for key in HANN_LOW]), abs=1e-3)
+    for kernel in {key.split("@")[0] for key in levels}:
+        doses = sorted(float(key.split("@")[1]) for key in levels if key.startswith(f"{kernel}@"))
+        psnrs = [scores[f"{kernel}@{dose:g}"] for dose in doses]
+        assert psnrs == sorted(psnrs) and psnrs[0] < psnrs[-1], kernel  # more dose, less noise
+    checkpoint = tmp_path / "identity.pt"
+    save_checkpoint(checkpoint, model)
+    assert main([str(checkpoint), "--config", str(path)]) == 0
+    printed = json.loads(capsys.readouterr().out.strip())
+    assert printed["hann_low"] == scores["hann_low"]
