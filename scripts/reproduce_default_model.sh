@@ -110,20 +110,10 @@ continue_from default_distill_widen_long.json widen4 "$RUN/widen3/best.pt"
 "$PY" -m trainer qat --config trainer/configs/default_qat_runtime_norm_jitter_long.json --out "$RUN/qat" \
     --student "$RUN/widen4/best.pt" --set train.threads=2
 
-echo "== 5/7 export ONNX fp32 + int8 into models/"
+echo "== 5-6/7 the QAT model ships: ONNX fp32 + int8 into models/, the gate, the dose curve and latency"
 ln -sfn "$(basename "$STUDENT")" "$RUN/student"  # the model card reads teacher/, student/, ..., qat/
-"$PY" -m trainer.checkpoint slim "$RUN/qat/best.pt" models/medclear_student.qat.pt  # weights + config, no optimizer
 "$PY" -m trainer.checkpoint slim "$RUN/teacher/best.pt" models/medclear_teacher.pt
-"$PY" -m compiler export --checkpoint models/medclear_student.qat.pt --out-dir models --name medclear_student
-"$PY" -m compiler verify --onnx models/medclear_student.int8.onnx --reference models/medclear_student.fp32.onnx
-
-echo "== 6/7 quality (dose curve on the test split) and latency on this machine"
-"$PY" -m benchmarks.quality --dose-curve models/medclear_student.fp32.onnx models/medclear_student.int8.onnx \
-    --teacher models/medclear_teacher.pt --threads 2 --out models/quality.json \
-    --plot docs/images/dose_curve.png --grid docs/images/dose_curve_crops.png --markdown docs/BENCHMARKS.md
-"$PY" -m benchmarks.latency --teacher models/medclear_teacher.pt --batches 1,2 --out models/latency.json --plot docs/images/latency.png
-"$PY" -m benchmarks.markdown models/latency.json --into docs/BENCHMARKS.md  # its generated latency section
-"$PY" -m benchmarks.regression --update --threads 1  # CI's latency baseline follows the new models
+PYTHON="$PY" bash scripts/ship_default_model.sh "$RUN/qat/best.pt"
 
 echo "== 7/7 model card"
 "$PY" scripts/make_model_card.py --run "$RUN" --quality models/quality.json --latency models/latency.json

@@ -306,7 +306,8 @@ def train(
 ) -> dict:
     """Run one stage (cfg.stage) into ``out_dir``; returns the final held-out metrics.
 
-    ``teacher``: teacher checkpoint (distill). ``student``: distilled student checkpoint (qat).
+    ``teacher``: teacher checkpoint (distill). ``student``: distilled student checkpoint (qat; with
+    ``qat.float_kd`` > 0 it is also the frozen teacher its quantized copy distils from).
     ``init``: float checkpoint whose model and weights start a teacher or distill run (fine-tuning
     with a fresh optimizer and schedule; the config's model spec is replaced by the checkpoint's,
     except for the extensions :func:`init_model` applies: ``noise_map`` and wider student ``widths``).
