@@ -44,3 +44,20 @@ def test_cli_help_explains_stages():
                          cwd=Path(__file__).resolve().parents[1]).stdout
     for word in ("teacher", "distill", "qat", "--teacher", "--student"):
         assert word in out
+
+
+def test_extends_merges_a_recipe_over_its_base(tmp_path):
+    (tmp_path / "base.json").write_text(json.dumps({
+        "_comment": "base", "stage": "qat", "train": {"steps": 100, "lr": 1e-4}, "qat": {"skip_modules": ["head", "tail"]}}))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.json").write_text(json.dumps({
+        "_comment": "child", "extends": "../base.json", "train": {"steps": 200}, "qat": {"float_kd": 1.0}}))
+    cfg = load_config(tmp_path / "sub" / "child.json", ["train.lr=0.001"])
+    assert cfg.stage == "qat" and cfg.train.steps == 200 and cfg.train.lr == 1e-3
+    assert cfg.qat.skip_modules == ["head", "tail"] and cfg.qat.float_kd == 1.0
+    (tmp_path / "loop.json").write_text(json.dumps({"extends": "loop.json"}))
+    with pytest.raises(ValueError, match="loops back"):
+        load_config(tmp_path / "loop.json")
+    (tmp_path / "orphan.json").write_text(json.dumps({"extends": "missing.json"}))
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        load_config(tmp_path / "orphan.json")

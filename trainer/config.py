@@ -130,17 +130,38 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_config(path: str | Path | None, overrides: list[str] = (), stage: str | None = None) -> Config:
-    """Read a JSON config file (or defaults when ``path`` is None), apply overrides, validate."""
-    data: dict = {}
-    if path is not None:
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: config file not found") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: invalid JSON ({exc})") from None
+def merged(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` applied: sections (dicts) merged key by key, any other value replaced."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_config_file(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A JSON config file as a dict, ``"_comment"``-style keys dropped. A file with ``"extends":
+    "other.json"`` (a path relative to it) is that file with this one's values merged over it, so
+    that a recipe that changes a few values of another names only those."""
+    path = Path(path)
+    if path.resolve() in seen:
+        raise ValueError(f"{path}: 'extends' loops back to itself")
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: config file not found") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: invalid JSON ({exc})") from None
     data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_comment" etc.
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    return merged(read_config_file(path.parent / base, (*seen, path.resolve())), data)
+
+
+def load_config(path: str | Path | None, overrides: list[str] = (), stage: str | None = None) -> Config:
+    """Read a JSON config file (or defaults when ``path`` is None; see :func:`read_config_file`),
+    apply overrides, validate."""
+    data: dict = read_config_file(Path(path)) if path is not None else {}
     data = apply_overrides(data, list(overrides))
     if stage is not None:
         data["stage"] = stage
