@@ -122,6 +122,12 @@ def _files_table(files: dict) -> str:
     return md_table(["file", "bytes", "sha256"], [[k, v["bytes"], v["sha256"][:16] + "…"] for k, v in files.items()])
 
 
+def _command_lines(script: str) -> list[str]:
+    """The lines of a shell script that run the project's commands (the card's command list)."""
+    prefixes = ('"$PY"', "--", "cp ", "continue_then_qat ", "continue_from ", 'PYTHON="$PY"')
+    return [line for line in Path(script).read_text().splitlines() if line.strip().startswith(prefixes)]
+
+
 def _carried_note(stages: dict, card_name: str) -> list[str]:
     """The lines saying which stages (marked *) were carried from the previous card, if any."""
     if not any("carried_from" in v for v in stages.values()):
@@ -224,7 +230,7 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None,
 # widen widened jitter's student and widen2, widen3, widen4 continued it.
 DEFAULT_STAGES = ("teacher", "teacher_cpu", "student", "finetune", "finetune2", "noise_map", "noise_map_gpu", "qat_v1",
                   "textured", "qat_v2", "rmse", "qat_v3", "rmse2", "qat_v4", "rmse3", "qat_v5", "rnorm", "rnorm2",
-                  "jitter", "widen", "widen2", "widen3", "widen4", "qat")
+                  "jitter", "widen", "widen2", "widen3", "widen4", "widen5", "widen6", "qat")
 
 
 def _widened_note(pareto: dict | None, student: dict) -> list[str]:
@@ -304,8 +310,9 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
     lines += [
         "## Command lines",
         "```bash",
-        *[line for line in Path("scripts/reproduce_default_model.sh").read_text().splitlines()
-          if line.strip().startswith(('"$PY"', "--", "cp ", "continue_then_qat "))],
+        *_command_lines("scripts/reproduce_default_model.sh"),
+        "# scripts/ship_default_model.sh, which the above calls with the QAT checkpoint as $1:",
+        *_command_lines("scripts/ship_default_model.sh"),
         "```",
         "",
         "## Limits",
