@@ -98,7 +98,9 @@ def data_config(args: argparse.Namespace) -> DataConfig:
 
         values = dict(load_checkpoint(source).get("config", {}).get("data", {}))
     elif source and source.endswith(".json"):
-        loaded = json.loads(Path(source).read_text())
+        from trainer.config import read_config_file
+
+        loaded = read_config_file(Path(source))  # a trainer config (its "extends" followed) or a bare data dict
         values = dict(loaded.get("data", loaded))
     overrides = {"sources": args.sources, "modalities": args.modalities, "dose_fractions": args.dose_fractions,
                  "eval_ct_kernels": args.kernels, "mr_noise_sigmas": args.mr_sigmas,

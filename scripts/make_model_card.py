@@ -311,7 +311,7 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
         "## Command lines",
         "```bash",
         *_command_lines("scripts/reproduce_default_model.sh"),
-        "# scripts/ship_default_model.sh, which the above calls with the QAT checkpoint as $1:",
+        "# scripts/ship_default_model.sh, which the above calls with the QAT checkpoint as $QAT:",
         *_command_lines("scripts/ship_default_model.sh"),
         "```",
         "",

@@ -12,13 +12,14 @@
 #     radiographs and MR noise-level sensitivity (trainer.rule_measures).
 # CONFIG (default: the shipped QAT's config) defines the validation split. About 5 minutes on 2 cores.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 if [[ $# -lt 3 ]]; then
     echo "usage: bash scripts/score_candidate.sh QAT_CKPT FLOAT_CKPT OUT_DIR [CONFIG]" >&2
     exit 2
 fi
-QAT="$1" FLOAT="$2" OUT="$3"
-CONFIG="${4:-trainer/configs/default_qat_runtime_norm_jitter_long.json}"
+# Paths as the caller gave them, before moving to the repository root.
+QAT="$(realpath -m "$1")" FLOAT="$(realpath -m "$2")" OUT="$(realpath -m "$3")"
+CONFIG="$(realpath -m "${4:-$(dirname "$0")/../trainer/configs/default_qat_runtime_norm_jitter_long.json}")"
+cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 THREADS="${THREADS:-2}"
 for f in "$QAT" "$FLOAT" "$CONFIG"; do

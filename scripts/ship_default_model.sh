@@ -10,15 +10,16 @@
 # Ship only a candidate its rule chose on validation (docs/TRAINING.md, scripts/score_candidate.sh):
 # the dose curve this writes is the test split's, reported and never selected on.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 if [[ $# -ne 1 || ! -f "$1" ]]; then
     echo "usage: bash scripts/ship_default_model.sh QAT_CHECKPOINT  (an existing QAT best.pt)" >&2
     exit 2
 fi
+QAT="$(realpath "$1")"  # as the caller gave it, before moving to the repository root
+cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 
 echo "== export ONNX fp32 + int8 into models/"
-"$PY" -m trainer.checkpoint slim "$1" models/medclear_student.qat.pt  # weights + config, no optimizer
+"$PY" -m trainer.checkpoint slim "$QAT" models/medclear_student.qat.pt  # weights + config, no optimizer
 "$PY" -m compiler export --checkpoint models/medclear_student.qat.pt --out-dir models --name medclear_student
 "$PY" -m compiler verify --onnx models/medclear_student.int8.onnx --reference models/medclear_student.fp32.onnx
 

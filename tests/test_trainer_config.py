@@ -55,6 +55,15 @@ def test_extends_merges_a_recipe_over_its_base(tmp_path):
     cfg = load_config(tmp_path / "sub" / "child.json", ["train.lr=0.001"])
     assert cfg.stage == "qat" and cfg.train.steps == 200 and cfg.train.lr == 1e-3
     assert cfg.qat.skip_modules == ["head", "tail"] and cfg.qat.float_kd == 1.0
+    (tmp_path / "weights.json").write_text(json.dumps({
+        "extends": "base.json", "data": {"modality_weights": {"CT": 1.0}}}))
+    (tmp_path / "base.json").write_text(json.dumps({
+        "stage": "qat", "data": {"patch_size": 64, "modality_weights": {"CT": 0.6, "MR": 0.4}}}))
+    weights = load_config(tmp_path / "weights.json")
+    assert weights.data == {"patch_size": 64, "modality_weights": {"CT": 1.0}}  # a dict inside a section is replaced
+    (tmp_path / "bad.json").write_text(json.dumps({"extends": ["base.json"]}))
+    with pytest.raises(ValueError, match="must be a file name"):
+        load_config(tmp_path / "bad.json")
     (tmp_path / "loop.json").write_text(json.dumps({"extends": "loop.json"}))
     with pytest.raises(ValueError, match="loops back"):
         load_config(tmp_path / "loop.json")

@@ -174,6 +174,12 @@ def test_qat_float_kd_distils_the_float_noise_map_student_into_its_own_qat(tmp_p
     # output (fed the same image + level channels) is far below the distance to the clean reference.
     assert 0 < steps[0]["kd_out"] < 0.5 * steps[0]["l1"]
     assert load_checkpoint(tmp_path / "qat" / "best.pt")["teacher_checkpoint"] == str(student)
+    # --resume without --student finds the float teacher in the checkpoint and keeps distilling from it.
+    qat_cfg.train.steps += 2
+    train(qat_cfg, tmp_path / "qat", resume=True)
+    resumed = [json.loads(line) for line in (tmp_path / "qat" / "log.jsonl").read_text().splitlines()]
+    later = [r for r in resumed if "loss" in r and r["step"] > steps[-1]["step"]]
+    assert later and all("kd_out" in r for r in later)
     plain = tiny_config(noise_map=True, stage="qat")
     train(plain, tmp_path / "plain", student=student)
     assert not any("kd_out" in line for line in (tmp_path / "plain" / "log.jsonl").read_text().splitlines())

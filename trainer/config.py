@@ -131,10 +131,12 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def merged(base: dict, changes: dict) -> dict:
-    """``base`` with ``changes`` applied: sections (dicts) merged key by key, any other value replaced."""
+    """``base`` with ``changes`` applied: a top-level section (``train``, ``data``, ...) given in both
+    is merged key by key; every other value, dicts inside sections included (``model.kwargs``,
+    ``data.modality_weights``), is replaced whole."""
     out = dict(base)
     for key, value in changes.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
@@ -155,6 +157,8 @@ def read_config_file(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     base = data.pop("extends", None)
     if base is None:
         return data
+    if not isinstance(base, str):
+        raise ValueError(f"{path}: 'extends' must be a file name, got {base!r}")
     return merged(read_config_file(path.parent / base, (*seen, path.resolve())), data)
 
 

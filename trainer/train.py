@@ -351,11 +351,12 @@ def train(
     cfg.model = ModelSpec(model.model_name, dict(model.model_kwargs))  # qat: the model comes from --student
     if takes_noise_map(model) != bool(cfg.data.get("noise_map", False)):
         raise ValueError("a noise-map model (model.kwargs.noise_map) needs data.noise_map true, and only it")
-    if cfg.stage == "qat" and cfg.qat.float_kd > 0:
-        teacher = teacher or student  # the float student is the teacher of its own QAT
-    if cfg.stage == "distill" or teacher is not None:
-        if teacher is None:
-            raise ValueError("the distill stage needs --teacher CKPT (a teacher checkpoint)")
+    if cfg.stage == "qat":
+        # Only a float_kd QAT has a teacher: the float student (recorded in the checkpoint for --resume).
+        teacher = (student or (resumed or {}).get("teacher_checkpoint")) if cfg.qat.float_kd > 0 else None
+    if cfg.stage == "distill" and teacher is None:
+        raise ValueError("the distill stage needs --teacher CKPT (a teacher checkpoint)")
+    if cfg.stage in ("distill", "qat") and teacher is not None:
         teacher_model, _ = load_model(teacher)
         teacher_model.to(device).requires_grad_(False)
 
