@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,10 +19,10 @@ TINY = Path(__file__).resolve().parents[1] / "trainer" / "configs" / "tiny_disti
 
 
 def test_level_key_names_simulated_doses_only():
-    assert level_key("ct_dose_0.25_hann") == "hann@0.25"
-    assert level_key("ct_dose_0.05_shepp-logan") == "shepp-logan@0.05"
-    assert level_key("ct_paired_quarter_dose") is None
-    assert level_key("mr_rician_0.03") is None
+    assert level_key(SimpleNamespace(kernel="hann", level=0.25)) == "hann@0.25"
+    assert level_key(SimpleNamespace(kernel="shepp-logan", level=0.05)) == "shepp-logan@0.05"
+    assert level_key(SimpleNamespace(kernel=None, level=float("nan"))) is None  # a paired real low-dose scan
+    assert level_key(SimpleNamespace(kernel=None, level=0.03)) is None  # MR at 3 %
 
 
 def test_identity_student_scores_the_input_and_lower_dose_scores_lower(tmp_path, capsys):
@@ -33,7 +34,7 @@ def test_identity_student_scores_the_input_and_lower_dose_scores_lower(tmp_path,
     model = create_model("student", widths=[4, 8])  # a fresh student is the identity (zero residual)
     images = ct_validation_images(path)
     scores = ct_level_scores(model, images)
-    levels = sorted({level_key(image.degradation) for image in images} - {None})
+    levels = sorted({level_key(image) for image in images} - {None})
     assert set(HANN_LOW) <= set(levels)
     assert set(scores) == set(levels) | {f"lung {key}" for key in levels} | {"hann_low"}
     assert scores["hann_low"] == pytest.approx(np.mean([scores[key] for key in HANN_LOW]), abs=1e-3)

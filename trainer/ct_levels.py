@@ -12,7 +12,6 @@ its quantizers on (INT8 as simulated in torch). The test split is never loaded.
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -26,13 +25,12 @@ from trainer.train import enhance_heldout
 from trainer.validate import missing_inputs, validation_parser
 
 HANN_LOW = ("hann@0.25", "hann@0.5")
-_DOSE_KERNEL = re.compile(r"^ct_dose_(?P<dose>[0-9.]+)_(?P<kernel>[a-z-]+)$")
 
 
-def level_key(degradation: str) -> str | None:
-    """``"ct_dose_0.25_hann"`` -> ``"hann@0.25"``; None for a degradation that is not a simulated dose."""
-    match = _DOSE_KERNEL.match(degradation)
-    return f"{match['kernel']}@{match['dose']}" if match else None
+def level_key(image) -> str | None:
+    """``"hann@0.25"`` for a CT image simulated at 25 % dose through the Hann kernel; None for any
+    other image (a paired real low-dose scan, another modality: no reconstruction kernel)."""
+    return f"{image.kernel}@{image.level:g}" if image.kernel else None
 
 
 def ct_level_scores(model: torch.nn.Module, images: list) -> dict[str, float]:
@@ -40,7 +38,7 @@ def ct_level_scores(model: torch.nn.Module, images: list) -> dict[str, float]:
     per_level: dict[str, list[float]] = defaultdict(list)
     model.eval()
     for image in images:
-        key = level_key(image.degradation)
+        key = level_key(image)
         if key is None:
             continue
         with torch.inference_mode():

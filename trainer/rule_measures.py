@@ -19,13 +19,10 @@ The test split is never loaded.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -34,7 +31,7 @@ from runtime.normalization import denormalize, normalize
 from runtime.pipeline import enhance_values, open_model, tile_plan
 from trainer.config import load_config
 from trainer.metrics import psnr
-from trainer.validate import validation_images
+from trainer.validate import missing_inputs, validation_images, validation_parser
 
 DARK_BAND = (0.02, 0.2)  # clean values, normalized
 DARK_BAND_QUANTA = 300.0
@@ -115,19 +112,12 @@ def mr_level_sensitivity(backend: Backend, images: list, factors: tuple[float, .
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.rule_measures", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", type=Path, help="exported models (.onnx) to measure")
-    parser.add_argument("--config", type=Path, required=True,
-                        help="trainer config (.json) whose 'data' defines the validation split")
-    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default: 1)")
+    parser = validation_parser("python -m trainer.rule_measures", __doc__, "exported models (.onnx) to measure")
     args = parser.parse_args(argv)
-    missing = [str(p) for p in [*args.models, args.config] if not p.is_file()]
-    if missing:
-        print(f"error: not found: {', '.join(missing)}", file=sys.stderr)
+    if missing_inputs(args):
         return 2
     images = validation_images(load_config(args.config))
-    for path in args.models:
+    for path in args.checkpoints:
         backend = open_model(path, "onnxruntime", threads=args.threads, cpu_only=True)
         try:
             print(json.dumps({"model": str(path), "config": str(args.config),

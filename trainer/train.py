@@ -352,8 +352,8 @@ def train(
     if takes_noise_map(model) != bool(cfg.data.get("noise_map", False)):
         raise ValueError("a noise-map model (model.kwargs.noise_map) needs data.noise_map true, and only it")
     if cfg.stage == "qat":
-        # Only a float_kd QAT has a teacher: the float student (recorded in the checkpoint for --resume).
-        teacher = (student or (resumed or {}).get("teacher_checkpoint")) if cfg.qat.float_kd > 0 else None
+        # Only a float_kd QAT has a teacher: the float student (on --resume, the one its checkpoint recorded).
+        teacher = (student or teacher) if cfg.qat.float_kd > 0 else None
     if cfg.stage == "distill" and teacher is None:
         raise ValueError("the distill stage needs --teacher CKPT (a teacher checkpoint)")
     if cfg.stage in ("distill", "qat") and teacher is not None:

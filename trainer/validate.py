@@ -50,14 +50,14 @@ def validation_scores(
 
 
 def validation_parser(prog: str, description: str, checkpoints_help: str) -> argparse.ArgumentParser:
-    """The arguments of every tool that examines checkpoints on a config's validation split:
-    the checkpoints, ``--config`` and ``--threads``."""
+    """The arguments of every tool that examines checkpoints (or exported models) on a config's
+    validation split: the checkpoints, ``--config`` and ``--threads``."""
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", type=Path, help=checkpoints_help)
     parser.add_argument("--config", type=Path, required=True,
                         help="trainer config (.json) whose 'data' defines the validation split")
-    parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default: 1)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of PyTorch or ONNX Runtime (default: 1)")
     return parser
 
 
