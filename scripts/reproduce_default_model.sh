@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default model end to end (about 13.5 hours on 2 CPU cores and a GPU; see below):
+# Reproduce the shipped default model end to end (about 14.5 hours on 2 CPU cores and a GPU; see below):
 # teacher -> distilled students -> fine-tuned student -> QAT -> textured continuation -> QAT -> RMSE-loss continuation ->
 # QAT (radiographs clipped at the detector, first encoder block (down.0) in float) -> a second and a third such
 # continuation and QAT -> two continuations in the runtime's normalization -> one told a jittered noise level -> the
-# student widened as the same function and continued eight times -> QAT distilled from its float (fuse.1 in float too) -> ONNX fp32 + int8 -> quality
-# and latency records -> model card. Every number in models/MODEL_CARD.md comes from the files this writes.
+# student widened as the same function and continued eight times -> QAT distilled from its float (fuse.1 in float
+# too) -> ONNX fp32 + int8 -> quality and latency records -> model card. Every number in models/MODEL_CARD.md comes from the files this writes.
 #
 #   bash scripts/reproduce_default_model.sh [RUN_DIR]     (default RUN_DIR: runs/default)
 #

@@ -42,28 +42,32 @@ def test_quantized_modules_and_their_groups():
     assert module_groups(names, 99) == {n: [n] for n in names}
 
 
+@contextlib.contextmanager
+def all_float(model: torch.nn.Module):
+    """Every quantized module of ``model`` in float within the block."""
+    with contextlib.ExitStack() as stack:
+        for name in quantized_modules(model):
+            stack.enter_context(float_module(model, name))
+        yield
+
+
 def test_float_module_switches_only_inside_the_block():
     torch.manual_seed(0)
     model = tiny_qat_student().eval()
     x = torch.rand(1, 2, 32, 32)
+    conv = model.get_submodule("up.0.0.0")
     with torch.no_grad():
         quantized = model(x)
-        with contextlib_all_float(model):
-            all_float = model(x)
+        with all_float(model):
+            all_float_output = model(x)
         after = model(x)
     torch.testing.assert_close(after, quantized)  # the quantizers are back on
-    assert not torch.allclose(all_float, quantized)  # INT8 simulation changes the output
-    with torch.no_grad(), float_module(model, "up.0.0.0"):
-        assert not model.get_submodule("up.0.0.0").input_quantizer.is_enabled
-    assert model.get_submodule("up.0.0.0").input_quantizer.is_enabled
-
-
-def contextlib_all_float(model) -> contextlib.ExitStack:
-    """Every quantized module of ``model`` in float while the returned stack is entered."""
-    stack = contextlib.ExitStack()
-    for name in quantized_modules(model):
-        stack.enter_context(float_module(model, name))
-    return stack
+    assert not torch.allclose(all_float_output, quantized)  # INT8 simulation changes the output
+    with float_module(model, "up.0.0.0", ("input_quantizer",)):
+        assert not conv.input_quantizer.is_enabled and conv.weight_quantizer.is_enabled
+    with float_module(model, "up.0.0.0"):
+        assert not conv.input_quantizer.is_enabled and not conv.weight_quantizer.is_enabled
+    assert conv.input_quantizer.is_enabled and conv.weight_quantizer.is_enabled
 
 
 def test_cli_reports_the_quantized_model_and_each_group(tmp_path, capsys):
@@ -78,18 +82,24 @@ def test_cli_reports_the_quantized_model_and_each_group(tmp_path, capsys):
     path = tmp_path / "tiny.qat.pt"
     save_checkpoint(path, model, normalization=normalization_table(data), modalities=data.modalities, stage="qat",
                     quantization=quantization_info(model, ["tail"]))
-    assert main([str(path), "--config", str(config_path), "--only", "^up"]) == 0
+    assert main([str(path), "--config", str(config_path), "--only", "^up", "--split"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert rows[0]["module"] is None and {"overall", "CT", "DX", "hann_low"} <= set(rows[0])
-    assert [r["module"] for r in rows[1:]] == sorted({".".join(n.split(".")[:2]) for n in quantized_modules(model)
-                                                      if n.startswith("up")})
-    for row in rows[1:]:
-        assert row["gain_DX"] == pytest.approx(row["DX"] - rows[0]["DX"], abs=1e-3)
-        assert row["gain_hann_low"] == pytest.approx(row["hann_low"] - rows[0]["hann_low"], abs=1e-3)
+    base, groups = rows[0], rows[1:]
+    assert base["group"] is None and {"overall", "CT", "DX", "hann_low"} <= set(base)
+    expected = module_groups([n for n in quantized_modules(model) if n.startswith("up")], 2)
+    assert [(r["group"], r["quantizers"]) for r in groups] == [(g, k) for g in expected for k in ("all", "input", "weight")]
+    for row in groups:
+        assert row["members"] == expected[row["group"]]
+        assert row["gain_DX"] == pytest.approx(row["DX"] - base["DX"], abs=1e-3)
+        assert row["gain_hann_low"] == pytest.approx(row["hann_low"] - base["hann_low"], abs=1e-3)
+    assert any(row["gain_overall"] != 0 for row in groups)  # switching quantizers off changes the scores
 
 
-def test_cli_refuses_a_float_checkpoint(tmp_path, capsys):
+def test_cli_refuses_a_float_checkpoint_and_bad_options(tmp_path, capsys):
     path = tmp_path / "float.pt"
     save_checkpoint(path, perturbed_noise_map_student())
     assert main([str(path), "--config", str(TINY)]) == 2
     assert "not a QAT checkpoint" in capsys.readouterr().err
+    for bad in (["--depth", "0"], ["--only", "up.("]):
+        with pytest.raises(SystemExit):
+            main([str(path), "--config", str(TINY), *bad])
