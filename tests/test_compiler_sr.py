@@ -32,12 +32,12 @@ NORMALIZATION = {"CT": NormalizationSpec().to_dict(), "*": NormalizationSpec(kin
 PROFILE = ((1, 1, 16, 16), (1, 1, 32, 32), (2, 1, 64, 48))
 
 
-def _sr_student(seed: int = 0):
+def _sr_student(seed: int = 0, base: str = "nearest"):
     """An sr2_student whose tail (zero at initialization) does something."""
     from trainer.models import create_model
 
     torch.manual_seed(seed)
-    model = create_model("sr2_student", width=8, blocks=2)
+    model = create_model("sr2_student", width=8, blocks=2, base=base)
     with torch.no_grad():
         model.tail.weight.normal_(0.0, 0.05)
         model.tail.bias.normal_(0.0, 0.01)
@@ -88,6 +88,30 @@ def test_sr_export_has_scaled_output_axes_and_matches_torch(exported):
     assert got.shape == (2, 1, 42, 68)
     assert np.abs(got - expected).max() <= FP32_MAX_ABS
     assert np.abs(got - nearest(batch, 2)).max() > 1e-3  # the tail really adds detail
+
+
+def test_lanczos_base_student_exports_fp32_and_int8_that_match(tmp_path):
+    from trainer.qat import quantization_info, quantize as qat_quantize
+
+    model = _sr_student(base="lanczos3")
+    (fp32,) = export_checkpoint(_save(tmp_path / "sr.pt", model, stage="distill"), tmp_path / "fp32")
+    batch = np.random.default_rng(5).random((1, 1, 19, 26), dtype=np.float32)
+    (got,) = cpu_session(fp32.path).run([OUTPUT_NAME], {INPUT_NAME: batch})
+    with torch.no_grad():
+        expected = model(torch.from_numpy(batch)).numpy()
+    assert np.abs(got - expected).max() <= FP32_MAX_ABS
+    assert [n.op_type for n in onnx.load(str(fp32.path)).graph.node].count("DepthToSpace") == 1  # shared
+
+    def calibrate(m):
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(4):
+            m(torch.rand(2, 1, 32, 32, generator=generator))
+
+    quantized = qat_quantize(model, calibrate)
+    checkpoint = _save(tmp_path / "sr.qat.pt", quantized, stage="qat", quantization=quantization_info(quantized))
+    _, int8 = export_checkpoint(checkpoint, tmp_path / "int8")
+    assert qdq_summary(onnx.load(str(int8.path))).is_quantized
+    assert all(c.max_abs <= INT8_MAX_ABS and c.mean_abs <= INT8_MEAN_ABS for c in int8.checks)
 
 
 def test_exported_sr_model_runs_in_the_runtime_at_twice_the_size(exported):

@@ -129,6 +129,30 @@ def test_sr_models_start_as_nearest_upsampling_and_the_student_is_10x_cheaper():
     assert flops["teacher"] >= 10 * flops["distill"], flops
 
 
+def test_lanczos_base_is_pillows_lanczos_and_loads_nearest_base_weights():
+    from runtime.resample import lanczos
+
+    rng = np.random.default_rng(0)
+    for name, kwargs in (("sr2_student", {"width": 4, "blocks": 1}), ("sr2_teacher", {"width": 4, "blocks": 1})):
+        model = create_model(name, base="lanczos3", **kwargs).eval()
+        for shape in ((40, 52), (7, 9)):  # borders included: weights renormalized over the taps inside the image
+            x = rng.random(shape, dtype=np.float32) * 3 - 1
+            with torch.no_grad():
+                got = model(torch.from_numpy(x)[None, None])[0, 0].numpy()
+            np.testing.assert_allclose(got, lanczos(x, 2), atol=5e-6, rtol=0)
+    nearest_model = create_model("sr2_student", width=4, blocks=1)
+    with torch.no_grad():
+        nearest_model.tail.weight.normal_(0.0, 0.05)
+    lanczos_model = create_model("sr2_student", width=4, blocks=1, base="lanczos3")
+    lanczos_model.load_state_dict(nearest_model.state_dict())  # the fixed kernels are not in the state dict
+    x = torch.rand(1, 1, 12, 12)
+    with torch.no_grad():  # the same residual on a different base
+        torch.testing.assert_close(lanczos_model(x) - torch.from_numpy(lanczos(x[0, 0].numpy(), 2)),
+                                   nearest_model(x) - x.repeat_interleave(2, 2).repeat_interleave(2, 3), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="base"):
+        create_model("sr2_student", base="bicubic")
+
+
 def test_relativistic_gan_loss_and_patch_discriminator():
     loss = ReconstructionLoss(LossConfig(l1=0.5, ssim=0.3, adversarial=0.2, gan="relativistic", disc_width=8))
     ref = torch.rand(2, 1, 32, 32)

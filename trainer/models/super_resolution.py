@@ -1,46 +1,91 @@
 """x2 super-resolution models: a small TensorRT-friendly student and an EDSR-style teacher.
 
 Both take a normalized low-resolution image ``[N, 1, H, W]`` and return ``[N, 1, 2H, 2W]``:
-a fixed nearest-neighbour x2 upsampling of the input plus a learned residual that a
-sub-pixel convolution (Shi et al. 2016, "PixelShuffle"; ONNX DepthToSpace) brings to the
-output grid. Low-resolution pixel ``i`` is taken to cover output pixels ``2i`` and ``2i + 1``
-(area alignment, the grid of trainer.data.super_resolution and of the runtime's geometry).
+a fixed x2 upsampling of the input (``base``) plus a learned residual that a sub-pixel
+convolution (Shi et al. 2016, "PixelShuffle"; ONNX DepthToSpace) brings to the output grid.
+Low-resolution pixel ``i`` is taken to cover output pixels ``2i`` and ``2i + 1`` (area alignment,
+the grid of trainer.data.super_resolution and of the runtime's geometry). ``base`` is
+``"nearest"`` (the shipped models) or ``"lanczos3"``: Lanczos-3 as four fixed 7x7 phase
+convolutions (one per output pixel of each 2x2 block) that share the residual's DepthToSpace,
+with the weights renormalized over the taps inside the image as Pillow does, so the untrained
+model is the classical baseline the SR benchmark compares against (``runtime.resample.lanczos``).
 
-The student uses only Conv, ReLU, Add, Clip, Resize (nearest) and one DepthToSpace, which
-TensorRT 8.5+ builds in INT8; its first layer sees the input through the same intensity
-windows as the denoising student (:class:`~trainer.models.student.WindowedHead`).
+The student uses only Conv, ReLU, Add, Clip, Resize (nearest) or Mul/Div (the Lanczos base's
+renormalization) and one DepthToSpace, which TensorRT 8.5+ builds in INT8 (the fixed Lanczos
+convolution is a plain ``conv2d`` with a buffer, not a module, so QAT leaves it in float); its
+first layer sees the input through the same intensity windows as the denoising student
+(:class:`~trainer.models.student.WindowedHead`).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from trainer.models.registry import register_model
 from trainer.models.student import WindowedHead, conv_relu
 
 
+BASES = ("nearest", "lanczos3")
+LANCZOS_A = 3
+
+
+def lanczos_phase_kernels(a: int = LANCZOS_A) -> torch.Tensor:
+    """``[4, 1, 2a+1, 2a+1]`` Lanczos-``a`` weights of the four output pixels of each 2x2 block
+    (channel ``2 * row_phase + column_phase``, the order PixelShuffle reads). Output pixel ``2i``
+    lies 0.25 input pixels before input pixel ``i``'s centre and ``2i + 1`` 0.25 after it."""
+    offsets = torch.arange(-a, a + 1, dtype=torch.float64)
+
+    def taps(shift: float) -> torch.Tensor:
+        distance = offsets - shift
+        weights = torch.sinc(distance) * torch.sinc(distance / a)
+        return torch.where(distance.abs() < a, weights, torch.zeros_like(weights))
+
+    phases = (taps(-0.25), taps(0.25))
+    kernels = [torch.outer(phases[row], phases[col]) for row in range(2) for col in range(2)]
+    return torch.stack(kernels).unsqueeze(1).float()
+
+
 class _ResidualUpsampler(nn.Module):
-    """``nearest_up(x) + pixel_shuffle(tail(body(head(x))))``; the tail starts at zero, so an
-    untrained model is nearest-neighbour upsampling and training only adds a correction."""
+    """``base_up(x) + pixel_shuffle(tail(body(head(x))))``; the tail starts at zero, so an
+    untrained model is its fixed base upsampling and training only adds a correction."""
 
     scale = 2
     size_multiple = 1
 
-    def __init__(self, head: nn.Module, body: nn.Module, width: int) -> None:
+    def __init__(self, head: nn.Module, body: nn.Module, width: int, base: str = "nearest") -> None:
         super().__init__()
-        self.head, self.body = head, body
+        if base not in BASES:
+            raise ValueError(f"base {base!r} must be one of {', '.join(BASES)}")
+        self.head, self.body, self.base = head, body, base
         self.tail = nn.Conv2d(width, self.scale**2, 3, padding=1)
         self.shuffle = nn.PixelShuffle(self.scale)
         self.upsample = nn.Upsample(scale_factor=self.scale, mode="nearest")
+        # Fixed weights, not a parameter or a module: not trained, not in the state dict (old
+        # checkpoints load unchanged), not quantized.
+        self.register_buffer("lanczos_kernels", lanczos_phase_kernels(), persistent=False)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
+
+    def base_phases(self, x: torch.Tensor) -> torch.Tensor:
+        """The Lanczos base as ``[N, 4, H, W]`` phases, its weights renormalized over the taps that
+        fall inside the image (``x * 0 + 1``: a ones map that exports as Mul/Add, no Shape ops)."""
+        pad = self.lanczos_kernels.shape[-1] // 2
+        weighted = F.conv2d(x, self.lanczos_kernels, padding=pad)
+        weight_sum = F.conv2d(x * 0 + 1, self.lanczos_kernels, padding=pad)
+        return weighted / weight_sum
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]]]:
         """Output plus ``features`` (head and body outputs, for feature distillation)."""
         features = self.head(x)
         body = self.body(features) + features
-        return self.upsample(x) + self.shuffle(self.tail(body)), {"features": [features, body], "deep": []}
+        residual = self.tail(body)
+        if self.base == "lanczos3":
+            output = self.shuffle(self.base_phases(x) + residual)
+        else:
+            output = self.upsample(x) + self.shuffle(residual)
+        return output, {"features": [features, body], "deep": []}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_aux(x)[0]
@@ -50,12 +95,13 @@ class _ResidualUpsampler(nn.Module):
 class SRStudent(_ResidualUpsampler):
     """``blocks`` 3x3 conv+ReLU layers of ``width`` channels at the input resolution."""
 
-    def __init__(self, width: int = 16, blocks: int = 4, input_windows: list[list[float]] | None = None) -> None:
+    def __init__(self, width: int = 16, blocks: int = 4, input_windows: list[list[float]] | None = None,
+                 base: str = "nearest") -> None:
         if width < 1 or blocks < 1:
             raise ValueError(f"sr2_student needs width >= 1 and blocks >= 1, got {width}, {blocks}")
         head = WindowedHead(input_windows, width) if input_windows is not None else conv_relu(1, width)
         body = nn.Sequential(*(conv_relu(width, width) for _ in range(blocks)))
-        super().__init__(head, body, width)
+        super().__init__(head, body, width, base)
 
 
 class ResBlock(nn.Module):
@@ -75,10 +121,10 @@ class ResBlock(nn.Module):
 class SRTeacher(_ResidualUpsampler):
     """EDSR-style body: ``blocks`` residual blocks of ``width`` channels (float only)."""
 
-    def __init__(self, width: int = 48, blocks: int = 8, res_scale: float = 0.2) -> None:
+    def __init__(self, width: int = 48, blocks: int = 8, res_scale: float = 0.2, base: str = "nearest") -> None:
         if width < 1 or blocks < 1:
             raise ValueError(f"sr2_teacher needs width >= 1 and blocks >= 1, got {width}, {blocks}")
         head = nn.Conv2d(1, width, 3, padding=1)
         body = nn.Sequential(*(ResBlock(width, res_scale) for _ in range(blocks)),
                              nn.Conv2d(width, width, 3, padding=1))
-        super().__init__(head, body, width)
+        super().__init__(head, body, width, base)
