@@ -153,6 +153,30 @@ def test_lanczos_base_is_pillows_lanczos_and_loads_nearest_base_weights():
         create_model("sr2_student", base="bicubic")
 
 
+def test_init_moves_a_nearest_base_student_to_the_lanczos_base_as_exactly_lanczos(tmp_path):
+    from runtime.resample import lanczos
+    from trainer.checkpoint import save_checkpoint
+    from trainer.train import init_model
+
+    torch.manual_seed(0)
+    student = create_model("sr2_student", width=4, blocks=1)
+    with torch.no_grad():
+        for parameter in student.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    path = tmp_path / "nearest.pt"
+    save_checkpoint(path, student)
+    rebased, _ = init_model(path, {"width": 4, "blocks": 1, "base": "lanczos3"})
+    assert rebased.base == "lanczos3" and rebased.model_kwargs["base"] == "lanczos3"  # saved checkpoints say so
+    for name, value in student.state_dict().items():  # the trained features are kept, the tail restarts at zero
+        expected = torch.zeros_like(value) if name.startswith("tail.") else value
+        torch.testing.assert_close(rebased.state_dict()[name], expected)
+    x = torch.rand(1, 1, 9, 11)
+    with torch.no_grad():
+        np.testing.assert_allclose(rebased(x)[0, 0].numpy(), lanczos(x[0, 0].numpy(), 2), atol=5e-6, rtol=0)
+    same, _ = init_model(path, {"width": 4, "blocks": 1})  # no base asked: nothing changes
+    assert same.base == "nearest" and same.tail.weight.abs().sum() > 0
+
+
 def test_relativistic_gan_loss_and_patch_discriminator():
     loss = ReconstructionLoss(LossConfig(l1=0.5, ssim=0.3, adversarial=0.2, gan="relativistic", disc_width=8))
     ref = torch.rand(2, 1, 32, 32)

@@ -36,6 +36,7 @@ from trainer.losses import ReconstructionLoss, noise_balance_weights
 from trainer.data.datasets import heldout_noise_level, model_input
 from trainer.models import create_model
 from trainer.models.widen import is_widening, widen_student
+from trainer.models.super_resolution import rebase_upsampler
 from runtime.noise import normalized_noise_level
 from runtime.image_contract import denormalize_frames, normalize_frames
 from runtime.normalization import denormalize, normalize
@@ -147,7 +148,8 @@ def init_model(path: str | Path, config_kwargs: dict) -> tuple[nn.Module, dict]:
     """The float model of checkpoint ``path`` to fine-tune, with any INIT_EXTENSIONS the config
     sets switched on (their new parameters keep their zero initialization), and widened to the
     config's ``widths`` where those are wider at some level and narrower at none
-    (:func:`trainer.models.widen.widen_student`: the same function, more channels).
+    (:func:`trainer.models.widen.widen_student`: the same function, more channels), and moved to
+    the config's x2 ``base`` where it differs (:func:`trainer.models.super_resolution.rebase_upsampler`).
     The returned checkpoint dict is the file's (its ``model_kwargs`` are the unextended model's)."""
     ckpt = load_checkpoint(path)
     if ckpt["quantization"] is not None:
@@ -155,10 +157,11 @@ def init_model(path: str | Path, config_kwargs: dict) -> tuple[nn.Module, dict]:
     old_kwargs = ckpt["model_kwargs"]
     wanted_widths = config_kwargs.get("widths")
     widen_to = wanted_widths if is_widening(old_kwargs.get("widths"), wanted_widths) else None
+    rebase_to = config_kwargs.get("base") if config_kwargs.get("base", "nearest") != old_kwargs.get("base", "nearest") else None
     extensions = {k: v for k, v in config_kwargs.items() if k in INIT_EXTENSIONS and v != old_kwargs.get(k)}
     ignored = sorted(k for k, v in config_kwargs.items()
                      if k not in INIT_EXTENSIONS and v != old_kwargs.get(k)
-                     and not (k == "widths" and widen_to is not None))
+                     and not (k == "widths" and widen_to is not None) and not (k == "base" and rebase_to is not None))
     if ignored:  # e.g. a fine-tune config written for one Pareto student, started from another
         print(f"note: --init {path}: the model is the checkpoint's ({ckpt['model_name']} "
               f"{old_kwargs}); the config's {', '.join(ignored)} not used", file=sys.stderr)
@@ -173,6 +176,10 @@ def init_model(path: str | Path, config_kwargs: dict) -> tuple[nn.Module, dict]:
     if widen_to is not None:
         print(f"note: --init {path}: widths {old_kwargs['widths']} widened to {list(widen_to)}", file=sys.stderr)
         model = widen_student(model, widen_to)
+    if rebase_to is not None:
+        print(f"note: --init {path}: x2 base {old_kwargs.get('base', 'nearest')} -> {rebase_to}, the tail restarts "
+              "at zero (the model starts as its new base)", file=sys.stderr)
+        model = rebase_upsampler(model, rebase_to)
     return model, ckpt
 
 

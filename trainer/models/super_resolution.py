@@ -91,6 +91,20 @@ class _ResidualUpsampler(nn.Module):
         return self.forward_with_aux(x)[0]
 
 
+def rebase_upsampler(model: nn.Module, base: str) -> nn.Module:
+    """A copy of x2 ``model`` on another fixed ``base`` (its ``model_kwargs`` say so), every weight
+    kept but the tail's: that was trained to correct the old base, so it restarts at zero and the
+    new model starts as exactly its new base, with the trained features."""
+    from trainer.models.registry import create_model
+
+    rebased = create_model(model.model_name, **{**model.model_kwargs, "base": base})
+    rebased.load_state_dict(model.state_dict())  # the base kernels are buffers outside the state dict
+    with torch.no_grad():
+        rebased.tail.weight.zero_()
+        rebased.tail.bias.zero_()
+    return rebased
+
+
 @register_model("sr2_student")
 class SRStudent(_ResidualUpsampler):
     """``blocks`` 3x3 conv+ReLU layers of ``width`` channels at the input resolution."""
