@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default model end to end (about 14.5 hours on 2 CPU cores and a GPU; see below):
+# Reproduce the shipped default model end to end (about 15 hours on 2 CPU cores and a GPU; see below):
 # teacher -> distilled students -> fine-tuned student -> QAT -> textured continuation -> QAT -> RMSE-loss continuation ->
 # QAT (radiographs clipped at the detector, first encoder block (down.0) in float) -> a second and a third such
 # continuation and QAT -> two continuations in the runtime's normalization -> one told a jittered noise level -> the
-# student widened as the same function and continued eight times -> QAT distilled from its float (fuse.1 in float
+# student widened as the same function and continued ten times -> QAT distilled from its float (fuse.1 in float
 # too) -> ONNX fp32 + int8 -> quality and latency records -> model card. Every number in models/MODEL_CARD.md comes from the files this writes.
 #
 #   bash scripts/reproduce_default_model.sh [RUN_DIR]     (default RUN_DIR: runs/default)
@@ -100,7 +100,7 @@ echo "   the runtime estimates) (docs/TRAINING.md)"
 continue_from default_distill_runtime_norm_jitter.json jitter "$RUN/rnorm2/best.pt"
 
 echo "== 4h/7 the student widened to [16, 32, 48, 96] as the same function (trainer/models/widen.py), three 8000-step"
-echo "   continuations and five 16000-step ones, then the 9600-step QAT with the jitter in which the float student"
+echo "   continuations and seven 16000-step ones, then the 9600-step QAT with the jitter in which the float student"
 echo "   distils into its quantized copy (qat.float_kd) and the half-resolution fuse conv stays in float (docs/TRAINING.md)"
 # Widening to [16, 32, 48, 96] starts from the 12-channel size; another stage-2 pick would train a different model.
 [[ "$(basename "$STUDENT")" == student_w12 ]] || { echo "stage 4h: stage 2 chose $STUDENT, not student_w12" >&2; exit 1; }
@@ -112,8 +112,10 @@ continue_from default_distill_widen_long.json widen5 "$RUN/widen4/best.pt"
 continue_from default_distill_widen_long.json widen6 "$RUN/widen5/best.pt"
 continue_from default_distill_widen_long.json widen7 "$RUN/widen6/best.pt"
 continue_from default_distill_widen_long.json widen8 "$RUN/widen7/best.pt"
+continue_from default_distill_widen_long.json widen9 "$RUN/widen8/best.pt"
+continue_from default_distill_widen_long.json widen10 "$RUN/widen9/best.pt"
 "$PY" -m trainer qat --config trainer/configs/default_qat_float_kd_fuse1.json --out "$RUN/qat" \
-    --student "$RUN/widen8/best.pt" --set train.threads=2
+    --student "$RUN/widen10/best.pt" --set train.threads=2
 
 echo "== 5-6/7 the QAT model ships: ONNX fp32 + int8 into models/, the gate, the dose curve and latency"
 ln -sfn "$(basename "$STUDENT")" "$RUN/student"  # the model card reads teacher/, student/, ..., qat/
