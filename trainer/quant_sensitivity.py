@@ -39,12 +39,8 @@ QUANTIZER_KINDS = {"all": ("input_quantizer", "weight_quantizer"), "input": ("in
 
 def quantized_modules(model: nn.Module) -> list[str]:
     """Names of the modules whose own quantizers are enabled (e.g. ``"up.0.0.0"``), in model order."""
-    names = []
-    for name, module in model.named_modules():
-        quantizers = [child for child_name, child in module.named_children() if child_name.endswith("_quantizer")]
-        if any(getattr(q, "is_enabled", False) for q in quantizers):
-            names.append(name)
-    return names
+    return [name for name, module in model.named_modules()
+            if any(child_name in QUANTIZER_KINDS["all"] and child.is_enabled for child_name, child in module.named_children())]
 
 
 @contextlib.contextmanager

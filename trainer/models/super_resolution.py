@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.models.registry import register_model
+from trainer.models.registry import create_model, register_model
 from trainer.models.student import WindowedHead, conv_relu
 
 
@@ -95,8 +95,6 @@ def rebase_upsampler(model: nn.Module, base: str) -> nn.Module:
     """A copy of x2 ``model`` on another fixed ``base`` (its ``model_kwargs`` say so), every weight
     kept but the tail's: that was trained to correct the old base, so it restarts at zero and the
     new model starts as exactly its new base, with the trained features."""
-    from trainer.models.registry import create_model
-
     rebased = create_model(model.model_name, **{**model.model_kwargs, "base": base})
     rebased.load_state_dict(model.state_dict())  # the base kernels are buffers outside the state dict
     with torch.no_grad():
