@@ -36,6 +36,7 @@ def _input(model: torch.nn.Module, side: int = 32) -> torch.Tensor:
     ({"widths": [4, 8]}, [6, 8]),
     ({"widths": [4, 8, 16], "stem_stride": 2}, [8, 8, 20]),
     ({"widths": [4, 8, 16], "stem_stride": 2, "input_windows": WINDOWS, "noise_map": True}, [6, 8, 16]),
+    ({"widths": [4, 8, 16], "input_windows": WINDOWS, "noise_map": True, "extra_blocks": [1, 0, 2]}, [6, 8, 20]),
 ])
 def test_widened_student_computes_the_same_function(kwargs, wider):
     model = _trained_like(**kwargs)
@@ -98,3 +99,27 @@ def test_init_extends_a_blind_checkpoint_with_a_noise_map_and_widens_it_at_once(
         expected = blind(image)
         got = model.eval()(torch.cat([image, torch.full_like(image, 0.05)], 1))
     assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+def test_init_deepens_a_checkpoint_with_identity_blocks_that_then_learn(tmp_path):
+    shallow = _trained_like(widths=[4, 8, 16], input_windows=WINDOWS, noise_map=True)
+    path = tmp_path / "shallow.pt"
+    save_checkpoint(path, shallow)
+    deeper, _ = init_model(path, {**shallow.model_kwargs, "extra_blocks": [1, 0, 2]})
+    assert [len(blocks) for blocks in deeper.extra] == [1, 0, 2]
+    x = _input(shallow)
+    with torch.no_grad():
+        expected = shallow(x)
+        assert expected.abs().max() > 0.1  # the comparison below can fail
+        torch.testing.assert_close(deeper.eval()(x), expected)
+    deeper.train()(x).square().mean().backward()
+    assert deeper.extra[2][1][0].weight.grad.abs().sum() > 0
+    assert deeper.extra[0][0][0].weight.grad.abs().sum() > 0
+
+
+def test_extra_blocks_need_one_count_per_level():
+    assert create_model("student", widths=[4, 8]).extra is None  # old models keep their module tree
+    with pytest.raises(ValueError, match="one count >= 0 per level"):
+        create_model("student", widths=[4, 8], extra_blocks=[1])
+    with pytest.raises(ValueError, match="one count >= 0 per level"):
+        create_model("student", widths=[4, 8], extra_blocks=[1, -1])

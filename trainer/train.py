@@ -140,8 +140,9 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 # Model arguments that add layers: a config may switch them on when fine-tuning a checkpoint
-# without them (--init); the new layers start at zero, so the checkpoint's function is kept.
-INIT_EXTENSIONS = ("noise_map",)
+# without them (--init); the new layers start at zero or as the identity, so the checkpoint's
+# function is kept.
+INIT_EXTENSIONS = ("noise_map", "extra_blocks")
 
 
 def init_model(path: str | Path, config_kwargs: dict) -> tuple[nn.Module, dict]:

@@ -20,6 +20,15 @@ def conv_relu(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1), nn.ReLU(inplace=True))
 
 
+def identity_conv_relu(channels: int) -> nn.Sequential:
+    """3x3 conv + ReLU that starts as the identity on non-negative input (a Dirac kernel, zero
+    bias): placed after a ReLU, it adds depth without changing what the network computes."""
+    block = conv_relu(channels, channels)
+    nn.init.dirac_(block[0].weight)
+    nn.init.zeros_(block[0].bias)
+    return block
+
+
 class WindowedHead(nn.Module):
     """First layer seeing the input through several intensity windows, one conv each, summed.
 
@@ -78,7 +87,13 @@ class Student(nn.Module):
     level (model contract ``noise_map``, FFDNet-style): the map enters the first layer's
     pre-activation through its own conv (``noise_conv``, times ``NOISE_GAIN`` so that levels of
     0.01-0.2 move it), which starts at zero, so a blind checkpoint fine-tuned into a noise-map
-    model (``trainer --init``) starts as the same function."""
+    model (``trainer --init``) starts as the same function.
+
+    ``extra_blocks=[n0, ..., n_depth]`` adds ``n_i`` more 3x3 conv + ReLU layers at level i of
+    the decoder path (at the coarsest level before decoding starts, at the others after the
+    level's ``fuse``), each starting as the identity (:func:`identity_conv_relu`), so a
+    checkpoint without them fine-tuned into a deeper model (``trainer --init``) starts as the
+    same function. A block at the coarsest level costs 1/64 of one at full resolution."""
 
     NOISE_GAIN = 10.0
 
@@ -91,6 +106,7 @@ class Student(nn.Module):
         input_clip: list[float] | None = None,
         input_windows: list[list[float]] | None = None,
         noise_map: bool = False,
+        extra_blocks: list[int] | None = None,
     ) -> None:
         super().__init__()
         w = list(widths) if widths is not None else [width * 2**i for i in range(depth + 1)]
@@ -127,6 +143,12 @@ class Student(nn.Module):
             nn.Sequential(conv_relu(w[i + 1], w[i]), nn.Upsample(scale_factor=2, mode="nearest")) for i in range(depth)
         )
         self.fuse = nn.ModuleList(conv_relu(2 * w[i], w[i]) for i in range(depth))
+        blocks = [0] * (depth + 1) if extra_blocks is None else [int(n) for n in extra_blocks]
+        if len(blocks) != depth + 1 or min(blocks) < 0:
+            raise ValueError(f"extra_blocks needs one count >= 0 per level ({depth + 1}), got {extra_blocks}")
+        # None when unused, so that models without extra blocks keep their exact module tree.
+        self.extra = (nn.ModuleList(nn.Sequential(*(identity_conv_relu(w[i]) for _ in range(n)))
+                                    for i, n in enumerate(blocks)) if any(blocks) else None)
         if stem_stride == 1:
             self.tail = nn.Conv2d(w[0], 1, 3, padding=1)
         else:
@@ -146,10 +168,13 @@ class Student(nn.Module):
             skips = [self.head(self.input_clip(x) if self.input_clip is not None else x)]
         for down in self.down:
             skips.append(down(skips[-1]))
-        y = skips[-1]
+        y = self._extra(self.depth, skips[-1])
         for i in reversed(range(self.depth)):
-            y = self.fuse[i](torch.cat([skips[i], self.up[i](y)], 1))
+            y = self._extra(i, self.fuse[i](torch.cat([skips[i], self.up[i](y)], 1)))
         return x + self.tail(y), {"features": skips, "deep": []}
+
+    def _extra(self, level: int, y: torch.Tensor) -> torch.Tensor:
+        return y if self.extra is None else self.extra[level](y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_aux(x)[0]

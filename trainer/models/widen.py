@@ -33,6 +33,10 @@ def _layout(model: Student) -> dict[str, tuple[list[int], int | None]]:
         plan[f"down.{i}.1.0"] = ([i + 1], i + 1)
         plan[f"up.{i}.0.0"] = ([i + 1], i)
         plan[f"fuse.{i}.0"] = ([i, i], i)
+    if model.extra is not None:
+        for level, blocks in enumerate(model.extra):
+            for index in range(len(blocks)):
+                plan[f"extra.{level}.{index}.0"] = ([level], level)
     plan["tail"] = ([0], None)
     return plan
 
