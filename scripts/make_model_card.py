@@ -167,7 +167,19 @@ def _sr2_target_summary(quality: dict) -> str:
     return sentence
 
 
-SR2_STAGES = ("teacher", "student", "student_gan", "finetune", "finetune_ct", "kd_real", "real_only", "qat")
+SR2_BASES = {"nearest": "a nearest x2 upsampling",
+             "lanczos3": "a fixed Lanczos-3 x2 upsampling (a nearest-base student's weights moved onto it and trained on)"}
+
+
+def _sr2_quantization(stage: dict) -> str:
+    """How the shipped x2 stage became INT8: trained quantization-aware, or calibrated only (LR 0)."""
+    if ((stage.get("config") or {}).get("train") or {}).get("lr") == 0:
+        return "quantized to INT8 by calibration alone (ModelOpt; the weights stay the float student's)"
+    return "trained quantization-aware (INT8)"
+
+
+SR2_STAGES = ("teacher", "student", "student_gan", "finetune", "finetune_ct", "kd_real", "real_only", "qat_nearest",
+              "lanczos", "qat")
 
 
 def build_sr2_section(run: Path, quality: dict, latency: dict | None,
@@ -185,9 +197,9 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None,
         "## medclear_sr2: x2 super-resolution",
         "",
         "A x2 super-resolution student (distilled on CT, MR and X-ray, then distilled again on real CT slices",
-        "and radiographs alone, and quantized there): a nearest x2 upsampling plus a",
+        f"and radiographs alone, and quantized there): {SR2_BASES[student['kwargs'].get('base', 'nearest')]} plus a",
         "learned residual brought to the output grid by one PixelShuffle (ONNX DepthToSpace), distilled",
-        "from an EDSR-style teacher and trained quantization-aware (INT8). Low-resolution training pairs:",
+        f"from an EDSR-style teacher and {_sr2_quantization(student)}. Low-resolution training pairs:",
         "MR by k-space truncation to half the matrix, CT/X-ray by blur and 2x2 area averaging",
         f"(docs/DATA.md). Made by `{SR2_REPRODUCE}`; every number is read from that run's files"
         + (" or, for stages marked *, from the card that read them." if any("carried_from" in v for v in stages.values()) else "."),

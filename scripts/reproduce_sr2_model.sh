@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Reproduce the shipped x2 super-resolution model end to end on a CPU (about 2.5 hours on 2 cores):
-# teacher -> distilled student (and its adversarial variant) -> QAT -> ONNX fp32 + int8 ->
+# Reproduce the shipped x2 super-resolution model end to end on a CPU (about 3.5 hours on 2 cores):
+# teacher -> distilled student (and its adversarial variant) -> QAT -> Lanczos-3 base -> INT8 -> ONNX fp32 + int8 ->
 # test-split quality against nearest/bicubic/Lanczos -> latency -> the model card's x2 section.
 #
 #   bash scripts/reproduce_sr2_model.sh [RUN_DIR]     (default RUN_DIR: runs/sr2)
@@ -26,12 +26,17 @@ echo "== 2/6 distill the x2 student; its adversarial variant (L1 0.5 / SSIM 0.3 
     --teacher "$RUN/teacher/best.pt" --init "$RUN/student/best.pt" --set train.progress=false > "$RUN/student_gan.log" 2>&1 &
 gan=$!
 
-echo "== 3/6 distill the student again on real slices (KD 1.0, few phantoms), then on real images only; QAT (ModelOpt INT8)"
+echo "== 3/6 distill the student again on real slices (KD 1.0, few phantoms), then on real images only; QAT (ModelOpt INT8);"
+echo "       its weights moved onto a Lanczos-3 base and trained on; INT8 by calibration alone"
 "$PY" -m trainer distill --config trainer/configs/sr2_distill_kd_real.json --out "$RUN/kd_real" \
     --teacher "$RUN/teacher/best.pt" --init "$RUN/student/best.pt" --set train.progress=false
 "$PY" -m trainer distill --config trainer/configs/sr2_distill_real_only.json --out "$RUN/real_only" \
     --teacher "$RUN/teacher/best.pt" --init "$RUN/kd_real/best.pt" --set train.progress=false ${ON_DEVICE[@]+"${ON_DEVICE[@]}"}
-"$PY" -m trainer qat --config trainer/configs/sr2_qat.json --out "$RUN/qat" --student "$RUN/real_only/best.pt"
+"$PY" -m trainer qat --config trainer/configs/sr2_qat.json --out "$RUN/qat_nearest" --student "$RUN/real_only/best.pt"
+"$PY" -m trainer.checkpoint float "$RUN/qat_nearest/best.pt" "$RUN/qat_nearest_float.pt"
+"$PY" -m trainer distill --config trainer/configs/sr2_distill_lanczos.json --out "$RUN/lanczos" \
+    --teacher "$RUN/teacher/best.pt" --init "$RUN/qat_nearest_float.pt" --set train.progress=false
+"$PY" -m trainer qat --config trainer/configs/sr2_qat_calibrate.json --out "$RUN/qat" --student "$RUN/lanczos/best.pt"
 wait "$gan"
 
 echo "== 4/6 export ONNX fp32 + int8: every trained modality into $RUN/onnx_all (measured next)"
