@@ -3,16 +3,18 @@
 # (interleaved, so that a change in the machine's speed hits both alike): 512^2 batch 1, 2 threads,
 # benchmarks.latency each time; prints each run's p50 and the matmul ceiling measured in that run.
 #
-#   bash scripts/latency_ab.sh A.onnx B.onnx OUT_DIR
+#   bash scripts/latency_ab.sh A.onnx B.onnx OUT_DIR     (each run's JSON record and log land in OUT_DIR)
 set -euo pipefail
 if [[ $# -ne 3 ]]; then echo "usage: bash scripts/latency_ab.sh A.onnx B.onnx OUT_DIR" >&2; exit 2; fi
-A="$1" B="$2" OUT="$3"
+mkdir -p "$3"
+A="$(realpath "$1")" B="$(realpath "$2")" OUT="$(realpath "$3")"
+cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
-mkdir -p "$OUT"
 for i in 1 2; do
   for tag in A B; do
     f=$A; [[ $tag == B ]] && f=$B
-    "$PY" -m benchmarks.latency "$f" --sizes 512 --batches 1 --threads 2 --no-dicom --no-process --runs 60 --budget-s 6 --out "$OUT/${tag}${i}.json" > /dev/null 2>&1
+    "$PY" -m benchmarks.latency "$f" --sizes 512 --batches 1 --threads 2 --no-dicom --no-process --runs 60 --budget-s 6 --out "$OUT/${tag}${i}.json" > "$OUT/${tag}${i}.log" 2>&1 \
+      || { echo "benchmarks.latency failed on $f: see $OUT/${tag}${i}.log" >&2; exit 1; }
     "$PY" - "$OUT/${tag}${i}.json" "$tag$i" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

@@ -123,3 +123,14 @@ def test_extra_blocks_need_one_count_per_level():
         create_model("student", widths=[4, 8], extra_blocks=[1])
     with pytest.raises(ValueError, match="one count >= 0 per level"):
         create_model("student", widths=[4, 8], extra_blocks=[1, -1])
+
+
+def test_init_with_all_zero_extra_blocks_is_the_checkpoint_unchanged(tmp_path):
+    model = _trained_like(widths=[4, 8], input_windows=WINDOWS, noise_map=True)
+    path = tmp_path / "plain.pt"
+    save_checkpoint(path, model)
+    same, _ = init_model(path, {**model.model_kwargs, "extra_blocks": [0, 0]})
+    assert same.extra is None
+    x = _input(model)
+    with torch.no_grad():
+        torch.testing.assert_close(same.eval()(x), model(x))

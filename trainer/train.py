@@ -145,9 +145,14 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 INIT_EXTENSIONS = ("noise_map", "extra_blocks")
 
 
+def _added_layers(value: Any) -> Any:
+    """An INIT_EXTENSIONS value with every way of adding nothing (False, None, extra_blocks all 0) as None."""
+    return value if value and not (isinstance(value, list) and not any(value)) else None
+
+
 def init_model(path: str | Path, config_kwargs: dict) -> tuple[nn.Module, dict]:
     """The float model of checkpoint ``path`` to fine-tune, with any INIT_EXTENSIONS the config
-    sets switched on (their new parameters keep their zero initialization), and widened to the
+    sets switched on (their new layers start at zero or as the identity), and widened to the
     config's ``widths`` where those are wider at some level and narrower at none
     (:func:`trainer.models.widen.widen_student`: the same function, more channels), and moved to
     the config's x2 ``base`` where it differs (:func:`trainer.models.super_resolution.rebase_upsampler`).
@@ -159,7 +164,8 @@ def init_model(path: str | Path, config_kwargs: dict) -> tuple[nn.Module, dict]:
     wanted_widths = config_kwargs.get("widths")
     widen_to = wanted_widths if is_widening(old_kwargs.get("widths"), wanted_widths) else None
     rebase_to = config_kwargs.get("base") if config_kwargs.get("base", "nearest") != old_kwargs.get("base", "nearest") else None
-    extensions = {k: v for k, v in config_kwargs.items() if k in INIT_EXTENSIONS and v != old_kwargs.get(k)}
+    extensions = {k: v for k, v in config_kwargs.items()
+                  if k in INIT_EXTENSIONS and _added_layers(v) != _added_layers(old_kwargs.get(k))}
     ignored = sorted(k for k, v in config_kwargs.items()
                      if k not in INIT_EXTENSIONS and v != old_kwargs.get(k)
                      and not (k == "widths" and widen_to is not None) and not (k == "base" and rebase_to is not None))
@@ -318,7 +324,8 @@ def train(
     ``qat.float_kd`` > 0 it is also the frozen teacher its quantized copy distils from).
     ``init``: float checkpoint whose model and weights start a teacher or distill run (fine-tuning
     with a fresh optimizer and schedule; the config's model spec is replaced by the checkpoint's,
-    except for the extensions :func:`init_model` applies: ``noise_map`` and wider student ``widths``).
+    except for the extensions :func:`init_model` applies: ``noise_map``, student ``extra_blocks``,
+    wider student ``widths`` and another x2 ``base``).
     ``data``: prebuilt data (tests); by default built from cfg.data with trainer.data.
     """
     out = Path(out_dir)

@@ -93,7 +93,7 @@ class Student(nn.Module):
     the decoder path (at the coarsest level before decoding starts, at the others after the
     level's ``fuse``), each starting as the identity (:func:`identity_conv_relu`), so a
     checkpoint without them fine-tuned into a deeper model (``trainer --init``) starts as the
-    same function. A block at the coarsest level costs 1/64 of one at full resolution."""
+    same function. A block at level i runs on 1/4**i of the pixels, at ``widths[i]``² weights per pixel."""
 
     NOISE_GAIN = 10.0
 
