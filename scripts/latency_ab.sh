@@ -6,6 +6,7 @@
 #   bash scripts/latency_ab.sh A.onnx B.onnx OUT_DIR     (each run's JSON record and log land in OUT_DIR)
 set -euo pipefail
 if [[ $# -ne 3 ]]; then echo "usage: bash scripts/latency_ab.sh A.onnx B.onnx OUT_DIR" >&2; exit 2; fi
+for f in "$1" "$2"; do [[ -f "$f" ]] || { echo "error: not found: $f" >&2; exit 2; }; done
 mkdir -p "$3"
 A="$(realpath "$1")" B="$(realpath "$2")" OUT="$(realpath "$3")"
 cd "$(dirname "$0")/.."

@@ -243,7 +243,7 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None,
 DEFAULT_STAGES = ("teacher", "teacher_cpu", "student", "finetune", "finetune2", "noise_map", "noise_map_gpu", "qat_v1",
                   "textured", "qat_v2", "rmse", "qat_v3", "rmse2", "qat_v4", "rmse3", "qat_v5", "rnorm", "rnorm2",
                   "jitter", "widen", "widen2", "widen3", "widen4", "widen5", "widen6", "widen7", "widen8",
-                  "widen9", "widen10", "qat")
+                  "widen9", "widen10", "deep", "deep2", "deep3", "qat")
 
 
 def _widened_note(pareto: dict | None, student: dict) -> list[str]:
@@ -252,9 +252,13 @@ def _widened_note(pareto: dict | None, student: dict) -> list[str]:
     widths = student["kwargs"].get("widths")
     if chosen is None or widths == chosen["model"]["kwargs"]["widths"]:
         return []
-    return [f"The shipped student began as the chosen size and was later widened to {json.dumps(widths)} "
-            f"({student['parameters'] / 1e6:.3f}M parameters, {student['gflop_512']} GFLOP per 512²) as the same",
-            "function and trained on (`trainer/models/widen.py`; the stages after the chosen size's, docs/TRAINING.md).", ""]
+    extra = student["kwargs"].get("extra_blocks")
+    deepened = (f" and given {json.dumps(extra)} more conv layers per level (`extra_blocks`, each starting as the identity)"
+                if extra and any(extra) else "")
+    return [f"The shipped student began as the chosen size and was later widened to {json.dumps(widths)}{deepened} "
+            f"({student['parameters'] / 1e6:.3f}M parameters, {student['gflop_512']} GFLOP per 512²), each time as the same",
+            "function, and trained on (`trainer/models/widen.py`, `trainer/models/student.py`; the stages after the chosen "
+            "size's, docs/TRAINING.md).", ""]
 
 
 def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | None = None,
