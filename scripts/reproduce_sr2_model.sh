@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the shipped x2 super-resolution model end to end (about 4.5 hours on 2 CPU cores, 3 of them the real-only stage;
+# Reproduce the shipped x2 super-resolution model end to end (about 5.5 hours on 2 CPU cores, 3 of them the real-only stage;
 # TRAIN_DEVICE=cuda runs that stage on a GPU in minutes): teacher -> distilled student (and its adversarial variant) ->
 # QAT -> Lanczos-3 base -> INT8 by calibration -> ONNX fp32 + int8 ->
 # test-split quality against nearest/bicubic/Lanczos -> latency -> the model card's x2 section.
@@ -37,7 +37,9 @@ echo "       its weights moved onto a Lanczos-3 base and trained on; INT8 by cal
 "$PY" -m trainer.checkpoint float "$RUN/qat_nearest/best.pt" "$RUN/qat_nearest_float.pt"
 "$PY" -m trainer distill --config trainer/configs/sr2_distill_lanczos.json --out "$RUN/lanczos" \
     --teacher "$RUN/teacher/best.pt" --init "$RUN/qat_nearest_float.pt" --set train.progress=false
-"$PY" -m trainer qat --config trainer/configs/sr2_qat_calibrate.json --out "$RUN/qat" --student "$RUN/lanczos/best.pt"
+"$PY" -m trainer distill --config trainer/configs/sr2_distill_lanczos2.json --out "$RUN/lanczos2" \
+    --teacher "$RUN/teacher/best.pt" --init "$RUN/lanczos/best.pt" --set train.progress=false
+"$PY" -m trainer qat --config trainer/configs/sr2_qat_calibrate.json --out "$RUN/qat" --student "$RUN/lanczos2/best.pt"
 wait "$gan"
 
 echo "== 4/6 export ONNX fp32 + int8: every trained modality into $RUN/onnx_all (measured next)"
