@@ -91,14 +91,18 @@ def _stages(run: Path, names: tuple[str, ...], carried: dict[str, dict] | None =
     return found
 
 
-def carried_stages(card_json: Path, mapping: list[str], checkpoint: str = "medclear_student.qat.pt") -> dict[str, dict]:
+def carried_stages(card_json: Path, mapping: list[str], checkpoint: str = "medclear_student.qat.pt",
+                   current_sha256: str | None = None) -> dict[str, dict]:
     """Stages as an earlier card's JSON recorded them, for stages whose run folders are gone:
     ``mapping`` entries ``STAGE`` or ``STAGE=EARLIER_STAGE`` (the earlier card's name for it).
     Each comes back as :func:`_stage` read it then, marked ``carried_from`` (that card and the
-    ``checkpoint`` it described)."""
+    ``checkpoint`` it described). ``current_sha256``: the shipped ``checkpoint``'s digest now; a
+    renaming entry is refused when the card already describes that file (it was regenerated for
+    the new model, so its EARLIER_STAGE is the new model's stage, not the earlier one)."""
     card = json.loads(card_json.read_text())
     # Which model that card described: later cards reuse stage names (e.g. "qat") for new models.
-    digest = card.get("files", {}).get(checkpoint, {}).get("sha256", "")[:12]
+    full_digest = card.get("files", {}).get(checkpoint, {}).get("sha256", "")
+    digest = full_digest[:12]
     source = f"{card_json.name} ({checkpoint} sha256 {digest})" if digest else card_json.name
     result = {}
     for entry in mapping:
@@ -106,9 +110,18 @@ def carried_stages(card_json: Path, mapping: list[str], checkpoint: str = "medcl
         earlier = earlier or stage
         if earlier not in card.get("stages", {}):
             raise SystemExit(f"error: {card_json}: no stage {earlier!r} to carry (has: {', '.join(card.get('stages', {}))})")
+        if earlier != stage and current_sha256 and full_digest == current_sha256:
+            raise SystemExit(f"error: {card_json} already describes the current {checkpoint} (sha256 {digest}): its "
+                             f"{earlier!r} is that model's, not an earlier one's; carry {entry} from the card before it "
+                             f"(e.g. git show REV:models/{card_json.name} > models/{card_json.name})")
         result[stage] = {**card["stages"][earlier], "config": card.get("configs", {}).get(earlier),
                          "carried_from": f"{source}: {earlier}"}
     return result
+
+
+def _current_sha256(name: str) -> str | None:
+    """The digest of the shipped file ``models/NAME`` now (None if it is absent)."""
+    return sha256_file(MODELS / name) if (MODELS / name).is_file() else None
 
 
 def _test_counts(quality: dict) -> str:
@@ -366,14 +379,16 @@ def main() -> None:
     latency = json.loads(args.latency.read_text()) if args.latency and args.latency.is_file() else None
     card_path = MODELS / "MODEL_CARD.md"
     if args.sr2:
-        carried = carried_stages(MODELS / "sr2_card.json", args.carry, "medclear_sr2.qat.pt") if args.carry else None
+        carried = (carried_stages(MODELS / "sr2_card.json", args.carry, "medclear_sr2.qat.pt",
+                                  _current_sha256("medclear_sr2.qat.pt")) if args.carry else None)
         markdown, card = build_sr2_section(args.run, quality, latency, carried)
         write_marked_section(card_path, markdown, SR2_SECTION)
         (MODELS / "sr2_card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
         print(f"wrote the x2 section of {card_path} and {MODELS / 'sr2_card.json'}")
         return
     pareto = json.loads(args.pareto.read_text()) if args.pareto.is_file() else None
-    carried = carried_stages(MODELS / "model_card.json", args.carry) if args.carry else None
+    carried = (carried_stages(MODELS / "model_card.json", args.carry, current_sha256=_current_sha256("medclear_student.qat.pt"))
+               if args.carry else None)
     markdown, card = build_card(args.run, quality, latency, pareto, carried)
     sr2_section = read_marked_section(card_path, SR2_SECTION) if card_path.is_file() else None
     card_path.write_text(markdown)

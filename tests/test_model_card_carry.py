@@ -44,6 +44,20 @@ def test_a_carried_stage_names_the_model_its_card_described(tmp_path):
     assert carried["qat_v2"]["carried_from"] == "model_card.json (medclear_student.qat.pt sha256 0123456789ab): qat"
 
 
+def test_a_renamed_stage_is_not_carried_from_a_card_already_made_for_the_current_model(tmp_path):
+    digest = "0123456789abcdef" * 4
+    card = {"stages": {"qat": {"step": 7}, "teacher": {"step": 3}}, "configs": {"qat": None, "teacher": None},
+            "files": {"medclear_student.qat.pt": {"sha256": digest, "bytes": 1}}}
+    path = tmp_path / "model_card.json"
+    path.write_text(json.dumps(card))
+    module = _card_module()
+    with pytest.raises(SystemExit, match="already describes the current medclear_student.qat.pt"):
+        module.carried_stages(path, ["qat_v2=qat"], current_sha256=digest)
+    # Same-name stages are still carried from it, and a renamed one from an earlier model's card.
+    assert module.carried_stages(path, ["teacher"], current_sha256=digest)["teacher"]["step"] == 3
+    assert module.carried_stages(path, ["qat_v2=qat"], current_sha256="f" * 64)["qat_v2"]["step"] == 7
+
+
 def test_the_sr2_card_carries_its_stages_from_its_own_card(tmp_path):
     card = {"stages": {"qat": {"step": 3}}, "configs": {"qat": None},
             "files": {"medclear_sr2.qat.pt": {"sha256": "fedcba9876543210" * 4, "bytes": 1}}}
