@@ -370,8 +370,8 @@ def main() -> None:
     parser.add_argument("--pareto", type=Path, default=MODELS / "pareto.json", help="scripts/pareto_students.py JSON")
     parser.add_argument("--carry", nargs="+", default=[], metavar="STAGE[=EARLIER]",
                         help="stages missing from --run taken from the current models/model_card.json (with --sr2: "
-                        "models/sr2_card.json) as it recorded them (EARLIER: its name there), e.g. --carry teacher "
-                        "noise_map_gpu qat_v1")
+                        "models/sr2_card.json) as it recorded them (EARLIER: its name there; refused once that card describes "
+                        "the current checkpoint: restore the earlier card first), e.g. --carry teacher noise_map_gpu qat_v1")
     parser.add_argument("--sr2", action="store_true", help="write the x2 super-resolution section (--run: its run, "
                         "e.g. runs/sr2; --quality: benchmarks.super_resolution JSON)")
     args = parser.parse_args()
