@@ -2,8 +2,8 @@
 
 Both keep the grid convention of the SR models, their training data and ``runtime.geometry``:
 input pixel ``i`` covers output pixels ``s*i .. s*i + s - 1``. Nearest repeats each pixel
-(what the shipped SR model adds its residual to; a ``base="lanczos3"`` model uses
-Lanczos-3 inside its graph, trainer/models/super_resolution.py); bicubic is Pillow's (mode ``F``, float32), whose
+(what a ``base="nearest"`` SR model adds its residual to; the shipped one, ``base="lanczos3"``,
+uses Lanczos-3 inside its graph, trainer/models/super_resolution.py); bicubic is Pillow's (mode ``F``, float32), whose
 pixel-centre alignment is the same area convention. Bicubic is affine-invariant (its weights
 sum to 1), so it gives the same result on normalized values as on modality values.
 """

@@ -5,7 +5,7 @@ a fixed x2 upsampling of the input (``base``) plus a learned residual that a sub
 convolution (Shi et al. 2016, "PixelShuffle"; ONNX DepthToSpace) brings to the output grid.
 Low-resolution pixel ``i`` is taken to cover output pixels ``2i`` and ``2i + 1`` (area alignment,
 the grid of trainer.data.super_resolution and of the runtime's geometry). ``base`` is
-``"nearest"`` (the shipped models) or ``"lanczos3"``: Lanczos-3 as four fixed 7x7 phase
+``"nearest"`` (the models shipped before the seventeenth session) or ``"lanczos3"`` (shipped since): Lanczos-3 as four fixed 7x7 phase
 convolutions (one per output pixel of each 2x2 block) that share the residual's DepthToSpace,
 with the weights renormalized over the taps inside the image as Pillow does, so the untrained
 model is the classical baseline the SR benchmark compares against (``runtime.resample.lanczos``).
