@@ -4,7 +4,7 @@
 # QAT (radiographs clipped at the detector, first encoder block (down.0) in float) -> a second and a third such
 # continuation and QAT -> two continuations in the runtime's normalization -> one told a jittered noise level -> the
 # student widened as the same function and continued ten times -> one more full-resolution layer (the same function)
-# and two continuations -> QAT distilled from its float (fuse.1 and the new layer in float too) -> ONNX fp32 + int8 -> quality and latency records -> model card. Every number in models/MODEL_CARD.md comes from the files this writes.
+# and three continuations -> QAT (LR 3e-5) distilled from its float (fuse.1 and the new layer in float too) -> ONNX fp32 + int8 -> quality and latency records -> model card. Every number in models/MODEL_CARD.md comes from the files this writes.
 #
 #   bash scripts/reproduce_default_model.sh [RUN_DIR]     (default RUN_DIR: runs/default)
 #
@@ -116,11 +116,13 @@ continue_from default_distill_widen_long.json widen9 "$RUN/widen8/best.pt"
 continue_from default_distill_widen_long.json widen10 "$RUN/widen9/best.pt"
 
 echo "== 4i/7 one more full-resolution layer after fuse.0 (extra_blocks [1, 0, 0, 0], starting as the identity:"
-echo "   trainer/models/student.py), two 16000-step continuations, then the QAT with that layer in float too (docs/TRAINING.md)"
+echo "   trainer/models/student.py), three 16000-step continuations, then the QAT at LR 3e-5 with that layer in float too"
+echo "   (docs/TRAINING.md)"
 continue_from default_distill_deep.json deep "$RUN/widen10/best.pt"
 continue_from default_distill_deep.json deep2 "$RUN/deep/best.pt"
-"$PY" -m trainer qat --config trainer/configs/default_qat_float_kd_deep.json --out "$RUN/qat" \
-    --student "$RUN/deep2/best.pt" --set train.threads=2
+continue_from default_distill_deep.json deep3 "$RUN/deep2/best.pt"
+"$PY" -m trainer qat --config trainer/configs/default_qat_float_kd_deep_lowlr.json --out "$RUN/qat" \
+    --student "$RUN/deep3/best.pt" --set train.threads=2
 
 echo "== 5-6/7 the QAT model ships: ONNX fp32 + int8 into models/, the gate, the dose curve and latency"
 ln -sfn "$(basename "$STUDENT")" "$RUN/student"  # the model card reads teacher/, student/, ..., qat/
