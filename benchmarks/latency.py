@@ -66,6 +66,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, nargs="?", const=Path("benchmarks/results/latency.png"),
                         help="also write a PNG chart (default path when given without one)")
     args = parser.parse_args(argv)
+    # A file the user named that is not there is a mistake to stop at, not a model to skip.
+    named = [*args.models, *([args.teacher] if args.teacher and not args.teacher.startswith("arch:") else [])]
+    missing = [m for m in named if not Path(m).is_file()]
+    if missing:
+        parser.error(f"model file not found: {', '.join(missing)}")
     if not args.models:
         args.models = [m for m in DEFAULT_MODELS if Path(m).is_file()] + sorted(str(p) for p in Path("models").glob("*.engine"))
         if not args.models and not args.teacher:

@@ -87,6 +87,17 @@ def test_shapes_outside_an_engines_profile_are_skipped_rows_not_a_crash(tmp_path
     assert f"| profile.engine | {reason} |" in markdown.latency_markdown(record)
 
 
+def test_a_named_model_file_that_is_missing_stops_with_its_name(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "typo.int8.onnx"
+    with pytest.raises(SystemExit) as stopped:
+        latency.parse_args([str(missing)])
+    assert stopped.value.code == 2
+    assert f"model file not found: {missing}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        latency.parse_args(["--teacher", str(tmp_path / "teacher.pt")])
+    assert latency.parse_args(["--teacher", "arch:unetpp"]).teacher == "arch:unetpp"  # an architecture, not a file
+
+
 def test_conv_flops_match_the_formula(tmp_path: Path) -> None:
     path = save_conv_stack(tmp_path / "m.onnx", channels=8, layers=3)
     # 3x3 convs 1->8, 8->8, 8->1 at 2 FLOPs per multiply-add, per output pixel, batch 2
