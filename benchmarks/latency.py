@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also write a PNG chart (default path when given without one)")
     args = parser.parse_args(argv)
     # A file the user named that is not there is a mistake to stop at, not a model to skip.
-    named = [*args.models, *([args.teacher] if args.teacher and not args.teacher.startswith("arch:") else [])]
+    named = [m for m in (*args.models, *([args.teacher] if args.teacher else [])) if not m.startswith("arch:")]
     missing = [m for m in named if not Path(m).is_file()]
     if missing:
         parser.error(f"model file not found: {', '.join(missing)}")

@@ -95,7 +95,9 @@ def test_a_named_model_file_that_is_missing_stops_with_its_name(tmp_path: Path, 
     assert f"model file not found: {missing}" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         latency.parse_args(["--teacher", str(tmp_path / "teacher.pt")])
-    assert latency.parse_args(["--teacher", "arch:unetpp"]).teacher == "arch:unetpp"  # an architecture, not a file
+    # Architectures are not files.
+    assert latency.parse_args(["--teacher", "arch:unetpp"]).teacher == "arch:unetpp"
+    assert latency.parse_args(["arch:student:width=4,depth=1"]).models == ["arch:student:width=4,depth=1"]
 
 
 def test_conv_flops_match_the_formula(tmp_path: Path) -> None:
