@@ -192,7 +192,7 @@ def _sr2_quantization(stage: dict) -> str:
 
 
 SR2_STAGES = ("teacher", "student", "student_gan", "finetune", "finetune_ct", "kd_real", "real_only", "qat_nearest",
-              "lanczos", "lanczos2", "lanczos3", "qat")
+              "lanczos", "lanczos2", "lanczos3", "lanczos4", "qat")
 
 
 def build_sr2_section(run: Path, quality: dict, latency: dict | None,

@@ -41,7 +41,9 @@ echo "       its weights moved onto a Lanczos-3 base and trained on; INT8 by cal
     --teacher "$RUN/teacher/best.pt" --init "$RUN/lanczos/best.pt" --set train.progress=false
 "$PY" -m trainer distill --config trainer/configs/sr2_distill_lanczos2.json --out "$RUN/lanczos3" \
     --teacher "$RUN/teacher/best.pt" --init "$RUN/lanczos2/best.pt" --set train.progress=false
-"$PY" -m trainer qat --config trainer/configs/sr2_qat_calibrate.json --out "$RUN/qat" --student "$RUN/lanczos3/best.pt"
+"$PY" -m trainer distill --config trainer/configs/sr2_distill_lanczos2.json --out "$RUN/lanczos4" \
+    --teacher "$RUN/teacher/best.pt" --init "$RUN/lanczos3/best.pt" --set train.progress=false
+"$PY" -m trainer qat --config trainer/configs/sr2_qat_calibrate.json --out "$RUN/qat" --student "$RUN/lanczos4/best.pt"
 wait "$gan"
 
 echo "== 4/6 export ONNX fp32 + int8: every trained modality into $RUN/onnx_all (measured next)"
