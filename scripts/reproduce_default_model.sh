@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default model end to end (about 15 hours on 2 CPU cores and a GPU; see below):
+# Reproduce the shipped default model end to end (about 18 hours on 2 CPU cores and a GPU; see below):
 # teacher -> distilled students -> fine-tuned student -> QAT -> textured continuation -> QAT -> RMSE-loss continuation ->
 # QAT (radiographs clipped at the detector, first encoder block (down.0) in float) -> a second and a third such
 # continuation and QAT -> two continuations in the runtime's normalization -> one told a jittered noise level -> the

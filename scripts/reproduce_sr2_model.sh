@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the shipped x2 super-resolution model end to end (about 5.5 hours on 2 CPU cores, 3 of them the real-only stage;
+# Reproduce the shipped x2 super-resolution model end to end (about 7 hours on 2 CPU cores, 3 of them the real-only stage;
 # TRAIN_DEVICE=cuda runs that stage on a GPU in minutes): teacher -> distilled student (and its adversarial variant) ->
 # QAT -> Lanczos-3 base -> INT8 by calibration -> ONNX fp32 + int8 ->
 # test-split quality against nearest/bicubic/Lanczos -> latency -> the model card's x2 section.
@@ -57,8 +57,8 @@ echo "== 5/6 quality on the test split (every modality), the release, latency on
 "$PY" -m benchmarks.super_resolution "$RUN/onnx_all/medclear_sr2.fp32.onnx" "$RUN/onnx_all/medclear_sr2.int8.onnx" \
     models/medclear_sr2_gan.pt --teacher models/medclear_sr2_teacher.pt --threads 2 --fsim \
     --out models/sr2_quality.json --grid docs/images/sr2_crops.png --markdown docs/BENCHMARKS.md
-# The shipped files: the same weights released for the modalities where they beat bicubic on the
-# test split (CT; MR and X-ray are below bicubic: models/sr2_quality.json), so the runtime refuses the rest.
+# The shipped files: the same weights released for CT only, the one modality the validation split holds (MR is not
+# trained; X-ray is reported on the test split, never chosen on it: models/sr2_quality.json); the runtime refuses the rest.
 "$PY" -m compiler export --checkpoint models/medclear_sr2.qat.pt --out-dir models --name medclear_sr2 --modalities CT
 "$PY" -m benchmarks.latency models/medclear_sr2.fp32.onnx models/medclear_sr2.int8.onnx \
     models/medclear_student.fp32.onnx models/medclear_student.int8.onnx --sizes 512 --batches 1 --no-process \
