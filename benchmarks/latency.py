@@ -21,7 +21,7 @@ import numpy as np
 from benchmarks import inputs, process, report
 from benchmarks.flops import matmul_ceiling
 from benchmarks.record import header, write_json
-from benchmarks.runners import Runner, SkipModel, open_runner
+from benchmarks.runners import Runner, SkipModel, missing_model_files, open_runner
 from benchmarks.targets import claim, efficiency, judge
 from benchmarks.timing import Stopwatch, summarize, timed_runs
 from runtime.backends import BackendError
@@ -67,8 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also write a PNG chart (default path when given without one)")
     args = parser.parse_args(argv)
     # A file the user named that is not there is a mistake to stop at, not a model to skip.
-    named = [m for m in (*args.models, *([args.teacher] if args.teacher else [])) if not m.startswith("arch:")]
-    missing = [m for m in named if not Path(m).is_file()]
+    missing = missing_model_files([*args.models, *([args.teacher] if args.teacher else [])])
     if missing:
         parser.error(f"model file not found: {', '.join(missing)}")
     if not args.models:

@@ -155,6 +155,11 @@ def _open_torch(spec: str, threads: int) -> Runner:
     )
 
 
+def missing_model_files(specs: list[str]) -> list[str]:
+    """The specs that name a model file which does not exist (``arch:`` specs name no file)."""
+    return [spec for spec in specs if not spec.startswith("arch:") and not Path(spec).is_file()]
+
+
 def open_runner(spec: str, threads: int) -> Runner:
     """Open a model for timing; raises SkipModel when this machine cannot run it."""
     if spec.startswith("arch:") or spec.endswith(".pt"):
