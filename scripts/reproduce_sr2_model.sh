@@ -17,6 +17,12 @@ PY="${PYTHON:-.venv/bin/python}"
 mkdir -p "$RUN"
 ON_DEVICE=(${TRAIN_DEVICE:+--set train.device=$TRAIN_DEVICE --set train.num_workers=2})
 
+# Distil the x2 student again from a checkpoint: distill_from CONFIG STAGE INIT_CHECKPOINT [extra trainer args]
+distill_from() {
+    "$PY" -m trainer distill --config "trainer/configs/$1" --out "$RUN/$2" \
+        --teacher "$RUN/teacher/best.pt" --init "$3" --set train.progress=false "${@:4}"
+}
+
 echo "== 1/6 x2 teacher (EDSR-style, 32 channels, 6 residual blocks)"
 "$PY" -m trainer teacher --config trainer/configs/sr2_teacher.json --out "$RUN/teacher" --set train.progress=false
 
@@ -29,20 +35,14 @@ gan=$!
 
 echo "== 3/6 distill the student again on real slices (KD 1.0, few phantoms), then on real images only; QAT (ModelOpt INT8);"
 echo "       its weights moved onto a Lanczos-3 base and trained on; INT8 by calibration alone"
-"$PY" -m trainer distill --config trainer/configs/sr2_distill_kd_real.json --out "$RUN/kd_real" \
-    --teacher "$RUN/teacher/best.pt" --init "$RUN/student/best.pt" --set train.progress=false
-"$PY" -m trainer distill --config trainer/configs/sr2_distill_real_only.json --out "$RUN/real_only" \
-    --teacher "$RUN/teacher/best.pt" --init "$RUN/kd_real/best.pt" --set train.progress=false ${ON_DEVICE[@]+"${ON_DEVICE[@]}"}
+distill_from sr2_distill_kd_real.json kd_real "$RUN/student/best.pt"
+distill_from sr2_distill_real_only.json real_only "$RUN/kd_real/best.pt" ${ON_DEVICE[@]+"${ON_DEVICE[@]}"}
 "$PY" -m trainer qat --config trainer/configs/sr2_qat.json --out "$RUN/qat_nearest" --student "$RUN/real_only/best.pt"
 "$PY" -m trainer.checkpoint float "$RUN/qat_nearest/best.pt" "$RUN/qat_nearest_float.pt"
-"$PY" -m trainer distill --config trainer/configs/sr2_distill_lanczos.json --out "$RUN/lanczos" \
-    --teacher "$RUN/teacher/best.pt" --init "$RUN/qat_nearest_float.pt" --set train.progress=false
-"$PY" -m trainer distill --config trainer/configs/sr2_distill_lanczos2.json --out "$RUN/lanczos2" \
-    --teacher "$RUN/teacher/best.pt" --init "$RUN/lanczos/best.pt" --set train.progress=false
-"$PY" -m trainer distill --config trainer/configs/sr2_distill_lanczos2.json --out "$RUN/lanczos3" \
-    --teacher "$RUN/teacher/best.pt" --init "$RUN/lanczos2/best.pt" --set train.progress=false
-"$PY" -m trainer distill --config trainer/configs/sr2_distill_lanczos2.json --out "$RUN/lanczos4" \
-    --teacher "$RUN/teacher/best.pt" --init "$RUN/lanczos3/best.pt" --set train.progress=false
+distill_from sr2_distill_lanczos.json lanczos "$RUN/qat_nearest_float.pt"
+distill_from sr2_distill_lanczos2.json lanczos2 "$RUN/lanczos/best.pt"
+distill_from sr2_distill_lanczos2.json lanczos3 "$RUN/lanczos2/best.pt"
+distill_from sr2_distill_lanczos2.json lanczos4 "$RUN/lanczos3/best.pt"
 "$PY" -m trainer qat --config trainer/configs/sr2_qat_calibrate.json --out "$RUN/qat" --student "$RUN/lanczos4/best.pt"
 wait "$gan"
 
