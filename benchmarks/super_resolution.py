@@ -2,7 +2,7 @@
 
 Every test image of the SR data configuration (MR: k-space truncation to half the matrix;
 CT and X-ray: blur + 2x2 area averaging; trainer/data/super_resolution.py) is upscaled by the
-classical methods (nearest, bicubic, Lanczos-3), the teacher (PyTorch checkpoint) and the
+classical methods (nearest, bicubic, Lanczos-3, zero-filled k-space), the teacher (PyTorch checkpoint) and the
 student models (ONNX through the runtime's inference path, as ``runtime.enhance`` runs them),
 and scored against the high-resolution original: PSNR / SSIM (FSIM with ``--fsim``) and the
 texture ratio, a perceptual-realism proxy (trainer.metrics.texture_ratio: fine-texture power
@@ -102,14 +102,25 @@ def open_models(args: argparse.Namespace, threads: int, log: Callable[[str], Non
 
 
 def roles(runners: list[Runner], teacher: str | None) -> dict[str, str]:
-    """Which runner is the teacher, the FP32 and the INT8 student (ONNX), by label."""
+    """Which runner is the teacher, the FP32 and the INT8 student (ONNX), by label; and
+    ``"int8:MR"``-style entries for the student of each precision whose contract names a
+    modality, so that a modality with a model of its own (the MR x2 model) is judged on it."""
     found: dict[str, str] = {}
     for runner in runners:
         if teacher is not None and runner.spec == teacher:
             found["teacher"] = runner.label
         elif runner.kind != "pytorch":
             found.setdefault(runner.precision, runner.label)
+            for modality in runner.backend.contract.modalities:
+                if modality != "*":
+                    found.setdefault(f"{runner.precision}:{modality}", runner.label)
     return found
+
+
+def role_for(model_roles: dict[str, str], role: str, modality: str) -> str | None:
+    """The label that plays ``role`` for a summary group: its modality's own model, else the first."""
+    covered_as = "CT" if modality == REAL_CT else modality
+    return model_roles.get(f"{role}:{covered_as}", model_roles.get(role))
 
 
 def target_check(summary: list[dict], model_roles: dict[str, str], flops: dict[str, float | None],
@@ -124,7 +135,7 @@ def target_check(summary: list[dict], model_roles: dict[str, str], flops: dict[s
         return row.get(primary_metric(modality)) if row else None
 
     for modality in TARGET_MODALITIES:
-        int8, fp32, teacher = (value(modality, model_roles.get(k)) for k in ("int8", "fp32", "teacher"))
+        int8, fp32, teacher = (value(modality, role_for(model_roles, k, modality)) for k in ("int8", "fp32", "teacher"))
         checks = [("int8_over_bicubic_db", int8, value(modality, "bicubic"), 1),
                   ("int8_over_lanczos_db", int8, value(modality, "lanczos"), 1),
                   ("teacher_minus_int8_db", teacher, int8, -1),
@@ -134,8 +145,8 @@ def target_check(summary: list[dict], model_roles: dict[str, str], flops: dict[s
             passed = None if measured is None else (measured >= TARGETS[name] if sign > 0 else measured <= TARGETS[name])
             row = {"target": name, "modality": modality, "limit": TARGETS[name], "measured_db": measured, "pass": passed}
             covered_as = "CT" if modality == REAL_CT else modality
-            refused = [model_roles[k] for k in ("int8", "fp32")
-                       if covered_as in (not_covered or {}).get(model_roles.get(k), [])]
+            refused = [role_for(model_roles, k, modality) for k in ("int8", "fp32")
+                       if covered_as in (not_covered or {}).get(role_for(model_roles, k, modality), [])]
             if refused:
                 row["note"] = f"{', '.join(refused)} not released for {modality}"
             rows.append(row)

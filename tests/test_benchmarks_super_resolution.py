@@ -32,7 +32,8 @@ def test_every_test_image_is_scored_for_every_method(run):
     assert status == 0 and record["benchmark"] == "super_resolution" and record["test_images"] >= 2
     # The tiny configuration's test split: CT phantoms (MR phantoms are never test images).
     methods = {(row["modality"], row["method"]) for row in record["summary"]}
-    assert methods == {("CT", m) for m in ("nearest", "bicubic", "lanczos", "tiny_sr.fp32.onnx", "tiny_sr.int8.onnx")}
+    assert methods == {("CT", m) for m in ("nearest", "bicubic", "lanczos", "zero-fill", "tiny_sr.fp32.onnx",
+                                           "tiny_sr.int8.onnx")}
     rows = {row["method"]: row for row in record["summary"]}
     # Interpolation beats pixel repetition; pixel repetition has the most (false) fine texture.
     assert rows["bicubic"]["psnr_full"] > rows["nearest"]["psnr_full"]
@@ -43,7 +44,8 @@ def test_every_test_image_is_scored_for_every_method(run):
 def test_targets_are_differences_of_the_summary(run):
     _, record, _, _ = run
     rows = {(row["modality"], row["method"]): row for row in record["summary"]}
-    assert record["roles"] == {"fp32": "tiny_sr.fp32.onnx", "int8": "tiny_sr.int8.onnx"}
+    assert {k: v for k, v in record["roles"].items() if ":" not in k} == {"fp32": "tiny_sr.fp32.onnx",
+                                                                          "int8": "tiny_sr.int8.onnx"}
     checks = {(t["target"], t["modality"]): t for t in record["targets"]}
     over_bicubic = checks[("int8_over_bicubic_db", "CT")]
     expected = rows[("CT", "tiny_sr.int8.onnx")]["psnr_window"] - rows[("CT", "bicubic")]["psnr_window"]
@@ -87,3 +89,18 @@ def test_packaged_ct_scans_are_also_scored_apart_from_the_phantoms():
     extended = super_resolution.with_real_ct(rows)
     assert [r["modality"] for r in extended[3:]] == [super_resolution.REAL_CT]
     assert extended[3]["image"] == rows[0]["image"] and super_resolution.primary_metric(super_resolution.REAL_CT) == "psnr_window"
+
+
+def test_a_modality_with_a_model_of_its_own_is_judged_on_that_model():
+    """The MR x2 model beside the CT one: MR's targets read the MR model's rows, CT's the CT model's."""
+    roles = {"int8": "ct.int8.onnx", "int8:CT": "ct.int8.onnx", "int8:MR": "mr.int8.onnx",
+             "fp32": "ct.fp32.onnx", "fp32:CT": "ct.fp32.onnx", "fp32:MR": "mr.fp32.onnx"}
+    summary = [{"modality": "MR", "method": method, "psnr": value}
+               for method, value in (("bicubic", 30.0), ("lanczos", 31.0), ("mr.int8.onnx", 32.0), ("mr.fp32.onnx", 32.1),
+                                     ("ct.int8.onnx", 20.0))]
+    summary += [{"modality": "CT", "method": method, "psnr_window": value}
+                for method, value in (("bicubic", 40.0), ("lanczos", 40.5), ("ct.int8.onnx", 41.0))]
+    checks = {(t["target"], t["modality"]): t for t in super_resolution.target_check(summary, roles, {})}
+    assert checks[("int8_over_bicubic_db", "MR")]["measured_db"] == pytest.approx(2.0)
+    assert checks[("fp32_minus_int8_db", "MR")]["measured_db"] == pytest.approx(0.1)
+    assert checks[("int8_over_lanczos_db", "CT")]["measured_db"] == pytest.approx(0.5)

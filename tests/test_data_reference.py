@@ -10,7 +10,9 @@ from trainer.data import DataConfig
 from trainer.data.datasets import load_sources, split_sources
 from trainer.data.reference import bin2, clean_reference, ct_own_noise_hu, own_noise_fraction
 from trainer.data.phantoms import tissue_texture
-from trainer.data.sources import SourceImage, head_phantom_images, mr_phantom_images, xray_phantom_images
+from trainer.data.sources import (
+    SourceImage, head_phantom_images, mr_phantom_images, phantom_images, xray_phantom_images,
+)
 
 
 def smooth_body(size: int, seed: int = 0) -> np.ndarray:
@@ -82,6 +84,23 @@ def test_mr_phantom_texture_is_fine_correlated_structure_on_the_same_phantom():
     assert 0 < float(field.std()) <= 0.05
     neighbour_correlation = np.corrcoef(field[:, :-1].ravel(), field[:, 1:].ravel())[0, 1]
     assert neighbour_correlation > 0.5  # spatially correlated, unlike the white noise it must be told from
+
+
+def test_ct_phantom_texture_reaches_training_phantoms_only_and_leaves_air_alone():
+    plain = phantom_images(2, 160, test_count=1, validation_count=1)
+    textured = phantom_images(2, 160, test_count=1, validation_count=1, train_texture=0.015)
+    assert [i.name for i in textured] == [i.name for i in plain]
+    for a, b in zip(plain, textured):
+        if not a.name.startswith("phantom:train-"):
+            assert np.array_equal(a.values, b.values), a.name  # validation and test phantoms stay as they were
+            continue
+        assert a.pixel_mm == b.pixel_mm
+        air = a.values <= -1000
+        assert np.allclose(b.values[air], a.values[air], atol=1e-3)  # on attenuation: air stays air
+        soft = (a.values > -100) & (a.values < 200)
+        assert 0.5 < float(np.std(b.values[soft] - a.values[soft])) <= 0.015 * 1.05 * float(np.max(a.values[soft] + 1000))
+    with pytest.raises(ValueError, match="ct_phantom_texture"):
+        DataConfig(ct_phantom_texture=0.5)
 
 
 @pytest.mark.parametrize("share, expected", [(0.5, [1, 0, 1, 0]), (0.0, [0, 0, 0, 0]), (0.25, [1, 0, 0, 0]), (1.0, [1, 1, 1, 1])])

@@ -12,7 +12,10 @@ from trainer.baselines import upscale
 from trainer.config import load_config
 from trainer.data import DataConfig, build_heldout_set, build_training_set
 from trainer.data.sources import mr_phantom_images
-from trainer.data.super_resolution import blur_area_downsample, kspace_downsample, kspace_lowpass, reference_values
+from trainer.baselines import upscale
+from trainer.data.super_resolution import (
+    blur_area_downsample, kspace_downsample, kspace_lowpass, kspace_upsample, reference_values,
+)
 from trainer.losses import LossConfig, ReconstructionLoss, noise_balance_weights
 from trainer.models import count_flops, create_model
 from trainer.train import train
@@ -45,6 +48,18 @@ def test_kspace_truncation_removes_the_high_frequencies():
     lowres = kspace_downsample(noise)
     # White noise keeps a quarter of its energy (the central quarter of k-space), scaled.
     assert np.var(lowres) == pytest.approx(np.var(noise) / 4, rel=0.15)
+
+
+def test_zero_filled_kspace_interpolation_inverts_the_truncation_of_a_band_limited_image():
+    highres = band_limited(64, 48)
+    lowres = kspace_downsample(highres)
+    np.testing.assert_allclose(kspace_upsample(lowres), highres, atol=1e-5)
+    np.testing.assert_allclose(upscale(lowres, "zero-fill"), highres, atol=1e-5)  # the benchmark's baseline
+    assert np.abs(upscale(lowres, "lanczos") - highres).max() > 1e-3  # which Lanczos-3 only approximates
+    wide = np.random.default_rng(2).standard_normal((64, 64))
+    assert np.abs(kspace_upsample(kspace_downsample(wide)) - wide).max() > 0.5  # beyond the band: lost
+    with pytest.raises(ValueError, match="x2"):
+        upscale(lowres, "zero-fill", scale=3)
 
 
 def test_kspace_lowpass_keeps_the_band_and_removes_what_lies_beyond():
@@ -151,6 +166,19 @@ def test_lanczos_base_is_pillows_lanczos_and_loads_nearest_base_weights():
                                    nearest_model(x) - x.repeat_interleave(2, 2).repeat_interleave(2, 3), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="base"):
         create_model("sr2_student", base="bicubic")
+
+
+def test_lanczos8_base_interpolates_a_band_limited_image_closer_than_lanczos3():
+    """MR halved in k-space is band-limited: the wider windowed sinc of the MR x2 model's base is
+    nearer the exact (zero-filled k-space) interpolation than Lanczos-3, away from the borders."""
+    image = kspace_lowpass(np.random.default_rng(3).standard_normal((96, 96)).astype(np.float32), 0.45)
+    lowres = torch.from_numpy(kspace_downsample(image))[None, None]
+    errors = {}
+    for base in ("lanczos3", "lanczos8"):
+        model = create_model("sr2_student", width=4, blocks=1, base=base).eval()
+        with torch.no_grad():
+            errors[base] = float(np.abs(model(lowres)[0, 0].numpy() - image)[20:-20, 20:-20].max())
+    assert errors["lanczos8"] < errors["lanczos3"] / 3, errors
 
 
 def test_init_moves_a_nearest_base_student_to_the_lanczos_base_as_exactly_lanczos(tmp_path):

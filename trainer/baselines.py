@@ -7,7 +7,8 @@ estimate_sigma``, wavelet MAD), so no baseline sees the clean reference; a bench
 the true level (an "oracle" filter) passes it. NLM's ``h`` and TV's weight are multiples of
 sigma: ``h_per_sigma`` / ``weight_per_sigma`` (default: the module constants below).
 
-``upscale`` is the classical side of x2 super-resolution (nearest, bicubic, Lanczos).
+``upscale`` is the classical side of x2 super-resolution (nearest, bicubic, Lanczos, and for MR
+zero-filled k-space interpolation).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, denoise_wavelet, estimate_sigma
 
 from runtime.resample import UPSAMPLERS
+from trainer.data.super_resolution import SCALE, kspace_upsample
 
 NLM_H_PER_SIGMA = 0.8  # skimage's guidance for fast_mode: h a little below sigma
 TV_WEIGHT_PER_SIGMA = 1.0
@@ -72,12 +74,21 @@ BASELINES: dict[str, Callable[..., np.ndarray]] = {"nlm": nlm, "tv": tv, "wavele
 STRENGTH_KEYWORDS: dict[str, str] = {"nlm": "h_per_sigma", "tv": "weight_per_sigma"}
 
 
-UPSCALERS = tuple(UPSAMPLERS)  # nearest, bicubic, lanczos
+def _zero_fill(image: np.ndarray, scale: int) -> np.ndarray:
+    if scale != SCALE:
+        raise ValueError(f"zero-filled k-space interpolation is x{SCALE} here, not x{scale}")
+    return kspace_upsample(image)
+
+
+# Classical x2 methods: runtime.resample's (nearest, bicubic, Lanczos-3) and zero-filled
+# k-space interpolation, the exact inverse of the MR degradation for a band-limited image.
+CLASSICAL_UPSAMPLERS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {**UPSAMPLERS, "zero-fill": _zero_fill}
+UPSCALERS = tuple(CLASSICAL_UPSAMPLERS)
 
 
 def upscale(image: np.ndarray, method: str = "bicubic", scale: int = 2) -> np.ndarray:
     """Classical ``scale``x upsampling of a 2-D image (runtime.resample: nearest, Pillow's bicubic
-    or Lanczos-3), on the SR models' area-aligned grid, float32."""
-    if method not in UPSAMPLERS:
+    or Lanczos-3; or zero-filled k-space), on the SR models' area-aligned grid, float32."""
+    if method not in CLASSICAL_UPSAMPLERS:
         raise ValueError(f"upscale method must be one of {', '.join(UPSCALERS)}, got {method!r}")
-    return np.asarray(UPSAMPLERS[method](_image(image).astype(np.float32), scale), dtype=np.float32)
+    return np.asarray(CLASSICAL_UPSAMPLERS[method](_image(image).astype(np.float32), scale), dtype=np.float32)

@@ -98,6 +98,10 @@ class DataConfig:
     # > 0: MR phantoms carry a fine multiplicative tissue texture of up to this relative RMS
     # (phantoms.tissue_texture), so a model learns that fine structure is not all noise.
     mr_phantom_texture: float = 0.0
+    # > 0: training CT phantoms (never validation or test ones) carry the same kind of texture on
+    # their attenuation (HU + 1000), up to this relative RMS (0.015: up to ~15 HU in soft tissue,
+    # less in lung, none in air), so that fine structure at low noise is not taken for noise.
+    ct_phantom_texture: float = 0.0
     xray_phantoms: int = 0  # noiseless radiograph phantoms (sources: "phantom", modality DX)
     xray_validation_phantoms: int = 0  # and validation ones (never test)
     # Share of the training radiograph phantoms whose detector saturates at their open field
@@ -144,6 +148,8 @@ class DataConfig:
     noise_aug_sigma: list[float] = field(default_factory=lambda: [0.01, 0.05])
 
     def __post_init__(self) -> None:
+        if not 0 <= self.ct_phantom_texture < 0.2:
+            raise ValueError(f"ct_phantom_texture {self.ct_phantom_texture} must be in [0, 0.2) (relative RMS)")
         if self.patch_size < 8:
             raise ValueError(f"patch_size {self.patch_size} is too small (need >= 8)")
         if not self.dose_fractions or any(not 0 < d <= 1 for d in self.dose_fractions):

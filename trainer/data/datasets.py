@@ -69,7 +69,7 @@ def load_sources(cfg: DataConfig) -> list[SourceImage]:
         elif source == "phantom":
             if "CT" in modalities:
                 images += phantom_images(cfg.phantom_count, cfg.phantom_size, cfg.heldout_phantoms,
-                                         cfg.validation_phantoms)
+                                         cfg.validation_phantoms, cfg.ct_phantom_texture)
                 images += head_phantom_images(cfg.head_phantoms, cfg.phantom_size)
             if "MR" in modalities:
                 images += mr_phantom_images(cfg.mr_phantoms, cfg.phantom_size, cfg.mr_validation_phantoms,

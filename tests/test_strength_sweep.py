@@ -1,0 +1,35 @@
+"""benchmarks.strength_sweep: the blend it scores is the runtime's --strength, and its best is a real maximum."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import strength_sweep
+from trainer.metrics import image_quality
+
+MODEL = Path(__file__).resolve().parents[1] / "models" / "medclear_student.int8.onnx"
+
+
+def test_sweep_scores_the_input_at_strength_0_and_finds_the_best(tmp_path):
+    out = tmp_path / "sweep.json"
+    assert strength_sweep.main([str(MODEL), "--modalities", "MR", "--max-images", "1", "--threads", "1",
+                                "--strengths", "0", "0.5", "1", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    (row,) = record["rows"]
+    image = strength_sweep.images_of("validation", ["MR"])[0]
+    assert row["image"] == image.name
+    scores = row["scores"]["psnr"]
+    assert scores["0"] == pytest.approx(image_quality(image.degraded, image.clean, "MR", image.spec)["psnr"], abs=1e-6)
+    assert scores["1"] > scores["0"] + 3  # the model denoises this MR phantom
+    best = row["best"]["psnr"]
+    assert scores[f"{best['strength']:g}"] == max(scores.values())
+    assert best["gain_db"] == pytest.approx(max(scores.values()) - scores["1"])
+    assert row["fine_noise"]["output"] < row["fine_noise"]["input"]
+
+
+def test_strengths_must_include_1():
+    with pytest.raises(SystemExit):
+        strength_sweep.parse_args([str(MODEL), "--strengths", "0.5", "0.8"])
