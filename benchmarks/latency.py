@@ -21,7 +21,7 @@ import numpy as np
 from benchmarks import inputs, process, report
 from benchmarks.flops import matmul_ceiling
 from benchmarks.record import header, write_json
-from benchmarks.runners import Runner, SkipModel, missing_model_files, open_runner
+from benchmarks.runners import Runner, SkipModel, open_runner, refuse_missing_models
 from benchmarks.targets import claim, efficiency, judge
 from benchmarks.timing import Stopwatch, summarize, timed_runs
 from runtime.backends import BackendError
@@ -66,10 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, nargs="?", const=Path("benchmarks/results/latency.png"),
                         help="also write a PNG chart (default path when given without one)")
     args = parser.parse_args(argv)
-    # A file the user named that is not there is a mistake to stop at, not a model to skip.
-    missing = missing_model_files([*args.models, *([args.teacher] if args.teacher else [])])
-    if missing:
-        parser.error(f"model file not found: {', '.join(missing)}")
+    refuse_missing_models(parser, args.models, args.teacher)
     if not args.models:
         args.models = [m for m in DEFAULT_MODELS if Path(m).is_file()] + sorted(str(p) for p in Path("models").glob("*.engine"))
         if not args.models and not args.teacher:

@@ -28,7 +28,7 @@ import numpy as np
 
 from benchmarks import crops, report, tuning
 from benchmarks.record import header, write_json
-from benchmarks.runners import Runner, SkipModel, open_runner
+from benchmarks.runners import Runner, SkipModel, open_runner, refuse_missing_models
 from compiler.quality import evaluation_units, heldout_values
 from runtime.pipeline import enhance_values
 from trainer.data import DataConfig, HeldoutImage, build_heldout_set
@@ -82,6 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="real CT slices with more of their own soft-tissue noise (HU) than this are no "
                        "reference and are left out (0: off; docs/DATA.md)")
     args = parser.parse_args(argv)
+    refuse_missing_models(parser, args.models, args.teacher)
     name = "dose_curve" if args.dose_curve else "quality"
     args.out = args.out or RESULTS / f"{name}.json"
     args.grid = args.grid or RESULTS / f"{name}_crops.png"

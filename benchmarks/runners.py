@@ -9,6 +9,8 @@ runtime's inference path (``runtime.pipeline``) and is fed what its own contract
 
 from __future__ import annotations
 
+import argparse
+
 import importlib.util
 import time
 from dataclasses import dataclass, field
@@ -158,6 +160,14 @@ def _open_torch(spec: str, threads: int) -> Runner:
 def missing_model_files(specs: list[str]) -> list[str]:
     """The specs that name a model file which does not exist (``arch:`` specs name no file)."""
     return [spec for spec in specs if not spec.startswith("arch:") and not Path(spec).is_file()]
+
+
+def refuse_missing_models(parser: argparse.ArgumentParser, models: list[str], teacher: str | None = None) -> None:
+    """A file the user named that is not there is a mistake to stop at (``parser.error``), not a
+    model to skip as one this machine cannot run."""
+    missing = missing_model_files([*models, *([teacher] if teacher else [])])
+    if missing:
+        parser.error(f"model file not found: {', '.join(missing)}")
 
 
 def open_runner(spec: str, threads: int) -> Runner:

@@ -26,7 +26,7 @@ import numpy as np
 from benchmarks import crops, quality
 from benchmarks.markdown import md_table, section_name, write_marked_section
 from benchmarks.record import header, write_json
-from benchmarks.runners import Runner
+from benchmarks.runners import Runner, refuse_missing_models
 from runtime.pipeline import ModalityError
 from trainer.baselines import UPSCALERS, upscale
 from trainer.data import build_heldout_set
@@ -62,7 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--grid", type=Path, default=RESULTS / "super_resolution_crops.png", help="PNG crop grid")
     parser.add_argument("--markdown", type=Path, help="also write the tables into this Markdown file between "
                         "the <!-- super-resolution:begin/end --> markers (e.g. docs/BENCHMARKS.md)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    refuse_missing_models(parser, args.models, args.teacher)
+    return args
 
 
 def data_args(args: argparse.Namespace) -> argparse.Namespace:
