@@ -24,7 +24,7 @@ import numpy as np
 from benchmarks.dose_curve import estimated_sigma
 from benchmarks import quality
 from benchmarks.record import header, write_json
-from benchmarks.runners import open_runner
+from benchmarks.runners import open_runner, refuse_missing_models
 from runtime.strength import MAX_STRENGTH, apply_strength
 from trainer.data import HeldoutImage, build_heldout_set
 from trainer.metrics import image_quality
@@ -38,14 +38,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("model", help="a denoising model (.onnx), run as the CLI runs it")
     parser.add_argument("--split", choices=("validation", "test"), default="validation",
                         help="the split to sweep (choose on validation; test numbers are only reported)")
-    parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2])
+    parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2],
+                        help=f"the blends to score, in 0..{MAX_STRENGTH:g}; must include 1 (the model's output)")
     parser.add_argument("--modalities", nargs="+", help="override the data configuration's modalities")
     parser.add_argument("--max-images", type=int, help="smoke runs: the first N image-levels only")
-    parser.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/strength_sweep.json"))
+    parser.add_argument("--threads", type=int, help="inference threads (all cores when not given)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/strength_sweep.json"), help="JSON record")
     args = parser.parse_args(argv)
     if any(not 0 <= s <= MAX_STRENGTH for s in args.strengths) or 1.0 not in args.strengths:
         parser.error(f"--strengths must lie in 0..{MAX_STRENGTH:g} and include 1")
+    refuse_missing_models(parser, [args.model])
     return args
 
 
@@ -84,15 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     images = images_of(args.split, args.modalities)[: args.max_images]
     runner = open_runner(args.model, args.threads or len(os.sched_getaffinity(0)))
     rows = []
-    for image in images:
-        row = sweep(image, quality.enhance(runner, image), args.strengths)
-        rows.append(row)
-        best = ", ".join(f"{m} {b['strength']:g} ({b['gain_db']:+.2f} dB)" for m, b in row["best"].items())
-        print(f"{image.name} {image.degradation}: best strength {best}; fine noise reference/input/output "
-              + "/".join(f"{v:.2f}" for v in row["fine_noise"].values()), flush=True)
-    runner.close()
-    write_json({**header("strength_sweep", {"model": args.model, "split": args.split, "strengths": args.strengths}),
-                "rows": rows, "timing_s": time.perf_counter() - begin}, args.out)
+    try:
+        for image in images:
+            row = sweep(image, quality.enhance(runner, image), args.strengths)
+            rows.append(row)
+            best = ", ".join(f"{m} {b['strength']:g} ({b['gain_db']:+.2f} dB)" for m, b in row["best"].items())
+            print(f"{image.name} {image.degradation}: best strength {best}; fine noise reference/input/output "
+                  + "/".join(f"{v:.2f}" for v in row["fine_noise"].values()), flush=True)
+    finally:
+        runner.close()
+    settings = {"model": args.model, "split": args.split, "strengths": args.strengths, "modalities": args.modalities,
+                "max_images": args.max_images}
+    write_json({**header("strength_sweep", settings), "rows": rows, "timing_s": time.perf_counter() - begin}, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

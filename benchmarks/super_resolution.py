@@ -105,8 +105,9 @@ def open_models(args: argparse.Namespace, threads: int, log: Callable[[str], Non
 
 def roles(runners: list[Runner], teacher: str | None) -> dict[str, str]:
     """Which runner is the teacher, the FP32 and the INT8 student (ONNX), by label; and
-    ``"int8:MR"``-style entries for the student of each precision whose contract names a
-    modality, so that a modality with a model of its own (the MR x2 model) is judged on it."""
+    ``"int8:MR"``-style entries (``"int8:*"`` for a contract that lists every modality) for the
+    first student of each precision whose contract covers a modality, so that a modality with a
+    model of its own (an MR x2 model beside the CT one) is judged on it, whatever the order."""
     found: dict[str, str] = {}
     for runner in runners:
         if teacher is not None and runner.spec == teacher:
@@ -114,15 +115,18 @@ def roles(runners: list[Runner], teacher: str | None) -> dict[str, str]:
         elif runner.kind != "pytorch":
             found.setdefault(runner.precision, runner.label)
             for modality in runner.backend.contract.modalities:
-                if modality != "*":
-                    found.setdefault(f"{runner.precision}:{modality}", runner.label)
+                found.setdefault(f"{runner.precision}:{modality}", runner.label)
     return found
 
 
 def role_for(model_roles: dict[str, str], role: str, modality: str) -> str | None:
-    """The label that plays ``role`` for a summary group: its modality's own model, else the first."""
+    """The label that plays ``role`` for a summary group: the first model whose contract names
+    its modality, else one that covers every modality, else the first of that role."""
     covered_as = "CT" if modality == REAL_CT else modality
-    return model_roles.get(f"{role}:{covered_as}", model_roles.get(role))
+    for key in (f"{role}:{covered_as}", f"{role}:*", role):
+        if key in model_roles:
+            return model_roles[key]
+    return None
 
 
 def target_check(summary: list[dict], model_roles: dict[str, str], flops: dict[str, float | None],
@@ -152,7 +156,8 @@ def target_check(summary: list[dict], model_roles: dict[str, str], flops: dict[s
             if refused:
                 row["note"] = f"{', '.join(refused)} not released for {modality}"
             rows.append(row)
-    teacher_flops, student_flops = flops.get(model_roles.get("teacher", "")), flops.get(model_roles.get("int8", ""))
+    teacher_flops = flops.get(model_roles.get("teacher", ""))
+    student_flops = flops.get(role_for(model_roles, "int8", "CT") or "")
     ratio = teacher_flops / student_flops if teacher_flops and student_flops else None
     rows.append({"target": "teacher_over_student_flops", "modality": "*", "limit": TARGETS["teacher_over_student_flops"],
                  "measured": ratio, "pass": None if ratio is None else ratio >= TARGETS["teacher_over_student_flops"]})

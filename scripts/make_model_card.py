@@ -181,7 +181,8 @@ def _sr2_target_summary(quality: dict) -> str:
 
 
 SR2_BASES = {"nearest": "a nearest x2 upsampling",
-             "lanczos3": "a fixed Lanczos-3 x2 upsampling (a nearest-base student's weights moved onto it and trained on)"}
+             "lanczos3": "a fixed Lanczos-3 x2 upsampling (a nearest-base student's weights moved onto it and trained on)",
+             "lanczos8": "a fixed Lanczos-8 x2 upsampling (a wider windowed sinc; another base's weights moved onto it)"}
 
 
 def _sr2_quantization(stage: dict) -> str:

@@ -2,7 +2,7 @@
 # Reproduce the shipped x2 super-resolution model end to end (about 7 hours on 2 CPU cores, 3 of them the real-only stage;
 # TRAIN_DEVICE=cuda runs that stage on a GPU in minutes): teacher -> distilled student (and its adversarial variant) ->
 # QAT -> Lanczos-3 base -> INT8 by calibration -> ONNX fp32 + int8 ->
-# test-split quality against nearest/bicubic/Lanczos -> latency -> the model card's x2 section.
+# test-split quality against nearest/bicubic/Lanczos/zero-filled k-space -> latency -> the model card's x2 section.
 #
 #   bash scripts/reproduce_sr2_model.sh [RUN_DIR]     (default RUN_DIR: runs/sr2)
 #

@@ -132,3 +132,11 @@ def test_noise_map_models_get_the_heldout_images_level_in_onnx_and_in_pytorch(tm
     assert quality.enhance(runners[1], image).shape == hu.shape
     for runner in runners:
         runner.close()
+
+
+def test_a_named_model_file_that_is_missing_stops_before_any_tuning(tmp_path: Path, capsys) -> None:
+    """Not skipped as a model this machine cannot run: a typo costs no tuning run and leaves no silent gap."""
+    for argv in ([str(tmp_path / "typo.int8.onnx"), "--dose-curve"], ["--teacher", str(tmp_path / "teacher.pt")]):
+        with pytest.raises(SystemExit) as stopped:
+            quality.parse_args(argv)
+        assert stopped.value.code == 2 and f"model file not found: {tmp_path}" in capsys.readouterr().err

@@ -100,7 +100,17 @@ def test_a_modality_with_a_model_of_its_own_is_judged_on_that_model():
                                      ("ct.int8.onnx", 20.0))]
     summary += [{"modality": "CT", "method": method, "psnr_window": value}
                 for method, value in (("bicubic", 40.0), ("lanczos", 40.5), ("ct.int8.onnx", 41.0))]
-    checks = {(t["target"], t["modality"]): t for t in super_resolution.target_check(summary, roles, {})}
-    assert checks[("int8_over_bicubic_db", "MR")]["measured_db"] == pytest.approx(2.0)
-    assert checks[("fp32_minus_int8_db", "MR")]["measured_db"] == pytest.approx(0.1)
-    assert checks[("int8_over_lanczos_db", "CT")]["measured_db"] == pytest.approx(0.5)
+    for order in (roles, {**roles, "int8": "mr.int8.onnx", "fp32": "mr.fp32.onnx"}):  # the MR model listed first
+        checks = {(t["target"], t["modality"]): t for t in super_resolution.target_check(summary, order, {})}
+        assert checks[("int8_over_bicubic_db", "MR")]["measured_db"] == pytest.approx(2.0)
+        assert checks[("fp32_minus_int8_db", "MR")]["measured_db"] == pytest.approx(0.1)
+        assert checks[("int8_over_lanczos_db", "CT")]["measured_db"] == pytest.approx(0.5)
+    assert super_resolution.role_for({"int8": "a", "int8:MR": "a", "int8:*": "b"}, "int8", "CT") == "b"
+
+
+def test_a_named_model_file_that_is_missing_stops_before_any_work(tmp_path, capsys):
+    """Not skipped as a model this machine cannot run: a typo costs no run and leaves no silent gap."""
+    for argv in ([str(tmp_path / "typo.int8.onnx")], ["--teacher", str(tmp_path / "teacher.pt")]):
+        with pytest.raises(SystemExit) as stopped:
+            super_resolution.parse_args(argv)
+        assert stopped.value.code == 2 and f"model file not found: {tmp_path}" in capsys.readouterr().err

@@ -98,7 +98,10 @@ def test_ct_phantom_texture_reaches_training_phantoms_only_and_leaves_air_alone(
         air = a.values <= -1000
         assert np.allclose(b.values[air], a.values[air], atol=1e-3)  # on attenuation: air stays air
         soft = (a.values > -100) & (a.values < 200)
-        assert 0.5 < float(np.std(b.values[soft] - a.values[soft])) <= 0.015 * 1.05 * float(np.max(a.values[soft] + 1000))
+        assert float(np.std(b.values[soft] - a.values[soft])) <= 0.015 * 1.05 * float(np.max(a.values[soft] + 1000))
+    # The RMS is drawn per phantom in [0, max]: at least one of them carries texture of a few HU.
+    assert max(float(np.std((b.values - a.values)[(a.values > -100) & (a.values < 200)]))
+               for a, b in zip(plain, textured) if a.name.startswith("phantom:train-")) > 0.5
     with pytest.raises(ValueError, match="ct_phantom_texture"):
         DataConfig(ct_phantom_texture=0.5)
 

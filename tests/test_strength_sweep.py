@@ -20,7 +20,7 @@ def test_sweep_scores_the_input_at_strength_0_and_finds_the_best(tmp_path):
     record = json.loads(out.read_text())
     (row,) = record["rows"]
     image = strength_sweep.images_of("validation", ["MR"])[0]
-    assert row["image"] == image.name
+    assert row["image"] == image.name and record["settings"]["modalities"] == ["MR"]
     scores = row["scores"]["psnr"]
     assert scores["0"] == pytest.approx(image_quality(image.degraded, image.clean, "MR", image.spec)["psnr"], abs=1e-6)
     assert scores["1"] > scores["0"] + 3  # the model denoises this MR phantom
@@ -30,6 +30,10 @@ def test_sweep_scores_the_input_at_strength_0_and_finds_the_best(tmp_path):
     assert row["fine_noise"]["output"] < row["fine_noise"]["input"]
 
 
-def test_strengths_must_include_1():
+def test_strengths_must_include_1_and_the_model_must_exist(tmp_path, capsys):
     with pytest.raises(SystemExit):
         strength_sweep.parse_args([str(MODEL), "--strengths", "0.5", "0.8"])
+    missing = tmp_path / "typo.onnx"
+    with pytest.raises(SystemExit) as stopped:
+        strength_sweep.parse_args([str(missing)])
+    assert stopped.value.code == 2 and f"model file not found: {missing}" in capsys.readouterr().err

@@ -12,7 +12,6 @@ from trainer.baselines import upscale
 from trainer.config import load_config
 from trainer.data import DataConfig, build_heldout_set, build_training_set
 from trainer.data.sources import mr_phantom_images
-from trainer.baselines import upscale
 from trainer.data.super_resolution import (
     blur_area_downsample, kspace_downsample, kspace_lowpass, kspace_upsample, reference_values,
 )

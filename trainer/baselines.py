@@ -19,7 +19,6 @@ import numpy as np
 from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, denoise_wavelet, estimate_sigma
 
 from runtime.resample import UPSAMPLERS
-from trainer.data.super_resolution import SCALE, kspace_upsample
 
 NLM_H_PER_SIGMA = 0.8  # skimage's guidance for fast_mode: h a little below sigma
 TV_WEIGHT_PER_SIGMA = 1.0
@@ -75,6 +74,9 @@ STRENGTH_KEYWORDS: dict[str, str] = {"nlm": "h_per_sigma", "tv": "weight_per_sig
 
 
 def _zero_fill(image: np.ndarray, scale: int) -> np.ndarray:
+    # Imported here: trainer.data pulls in torch, and the reader study uses these baselines without it.
+    from trainer.data.super_resolution import SCALE, kspace_upsample
+
     if scale != SCALE:
         raise ValueError(f"zero-filled k-space interpolation is x{SCALE} here, not x{scale}")
     return kspace_upsample(image)

@@ -64,8 +64,9 @@ def kspace_downsample(image: np.ndarray) -> np.ndarray:
 
 def kspace_upsample(image: np.ndarray) -> np.ndarray:
     """Double the matrix by zero-filling k-space (zero-filled interpolation, as MR scanners do):
-    the exact inverse of :func:`kspace_downsample` for an image band-limited to half its band,
-    on the same area-aligned grid; float32. The classical x2 baseline for MR."""
+    the exact inverse of :func:`kspace_downsample` for an image whose frequencies lie strictly
+    inside half its band (the low-resolution Nyquist line itself is not conjugate-paired), on
+    the same area-aligned grid; float32. The classical x2 baseline for MR."""
     image = np.asarray(image, dtype=np.float64)
     small_rows, small_cols = image.shape
     rows, cols = small_rows * SCALE, small_cols * SCALE

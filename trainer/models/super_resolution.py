@@ -5,13 +5,14 @@ a fixed x2 upsampling of the input (``base``) plus a learned residual that a sub
 convolution (Shi et al. 2016, "PixelShuffle"; ONNX DepthToSpace) brings to the output grid.
 Low-resolution pixel ``i`` is taken to cover output pixels ``2i`` and ``2i + 1`` (area alignment,
 the grid of trainer.data.super_resolution and of the runtime's geometry). ``base`` is
-``"nearest"`` (the models shipped before the seventeenth session) or ``"lanczos3"`` (shipped since): Lanczos-3 as fixed
-phase convolutions (one per output pixel of each 2x2 block; separable: a 1x7 pass along rows,
-then a 7x1 pass down columns) that share the residual's DepthToSpace,
+``"nearest"`` (the models shipped before the seventeenth session) or ``"lanczos3"`` (shipped since): Lanczos-3 as four fixed 7x7 phase
+convolutions (one per output pixel of each 2x2 block) that share the residual's DepthToSpace,
 with the weights renormalized over the taps inside the image as Pillow does, so the untrained
 model is the classical baseline the SR benchmark compares against (``runtime.resample.lanczos``).
-``"lanczos8"`` is the same with 17 taps (a wider windowed sinc): closer to the ideal
-interpolation of a band-limited image, which is what an MR image halved in k-space is.
+``"lanczos8"`` is the same with 17x17 kernels (a wider windowed sinc): closer to the ideal
+interpolation of a band-limited image, which is what an MR image halved in k-space is. The
+kernels stay 2-D: computed as two 1-D passes the Lanczos-3 base had 0.13 GFLOP less per 512²
+input but ran 1.07x slower in FP32 on ONNX Runtime's CPU (docs/TRAINING.md).
 
 The student uses only Conv, ReLU, Add, Clip, Resize (nearest) or Mul/Div (the Lanczos base's
 renormalization) and one DepthToSpace, which TensorRT 8.5+ builds in INT8 (the fixed Lanczos
@@ -34,10 +35,10 @@ BASES = ("nearest", "lanczos3", "lanczos8")
 LANCZOS_A = 3
 
 
-def lanczos_phase_taps(a: int = LANCZOS_A) -> torch.Tensor:
-    """``[2, 2a+1]`` 1-D Lanczos-``a`` weights of the two output pixels over each input pixel:
-    output pixel ``2i`` lies 0.25 input pixels before input pixel ``i``'s centre (row 0), ``2i + 1``
-    0.25 after it (row 1)."""
+def lanczos_phase_kernels(a: int = LANCZOS_A) -> torch.Tensor:
+    """``[4, 1, 2a+1, 2a+1]`` Lanczos-``a`` weights of the four output pixels of each 2x2 block
+    (channel ``2 * row_phase + column_phase``, the order PixelShuffle reads). Output pixel ``2i``
+    lies 0.25 input pixels before input pixel ``i``'s centre and ``2i + 1`` 0.25 after it."""
     offsets = torch.arange(-a, a + 1, dtype=torch.float64)
 
     def taps(shift: float) -> torch.Tensor:
@@ -45,21 +46,9 @@ def lanczos_phase_taps(a: int = LANCZOS_A) -> torch.Tensor:
         weights = torch.sinc(distance) * torch.sinc(distance / a)
         return torch.where(distance.abs() < a, weights, torch.zeros_like(weights))
 
-    return torch.stack((taps(-0.25), taps(0.25)))
-
-
-def separable_lanczos_kernels(a: int = LANCZOS_A) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 2-D Lanczos x2 as two 1-D convolutions: ``[2, 1, 1, 2a+1]`` along rows (channel = column
-    phase) then ``[4, 2, 2a+1, 1]`` down columns (channel ``2 * row_phase + column_phase``, the
-    order PixelShuffle reads). The 2-D kernels are outer products, so this is the same
-    interpolation at a fraction of the multiply-adds (17 + 17 taps instead of 17 x 17)."""
-    taps = lanczos_phase_taps(a)
-    along_rows = taps[:, None, None, :].clone()
-    down_columns = torch.zeros(4, 2, taps.shape[1], 1, dtype=taps.dtype)
-    for row in range(2):
-        for col in range(2):
-            down_columns[2 * row + col, col, :, 0] = taps[row]
-    return along_rows.float(), down_columns.float()
+    phases = (taps(-0.25), taps(0.25))
+    kernels = [torch.outer(phases[row], phases[col]) for row in range(2) for col in range(2)]
+    return torch.stack(kernels).unsqueeze(1).float()
 
 
 class _ResidualUpsampler(nn.Module):
@@ -79,23 +68,18 @@ class _ResidualUpsampler(nn.Module):
         self.upsample = nn.Upsample(scale_factor=self.scale, mode="nearest")
         # Fixed weights, not a parameter or a module: not trained, not in the state dict (old
         # checkpoints load unchanged), not quantized.
-        along_rows, down_columns = separable_lanczos_kernels(
-            int(base[len("lanczos"):]) if base.startswith("lanczos") else LANCZOS_A)
-        self.register_buffer("lanczos_along_rows", along_rows, persistent=False)
-        self.register_buffer("lanczos_down_columns", down_columns, persistent=False)
+        lanczos_a = int(base[len("lanczos"):]) if base.startswith("lanczos") else LANCZOS_A
+        self.register_buffer("lanczos_kernels", lanczos_phase_kernels(lanczos_a), persistent=False)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
     def base_phases(self, x: torch.Tensor) -> torch.Tensor:
-        """The Lanczos base as ``[N, 4, H, W]`` phases, each 1-D pass's weights renormalized over
-        the taps that fall inside the image (the in-image taps of a 2-D kernel form a rectangle, so
-        this equals renormalizing the 2-D kernel, as Pillow does); ``x * 0 + 1`` is a ones map that
-        exports as Mul/Add, no Shape ops."""
-        pad = self.lanczos_along_rows.shape[-1] // 2
-        rows = F.conv2d(x, self.lanczos_along_rows, padding=(0, pad))
-        rows = rows / F.conv2d(x * 0 + 1, self.lanczos_along_rows, padding=(0, pad))
-        phases = F.conv2d(rows, self.lanczos_down_columns, padding=(pad, 0))
-        return phases / F.conv2d(rows * 0 + 1, self.lanczos_down_columns, padding=(pad, 0))
+        """The Lanczos base as ``[N, 4, H, W]`` phases, its weights renormalized over the taps that
+        fall inside the image (``x * 0 + 1``: a ones map that exports as Mul/Add, no Shape ops)."""
+        pad = self.lanczos_kernels.shape[-1] // 2
+        weighted = F.conv2d(x, self.lanczos_kernels, padding=pad)
+        weight_sum = F.conv2d(x * 0 + 1, self.lanczos_kernels, padding=pad)
+        return weighted / weight_sum
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]]]:
         """Output plus ``features`` (head and body outputs, for feature distillation)."""
