@@ -7,7 +7,8 @@
 #
 #   - validation mean and per modality as deployed (trainer.validate --runtime-normalization), QAT and float:
 #     overall / CT / DX / MR, and the DX INT8 cost (QAT DX minus float DX);
-#   - CT per dose level and kernel, both windows, and hann_low (trainer.ct_levels), QAT (INT8) and float;
+#   - CT per dose level and kernel, both windows, and hann_low (trainer.ct_levels), QAT (INT8) and float,
+#     also over the real CT validation scans alone (real_CT, real_hann_low);
 #   - the exported INT8 model through the runtime: dark-band error of the unsaturated validation
 #     radiographs and MR noise-level sensitivity (trainer.rule_measures).
 # CONFIG (default: the shipped QAT's config) defines the validation split. About 5 minutes on 2 cores.
@@ -43,6 +44,8 @@ summary = {
     "overall": round(qat["psnr"], 4), "CT": round(qat["psnr_CT"], 4), "DX": round(qat["psnr_DX"], 4),
     "MR": round(qat["psnr_MR"], 4), "float_overall": round(flt["psnr"], 4),
     "int8_hann_low": qat_levels["hann_low"], "float_hann_low": flt_levels["hann_low"],
+    "real_CT": round(qat["psnr_CT_offline"], 4) if "psnr_CT_offline" in qat else None,
+    "int8_real_hann_low": qat_levels.get("real_hann_low"), "float_real_hann_low": flt_levels.get("real_hann_low"),
     "dx_int8_cost_db": round(qat["psnr_DX"] - flt["psnr_DX"], 3),
     "dark_band": measures["dark_band"]["mse"],
     "worst_mr_level_loss_db": measures["mr_level_sensitivity"]["worst_mr_level_loss_db"],

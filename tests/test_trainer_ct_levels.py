@@ -47,3 +47,23 @@ def test_identity_student_scores_the_input_and_lower_dose_scores_lower(tmp_path,
     assert main([str(checkpoint), "--config", str(path)]) == 0
     printed = json.loads(capsys.readouterr().out.strip())
     assert printed["hann_low"] == scores["hann_low"]
+
+
+def test_real_scans_are_also_scored_alone():
+    """``real ...`` keys average the scans that are not phantoms, so a rule can see them apart."""
+    from dataclasses import replace
+
+    images = ct_validation_images(TINY)
+    first = images[0].name
+    marked = [replace(image, name="offline:a-real-scan#0") if image.name == first else image for image in images]
+    torch.manual_seed(0)
+    model = create_model("student", widths=[4, 8])
+    mixed, alone = ct_level_scores(model, marked), ct_level_scores(model, [i for i in marked if i.name.startswith("offline:")])
+    real_keys = {key for key in mixed if key.startswith("real")}
+    assert real_keys and {key[len("real "):] for key in real_keys if key != "real_hann_low"} == {
+        key for key in alone if not key.startswith("real") and key != "hann_low"}
+    for key in real_keys - {"real_hann_low"}:
+        assert mixed[key] == alone[key[len("real "):]]
+    if "real_hann_low" in mixed:
+        assert mixed["real_hann_low"] == alone["hann_low"]
+    assert not any(key.startswith("real") for key in ct_level_scores(model, images))  # phantoms only: no real keys
