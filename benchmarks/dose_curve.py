@@ -57,11 +57,13 @@ def estimated_sigma(image: HeldoutImage) -> float:
     return float(sigma) if np.isfinite(sigma) else noise_sigma(image.degraded)
 
 
-def noise_in_units(image: HeldoutImage) -> tuple[float, str]:
-    """The true noise sigma as reported: HU for CT, percent of the normalized range otherwise."""
+def noise_in_units(image: HeldoutImage, sigma: float | None = None) -> tuple[float, str]:
+    """A noise sigma of ``image`` in normalized units (default: its true one) as reported: HU for
+    CT, percent of the normalized range otherwise."""
+    sigma = image.noise_sigma if sigma is None else sigma
     if image.modality.upper() == "CT" and image.spec.kind == "hu_linear":
-        return image.noise_sigma * (image.spec.hu_max - image.spec.hu_min), "HU"
-    return 100.0 * image.noise_sigma, "%"
+        return sigma * (image.spec.hu_max - image.spec.hu_min), "HU"
+    return 100.0 * sigma, "%"
 
 
 def classical(name: str, image: HeldoutImage, sigma: float, strengths: dict[str, float | None],

@@ -10,7 +10,6 @@ runtime's inference path (``runtime.pipeline``) and is fed what its own contract
 from __future__ import annotations
 
 import argparse
-
 import importlib.util
 import time
 from dataclasses import dataclass, field

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.dose_curve import estimated_sigma
 from benchmarks import quality
+from benchmarks.dose_curve import estimated_sigma, noise_in_units
 from benchmarks.record import header, write_json
 from benchmarks.runners import open_runner, refuse_missing_models
 from runtime.strength import MAX_STRENGTH, apply_strength
@@ -59,10 +59,7 @@ def images_of(split: str, modalities: list[str] | None) -> list[HeldoutImage]:
 
 def fine_noise(values: np.ndarray, image: HeldoutImage) -> float:
     """``runtime.noise.estimate_noise``'s reading of a normalized image: HU for CT, % otherwise."""
-    sigma = estimated_sigma(replace(image, degraded=values))
-    if image.modality.upper() == "CT" and image.spec.kind == "hu_linear":
-        return sigma * (image.spec.hu_max - image.spec.hu_min)
-    return 100.0 * sigma
+    return noise_in_units(image, estimated_sigma(replace(image, degraded=values)))[0]
 
 
 def sweep(image: HeldoutImage, output: np.ndarray, strengths: list[float]) -> dict:
@@ -74,9 +71,10 @@ def sweep(image: HeldoutImage, output: np.ndarray, strengths: list[float]) -> di
                           "output": fine_noise(output, image)},
            "scores": {metric: {f"{s:g}": scores[s][metric] for s in strengths}
                       for metric in METRICS if metric in scores[1.0]}}
-    row["best"] = {metric: {"strength": float(max(strengths, key=lambda s: scores[s][metric])),
-                            "gain_db": max(scores[s][metric] for s in strengths) - scores[1.0][metric]}
-                   for metric in row["scores"]}
+    row["best"] = {}
+    for metric in row["scores"]:
+        best = max(strengths, key=lambda s: scores[s][metric])
+        row["best"][metric] = {"strength": float(best), "gain_db": scores[best][metric] - scores[1.0][metric]}
     return row
 
 

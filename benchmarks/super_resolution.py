@@ -141,7 +141,8 @@ def target_check(summary: list[dict], model_roles: dict[str, str], flops: dict[s
         return row.get(primary_metric(modality)) if row else None
 
     for modality in TARGET_MODALITIES:
-        int8, fp32, teacher = (value(modality, role_for(model_roles, k, modality)) for k in ("int8", "fp32", "teacher"))
+        labels = {k: role_for(model_roles, k, modality) for k in ("int8", "fp32", "teacher")}
+        int8, fp32, teacher = (value(modality, labels[k]) for k in ("int8", "fp32", "teacher"))
         checks = [("int8_over_bicubic_db", int8, value(modality, "bicubic"), 1),
                   ("int8_over_lanczos_db", int8, value(modality, "lanczos"), 1),
                   ("teacher_minus_int8_db", teacher, int8, -1),
@@ -151,8 +152,7 @@ def target_check(summary: list[dict], model_roles: dict[str, str], flops: dict[s
             passed = None if measured is None else (measured >= TARGETS[name] if sign > 0 else measured <= TARGETS[name])
             row = {"target": name, "modality": modality, "limit": TARGETS[name], "measured_db": measured, "pass": passed}
             covered_as = "CT" if modality == REAL_CT else modality
-            refused = [role_for(model_roles, k, modality) for k in ("int8", "fp32")
-                       if covered_as in (not_covered or {}).get(role_for(model_roles, k, modality), [])]
+            refused = [labels[k] for k in ("int8", "fp32") if covered_as in (not_covered or {}).get(labels[k], [])]
             if refused:
                 row["note"] = f"{', '.join(refused)} not released for {modality}"
             rows.append(row)
