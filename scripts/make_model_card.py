@@ -258,7 +258,7 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None,
 DEFAULT_STAGES = ("teacher", "teacher_cpu", "student", "finetune", "finetune2", "noise_map", "noise_map_gpu", "qat_v1",
                   "textured", "qat_v2", "rmse", "qat_v3", "rmse2", "qat_v4", "rmse3", "qat_v5", "rnorm", "rnorm2",
                   "jitter", "widen", "widen2", "widen3", "widen4", "widen5", "widen6", "widen7", "widen8",
-                  "widen9", "widen10", "deep", "deep2", "deep3", "deep4", "qat")
+                  "widen9", "widen10", "deep", "deep2", "deep3", "deep4", "deep5", "deep6", "ctex", "qat")
 
 
 def _widened_note(pareto: dict | None, student: dict) -> list[str]:

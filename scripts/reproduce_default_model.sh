@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default model end to end (about 18 hours on 2 CPU cores and a GPU; see below):
+# Reproduce the shipped default model end to end (about 19 hours on 2 CPU cores and a GPU; see below):
 # teacher -> distilled students -> fine-tuned student -> QAT -> textured continuation -> QAT -> RMSE-loss continuation ->
 # QAT (radiographs clipped at the detector, first encoder block (down.0) in float) -> a second and a third such
 # continuation and QAT -> two continuations in the runtime's normalization -> one told a jittered noise level -> the
 # student widened as the same function and continued ten times -> one more full-resolution layer (the same function)
-# and three continuations -> a second such layer and one more -> QAT (LR 3e-5) distilled from its float (fuse.1 and the new layers in float too) -> ONNX fp32 + int8 -> quality and latency records -> model card. Every number in models/MODEL_CARD.md comes from the files this writes.
+# and three continuations -> a second such layer and three more -> one with fine texture on the training CT phantoms -> QAT (LR 3e-5) distilled from its float (fuse.1 and the new layers in float too) -> ONNX fp32 + int8 -> quality and latency records -> model card. Every number in models/MODEL_CARD.md comes from the files this writes.
 #
 #   bash scripts/reproduce_default_model.sh [RUN_DIR]     (default RUN_DIR: runs/default)
 #
@@ -117,13 +117,17 @@ continue_from default_distill_widen_long.json widen10 "$RUN/widen9/best.pt"
 
 echo "== 4i/7 one more full-resolution layer after fuse.0 (extra_blocks [1, 0, 0, 0], starting as the identity:"
 echo "   trainer/models/student.py), three 16000-step continuations, a second such layer (extra_blocks [2, 0, 0, 0]) and"
-echo "   16000 steps more, then the QAT at LR 3e-5 with those layers in float too (docs/TRAINING.md)"
+echo "   three 16000-step continuations more, then 16000 steps with fine texture on the training CT phantoms"
+echo "   (data.ct_phantom_texture), then the QAT at LR 3e-5 with those layers in float too (docs/TRAINING.md)"
 continue_from default_distill_deep.json deep "$RUN/widen10/best.pt"
 continue_from default_distill_deep.json deep2 "$RUN/deep/best.pt"
 continue_from default_distill_deep.json deep3 "$RUN/deep2/best.pt"
 continue_from default_distill_deep_two.json deep4 "$RUN/deep3/best.pt"
+continue_from default_distill_deep_two.json deep5 "$RUN/deep4/best.pt"
+continue_from default_distill_deep_two.json deep6 "$RUN/deep5/best.pt"
+continue_from default_distill_deep_two_ctex.json ctex "$RUN/deep6/best.pt"
 "$PY" -m trainer qat --config trainer/configs/default_qat_float_kd_deep_lowlr.json --out "$RUN/qat" \
-    --student "$RUN/deep4/best.pt" --set train.threads=2
+    --student "$RUN/ctex/best.pt" --set train.threads=2
 
 echo "== 5-6/7 the QAT model ships: ONNX fp32 + int8 into models/, the gate, the dose curve and latency"
 ln -sfn "$(basename "$STUDENT")" "$RUN/student"  # the model card reads teacher/, student/, ..., qat/
