@@ -254,7 +254,8 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None,
 # QAT) the one the third (rmse3) started from, qat_v5 (rmse3's QAT) the one the first runtime-normalization
 # continuation (rnorm) started from; rnorm2 continued rnorm, jitter (told a jittered noise level) continued rnorm2;
 # widen widened jitter's student and widen2 ... widen10 continued it; deep added a full-resolution layer to widen10's
-# and deep2, deep3 continued it; deep4 added a second such layer to deep3's.
+# and deep2, deep3 continued it; deep4 added a second such layer to deep3's, deep5 and deep6 continued it, and
+# ctex continued deep6 with textured training CT phantoms (the shipped QAT's start).
 DEFAULT_STAGES = ("teacher", "teacher_cpu", "student", "finetune", "finetune2", "noise_map", "noise_map_gpu", "qat_v1",
                   "textured", "qat_v2", "rmse", "qat_v3", "rmse2", "qat_v4", "rmse3", "qat_v5", "rnorm", "rnorm2",
                   "jitter", "widen", "widen2", "widen3", "widen4", "widen5", "widen6", "widen7", "widen8",

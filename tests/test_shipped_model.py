@@ -157,6 +157,6 @@ def test_shipped_model_beats_oracle_nlm(scores, case, precision):
 
 
 def test_int8_model_stays_within_0_2_db_of_fp32(scores):
-    """Issue 11's INT8 target (met since the eleventh session's model: worst here -0.04 dB with the eighteenth's)."""
+    """Issue 11's INT8 target (met since the eleventh session's model: worst here -0.04 dB with the twentieth's)."""
     for case, got in scores.items():
         assert got["int8"] - got["fp32"] >= -0.2, f"{case}: {got}"
