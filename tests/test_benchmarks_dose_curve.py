@@ -168,4 +168,3 @@ def test_markdown_section_ignores_markers_quoted_in_prose(tmp_path):
     text = doc.read_text()
     assert text.startswith(f"prose quoting `{MARKERS[0]}` inline") and "old" not in text
     assert f"{MARKERS[0]}\nnew table\n{MARKERS[1]}\ntail" in text
-
