@@ -24,7 +24,9 @@ import torch
 
 from compiler.errors import CompilerError
 from compiler.onnx_io import OPSET, check_int8, cpu_session, save_model, set_metadata, slim
-from compiler.samples import SMALL_HELDOUT_CT, fit_to_multiple, packaged_ct, prepared_frames, random_batch
+from compiler.samples import (
+    SMALL_HELDOUT_BY_MODALITY, fit_to_multiple, packaged_heldout, prepared_frames, random_batch,
+)
 from runtime.engine_sidecar import sha256_file
 from runtime.model_contract import (
     INPUT_NAME,
@@ -151,16 +153,16 @@ def _torch_export(model: torch.nn.Module, path: Path, size_multiple: int) -> Non
 
 
 def check_inputs(size_multiple: int, contract: ModelContract) -> list[tuple[str, np.ndarray]]:
-    """Random batches of two shapes (N=2, H != W) plus a packaged real CT slice if present, with
-    the contract's input channels."""
+    """Random batches of two shapes (N=2, H != W) plus a packaged real slice of a modality the
+    contract covers (CT's smallest; else MR's) if present, with the contract's input channels."""
     m, channels = max(1, size_multiple), contract.input_channels
     height, width = m * max(1, 48 // m), m * max(1, 64 // m)
     inputs = [
         ("random", random_batch((2, channels, height, width), seed=0)),
         ("random-small", random_batch((1, channels, m * max(1, 16 // m), m * max(1, 24 // m)), seed=1)),
     ]
-    real = packaged_ct((SMALL_HELDOUT_CT,))
-    if real and ("CT" in contract.modalities or "*" in contract.normalization):
+    real = packaged_heldout(contract, SMALL_HELDOUT_BY_MODALITY)
+    if real:
         frame = prepared_frames(real, contract)[0]
         inputs.append((f"dicom:{real[0].name}", frame.batch(fit_to_multiple(frame.image, m))))
     return inputs

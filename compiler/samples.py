@@ -29,6 +29,10 @@ from trainer.data.offline import offline_dicom_files
 CALIBRATION_CT = ("eCT_Supplemental.dcm", "bad_sequence.dcm", "693_UNCI.dcm")
 HELDOUT_CT = ("explicit_VR-UN.dcm", "CT_small.dcm")
 SMALL_HELDOUT_CT = "CT_small.dcm"  # 128 x 128: quick real input for export checks
+# A model released for other modalities only (the MR x2 model) is checked on its modality's
+# test-split image (484 x 484).
+HELDOUT_BY_MODALITY = {"CT": HELDOUT_CT, "MR": ("MR-SIEMENS-DICOM-WithOverlays.dcm",)}
+SMALL_HELDOUT_BY_MODALITY = {"CT": (SMALL_HELDOUT_CT,), "MR": HELDOUT_BY_MODALITY["MR"]}
 
 
 def _crop_or_pad(image: np.ndarray, targets: tuple[int, int], centre_pad: bool) -> np.ndarray:
@@ -122,6 +126,16 @@ def prepared_frames(paths: list[Path], contract: ModelContract, limit: int | Non
             f"{paths[0].parent if paths else '?'}: no readable DICOM image of modality {names}"
         )
     return frames
+
+
+def packaged_heldout(contract: ModelContract, table: dict[str, tuple[str, ...]] = HELDOUT_BY_MODALITY) -> list[Path]:
+    """The packaged test-split files of the first modality in ``table`` that the contract covers
+    (CT first), those present on this machine; [] if it covers none of them."""
+    covered = {m.upper() for m in contract.modalities}
+    for modality, names in table.items():
+        if modality in covered or "*" in covered:
+            return packaged_ct(names)
+    return []
 
 
 def packaged_ct(names: tuple[str, ...]) -> list[Path]:

@@ -24,12 +24,11 @@ import numpy as np
 
 from compiler.errors import CompilerError
 from compiler.samples import (
-    HELDOUT_CT,
     Frame,
     dicom_files,
     fit_to_multiple,
     fit_to_shape,
-    packaged_ct,
+    packaged_heldout,
     prepared_frames,
     random_batch,
 )
@@ -97,7 +96,7 @@ def psnr(candidate: np.ndarray, reference: np.ndarray, data_range: float = 1.0) 
 
 
 def _real_frames(data: str | Path | None, contract: ModelContract) -> list[tuple[str, Frame]]:
-    paths = dicom_files(data) if data is not None else packaged_ct(HELDOUT_CT)
+    paths = dicom_files(data) if data is not None else packaged_heldout(contract)
     if not paths:
         return []
     return [(f"dicom#{i}", frame) for i, frame in enumerate(prepared_frames(paths, contract, MAX_REAL_FRAMES))]

@@ -24,7 +24,8 @@ from pydicom.dataset import Dataset
 
 from runtime.backends import Backend, BackendError, select_backend
 from runtime.backends.select import (
-    BACKENDS, DEFAULT_MODELS, DEFAULT_TASK, MODEL_ENV, SR2_MODEL_ENV, SR2_MODELS, TASK_MODELS,
+    BACKENDS, DEFAULT_MODELS, DEFAULT_TASK, MODEL_ENV, SR2_MODALITY_MODELS, SR2_MODEL_ENV, SR2_MODELS, TASK_MODELS,
+    sr2_model_for,
 )
 from runtime.backends.triton_backend import DEFAULT_IN_FLIGHT, DEFAULT_MODEL_NAME, PROTOCOLS, TritonTarget
 from runtime.derived import Derivation, derive
@@ -108,7 +109,10 @@ model and backends:
   or a TensorRT .engine/.plan built by `python -m compiler build` (checked against this
   machine through its X.engine.json sidecar). Without --model: ${MODEL_ENV}, else
   models/{DEFAULT_MODELS[0]}, else models/{DEFAULT_MODELS[1]}; with --task sr2:
-  ${SR2_MODEL_ENV}, else models/{SR2_MODELS[0]}, else models/{SR2_MODELS[1]}.
+  ${SR2_MODEL_ENV}, else models/{SR2_MODELS[0]}, else models/{SR2_MODELS[1]} (released
+  for CT). MR has an x2 model of its own: --model models/{SR2_MODALITY_MODELS["MR"][0]} (or
+  {SR2_MODALITY_MODELS["MR"][1]}); an sr2 run skips the modalities its model does not cover and
+  names the model for them. One model per run: run MR and CT folders separately.
   --backend auto picks by file kind; onnxruntime/tensorrt force one.
   --backend triton --url HOST:PORT [--model-name NAME] runs the model on a Triton Inference
   Server (a repository from `python -m compiler triton-repo`; its contract is read from the
@@ -224,10 +228,13 @@ class ModalityNotCovered(Skipped):
 
 
 def _check_modality(ds: Dataset, contract: ModelContract) -> str:
+    modality = str(ds.get("Modality", "OT"))
     try:
-        return check_modality(contract, str(ds.get("Modality", "OT")))
+        return check_modality(contract, modality)
     except ModalityError as error:
-        raise ModalityNotCovered(str(error)) from None
+        own_model = sr2_model_for(modality) if contract.scale == 2 else None
+        hint = f"; its x2 model is {own_model.name} (--model {own_model})" if own_model else ""
+        raise ModalityNotCovered(f"{error}{hint}") from None
 
 
 def file_facts(noise: NoiseLevel, strength: float) -> str:

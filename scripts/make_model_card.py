@@ -32,7 +32,7 @@ MODELS = Path("models")
 FILES = ["medclear_student.fp32.onnx", "medclear_student.int8.onnx", "medclear_student.qat.pt", "medclear_teacher.pt"]
 REPRODUCE = "bash scripts/reproduce_default_model.sh"
 SR2_FILES = ["medclear_sr2.fp32.onnx", "medclear_sr2.int8.onnx", "medclear_sr2.qat.pt", "medclear_sr2_teacher.pt",
-             "medclear_sr2_gan.pt"]
+             "medclear_sr2_gan.pt", "medclear_sr2_mr.fp32.onnx", "medclear_sr2_mr.int8.onnx", "medclear_sr2_mr.qat.pt"]
 SR2_REPRODUCE = "bash scripts/reproduce_sr2_model.sh"
 SR2_SECTION = "sr2-card"
 
@@ -157,13 +157,13 @@ def _card_json(name: str, stages: dict, files: dict, quality: dict, reproduce: s
             "quality_machine": quality.get("machine"), **extra, "reproduce": reproduce}
 
 
-def _released_modalities() -> list[str]:
-    """The modalities the shipped x2 ONNX file's contract covers."""
+def _released_modalities(name: str = SR2_FILES[0]) -> list[str]:
+    """The modalities the shipped x2 ONNX file ``name``'s contract covers."""
     import onnx
 
     from compiler.onnx_io import read_contract
 
-    path = MODELS / SR2_FILES[0]
+    path = MODELS / name
     return list(read_contract(onnx.load(str(path))).modalities) if path.is_file() else ["?"]
 
 
@@ -182,7 +182,8 @@ def _sr2_target_summary(quality: dict) -> str:
 
 SR2_BASES = {"nearest": "a nearest x2 upsampling",
              "lanczos3": "a fixed Lanczos-3 x2 upsampling (a nearest-base student's weights moved onto it and trained on)",
-             "lanczos8": "a fixed Lanczos-8 x2 upsampling (a wider windowed sinc; another base's weights moved onto it)"}
+             "lanczos8": "a fixed Lanczos-8 x2 upsampling (a wider windowed sinc, as two 1-D passes; another base's weights "
+                         "moved onto it)"}
 
 
 def _sr2_quantization(stage: dict) -> str:
@@ -193,7 +194,24 @@ def _sr2_quantization(stage: dict) -> str:
 
 
 SR2_STAGES = ("teacher", "student", "student_gan", "finetune", "finetune_ct", "kd_real", "real_only", "qat_nearest",
-              "lanczos", "lanczos2", "lanczos3", "lanczos4", "qat")
+              "lanczos", "lanczos2", "lanczos3", "lanczos4", "qat", "mr", "qat_mr")
+
+
+def _sr2_mr_paragraph(stages: dict) -> list[str]:
+    """The MR x2 model's lines (stages ``mr`` and ``qat_mr``), none when it was not made."""
+    if "qat_mr" not in stages:
+        return []
+    teacher, student = stages["teacher"], stages["qat_mr"]
+    return [
+        f"**MR: `medclear_sr2_mr`**, released for {', '.join(_released_modalities('medclear_sr2_mr.fp32.onnx'))}: the",
+        f"same student architecture on {SR2_BASES[student['kwargs'].get('base', 'nearest')]}, the `lanczos4` weights",
+        "distilled on MR alone (the training split's real MR frames and band-limited MR phantoms, pairs by DCT",
+        "k-space truncation) toward zero-filled DCT interpolation, the exact inverse of that truncation for a",
+        "band-limited image, which no engine runs (stage `mr`), then "
+        f"{_sr2_quantization(student)} (stage `qat_mr`); {teacher['gflop_512'] / student['gflop_512']:.1f}×",
+        "fewer FLOPs than the x2 teacher. Its MR rows below are scored with MR halved by DCT truncation.",
+        "",
+    ]
 
 
 def build_sr2_section(run: Path, quality: dict, latency: dict | None,
@@ -217,8 +235,8 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None,
         "MR by k-space truncation to half the matrix, CT/X-ray by blur and 2x2 area averaging",
         f"(docs/DATA.md). Made by `{SR2_REPRODUCE}`; every number is read from that run's files"
         + (" or, for stages marked *, from the card that read them." if any("carried_from" in v for v in stages.values()) else "."),
-        f"**Released for {', '.join(_released_modalities())} only** (the ONNX files' contract; the runtime",
-        "refuses other modalities): the quality below was measured on the same weights exported for every",
+        f"**`medclear_sr2` is released for {', '.join(_released_modalities())} only** (the ONNX files' contract; the",
+        "runtime refuses other modalities): the quality below was measured on the same weights exported for every",
         f"trained modality. {_sr2_target_summary(quality)}",
         "",
         _files_table(files),
@@ -234,6 +252,7 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None,
         "`student_gan` is the adversarial variant (L1 0.5 / SSIM 0.3 / relativistic GAN 0.2), reported",
         "for its texture, not shipped as ONNX.",
         "",
+        *_sr2_mr_paragraph(stages),
         "### Quality on the test split",
         sr2_markdown(quality),
         "",

@@ -22,6 +22,7 @@ def run(tmp_path_factory):
     doc = root / "doc.md"
     doc.write_text("# doc\n")
     status = super_resolution.main([str(fp32), str(int8), "--data-from", str(config), "--threads", "1",
+                                    "--mr-kspace", "dct",
                                     "--out", str(root / "record.json"), "--grid", str(root / "crops.png"),
                                     "--markdown", str(doc)])
     return status, json.loads((root / "record.json").read_text()), root, config
@@ -30,10 +31,11 @@ def run(tmp_path_factory):
 def test_every_test_image_is_scored_for_every_method(run):
     status, record, root, _ = run
     assert status == 0 and record["benchmark"] == "super_resolution" and record["test_images"] >= 2
+    assert record["data_config"]["sr_mr_kspace"] == "dct"  # --mr-kspace overrides the data configuration's
     # The tiny configuration's test split: CT phantoms (MR phantoms are never test images).
     methods = {(row["modality"], row["method"]) for row in record["summary"]}
-    assert methods == {("CT", m) for m in ("nearest", "bicubic", "lanczos", "zero-fill", "tiny_sr.fp32.onnx",
-                                           "tiny_sr.int8.onnx")}
+    assert methods == {("CT", m) for m in ("nearest", "bicubic", "lanczos", "zero-fill", "zero-fill-dct",
+                                           "tiny_sr.fp32.onnx", "tiny_sr.int8.onnx")}
     rows = {row["method"]: row for row in record["summary"]}
     # Interpolation beats pixel repetition; pixel repetition has the most (false) fine texture.
     assert rows["bicubic"]["psnr_full"] > rows["nearest"]["psnr_full"]

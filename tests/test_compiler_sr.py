@@ -90,10 +90,11 @@ def test_sr_export_has_scaled_output_axes_and_matches_torch(exported):
     assert np.abs(got - nearest(batch, 2)).max() > 1e-3  # the tail really adds detail
 
 
-def test_lanczos_base_student_exports_fp32_and_int8_that_match(tmp_path):
+@pytest.mark.parametrize("base", ["lanczos3", "lanczos8"])  # 2-D kernels; two 1-D passes (a grouped Conv)
+def test_lanczos_base_student_exports_fp32_and_int8_that_match(tmp_path, base):
     from trainer.qat import quantization_info, quantize as qat_quantize
 
-    model = _sr_student(base="lanczos3")
+    model = _sr_student(base=base)
     (fp32,) = export_checkpoint(_save(tmp_path / "sr.pt", model, stage="distill"), tmp_path / "fp32")
     batch = np.random.default_rng(5).random((1, 1, 19, 26), dtype=np.float32)
     (got,) = cpu_session(fp32.path).run([OUTPUT_NAME], {INPUT_NAME: batch})

@@ -128,3 +128,16 @@ def test_engine_verify_runs_the_runtime_backend_and_refuses_a_changed_engine(tmp
     assert main(["verify", "--onnx", str(onnx_path), "--engine", str(engine)]) == 2
     err = capsys.readouterr().err.strip()
     assert "sha256" in err and "\n" not in err
+
+
+def test_checks_default_to_a_packaged_test_image_of_a_modality_the_model_covers():
+    """A model released for MR alone (the MR x2 model) is checked on the MR test image, not on
+    CT slices it would refuse; a CT or any-modality model on the CT test slices."""
+    from compiler.samples import HELDOUT_BY_MODALITY, SMALL_HELDOUT_BY_MODALITY, packaged_heldout
+    from runtime.model_contract import ModelContract
+
+    names = lambda paths: tuple(path.name for path in paths)  # noqa: E731
+    assert names(packaged_heldout(ModelContract(modalities=("MR",)))) == HELDOUT_BY_MODALITY["MR"]
+    assert names(packaged_heldout(ModelContract(modalities=("CT", "MR")))) == HELDOUT_BY_MODALITY["CT"]
+    assert names(packaged_heldout(ModelContract(modalities=("*",)), SMALL_HELDOUT_BY_MODALITY)) == ("CT_small.dcm",)
+    assert packaged_heldout(ModelContract(modalities=("DX",))) == []

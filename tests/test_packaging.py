@@ -36,8 +36,9 @@ def test_every_package_folder_is_listed_and_models_are_package_data():
                if name.split("/")[0] in CODE and name.endswith((".py", ".json"))}
     assert set(config["packages"]) == folders | {"medclear_models"}
     assert config["package-dir"] == {"medclear_models": "models"}
-    assert set(select.DEFAULT_MODELS) <= set(config["package-data"]["medclear_models"])
-    assert all((REPO / "models" / name).is_file() for name in select.DEFAULT_MODELS)
+    shipped = {*select.DEFAULT_MODELS, *select.SR2_MODELS, *select.SR2_MODALITY_MODELS["MR"]}
+    assert shipped <= set(config["package-data"]["medclear_models"])
+    assert all((REPO / "models" / name).is_file() for name in shipped)
 
 
 def test_a_checkout_uses_its_models_folder():

@@ -13,7 +13,8 @@ from trainer.config import load_config
 from trainer.data import DataConfig, build_heldout_set, build_training_set
 from trainer.data.sources import mr_phantom_images
 from trainer.data.super_resolution import (
-    blur_area_downsample, kspace_downsample, kspace_lowpass, kspace_upsample, reference_values,
+    blur_area_downsample, dct_downsample, dct_upsample, degradation_label, downsample, kspace_downsample,
+    kspace_lowpass, kspace_upsample, reference_values,
 )
 from trainer.losses import LossConfig, ReconstructionLoss, noise_balance_weights
 from trainer.models import count_flops, create_model
@@ -59,6 +60,50 @@ def test_zero_filled_kspace_interpolation_inverts_the_truncation_of_a_band_limit
     assert np.abs(kspace_upsample(kspace_downsample(wide)) - wide).max() > 0.5  # beyond the band: lost
     with pytest.raises(ValueError, match="x2"):
         upscale(lowres, "zero-fill", scale=3)
+
+
+def dct_band_limited(rows: int, cols: int) -> np.ndarray:
+    """An image whose DCT-II lies in the lowest half of each axis (what halving keeps)."""
+    from scipy import fft
+
+    spectrum = np.zeros((rows, cols))
+    spectrum[: rows // 2, : cols // 2] = np.random.default_rng(4).standard_normal((rows // 2, cols // 2))
+    return fft.idctn(spectrum, norm="ortho")
+
+
+def test_dct_truncation_keeps_the_area_grid_and_zero_filling_inverts_it():
+    highres = dct_band_limited(64, 48)
+    lowres = dct_downsample(highres)
+    assert lowres.shape == (32, 24) and lowres.dtype == np.float32
+    np.testing.assert_allclose(dct_upsample(lowres), highres, atol=1e-5)
+    np.testing.assert_allclose(upscale(lowres, "zero-fill-dct"), highres, atol=1e-5)  # the benchmark's baseline
+    np.testing.assert_allclose(dct_downsample(np.full((8, 6), 3.0)), np.full((4, 3), 3.0), atol=1e-6)  # mean kept
+    # Low-resolution pixel i sits at high-resolution position 2i + 0.5: a smooth ramp, away from its ends.
+    ramp = np.tile(np.cos(np.pi * (np.arange(64) + 0.5) / 64)[:, None], (1, 8))  # the first DCT-II basis row
+    expected = np.cos(np.pi * (2 * np.arange(32) + 1) / 64)  # the same cosine at 2i + 0.5 (+ 0.5: pixel centres)
+    np.testing.assert_allclose(dct_downsample(ramp)[:, 3], expected, atol=1e-5)
+
+
+def test_dct_truncation_does_not_wrap_a_non_periodic_image():
+    """The DFT truncation treats the image as periodic: a ramp's jump between its last and first
+    rows rings through the whole border; the DCT's mirrored image has no jump."""
+    ramp = np.tile(np.linspace(0.0, 1.0, 64)[:, None], (1, 64))
+    dft_error = np.abs(kspace_upsample(kspace_downsample(ramp)) - ramp)[:4].max()
+    dct_error = np.abs(dct_upsample(dct_downsample(ramp)) - ramp)[:4].max()
+    assert dct_error < 0.02 < 0.1 < dft_error, (dct_error, dft_error)
+
+
+def test_the_mr_kspace_setting_chooses_the_truncation_and_names_it():
+    image = np.tile(np.linspace(0.0, 1.0, 32)[:, None], (1, 32)).astype(np.float32)
+    dct = DataConfig(**{**TINY_SR_DATA, "sr_mr_kspace": "dct"})
+    assert DataConfig(**TINY_SR_DATA).sr_mr_kspace == "dft"  # the configs before it reproduce
+    np.testing.assert_array_equal(downsample(image, "MR", dct), dct_downsample(image))
+    np.testing.assert_array_equal(downsample(image, "MR", DataConfig(**TINY_SR_DATA)), kspace_downsample(image))
+    np.testing.assert_array_equal(downsample(image, "CT", dct), blur_area_downsample(image, dct.sr_blur_sigma))
+    assert degradation_label("MR", dct) == "sr2_kspace_dct"
+    assert degradation_label("MR", DataConfig(**TINY_SR_DATA)) == "sr2_kspace"
+    with pytest.raises(ValueError, match="sr_mr_kspace"):
+        DataConfig(**{**TINY_SR_DATA, "sr_mr_kspace": "fft"})
 
 
 def test_kspace_lowpass_keeps_the_band_and_removes_what_lies_beyond():
@@ -178,6 +223,44 @@ def test_lanczos8_base_interpolates_a_band_limited_image_closer_than_lanczos3():
         with torch.no_grad():
             errors[base] = float(np.abs(model(lowres)[0, 0].numpy() - image)[20:-20, 20:-20].max())
     assert errors["lanczos8"] < errors["lanczos3"] / 3, errors
+
+
+def test_the_dct_zero_fill_teacher_is_a_checkpoint_that_computes_dct_upsample(tmp_path):
+    """`python -m trainer.checkpoint fixed sr2_dct_zero_fill T.pt` saves the classical teacher an MR
+    x2 student distils: it loads like any checkpoint and is the DCT zero-filling, exactly."""
+    import subprocess
+    import sys
+
+    from trainer.checkpoint import load_model
+
+    target = tmp_path / "zero_fill.pt"
+    subprocess.run([sys.executable, "-m", "trainer.checkpoint", "fixed", "sr2_dct_zero_fill", str(target)],
+                   check=True, capture_output=True, cwd=CONFIGS.parents[1])
+    teacher, ckpt = load_model(target)
+    assert ckpt["model_name"] == "sr2_dct_zero_fill" and ckpt["state_dict"] == {}
+    lowres = np.random.default_rng(5).random((2, 1, 12, 20)).astype(np.float32)
+    with torch.no_grad():
+        output, aux = teacher.forward_with_aux(torch.from_numpy(lowres))
+    assert output.shape == (2, 1, 24, 40) and aux["features"] == []
+    for index in range(2):
+        np.testing.assert_allclose(output[index, 0].numpy(), dct_upsample(lowres[index, 0]), atol=1e-5)
+
+
+def test_the_separable_lanczos8_base_equals_its_2d_kernels():
+    """Lanczos-8 runs as two 1-D passes; Lanczos and its renormalization over the taps inside the
+    image are separable, so it gives the 2-D kernels' numbers, borders included."""
+    import torch.nn.functional as F
+
+    from trainer.models.super_resolution import lanczos_phase_kernels
+
+    model = create_model("sr2_student", width=4, blocks=1, base="lanczos8").eval()
+    x = torch.rand(2, 1, 23, 30)
+    kernels = lanczos_phase_kernels(8)
+    expected = F.conv2d(x, kernels, padding=8) / F.conv2d(torch.ones_like(x), kernels, padding=8)
+    with torch.no_grad():
+        torch.testing.assert_close(model.base_phases(x), expected, atol=1e-5, rtol=0)
+    assert count_flops(model, (1, 1, 256, 256)) < count_flops(create_model("sr2_student", width=4, blocks=1,
+                                                                            base="lanczos3"), (1, 1, 256, 256))
 
 
 def test_init_moves_a_nearest_base_student_to_the_lanczos_base_as_exactly_lanczos(tmp_path):

@@ -14,6 +14,7 @@ zero-filled k-space interpolation).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, denoise_wavelet, estimate_sigma
@@ -73,18 +74,21 @@ BASELINES: dict[str, Callable[..., np.ndarray]] = {"nlm": nlm, "tv": tv, "wavele
 STRENGTH_KEYWORDS: dict[str, str] = {"nlm": "h_per_sigma", "tv": "weight_per_sigma"}
 
 
-def _zero_fill(image: np.ndarray, scale: int) -> np.ndarray:
+def _zero_fill(image: np.ndarray, scale: int, kspace: str = "dft") -> np.ndarray:
     # Imported here: trainer.data pulls in torch, and the reader study uses these baselines without it.
-    from trainer.data.super_resolution import SCALE, kspace_upsample
+    from trainer.data.super_resolution import MR_KSPACE, SCALE
 
     if scale != SCALE:
         raise ValueError(f"zero-filled k-space interpolation is x{SCALE} here, not x{scale}")
-    return kspace_upsample(image)
+    return MR_KSPACE[kspace][1](image)
 
 
 # Classical x2 methods: runtime.resample's (nearest, bicubic, Lanczos-3) and zero-filled
-# k-space interpolation, the exact inverse of the MR degradation for a band-limited image.
-CLASSICAL_UPSAMPLERS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {**UPSAMPLERS, "zero-fill": _zero_fill}
+# k-space interpolation, the exact inverse of the MR degradation for a band-limited image: of
+# the image's DFT ("zero-fill", the inverse of data.sr_mr_kspace "dft") and of its DCT-II
+# ("zero-fill-dct": the image mirrored about its edges, the inverse of "dct").
+CLASSICAL_UPSAMPLERS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    **UPSAMPLERS, "zero-fill": _zero_fill, "zero-fill-dct": partial(_zero_fill, kspace="dct")}
 UPSCALERS = tuple(CLASSICAL_UPSAMPLERS)
 
 

@@ -114,6 +114,15 @@ if __name__ == "__main__":
                                    "(--student) stage")
     to_float.add_argument("source")
     to_float.add_argument("target")
+    fixed = commands.add_parser("fixed", help="save the registered model MODEL with no trained weights (a fixed "
+                                "classical operator such as sr2_dct_zero_fill) to TARGET: a --teacher to distil")
+    fixed.add_argument("model")
+    fixed.add_argument("target")
     args = parser.parse_args()
-    (slim_checkpoint if args.command == "slim" else float_checkpoint)(args.source, args.target)
+    if args.command == "fixed":
+        from trainer.models import create_model
+
+        save_checkpoint(args.target, create_model(args.model), stage="fixed")
+    else:
+        (slim_checkpoint if args.command == "slim" else float_checkpoint)(args.source, args.target)
     print(f"wrote {args.target}")

@@ -16,6 +16,9 @@ MODEL_ENV = "MEDCLEAR_MODEL"
 DEFAULT_MODELS = ("medclear_student.fp32.onnx", "medclear_student.int8.onnx")
 SR2_MODEL_ENV = "MEDCLEAR_SR2_MODEL"
 SR2_MODELS = ("medclear_sr2.fp32.onnx", "medclear_sr2.int8.onnx")
+# Modalities with an x2 model of their own, which the default sr2 model does not cover (MR:
+# k-space truncation wants band-limited interpolation, CT's blur wants sharpening; docs/RUNTIME.md).
+SR2_MODALITY_MODELS = {"MR": ("medclear_sr2_mr.fp32.onnx", "medclear_sr2_mr.int8.onnx")}
 DEFAULT_TASK = "denoise"
 # Task -> (environment variable naming its model, default model files in preference order).
 TASK_MODELS = {"denoise": (MODEL_ENV, DEFAULT_MODELS), "sr2": (SR2_MODEL_ENV, SR2_MODELS)}
@@ -63,6 +66,15 @@ def default_model(models_dir: Path | None = None, task: str = DEFAULT_TASK) -> P
         f"no model given and no default model{task_note} in {models_dir} (looked for {', '.join(names)}); "
         f"pass --model FILE or set {env}"
     )
+
+
+def sr2_model_for(modality: str, models_dir: Path | None = None) -> Path | None:
+    """The installed x2 model released for ``modality`` alone (fp32 before int8), if any."""
+    for name in SR2_MODALITY_MODELS.get(modality.strip().upper(), ()):
+        candidate = (models_dir or MODELS_DIR) / name
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def check_task(contract: ModelContract, task: str, source: str) -> None:

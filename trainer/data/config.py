@@ -85,6 +85,10 @@ class DataConfig:
     # cosine taper (super_resolution.kspace_lowpass). Rasterized phantoms have edges no scanner
     # records; real MR images are band-limited by their acquisition. None: off.
     sr_mr_phantom_band: list[float] | None = None
+    # How MR is halved in k-space: "dft" (the image's DFT, periodic: a non-periodic DICOM image
+    # wraps and its wrapped edge rings; the configs before the twenty-first session) or "dct"
+    # (the DCT-II: the DFT of the image mirrored about its edges, no wrap; docs/DATA.md).
+    sr_mr_kspace: str = "dft"
     # Phantoms.
     phantom_count: int = 16  # random training phantoms
     phantom_size: int = 256
@@ -158,6 +162,8 @@ class DataConfig:
             raise ValueError(f"task {self.task!r} must be 'denoise' or 'sr2'")
         if self.sr_blur_sigma < 0:
             raise ValueError(f"sr_blur_sigma {self.sr_blur_sigma} must be >= 0")
+        if self.sr_mr_kspace not in ("dft", "dct"):
+            raise ValueError(f"sr_mr_kspace {self.sr_mr_kspace!r} must be 'dft' or 'dct'")
         if self.mr_noise not in ("rician", "gaussian"):
             raise ValueError(f"mr_noise {self.mr_noise!r} must be 'rician' or 'gaussian'")
         if self.xray_noise not in ("gaussian", "quantum"):

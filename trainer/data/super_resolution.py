@@ -4,7 +4,10 @@ A clean high-resolution image (the denoiser's sources, references screened the s
 degraded to half its matrix the way the modality really loses resolution (docs/DATA.md):
 
 - MR: k-space truncation, the central half of the spatial frequencies in each direction: what
-  a low-resolution acquisition is, Gibbs ringing included.
+  a low-resolution acquisition is, Gibbs ringing included. ``sr_mr_kspace`` "dft" truncates the
+  image's DFT (periodic: a non-periodic DICOM image wraps, and its wrapped edge rings); "dct"
+  truncates its DCT-II, which is the DFT truncation of the image mirrored about its edges (no
+  wrap-around jump), on the same grid.
 - CT, CR, DX: a Gaussian blur (detector and reconstruction kernel, ``sr_blur_sigma``
   high-resolution pixels) followed by 2x2 area averaging.
 
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import fft as scipy_fft
 from scipy import ndimage
 
 from runtime.normalization import NormalizationState, fit_normalization, normalize
@@ -73,6 +77,32 @@ def kspace_upsample(image: np.ndarray) -> np.ndarray:
     spectrum = np.zeros((rows, cols), dtype=np.complex128)
     spectrum[_low_band(small_rows, small_cols, rows, cols)] = np.fft.fft2(image) * (rows * cols / (small_rows * small_cols))
     return np.fft.ifft2(spectrum / _half_pixel_shift(rows, cols)).real.astype(np.float32)
+
+
+def dct_downsample(image: np.ndarray) -> np.ndarray:
+    """Half the matrix by keeping the lowest half of the DCT-II coefficients along each axis: the
+    k-space truncation of the image mirrored about its edges (what :func:`kspace_downsample` does
+    to a periodic image, without the jump where a non-periodic one wraps). The DCT-II's samples
+    sit at pixel centres, so the kept low-resolution pixel ``i`` lands at ``2i + 0.5``."""
+    image = _even(np.asarray(image, dtype=np.float64))
+    rows, cols = image.shape
+    spectrum = scipy_fft.dctn(image, type=2, norm="ortho")[: rows // SCALE, : cols // SCALE]
+    # Orthonormal transforms: a constant keeps its value when each axis's size is halved.
+    return (scipy_fft.idctn(spectrum, type=2, norm="ortho") / SCALE).astype(np.float32)
+
+
+def dct_upsample(image: np.ndarray) -> np.ndarray:
+    """Double the matrix by zero-padding the DCT-II: zero-filled k-space interpolation of the
+    mirrored image, the exact inverse of :func:`dct_downsample` for an image whose DCT lies in
+    the lowest half of each axis; float32."""
+    image = np.asarray(image, dtype=np.float64)
+    small_rows, small_cols = image.shape
+    spectrum = np.zeros((small_rows * SCALE, small_cols * SCALE))
+    spectrum[:small_rows, :small_cols] = scipy_fft.dctn(image, type=2, norm="ortho")
+    return (scipy_fft.idctn(spectrum, type=2, norm="ortho") * SCALE).astype(np.float32)
+
+
+MR_KSPACE = {"dft": (kspace_downsample, kspace_upsample), "dct": (dct_downsample, dct_upsample)}
 
 
 def _half_pixel_shift(rows: int, cols: int) -> np.ndarray:
@@ -132,13 +162,15 @@ def blur_area_downsample(image: np.ndarray, sigma: float) -> np.ndarray:
 def downsample(image: np.ndarray, modality: str, cfg: DataConfig) -> np.ndarray:
     """The modality's x2 degradation of a (normalized) high-resolution image."""
     if modality.upper() == "MR":
-        return kspace_downsample(image)
+        return MR_KSPACE[cfg.sr_mr_kspace][0](image)
     return blur_area_downsample(image, cfg.sr_blur_sigma)
 
 
 def degradation_label(modality: str, cfg: DataConfig) -> str:
     """How ``modality`` was degraded, for records (e.g. ``sr2_kspace``, ``sr2_blur0.6_area``)."""
-    return "sr2_kspace" if modality.upper() == "MR" else f"sr2_blur{cfg.sr_blur_sigma:g}_area"
+    if modality.upper() == "MR":
+        return "sr2_kspace" if cfg.sr_mr_kspace == "dft" else f"sr2_kspace_{cfg.sr_mr_kspace}"
+    return f"sr2_blur{cfg.sr_blur_sigma:g}_area"
 
 
 @dataclass

@@ -9,10 +9,13 @@ the grid of trainer.data.super_resolution and of the runtime's geometry). ``base
 convolutions (one per output pixel of each 2x2 block) that share the residual's DepthToSpace,
 with the weights renormalized over the taps inside the image as Pillow does, so the untrained
 model is the classical baseline the SR benchmark compares against (``runtime.resample.lanczos``).
-``"lanczos8"`` is the same with 17x17 kernels (a wider windowed sinc): closer to the ideal
+``"lanczos8"`` is the same with 17-tap kernels (a wider windowed sinc): closer to the ideal
 interpolation of a band-limited image, which is what an MR image halved in k-space is. The
-kernels stay 2-D: computed as two 1-D passes the Lanczos-3 base had 0.13 GFLOP less per 512²
-input but ran 1.07x slower in FP32 on ONNX Runtime's CPU (docs/TRAINING.md).
+Lanczos-3 kernels stay 2-D (computed as two 1-D passes they had 0.13 GFLOP less per 512² input
+but ran 1.07x slower in FP32 on ONNX Runtime's CPU, docs/TRAINING.md); Lanczos-8's are applied
+as two 1-D passes (a 17x1 convolution, then a grouped 1x17 one; 0.03 GFLOP per 512² input
+instead of 1.2 as 17x17 kernels). Lanczos is separable and so is the renormalization (the taps
+inside the image form a rectangle), so both give the same numbers.
 
 The student uses only Conv, ReLU, Add, Clip, Resize (nearest) or Mul/Div (the Lanczos base's
 renormalization) and one DepthToSpace, which TensorRT 8.5+ builds in INT8 (the fixed Lanczos
@@ -23,6 +26,9 @@ first layer sees the input through the same intensity windows as the denoising s
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,14 +37,16 @@ from trainer.models.registry import create_model, register_model
 from trainer.models.student import WindowedHead, conv_relu
 
 
+SCALE = 2
 BASES = ("nearest", "lanczos3", "lanczos8")
+SEPARABLE_BASES = ("lanczos8",)  # applied as two 1-D passes (module docstring)
 LANCZOS_A = 3
 
 
-def lanczos_phase_kernels(a: int = LANCZOS_A) -> torch.Tensor:
-    """``[4, 1, 2a+1, 2a+1]`` Lanczos-``a`` weights of the four output pixels of each 2x2 block
-    (channel ``2 * row_phase + column_phase``, the order PixelShuffle reads). Output pixel ``2i``
-    lies 0.25 input pixels before input pixel ``i``'s centre and ``2i + 1`` 0.25 after it."""
+def lanczos_phase_taps(a: int = LANCZOS_A) -> torch.Tensor:
+    """``[2, 2a+1]`` 1-D Lanczos-``a`` taps of the two output phases along one axis, float64:
+    output pixel ``2i`` lies 0.25 input pixels before input pixel ``i``'s centre and ``2i + 1``
+    0.25 after it."""
     offsets = torch.arange(-a, a + 1, dtype=torch.float64)
 
     def taps(shift: float) -> torch.Tensor:
@@ -46,16 +54,31 @@ def lanczos_phase_kernels(a: int = LANCZOS_A) -> torch.Tensor:
         weights = torch.sinc(distance) * torch.sinc(distance / a)
         return torch.where(distance.abs() < a, weights, torch.zeros_like(weights))
 
-    phases = (taps(-0.25), taps(0.25))
+    return torch.stack((taps(-0.25), taps(0.25)))
+
+
+def lanczos_phase_kernels(a: int = LANCZOS_A) -> torch.Tensor:
+    """``[4, 1, 2a+1, 2a+1]`` Lanczos-``a`` weights of the four output pixels of each 2x2 block
+    (channel ``2 * row_phase + column_phase``, the order PixelShuffle reads)."""
+    phases = lanczos_phase_taps(a)
     kernels = [torch.outer(phases[row], phases[col]) for row in range(2) for col in range(2)]
     return torch.stack(kernels).unsqueeze(1).float()
+
+
+def _separable_conv(x: torch.Tensor, row_taps: torch.Tensor, column_taps: torch.Tensor) -> torch.Tensor:
+    """``[N, 1, H, W]`` -> ``[N, 4, H, W]``: the two row phases (a ``K x 1`` convolution), then
+    each one's two column phases (a ``1 x K`` convolution in two groups), channel
+    ``2 * row_phase + column_phase`` as :func:`lanczos_phase_kernels` orders them."""
+    pad = row_taps.shape[-2] // 2
+    rows = F.conv2d(x, row_taps, padding=(pad, 0))
+    return F.conv2d(rows, column_taps, padding=(0, pad), groups=2)
 
 
 class _ResidualUpsampler(nn.Module):
     """``base_up(x) + pixel_shuffle(tail(body(head(x))))``; the tail starts at zero, so an
     untrained model is its fixed base upsampling and training only adds a correction."""
 
-    scale = 2
+    scale = SCALE
     size_multiple = 1
 
     def __init__(self, head: nn.Module, body: nn.Module, width: int, base: str = "nearest") -> None:
@@ -69,16 +92,26 @@ class _ResidualUpsampler(nn.Module):
         # Fixed weights, not a parameter or a module: not trained, not in the state dict (old
         # checkpoints load unchanged), not quantized.
         lanczos_a = int(base[len("lanczos"):]) if base.startswith("lanczos") else LANCZOS_A
-        self.register_buffer("lanczos_kernels", lanczos_phase_kernels(lanczos_a), persistent=False)
+        if base in SEPARABLE_BASES:
+            taps = lanczos_phase_taps(lanczos_a).float()  # [2, K]
+            self.register_buffer("lanczos_row_taps", taps[:, None, :, None], persistent=False)  # [2, 1, K, 1]
+            # [4, 1, 1, K]: each row phase's two column phases (grouped convolution)
+            self.register_buffer("lanczos_column_taps", taps.repeat(2, 1)[:, None, None, :], persistent=False)
+        else:
+            self.register_buffer("lanczos_kernels", lanczos_phase_kernels(lanczos_a), persistent=False)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
     def base_phases(self, x: torch.Tensor) -> torch.Tensor:
         """The Lanczos base as ``[N, 4, H, W]`` phases, its weights renormalized over the taps that
         fall inside the image (``x * 0 + 1``: a ones map that exports as Mul/Add, no Shape ops)."""
+        ones = x * 0 + 1
+        if self.base in SEPARABLE_BASES:
+            taps = (self.lanczos_row_taps, self.lanczos_column_taps)
+            return _separable_conv(x, *taps) / _separable_conv(ones, *taps)
         pad = self.lanczos_kernels.shape[-1] // 2
         weighted = F.conv2d(x, self.lanczos_kernels, padding=pad)
-        weight_sum = F.conv2d(x * 0 + 1, self.lanczos_kernels, padding=pad)
+        weight_sum = F.conv2d(ones, self.lanczos_kernels, padding=pad)
         return weighted / weight_sum
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]]]:
@@ -145,3 +178,35 @@ class SRTeacher(_ResidualUpsampler):
         body = nn.Sequential(*(ResBlock(width, res_scale) for _ in range(blocks)),
                              nn.Conv2d(width, width, 3, padding=1))
         super().__init__(head, body, width, base)
+
+
+@functools.lru_cache(maxsize=32)
+def _dct_zero_fill_matrix(size: int) -> torch.Tensor:
+    """``[2 size, size]`` float64: one axis of :func:`trainer.data.super_resolution.dct_upsample`
+    (DCT-II, zero-padded to twice the length, inverse; sqrt(2) per axis keeps a constant)."""
+    from scipy import fft as scipy_fft
+
+    forward = scipy_fft.dct(np.eye(size), type=2, norm="ortho", axis=0)  # [size, size]
+    inverse = scipy_fft.idct(np.eye(SCALE * size), type=2, norm="ortho", axis=0)[:, :size]  # [2 size, size]
+    return torch.from_numpy(inverse @ forward * np.sqrt(SCALE))
+
+
+@register_model("sr2_dct_zero_fill")
+class DCTZeroFill(nn.Module):
+    """Zero-filled DCT-II x2 interpolation as a fixed module (no weights): the exact inverse of the
+    "dct" MR degradation (``data.sr_mr_kspace``) for a band-limited image, i.e. the ideal
+    interpolation of the image mirrored about its edges. A global operation, not a convolution,
+    so it runs in no engine; it serves as a classical teacher that an x2 student distils
+    (``python -m trainer.checkpoint fixed sr2_dct_zero_fill TEACHER.pt``; docs/TRAINING.md)."""
+
+    scale = SCALE
+    size_multiple = 1
+    widths: list[int] = []
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]]]:
+        rows = _dct_zero_fill_matrix(x.shape[-2]).to(x)
+        cols = _dct_zero_fill_matrix(x.shape[-1]).to(x)
+        return rows @ x @ cols.T, {"features": [], "deep": []}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_aux(x)[0]

@@ -1,0 +1,69 @@
+"""The shipped x2 models (models/medclear_sr2*.onnx): what each is released for, and that the MR
+model beats the classical interpolators on the MR test image halved in k-space, by DCT (the
+benchmark's protocol) and by DFT truncation, as the runtime runs it (fast enough for CI)."""
+
+import dataclasses
+from pathlib import Path
+
+import onnx
+import pytest
+
+from benchmarks.quality import enhance
+from benchmarks.runners import open_runner
+from compiler.onnx_io import read_contract
+from trainer.baselines import upscale
+from trainer.config import load_config
+from trainer.data import DataConfig, build_heldout_set
+from trainer.metrics import image_quality
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+
+
+def test_each_shipped_x2_model_is_released_for_its_own_modalities():
+    for name, modalities in (("medclear_sr2", ("CT",)), ("medclear_sr2_mr", ("MR",))):
+        for precision in ("fp32", "int8"):
+            contract = read_contract(onnx.load(str(MODELS / f"{name}.{precision}.onnx")))
+            assert (contract.scale, contract.modalities, contract.precision) == (2, modalities, precision)
+
+
+@pytest.mark.parametrize("kspace", ["dct", "dft"])
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_mr_model_beats_bicubic_and_lanczos_on_the_mr_test_image(kspace, precision):
+    data = DataConfig.from_dict(load_config(ROOT / "trainer" / "configs" / "sr2_teacher.json").data)
+    data = dataclasses.replace(data, modalities=["MR"], sr_mr_kspace=kspace)
+    image = next(image for image in build_heldout_set(data, "test") if image.modality == "MR")
+    runner = open_runner(str(MODELS / f"medclear_sr2_mr.{precision}.onnx"), threads=2)
+    try:
+        output = enhance(runner, image)
+    finally:
+        runner.close()
+
+    def psnr(upscaled):
+        return image_quality(upscaled, image.clean, "MR", image.spec, with_fsim=False, with_ssim=False)["psnr"]
+
+    model, bicubic, lanczos = psnr(output), psnr(upscale(image.degraded, "bicubic")), psnr(upscale(image.degraded, "lanczos"))
+    # Issue 15's targets (the benchmark measured +2.25 / +0.59 dB by DCT, +2.19 / +0.55 by DFT for INT8).
+    assert model - bicubic >= 1.5 and model - lanczos >= 0.5, (model, bicubic, lanczos)
+
+
+def test_an_sr2_run_names_the_mr_model_and_that_model_upscales_mr_end_to_end(tmp_path, capsys):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from runtime.enhance import main
+
+    source = Path(get_testdata_file("MR_small.dcm"))  # 64 x 64
+    # The default x2 model is released for CT: the MR file is skipped, and the line names its model.
+    assert main([str(source), "-o", str(tmp_path / "ct_model"), "--task", "sr2", "-q"]) == 0
+    assert "its x2 model is medclear_sr2_mr.fp32.onnx" in capsys.readouterr().err
+    assert main([str(source), "-o", str(tmp_path / "out"), "--model", str(MODELS / "medclear_sr2_mr.int8.onnx"),
+                 "--task", "sr2", "-q"]) == 0
+    derived = pydicom.dcmread(tmp_path / "out" / "MR_small.enhanced.dcm")
+    original = pydicom.dcmread(source)
+    assert (derived.Rows, derived.Columns) == (2 * original.Rows, 2 * original.Columns)
+    assert [float(v) for v in derived.PixelSpacing] == [float(v) / 2 for v in original.PixelSpacing]
+    assert derived.DerivationDescription.startswith("x2 super-resolution")
+    # The Series Description names the model by the first digits of its checkpoint's digest.
+    digest = read_contract(onnx.load(str(MODELS / "medclear_sr2_mr.int8.onnx"))).checkpoint_sha256
+    assert digest[:8] in derived.SeriesDescription
