@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the shipped x2 super-resolution model end to end (about 7 hours on 2 CPU cores, 3 of them the real-only stage;
+# Reproduce the shipped x2 super-resolution model end to end (about 7.5 hours on 2 CPU cores, 3 of them the real-only stage;
 # TRAIN_DEVICE=cuda runs that stage on a GPU in minutes): teacher -> distilled student (and its adversarial variant) ->
 # QAT -> Lanczos-3 base -> INT8 by calibration (and for MR: Lanczos-8 base, distilled from zero-filled DCT
 # interpolation, INT8 by calibration) -> ONNX fp32 + int8 ->
@@ -71,8 +71,9 @@ echo "== 5/6 quality on the test split (every modality), the release, latency on
     models/medclear_sr2_mr.fp32.onnx models/medclear_sr2_mr.int8.onnx \
     models/medclear_sr2_gan.pt --teacher models/medclear_sr2_teacher.pt --threads 2 --fsim --mr-kspace dct \
     --out models/sr2_quality.json --grid docs/images/sr2_crops.png --markdown docs/BENCHMARKS.md
-# The shipped CT files: the same weights released for CT only, the one modality the validation split holds (MR is not
-# trained; X-ray is reported on the test split, never chosen on it: models/sr2_quality.json); the runtime refuses the rest.
+# The shipped CT files: the same weights released for CT only, the one modality their validation split holds (MR has
+# its own model above; X-ray is reported on the test split, never chosen on it: models/sr2_quality.json); the runtime
+# refuses the rest.
 "$PY" -m compiler export --checkpoint models/medclear_sr2.qat.pt --out-dir models --name medclear_sr2 --modalities CT
 "$PY" -m benchmarks.latency models/medclear_sr2.fp32.onnx models/medclear_sr2.int8.onnx \
     models/medclear_sr2_mr.fp32.onnx models/medclear_sr2_mr.int8.onnx \
