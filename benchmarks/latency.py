@@ -164,14 +164,15 @@ def _row(rows: list[dict], model: str, size: int = REFERENCE_SIZE, batch: int = 
     return next((r for r in rows if r["model"] == model and r["size"] == size and r["batch"] == batch), None)
 
 
-def covers_ct(spec: str) -> bool:
-    """Whether an ONNX model's contract takes CT (the DICOM timings run CT slices)."""
+def covers(spec: str, modality: str) -> bool:
+    """Whether an ONNX model's contract takes ``modality`` (the DICOM and process timings run CT
+    slices and a CR radiograph; a model released for other modalities would skip them)."""
     import onnx
 
     from compiler.onnx_io import read_contract
 
     modalities = read_contract(onnx.load(spec, load_external_data=False)).modalities
-    return "CT" in modalities or "*" in modalities
+    return modality in modalities or "*" in modalities
 
 
 def measure_dicom(onnx_models: list[str], args: argparse.Namespace, workdir: Path) -> list[dict]:
@@ -182,7 +183,7 @@ def measure_dicom(onnx_models: list[str], args: argparse.Namespace, workdir: Pat
     results = []
     cases = [inputs.ct_512(), inputs.ct_1024(workdir)]
     for model in onnx_models:
-        if not covers_ct(model):
+        if not covers(model, "CT"):
             print(f"{Path(model).name}: not released for CT; no DICOM CT timing", file=sys.stderr)
             continue
         for case in cases:
@@ -193,10 +194,14 @@ def measure_dicom(onnx_models: list[str], args: argparse.Namespace, workdir: Pat
 
 
 def measure_processes(onnx_models: list[str], args: argparse.Namespace) -> dict:
-    """Cold start on the 512^2 CT and peak memory on the 2k X-ray, each in fresh processes."""
+    """Cold start on the 512^2 CT and peak memory on the 2k X-ray, each in fresh processes (models
+    that do not take both, such as the x2 models released for one modality, are left out)."""
     ct, xray = inputs.ct_512(), inputs.xray_2k()
     result = {"python_startup_s": process.python_startup(), "cold_start": [], "peak_memory": []}
     for model in onnx_models:
+        if not (covers(model, "CT") and covers(model, "CR")):
+            print(f"{Path(model).name}: not released for both CT and CR; no process timing", file=sys.stderr)
+            continue
         cold = process.cold_start(model, ct.path, args.threads, repeats=args.cold_repeats)
         result["cold_start"].append({"model": Path(model).name, "input": ct.label, **cold})
         memory = process.peak_memory(model, xray.path, args.threads)

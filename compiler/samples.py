@@ -139,7 +139,7 @@ def packaged_heldout(contract: ModelContract, table: dict[str, tuple[str, ...]] 
 
 
 def packaged_ct(names: tuple[str, ...]) -> list[Path]:
-    """Packaged CT files with the given file names (those present on this machine)."""
+    """Packaged files (of any modality, despite the name) with the given file names, those present on this machine."""
     found = {path.name: path for path in offline_dicom_files() if path.name in names}
     return [found[name] for name in names if name in found]
 

@@ -110,9 +110,11 @@ model and backends:
   machine through its X.engine.json sidecar). Without --model: ${MODEL_ENV}, else
   models/{DEFAULT_MODELS[0]}, else models/{DEFAULT_MODELS[1]}; with --task sr2:
   ${SR2_MODEL_ENV}, else models/{SR2_MODELS[0]}, else models/{SR2_MODELS[1]} (released
-  for CT). MR has an x2 model of its own: --model models/{SR2_MODALITY_MODELS["MR"][0]} (or
-  {SR2_MODALITY_MODELS["MR"][1]}); an sr2 run skips the modalities its model does not cover and
-  names the model for them. One model per run: run MR and CT folders separately.
+  for CT). MR has an x2 model of its own: --model {SR2_MODALITY_MODELS["MR"][0]} (or
+  {SR2_MODALITY_MODELS["MR"][1]}; a bare file name that is not in the current folder means the
+  installed model of that name); an sr2 run skips the modalities its model does not cover and
+  names the model for them. One model per run: for a folder with both, run it twice into
+  the same OUTDIR, once per model (each run skips the other's files).
   --backend auto picks by file kind; onnxruntime/tensorrt force one.
   --backend triton --url HOST:PORT [--model-name NAME] runs the model on a Triton Inference
   Server (a repository from `python -m compiler triton-repo`; its contract is read from the
@@ -171,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--outdir", type=Path, required=True, help="output folder (created if needed)")
     parser.add_argument("--model", type=Path, help="model file: .onnx, or TensorRT .engine/.plan")
     parser.add_argument("--task", choices=tuple(TASK_MODELS),
-                        help=f"denoise or sr2 (x2 super-resolution): picks the default model; with --model, "
+                        help=f"denoise or sr2 (x2 super-resolution; the default x2 model is for CT, MR has its own: "
+                             f"--model {SR2_MODALITY_MODELS['MR'][0]}): picks the default model; with --model, "
                              f"checks the model does it (default: {DEFAULT_TASK})")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
     parser.add_argument(
@@ -233,7 +236,7 @@ def _check_modality(ds: Dataset, contract: ModelContract) -> str:
         return check_modality(contract, modality)
     except ModalityError as error:
         own_model = sr2_model_for(modality) if contract.scale == 2 else None
-        hint = f"; its x2 model is {own_model.name} (--model {own_model})" if own_model else ""
+        hint = f"; its x2 model is {own_model.name} (--model {own_model.name})" if own_model else ""
         raise ModalityNotCovered(f"{error}{hint}") from None
 
 

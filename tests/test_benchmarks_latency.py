@@ -21,7 +21,8 @@ from runtime.model_contract import INPUT_NAME, ModelContract
 
 
 def _int8_copy(fp32: Path, out: Path) -> Path:
-    """Static Q/DQ INT8 (symmetric, per-channel) of ``fp32`` with ONNX Runtime's quantizer."""
+    """Static Q/DQ INT8 (symmetric, per-channel) of ``fp32`` with ONNX Runtime's quantizer; its
+    contract takes CT and CR, as the process timings (a CT slice, a CR radiograph) need."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -37,7 +38,8 @@ def _int8_copy(fp32: Path, out: Path) -> Path:
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
     model = onnx.load(str(out))
     del model.metadata_props[:]
-    onnx.helper.set_model_props(model, ModelContract(size_multiple=1, precision="int8", model_name="tiny").to_metadata())
+    contract = ModelContract(size_multiple=1, precision="int8", model_name="tiny", modalities=("CT", "CR"))
+    onnx.helper.set_model_props(model, contract.to_metadata())
     onnx.save(model, str(out))
     return out
 
@@ -184,3 +186,22 @@ def test_a_noise_map_model_is_timed_with_its_noise_map_and_counted_at_two_channe
     rows, skipped, _ = latency.measure_models([(str(model), [30], [2])], args)
     assert not skipped and [(r["size"], r["batch"]) for r in rows] == [(30, 2)]
     assert rows[0]["flops"] == onnx_conv_flops(model, (2, 2, 32, 32))  # padded to the size multiple 4
+
+
+def test_models_released_for_other_modalities_are_not_timed_on_ct_or_the_radiograph(tmp_path, capsys):
+    """The DICOM and process timings run CT slices and a CR radiograph: a model whose contract
+    refuses them (the MR x2 model) is left out with a line, not timed doing nothing."""
+    import argparse
+
+    from benchmarks.latency import covers, measure_dicom, measure_processes
+    from onnx_fixtures import write_tiny_sr_onnx
+
+    mr_only = str(write_tiny_sr_onnx(tmp_path / "mr.onnx", modalities=("MR",)))
+    any_modality = str(write_tiny_sr_onnx(tmp_path / "any.onnx", modalities=("*",)))
+    assert not covers(mr_only, "CT") and covers(mr_only, "MR") and covers(any_modality, "CR")
+    args = argparse.Namespace(threads=1, budget_s=1.0, runs=1, min_runs=1, cold_repeats=1)
+    assert measure_dicom([mr_only], args, tmp_path) == []
+    processes = measure_processes([mr_only], args)
+    assert processes["cold_start"] == [] and processes["peak_memory"] == []
+    err = capsys.readouterr().err
+    assert "mr.onnx: not released for CT" in err and "mr.onnx: not released for both CT and CR" in err

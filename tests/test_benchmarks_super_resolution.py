@@ -22,7 +22,6 @@ def run(tmp_path_factory):
     doc = root / "doc.md"
     doc.write_text("# doc\n")
     status = super_resolution.main([str(fp32), str(int8), "--data-from", str(config), "--threads", "1",
-                                    "--mr-kspace", "dct",
                                     "--out", str(root / "record.json"), "--grid", str(root / "crops.png"),
                                     "--markdown", str(doc)])
     return status, json.loads((root / "record.json").read_text()), root, config
@@ -31,7 +30,8 @@ def run(tmp_path_factory):
 def test_every_test_image_is_scored_for_every_method(run):
     status, record, root, _ = run
     assert status == 0 and record["benchmark"] == "super_resolution" and record["test_images"] >= 2
-    assert record["data_config"]["sr_mr_kspace"] == "dct"  # --mr-kspace overrides the data configuration's
+    # The benchmark's MR protocol (--mr-kspace, default dct) overrides the data configuration's "dft".
+    assert record["data_config"]["sr_mr_kspace"] == "dct"
     # The tiny configuration's test split: CT phantoms (MR phantoms are never test images).
     methods = {(row["modality"], row["method"]) for row in record["summary"]}
     assert methods == {("CT", m) for m in ("nearest", "bicubic", "lanczos", "zero-fill", "zero-fill-dct",

@@ -47,7 +47,7 @@ def test_the_mr_model_beats_bicubic_and_lanczos_on_the_mr_test_image(kspace, pre
     assert model - bicubic >= 1.5 and model - lanczos >= 0.5, (model, bicubic, lanczos)
 
 
-def test_an_sr2_run_names_the_mr_model_and_that_model_upscales_mr_end_to_end(tmp_path, capsys):
+def test_an_sr2_run_names_the_mr_model_and_that_model_upscales_mr_end_to_end(tmp_path, capsys, monkeypatch):
     import pydicom
     from pydicom.data import get_testdata_file
 
@@ -56,9 +56,11 @@ def test_an_sr2_run_names_the_mr_model_and_that_model_upscales_mr_end_to_end(tmp
     source = Path(get_testdata_file("MR_small.dcm"))  # 64 x 64
     # The default x2 model is released for CT: the MR file is skipped, and the line names its model.
     assert main([str(source), "-o", str(tmp_path / "ct_model"), "--task", "sr2", "-q"]) == 0
-    assert "its x2 model is medclear_sr2_mr.fp32.onnx" in capsys.readouterr().err
-    assert main([str(source), "-o", str(tmp_path / "out"), "--model", str(MODELS / "medclear_sr2_mr.int8.onnx"),
-                 "--task", "sr2", "-q"]) == 0
+    assert "its x2 model is medclear_sr2_mr.fp32.onnx (--model medclear_sr2_mr.fp32.onnx)" in capsys.readouterr().err
+    # A bare model name is the installed model of that name (the working directory has no such file).
+    monkeypatch.chdir(tmp_path)
+    assert main([str(source), "-o", str(tmp_path / "out"), "--model", "medclear_sr2_mr.int8.onnx", "--task", "sr2",
+                 "-q"]) == 0
     derived = pydicom.dcmread(tmp_path / "out" / "MR_small.enhanced.dcm")
     original = pydicom.dcmread(source)
     assert (derived.Rows, derived.Columns) == (2 * original.Rows, 2 * original.Columns)
@@ -67,3 +69,14 @@ def test_an_sr2_run_names_the_mr_model_and_that_model_upscales_mr_end_to_end(tmp
     # The Series Description names the model by the first digits of its checkpoint's digest.
     digest = read_contract(onnx.load(str(MODELS / "medclear_sr2_mr.int8.onnx"))).checkpoint_sha256
     assert digest[:8] in derived.SeriesDescription
+
+
+def test_the_mr_model_names_the_ct_model_for_a_ct_file(tmp_path, capsys):
+    from pydicom.data import get_testdata_file
+
+    from runtime.enhance import main
+
+    source = get_testdata_file("CT_small.dcm")
+    assert main([source, "-o", str(tmp_path), "--model", str(MODELS / "medclear_sr2_mr.fp32.onnx"), "-q"]) == 0
+    assert "its x2 model is medclear_sr2.fp32.onnx" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # skipped: nothing written

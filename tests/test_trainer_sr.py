@@ -78,10 +78,11 @@ def test_dct_truncation_keeps_the_area_grid_and_zero_filling_inverts_it():
     np.testing.assert_allclose(dct_upsample(lowres), highres, atol=1e-5)
     np.testing.assert_allclose(upscale(lowres, "zero-fill-dct"), highres, atol=1e-5)  # the benchmark's baseline
     np.testing.assert_allclose(dct_downsample(np.full((8, 6), 3.0)), np.full((4, 3), 3.0), atol=1e-6)  # mean kept
-    # Low-resolution pixel i sits at high-resolution position 2i + 0.5: a smooth ramp, away from its ends.
-    ramp = np.tile(np.cos(np.pi * (np.arange(64) + 0.5) / 64)[:, None], (1, 8))  # the first DCT-II basis row
+    # Low-resolution pixel i sits at high-resolution position 2i + 0.5: the lowest DCT-II cosine survives
+    # halving and is sampled there, edges included.
+    cosine = np.tile(np.cos(np.pi * (np.arange(64) + 0.5) / 64)[:, None], (1, 8))
     expected = np.cos(np.pi * (2 * np.arange(32) + 1) / 64)  # the same cosine at 2i + 0.5 (+ 0.5: pixel centres)
-    np.testing.assert_allclose(dct_downsample(ramp)[:, 3], expected, atol=1e-5)
+    np.testing.assert_allclose(dct_downsample(cosine)[:, 3], expected, atol=1e-5)
 
 
 def test_dct_truncation_does_not_wrap_a_non_periodic_image():
@@ -244,6 +245,9 @@ def test_the_dct_zero_fill_teacher_is_a_checkpoint_that_computes_dct_upsample(tm
     assert output.shape == (2, 1, 24, 40) and aux["features"] == []
     for index in range(2):
         np.testing.assert_allclose(output[index, 0].numpy(), dct_upsample(lowres[index, 0]), atol=1e-5)
+    trained = subprocess.run([sys.executable, "-m", "trainer.checkpoint", "fixed", "sr2_student", str(tmp_path / "s.pt")],
+                             capture_output=True, text=True, cwd=CONFIGS.parents[1])
+    assert trained.returncode == 2 and "has trainable weights" in trained.stderr  # random weights are no teacher
 
 
 def test_the_separable_lanczos8_base_equals_its_2d_kernels():

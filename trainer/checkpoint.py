@@ -122,7 +122,10 @@ if __name__ == "__main__":
     if args.command == "fixed":
         from trainer.models import create_model
 
-        save_checkpoint(args.target, create_model(args.model), stage="fixed")
+        fixed_model = create_model(args.model)
+        if any(True for _ in fixed_model.parameters()):
+            parser.error(f"{args.model} has trainable weights; 'fixed' saves operators without weights only")
+        save_checkpoint(args.target, fixed_model, stage="fixed")
     else:
         (slim_checkpoint if args.command == "slim" else float_checkpoint)(args.source, args.target)
     print(f"wrote {args.target}")

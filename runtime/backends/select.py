@@ -16,9 +16,9 @@ MODEL_ENV = "MEDCLEAR_MODEL"
 DEFAULT_MODELS = ("medclear_student.fp32.onnx", "medclear_student.int8.onnx")
 SR2_MODEL_ENV = "MEDCLEAR_SR2_MODEL"
 SR2_MODELS = ("medclear_sr2.fp32.onnx", "medclear_sr2.int8.onnx")
-# Modalities with an x2 model of their own, which the default sr2 model does not cover (MR:
+# The shipped x2 model of each modality: the default one is released for CT; MR has its own (MR's
 # k-space truncation wants band-limited interpolation, CT's blur wants sharpening; docs/RUNTIME.md).
-SR2_MODALITY_MODELS = {"MR": ("medclear_sr2_mr.fp32.onnx", "medclear_sr2_mr.int8.onnx")}
+SR2_MODALITY_MODELS = {"CT": SR2_MODELS, "MR": ("medclear_sr2_mr.fp32.onnx", "medclear_sr2_mr.int8.onnx")}
 DEFAULT_TASK = "denoise"
 # Task -> (environment variable naming its model, default model files in preference order).
 TASK_MODELS = {"denoise": (MODEL_ENV, DEFAULT_MODELS), "sr2": (SR2_MODEL_ENV, SR2_MODELS)}
@@ -68,8 +68,18 @@ def default_model(models_dir: Path | None = None, task: str = DEFAULT_TASK) -> P
     )
 
 
+def installed_or_given(model: str | Path, models_dir: Path | None = None) -> Path:
+    """``model`` as given, or, for a bare file name that is not in the working directory, the
+    installed model of that name (``--model medclear_sr2_mr.fp32.onnx`` works after ``pip install``)."""
+    path = Path(model)
+    installed = (models_dir or MODELS_DIR) / path.name
+    if not path.is_file() and path.name == str(model) and installed.is_file():
+        return installed
+    return path
+
+
 def sr2_model_for(modality: str, models_dir: Path | None = None) -> Path | None:
-    """The installed x2 model released for ``modality`` alone (fp32 before int8), if any."""
+    """The installed x2 model shipped for ``modality`` (fp32 before int8), if any."""
     for name in SR2_MODALITY_MODELS.get(modality.strip().upper(), ()):
         candidate = (models_dir or MODELS_DIR) / name
         if candidate.is_file():
@@ -120,7 +130,7 @@ def select_backend(
         return TritonBackend(server)
     if server is not None:
         raise BackendError(f"a Triton server was given; use --backend triton (or auto), not {backend}")
-    path = Path(model) if model is not None else default_model(task=task)
+    path = installed_or_given(model) if model is not None else default_model(task=task)
     if not path.is_file():
         raise ModelNotFoundError(f"{path}: model file not found")
     kind = model_kind(path)

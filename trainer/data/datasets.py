@@ -533,7 +533,8 @@ def data_summary(cfg: DataConfig) -> dict:
             "xray": {"noise": cfg.xray_noise, "sigma": cfg.xray_noise_sigma, "photons": list(cfg.xray_photons),
                      "train_photon_range": cfg.train_xray_photon_range},
             "extra": _extra_label(cfg) or None,
-            **({"sr2": {"mr": "k-space truncation to half the matrix", "ct_xray": "gaussian blur then 2x2 area mean",
+            **({"sr2": {"mr": f"k-space truncation to half the matrix ({cfg.sr_mr_kspace.upper()})",
+                        "ct_xray": "gaussian blur then 2x2 area mean",
                         "blur_sigma": cfg.sr_blur_sigma, "noise_range": cfg.sr_noise_range}}
                if cfg.task == "sr2" else {}),
         },

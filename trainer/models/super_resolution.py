@@ -13,8 +13,8 @@ model is the classical baseline the SR benchmark compares against (``runtime.res
 interpolation of a band-limited image, which is what an MR image halved in k-space is. The
 Lanczos-3 kernels stay 2-D (computed as two 1-D passes they had 0.13 GFLOP less per 512² input
 but ran 1.07x slower in FP32 on ONNX Runtime's CPU, docs/TRAINING.md); Lanczos-8's are applied
-as two 1-D passes (a 17x1 convolution, then a grouped 1x17 one; 0.03 GFLOP per 512² input
-instead of 1.2 as 17x17 kernels). Lanczos is separable and so is the renormalization (the taps
+as two 1-D passes (a 17x1 convolution, then a grouped 1x17 one; 0.11 GFLOP per 512² input
+with its renormalization, instead of 1.2 as 17x17 kernels). Lanczos is separable and so is the renormalization (the taps
 inside the image form a rectangle), so both give the same numbers.
 
 The student uses only Conv, ReLU, Add, Clip, Resize (nearest) or Mul/Div (the Lanczos base's
@@ -201,7 +201,7 @@ class DCTZeroFill(nn.Module):
 
     scale = SCALE
     size_multiple = 1
-    widths: list[int] = []
+    widths: tuple[int, ...] = ()  # no features to distil
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]]]:
         rows = _dct_zero_fill_matrix(x.shape[-2]).to(x)
