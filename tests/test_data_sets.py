@@ -210,3 +210,30 @@ def test_heldout_inputs_do_not_depend_on_the_training_seed():
     b = build_heldout_set(DataConfig(**SMALL, seed=5))
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x.degraded, y.degraded)
+
+
+def test_mr_phantoms_are_band_limited_for_every_task_only_when_configured():
+    """data.mr_phantom_band band-limits the MR phantoms (training and validation) as the magnitude of
+    an acquisition of part of their band, the fraction drawn from the name; scans are left alone."""
+    import dataclasses
+
+    from trainer.data.kspace import band_limited_phantoms
+    from trainer.data.sources import mr_phantom_images
+
+    phantoms = mr_phantom_images(2, 64, validation_count=1)
+    scan = dataclasses.replace(phantoms[0], name="offline:scan.dcm#0", source="offline")
+    assert band_limited_phantoms([*phantoms, scan], None)[0] is phantoms[0]
+    limited = band_limited_phantoms([*phantoms, scan], [0.5, 0.6])
+    assert limited[-1] is scan
+    for before, after in zip(phantoms, limited):
+        assert after.name == before.name and (after.values >= 0).all() and not np.allclose(after.values, before.values)
+        # Band-limited to at most 0.6 of Nyquist: (almost) no energy left beyond it (the magnitude adds a little).
+        k = np.abs(np.fft.fftfreq(64)) / 0.5
+        beyond = (k[:, None] > 0.6) | (k[None, :] > 0.6)
+        energy = lambda values: float((np.abs(np.fft.fft2(values))[beyond] ** 2).sum())  # noqa: E731
+        assert energy(after.values) < 0.05 * energy(before.values)
+    np.testing.assert_array_equal(band_limited_phantoms(phantoms, [0.5, 0.6])[0].values, limited[0].values)
+    with pytest.raises(ValueError, match="not both"):
+        DataConfig(mr_phantom_band=[0.5, 1.0], sr_mr_phantom_band=[0.5, 1.0])
+    with pytest.raises(ValueError, match="mr_phantom_band"):
+        DataConfig(mr_phantom_band=[0.5, 1.5])

@@ -102,6 +102,11 @@ class DataConfig:
     # > 0: MR phantoms carry a fine multiplicative tissue texture of up to this relative RMS
     # (phantoms.tissue_texture), so a model learns that fine structure is not all noise.
     mr_phantom_texture: float = 0.0
+    # [lo, hi]: MR phantoms (training and validation, any task) band-limited as acquisitions are:
+    # k-space kept up to a fraction of Nyquist drawn in [lo, hi] per phantom (kspace.kspace_lowpass),
+    # magnitude taken. A real MR image holds nothing beyond its acquisition band (often half its
+    # matrix, interpolated by the scanner). None: off. Not with sr_mr_phantom_band (choose one).
+    mr_phantom_band: list[float] | None = None
     # > 0: training CT phantoms (never validation or test ones) carry the same kind of texture on
     # their attenuation (HU + 1000), up to this relative RMS (0.015: up to ~15 HU in soft tissue,
     # less in lung, none in air), so that fine structure at low noise is not taken for noise.
@@ -169,12 +174,16 @@ class DataConfig:
         if self.xray_noise not in ("gaussian", "quantum"):
             raise ValueError(f"xray_noise {self.xray_noise!r} must be 'gaussian' or 'quantum'")
         for name in ("train_dose_range", "train_mr_sigma_range", "train_xray_photon_range", "sr_noise_range",
-                     "sr_mr_phantom_band"):
+                     "sr_mr_phantom_band", "mr_phantom_band"):
             bounds = getattr(self, name)
             if bounds is not None and not (len(bounds) == 2 and 0 < bounds[0] <= bounds[1]):
                 raise ValueError(f"{name} {bounds} must be [low, high] with 0 < low <= high")
-        if self.sr_mr_phantom_band is not None and self.sr_mr_phantom_band[1] > 1:
-            raise ValueError(f"sr_mr_phantom_band {self.sr_mr_phantom_band} must lie in (0, 1] (fractions of Nyquist)")
+        for name in ("sr_mr_phantom_band", "mr_phantom_band"):
+            band = getattr(self, name)
+            if band is not None and band[1] > 1:
+                raise ValueError(f"{name} {band} must lie in (0, 1] (fractions of Nyquist)")
+        if self.sr_mr_phantom_band is not None and self.mr_phantom_band is not None:
+            raise ValueError("set mr_phantom_band or sr_mr_phantom_band, not both (both band-limit the MR phantoms)")
         if self.train_dose_range is not None and self.train_dose_range[1] > 1:
             raise ValueError(f"train_dose_range {self.train_dose_range} must lie in (0, 1]")
         from trainer.data.degrade import CT_KERNELS  # noqa: PLC0415 (config stays light to import)

@@ -28,6 +28,7 @@ from runtime.normalization import (
 from trainer.data import degrade
 from trainer.data.augment import AugmentSettings, augment_pair, center_crop, crop_margin
 from trainer.data.config import DataConfig
+from trainer.data.kspace import band_limited_phantoms
 from trainer.data.noise_levels import LevelTable, level_table
 from trainer.data.pairing import find_dose_dirs
 from trainer.data.reference import clean_reference
@@ -72,8 +73,9 @@ def load_sources(cfg: DataConfig) -> list[SourceImage]:
                                          cfg.validation_phantoms, cfg.ct_phantom_texture)
                 images += head_phantom_images(cfg.head_phantoms, cfg.phantom_size)
             if "MR" in modalities:
-                images += mr_phantom_images(cfg.mr_phantoms, cfg.phantom_size, cfg.mr_validation_phantoms,
-                                            cfg.mr_phantom_texture)
+                images += band_limited_phantoms(mr_phantom_images(cfg.mr_phantoms, cfg.phantom_size,
+                                                                  cfg.mr_validation_phantoms, cfg.mr_phantom_texture),
+                                                cfg.mr_phantom_band)
             if "DX" in modalities:
                 images += xray_phantom_images(cfg.xray_phantoms, cfg.phantom_size, cfg.xray_validation_phantoms,
                                               cfg.xray_train_saturated_share)
@@ -529,7 +531,7 @@ def data_summary(cfg: DataConfig) -> dict:
                    "kernels": list(cfg.ct_kernels), "eval_kernels": cfg.eval_kernels, "angles": cfg.ct_angles,
                    "photons": cfg.ct_photons, "full_dose_reference": cfg.ct_full_dose_reference},
             "mr": {"noise": cfg.mr_noise, "sigmas": list(cfg.mr_noise_sigmas),
-                   "train_sigma_range": cfg.train_mr_sigma_range},
+                   "train_sigma_range": cfg.train_mr_sigma_range, "phantom_band": cfg.mr_phantom_band},
             "xray": {"noise": cfg.xray_noise, "sigma": cfg.xray_noise_sigma, "photons": list(cfg.xray_photons),
                      "train_photon_range": cfg.train_xray_photon_range},
             "extra": _extra_label(cfg) or None,

@@ -30,6 +30,7 @@ from scipy import ndimage
 
 from runtime.normalization import NormalizationState, fit_normalization, normalize
 from trainer.data.config import DataConfig
+from trainer.data.kspace import kspace_lowpass
 from trainer.data.datasets import (
     HeldoutImage,
     SeededPatches,
@@ -117,27 +118,6 @@ def _low_band(small_rows: int, small_cols: int, rows: int, cols: int) -> tuple[n
     keep_r = np.rint(np.fft.fftfreq(small_rows) * small_rows).astype(int) % rows
     keep_c = np.rint(np.fft.fftfreq(small_cols) * small_cols).astype(int) % cols
     return np.ix_(keep_r, keep_c)
-
-
-TAPER = 0.2  # share of the kept band over which kspace_lowpass tapers to zero (scanner apodization)
-
-
-def kspace_lowpass(image: np.ndarray, fraction: float) -> np.ndarray:
-    """``image`` as an MR acquisition of ``fraction`` (0-1] of its Nyquist band would record it:
-    k-space kept up to ``fraction`` x Nyquist along each axis, the outer ``TAPER`` of that band
-    tapered by a raised cosine (Gibbs ringing softened as by a scanner's filter); float32."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction {fraction} must be in (0, 1]")
-    image = np.asarray(image, dtype=np.float64)
-
-    def window(size: int) -> np.ndarray:
-        k = np.abs(np.fft.fftfreq(size)) / 0.5  # 0 .. 1 (Nyquist)
-        ramp = np.clip((fraction - k) / (TAPER * fraction), 0.0, 1.0)
-        return 0.5 - 0.5 * np.cos(np.pi * ramp)
-
-    rows, cols = image.shape
-    spectrum = np.fft.fft2(image) * window(rows)[:, None] * window(cols)[None, :]
-    return np.fft.ifft2(spectrum).real.astype(np.float32)
 
 
 def reference_values(image: SourceImage, cfg: DataConfig) -> np.ndarray:
