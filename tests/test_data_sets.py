@@ -212,7 +212,7 @@ def test_heldout_inputs_do_not_depend_on_the_training_seed():
         np.testing.assert_array_equal(x.degraded, y.degraded)
 
 
-def test_mr_phantoms_are_band_limited_for_every_task_only_when_configured():
+def test_mr_phantoms_are_band_limited_only_when_configured():
     """data.mr_phantom_band band-limits the MR phantoms (training and validation) as the magnitude of
     an acquisition of part of their band, the fraction drawn from the name; scans are left alone."""
     import dataclasses
@@ -237,3 +237,11 @@ def test_mr_phantoms_are_band_limited_for_every_task_only_when_configured():
         DataConfig(mr_phantom_band=[0.5, 1.0], sr_mr_phantom_band=[0.5, 1.0])
     with pytest.raises(ValueError, match="mr_phantom_band"):
         DataConfig(mr_phantom_band=[0.5, 1.5])
+    # Wired into the data layer: load_sources band-limits the MR phantoms (training and validation)
+    # and the data summary says so.
+    plain = DataConfig(sources=["phantom"], modalities=["MR"], mr_phantoms=1, mr_validation_phantoms=1, phantom_size=64)
+    banded = dataclasses.replace(plain, mr_phantom_band=[0.5, 0.6])
+    before, after = load_sources(plain), load_sources(banded)
+    assert [i.name for i in after] == [i.name for i in before] and len(after) == 2
+    assert all(not np.allclose(a.values, b.values) for a, b in zip(after, before))
+    assert data_summary(banded)["degradation"]["mr"]["phantom_band"] == [0.5, 0.6]

@@ -82,7 +82,7 @@ class DataConfig:
     sr_noise_range: list[float] | None = None
     # [lo, hi]: an x2 model's MR phantoms are "acquired" before they serve as high-resolution
     # references: k-space kept up to a fraction of Nyquist drawn in [lo, hi] per phantom, with a
-    # cosine taper (super_resolution.kspace_lowpass). Rasterized phantoms have edges no scanner
+    # cosine taper (kspace.kspace_lowpass). Rasterized phantoms have edges no scanner
     # records; real MR images are band-limited by their acquisition. None: off.
     sr_mr_phantom_band: list[float] | None = None
     # How MR is halved in k-space: "dft" (the image's DFT, periodic: a non-periodic DICOM image

@@ -1,15 +1,18 @@
-"""Band-limiting an image as an MR acquisition of part of its k-space would (numpy only): used for
+"""Band-limiting an image as an MR acquisition of part of its k-space would: used for
 the x2 model's MR references (``sr_mr_phantom_band``) and the denoiser's MR phantoms
 (``mr_phantom_band``)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trainer.data.sources import SourceImage
 from trainer.data.split import stable_seed
+
+if TYPE_CHECKING:  # sources pulls in pydicom; kspace_lowpass needs numpy only
+    from trainer.data.sources import SourceImage
 
 TAPER = 0.2  # share of the kept band over which kspace_lowpass tapers to zero (scanner apodization)
 

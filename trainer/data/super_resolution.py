@@ -30,7 +30,6 @@ from scipy import ndimage
 
 from runtime.normalization import NormalizationState, fit_normalization, normalize
 from trainer.data.config import DataConfig
-from trainer.data.kspace import kspace_lowpass
 from trainer.data.datasets import (
     HeldoutImage,
     SeededPatches,
@@ -40,6 +39,7 @@ from trainer.data.datasets import (
     spec_for,
     split_sources,
 )
+from trainer.data.kspace import kspace_lowpass
 from trainer.data.sources import SourceImage
 from trainer.data.split import stable_seed
 
