@@ -171,8 +171,7 @@ def covers(spec: str, modality: str) -> bool:
 
     from compiler.onnx_io import read_contract
 
-    modalities = read_contract(onnx.load(spec, load_external_data=False)).modalities
-    return modality in modalities or "*" in modalities
+    return read_contract(onnx.load(spec, load_external_data=False)).covers(modality)
 
 
 def measure_dicom(onnx_models: list[str], args: argparse.Namespace, workdir: Path) -> list[dict]:

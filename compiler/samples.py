@@ -131,9 +131,8 @@ def prepared_frames(paths: list[Path], contract: ModelContract, limit: int | Non
 def packaged_heldout(contract: ModelContract, table: dict[str, tuple[str, ...]] = HELDOUT_BY_MODALITY) -> list[Path]:
     """The packaged test-split files of the first modality in ``table`` that the contract covers
     (CT first), those present on this machine; [] if it covers none of them."""
-    covered = {m.upper() for m in contract.modalities}
     for modality, names in table.items():
-        if modality in covered or "*" in covered:
+        if contract.covers(modality):
             return packaged_ct(names)
     return []
 

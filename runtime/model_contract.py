@@ -69,6 +69,10 @@ class ModelContract:
     noise_conditioning: str = BLIND
     format_version: str = FORMAT_VERSION
 
+    def covers(self, modality: str) -> bool:
+        """Whether the model is released for DICOM Modality ``modality``: listed (upper case), or ``*``."""
+        return "*" in self.modalities or modality.strip().upper() in self.modalities
+
     def normalization_for(self, modality: str) -> NormalizationSpec:
         """The normalization for a DICOM Modality value, falling back to the ``*`` entry."""
         key = modality.upper()

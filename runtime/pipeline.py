@@ -103,7 +103,7 @@ def tile_plan(
 def check_modality(contract: ModelContract, modality: str) -> str:
     """``modality`` (upper case) if the contract lists it or ``*``; ModalityError otherwise."""
     key = (modality or "OT").strip().upper() or "OT"
-    if "*" not in contract.modalities and key not in contract.modalities:
+    if not contract.covers(key):
         raise ModalityError(f"modality {key} is not one the model {contract.model_name} was trained for "
                             f"({', '.join(contract.modalities)})")
     return key

@@ -57,10 +57,9 @@ def default_model(models_dir: Path | None = None, task: str = DEFAULT_TASK) -> P
     from_env = os.environ.get(env)
     if from_env:
         return Path(from_env)
-    for name in names:
-        candidate = models_dir / name
-        if candidate.is_file():
-            return candidate
+    found = first_installed(names, models_dir)
+    if found is not None:
+        return found
     task_note = "" if task == DEFAULT_TASK else f" for --task {task}"
     raise ModelNotFoundError(
         f"no model given and no default model{task_note} in {models_dir} (looked for {', '.join(names)}); "
@@ -78,13 +77,18 @@ def installed_or_given(model: str | Path, models_dir: Path | None = None) -> Pat
     return path
 
 
-def sr2_model_for(modality: str, models_dir: Path | None = None) -> Path | None:
-    """The installed x2 model shipped for ``modality`` (fp32 before int8), if any."""
-    for name in SR2_MODALITY_MODELS.get(modality.strip().upper(), ()):
+def first_installed(names: tuple[str, ...], models_dir: Path | None = None) -> Path | None:
+    """The first of ``names`` that is a file in ``models_dir`` (default MODELS_DIR), if any."""
+    for name in names:
         candidate = (models_dir or MODELS_DIR) / name
         if candidate.is_file():
             return candidate
     return None
+
+
+def sr2_model_for(modality: str, models_dir: Path | None = None) -> Path | None:
+    """The installed x2 model shipped for ``modality`` (fp32 before int8), if any."""
+    return first_installed(SR2_MODALITY_MODELS.get(modality.strip().upper(), ()), models_dir)
 
 
 def check_task(contract: ModelContract, task: str, source: str) -> None:

@@ -35,6 +35,12 @@ def kspace_lowpass(image: np.ndarray, fraction: float) -> np.ndarray:
     return np.fft.ifft2(spectrum).real.astype(np.float32)
 
 
+def band_fraction(name: str, band: list[float], salt: str) -> float:
+    """The share of its Nyquist band a phantom named ``name`` keeps: drawn in ``band`` from its
+    name (and ``salt``, so that two uses draw apart), the same on every run."""
+    return float(np.random.default_rng(stable_seed(salt, name)).uniform(*band))
+
+
 def band_limited_phantoms(images: list[SourceImage], band: list[float] | None) -> list[SourceImage]:
     """``images`` with every phantom's values band-limited to a fraction of Nyquist drawn in
     ``band`` (seeded by its name), as the magnitude of that acquisition; other images and
@@ -44,7 +50,7 @@ def band_limited_phantoms(images: list[SourceImage], band: list[float] | None) -
     limited = []
     for image in images:
         if image.source == "phantom":
-            fraction = float(np.random.default_rng(stable_seed("mr_band", image.name)).uniform(*band))
+            fraction = band_fraction(image.name, band, "mr_band")
             image = replace(image, values=np.abs(kspace_lowpass(image.values, fraction)))
         limited.append(image)
     return limited

@@ -21,6 +21,7 @@ high-resolution references (``kspace_lowpass``), as an acquisition band-limits a
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,7 @@ from trainer.data.datasets import (
     spec_for,
     split_sources,
 )
-from trainer.data.kspace import kspace_lowpass
+from trainer.data.kspace import band_fraction, kspace_lowpass
 from trainer.data.sources import SourceImage
 from trainer.data.split import stable_seed
 
@@ -92,15 +93,24 @@ def dct_downsample(image: np.ndarray) -> np.ndarray:
     return (scipy_fft.idctn(spectrum, type=2, norm="ortho") / SCALE).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=32)
+def dct_upsample_matrix(size: int) -> np.ndarray:
+    """``[2 size, size]`` float64, one axis of :func:`dct_upsample`: DCT-II, zero-padded to twice
+    the length, inverse DCT-II (orthonormal; sqrt(2) per axis keeps a constant). Read-only."""
+    forward = scipy_fft.dct(np.eye(size), type=2, norm="ortho", axis=0)  # [size, size]
+    inverse = scipy_fft.idct(np.eye(SCALE * size), type=2, norm="ortho", axis=0)[:, :size]  # [2 size, size]
+    matrix = inverse @ forward * np.sqrt(SCALE)
+    matrix.setflags(write=False)
+    return matrix
+
+
 def dct_upsample(image: np.ndarray) -> np.ndarray:
     """Double the matrix by zero-padding the DCT-II: zero-filled k-space interpolation of the
     mirrored image, the exact inverse of :func:`dct_downsample` for an image whose DCT lies in
     the lowest half of each axis; float32."""
     image = np.asarray(image, dtype=np.float64)
-    small_rows, small_cols = image.shape
-    spectrum = np.zeros((small_rows * SCALE, small_cols * SCALE))
-    spectrum[:small_rows, :small_cols] = scipy_fft.dctn(image, type=2, norm="ortho")
-    return (scipy_fft.idctn(spectrum, type=2, norm="ortho") * SCALE).astype(np.float32)
+    rows, cols = (dct_upsample_matrix(size) for size in image.shape)
+    return (rows @ image @ cols.T).astype(np.float32)
 
 
 MR_KSPACE = {"dft": (kspace_downsample, kspace_upsample), "dct": (dct_downsample, dct_upsample)}
@@ -125,8 +135,7 @@ def reference_values(image: SourceImage, cfg: DataConfig) -> np.ndarray:
     ``sr_mr_phantom_band`` (a fraction drawn from the image's name), everything else as it is."""
     if cfg.sr_mr_phantom_band is None or image.source != "phantom" or image.modality.upper() != "MR":
         return image.values
-    rng = np.random.default_rng(stable_seed("sr_band", image.name))
-    return kspace_lowpass(image.values, float(rng.uniform(*cfg.sr_mr_phantom_band)))
+    return kspace_lowpass(image.values, band_fraction(image.name, cfg.sr_mr_phantom_band, "sr_band"))
 
 
 def blur_area_downsample(image: np.ndarray, sigma: float) -> np.ndarray:

@@ -26,9 +26,6 @@ first layer sees the input through the same intensity windows as the denoising s
 
 from __future__ import annotations
 
-import functools
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -180,17 +177,6 @@ class SRTeacher(_ResidualUpsampler):
         super().__init__(head, body, width, base)
 
 
-@functools.lru_cache(maxsize=32)
-def _dct_zero_fill_matrix(size: int) -> torch.Tensor:
-    """``[2 size, size]`` float64: one axis of :func:`trainer.data.super_resolution.dct_upsample`
-    (DCT-II, zero-padded to twice the length, inverse; sqrt(2) per axis keeps a constant)."""
-    from scipy import fft as scipy_fft
-
-    forward = scipy_fft.dct(np.eye(size), type=2, norm="ortho", axis=0)  # [size, size]
-    inverse = scipy_fft.idct(np.eye(SCALE * size), type=2, norm="ortho", axis=0)[:, :size]  # [2 size, size]
-    return torch.from_numpy(inverse @ forward * np.sqrt(SCALE))
-
-
 @register_model("sr2_dct_zero_fill")
 class DCTZeroFill(nn.Module):
     """Zero-filled DCT-II x2 interpolation as a fixed module (no weights): the exact inverse of the
@@ -204,8 +190,10 @@ class DCTZeroFill(nn.Module):
     widths: tuple[int, ...] = ()  # no features to distil
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]]]:
-        rows = _dct_zero_fill_matrix(x.shape[-2]).to(x)
-        cols = _dct_zero_fill_matrix(x.shape[-1]).to(x)
+        # The data layer's matrices (imported here: trainer.data pulls in the dataset code).
+        from trainer.data.super_resolution import dct_upsample_matrix
+
+        rows, cols = (torch.tensor(dct_upsample_matrix(size), dtype=x.dtype, device=x.device) for size in x.shape[-2:])
         return rows @ x @ cols.T, {"features": [], "deep": []}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
