@@ -133,12 +133,12 @@ def packaged_heldout(contract: ModelContract, table: dict[str, tuple[str, ...]] 
     (CT first), those present on this machine; [] if it covers none of them."""
     for modality, names in table.items():
         if contract.covers(modality):
-            return packaged_ct(names)
+            return packaged_files(names)
     return []
 
 
-def packaged_ct(names: tuple[str, ...]) -> list[Path]:
-    """Packaged files (of any modality, despite the name) with the given file names, those present on this machine."""
+def packaged_files(names: tuple[str, ...]) -> list[Path]:
+    """The packaged DICOM files (any modality) with the given file names, those present on this machine, in that order."""
     found = {path.name: path for path in offline_dicom_files() if path.name in names}
     return [found[name] for name in names if name in found]
 

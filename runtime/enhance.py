@@ -16,6 +16,7 @@ import os
 import sys
 import time
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -45,6 +46,7 @@ from runtime.pipeline import (  # the one inference path
 from runtime.provenance import SOURCE_KEY, claim_output, npy_record, source_uid
 from runtime.report import Reporter, Tally, file_line
 from runtime.resample import bicubic, nearest
+from runtime.routing import routes_by_modality, sr2_groups
 from runtime.signals import Terminated, sigterm_as_interrupt
 from runtime.strength import DEFAULT_STRENGTH, MAX_STRENGTH, check_strength
 from runtime.tiling import InferFn, TilePlan
@@ -109,12 +111,12 @@ model and backends:
   or a TensorRT .engine/.plan built by `python -m compiler build` (checked against this
   machine through its X.engine.json sidecar). Without --model: ${MODEL_ENV}, else
   models/{DEFAULT_MODELS[0]}, else models/{DEFAULT_MODELS[1]}; with --task sr2:
-  ${SR2_MODEL_ENV}, else models/{SR2_MODELS[0]}, else models/{SR2_MODELS[1]} (released
-  for CT). MR has an x2 model of its own: --model {SR2_MODALITY_MODELS["MR"][0]} (or
-  {SR2_MODALITY_MODELS["MR"][1]}; a bare file name that is not in the current folder means the
-  installed model of that name); an sr2 run skips the modalities its model does not cover and
-  names the model for them. One model per run: for a folder with both, run it twice into
-  the same OUTDIR, once per model (each run skips the other's files).
+  each file goes to its modality's x2 model: MR to models/{SR2_MODALITY_MODELS["MR"][0]}
+  (else its int8 twin), everything else to models/{SR2_MODELS[0]}, else
+  models/{SR2_MODELS[1]} (released for CT); ${SR2_MODEL_ENV}, when set, serves every
+  file instead. A named model (a bare file name that is not in the current folder means
+  the installed model of that name, e.g. --model {SR2_MODALITY_MODELS["MR"][1]}) serves the
+  whole run: files of modalities it does not cover are skipped, and the line names their model.
   --backend auto picks by file kind; onnxruntime/tensorrt force one.
   --backend triton --url HOST:PORT [--model-name NAME] runs the model on a Triton Inference
   Server (a repository from `python -m compiler triton-repo`; its contract is read from the
@@ -173,9 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--outdir", type=Path, required=True, help="output folder (created if needed)")
     parser.add_argument("--model", type=Path, help="model file: .onnx, or TensorRT .engine/.plan")
     parser.add_argument("--task", choices=tuple(TASK_MODELS),
-                        help=f"denoise or sr2 (x2 super-resolution; the default x2 model is for CT, MR has its own: "
-                             f"--model {SR2_MODALITY_MODELS['MR'][0]}): picks the default model; with --model, "
-                             f"checks the model does it (default: {DEFAULT_TASK})")
+                        help=f"denoise or sr2 (x2 super-resolution; without --model each file goes to its "
+                             f"modality's x2 model: MR to {SR2_MODALITY_MODELS['MR'][0]}, the rest to the CT one): "
+                             f"picks the default model(s); with --model, checks the model does it "
+                             f"(default: {DEFAULT_TASK})")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
     parser.add_argument(
         "--strength", type=_strength_arg, default=DEFAULT_STRENGTH, metavar="S",
@@ -355,8 +358,11 @@ def failure_cause(error: Exception) -> str:
     return f"unexpected error: {described(error)}"
 
 
-def run_jobs(jobs: list[Job], backend: Backend, settings: Settings, reporter: Reporter) -> Tally:
-    tally = Tally()
+def run_jobs(jobs: list[Job], backend: Backend, settings: Settings, reporter: Reporter,
+             tally: Tally | None = None) -> Tally:
+    """Enhance ``jobs`` with ``backend``, one line per file; counts go into ``tally`` (a new one
+    by default). Raises BackendUnusable when the backend stops running at all."""
+    tally = tally if tally is not None else Tally()
     derivation = derivation_for(backend)
     for job in jobs:
         try:
@@ -471,33 +477,46 @@ def _main(args: argparse.Namespace) -> int:
         print(file_line("FAILED", path, reason), file=sys.stderr)
     try:
         server = triton_target(args)
+        groups = (sr2_groups(jobs) if routes_by_modality(args.task, args.model, server is not None)
+                  else [(args.model, jobs)])
         if args.dry_run:
-            model = select_backend(args.model, args.backend, threads=threads, server=server,
-                                   task=args.task or DEFAULT_TASK).source
-            _dry_run(jobs, settings, model)
+            for model, group in groups:
+                source = select_backend(model, args.backend, threads=threads, server=server,
+                                        task=args.task or DEFAULT_TASK).source
+                _dry_run(group, settings, source)
             return EXIT_FAILED if input_errors else EXIT_OK
-        backend = open_model(args.model, args.backend, threads=threads, cuda_graphs=args.cuda_graphs, server=server,
-                             task=args.task)
     except BackendError as error:
         print(f"medclear: error: {cause(error, 1000)}", file=sys.stderr)
         return EXIT_USAGE
-    with backend:
+    with ExitStack() as opened:
         try:
-            check_strength(settings.strength, backend.contract.scale)
-        except ValueError as error:
-            print(f"medclear: error: --strength: {error}", file=sys.stderr)
+            backends = [(opened.enter_context(open_model(model, args.backend, threads=threads,
+                                                         cuda_graphs=args.cuda_graphs, server=server, task=args.task)),
+                         group) for model, group in groups]
+        except BackendError as error:
+            print(f"medclear: error: {cause(error, 1000)}", file=sys.stderr)
             return EXIT_USAGE
-        settings.plan = tile_plan(backend, tile=args.tile, overlap=args.overlap, batch=args.batch)
+        for backend, _ in backends:
+            try:
+                check_strength(settings.strength, backend.contract.scale)
+            except ValueError as error:
+                print(f"medclear: error: --strength: {error}", file=sys.stderr)
+                return EXIT_USAGE
+        tally = Tally()
         reporter = Reporter(len(jobs), args.quiet)
         try:
-            tally = run_jobs(jobs, backend, settings, reporter)
+            for backend, group in backends:
+                settings.plan = tile_plan(backend, tile=args.tile, overlap=args.overlap, batch=args.batch)
+                run_jobs(group, backend, settings, reporter, tally)
         except BackendUnusable as error:
             print(f"medclear: error: {error}", file=sys.stderr)
             return EXIT_USAGE
         finally:
             reporter.close()
+        served = (backends[0][0].describe() if len(backends) == 1 else  # several: say which model served
+                  "; ".join(f"{Path(backend.source).name} on {backend.describe()}" for backend, _ in backends))
     tally.failed += len(input_errors)
-    print(tally.summary() + f" ({backend.describe()})")
+    print(tally.summary() + f" ({served})")
     return EXIT_FAILED if tally.failed else EXIT_OK
 
 

@@ -274,7 +274,7 @@ def test_detect_gpu_without_driver_is_a_clear_error():
 def test_build_verify_and_check_real_engine(tmp_path, precision):
     from compiler.build import build
     from compiler.calibrate import quantize
-    from compiler.samples import CALIBRATION_CT, packaged_ct
+    from compiler.samples import CALIBRATION_CT, packaged_files
     from compiler.verify import verify_engine
 
     import tensorrt as trt
@@ -283,7 +283,7 @@ def test_build_verify_and_check_real_engine(tmp_path, precision):
     if precision == "int8":
         data = tmp_path / "dicom"
         data.mkdir()
-        for path in packaged_ct(CALIBRATION_CT):
+        for path in packaged_files(CALIBRATION_CT):
             (data / path.name).symlink_to(path)
         onnx_path = quantize(onnx_path, data, tmp_path / "tiny.int8.onnx", max_side=128).path
     options = _options(tmp_path, onnx_path, precision=precision, min=(1, 1, 32, 32), opt=(1, 1, 128, 128),

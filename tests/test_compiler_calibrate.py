@@ -15,7 +15,7 @@ from compiler.calibrate import calibration_batches, check_int8_onnx, quantize
 from compiler.errors import CompilerError
 from compiler.onnx_io import OPSET, cpu_session, metadata, opset_version
 from compiler.quality import HeldoutPair, psnr_drop
-from compiler.samples import CALIBRATION_CT, HELDOUT_CT, fit_to_multiple, packaged_ct, prepared_frames
+from compiler.samples import CALIBRATION_CT, HELDOUT_CT, fit_to_multiple, packaged_files, prepared_frames
 from onnx_fixtures import tensorrt_importable, write_tiny_onnx
 from runtime.image_contract import prepare
 from runtime.model_contract import INPUT_NAME, NOISE_MAP, OUTPUT_NAME, ModelContract
@@ -31,7 +31,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "trainer" / "configs"
 
 @pytest.fixture(scope="module")
 def calibration_dir(tmp_path_factory):
-    files = packaged_ct(CALIBRATION_CT)
+    files = packaged_files(CALIBRATION_CT)
     assert files, "the packaged CT slices are missing: install the data extra (pip install -e '.[data]': pydicom-data)"
     folder = tmp_path_factory.mktemp("dicom")
     for path in files:
@@ -78,7 +78,7 @@ def test_int8_onnx_keeps_contract_and_runs_in_ort(calibrated):
     # A calibration image: min/max calibration covers its ranges, so only rounding remains.
     # (The random-weight tiny model clips on other images; trained models are measured by
     # `verify --heldout`, see docs/COMPILER.md.)
-    frame = prepared_frames(packaged_ct(CALIBRATION_CT), contract)[0]
+    frame = prepared_frames(packaged_files(CALIBRATION_CT), contract)[0]
     batch = frame.batch(fit_to_multiple(frame.image, contract.size_multiple, 128))
     # "basic": Q/DQ as float ops, the graph's semantics (fused AVX2 int8 kernels may saturate;
     # docs/COMPILER.md).
@@ -175,7 +175,7 @@ def test_calibration_slices_are_never_test_images_and_checks_use_only_test_image
     label_of = {path: label for label, path in entries}
 
     def split(name: str) -> str:
-        (path,) = packaged_ct((name,))  # the very file calibration or verify reads
+        (path,) = packaged_files((name,))  # the very file calibration or verify reads
         key = f"offline:{min(_copies(label_of[path], frames))}"
         return split_of(key, data.heldout_fraction, data.validation_fraction)
 

@@ -17,7 +17,7 @@ from compiler.errors import CompilerError
 from compiler.export import FP32_MAX_ABS, INT8_MAX_ABS, INT8_MEAN_ABS, contract_for, export_checkpoint, export_model
 from compiler.onnx_io import cpu_session, qdq_summary, read_contract
 from compiler.quality import HeldoutPair, heldout_task, psnr_drop, psnr_vs_clean
-from compiler.samples import CALIBRATION_CT, packaged_ct
+from compiler.samples import CALIBRATION_CT, packaged_files
 from compiler.triton_repo import write_repository
 from compiler.verify import verify_onnx
 from runtime import pipeline
@@ -161,7 +161,7 @@ def test_qat_sr_student_exports_int8_qdq(tmp_path):
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory, tiny):
     folder = tmp_path_factory.mktemp("sr-calib")
-    for path in packaged_ct(CALIBRATION_CT):
+    for path in packaged_files(CALIBRATION_CT):
         (folder / path.name).symlink_to(path)
     out = folder / "sr.int8.onnx"
     return quantize(tiny["sr"], folder, out, max_side=96)

@@ -10,6 +10,7 @@ here from the grid convention (input pixel i covers output pixels 2i and 2i+1), 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 import subprocess
 
 import numpy as np
@@ -349,3 +350,41 @@ def test_every_packaged_image_upscales_conformantly(tmp_path, models):
         output = job.output(tmp_path, "dicom")
         assert output.is_file() and new_errors(job.source, output) == set(), job.source
         assert _read(output).Rows == 2 * _read(job.source).Rows
+
+
+def test_an_sr2_run_without_a_model_routes_files_by_modality(tmp_path, monkeypatch, capsys):
+    from runtime.routing import routes_by_modality, sr2_groups
+    from runtime.inputs import Job
+
+    monkeypatch.delenv(select_module.SR2_MODEL_ENV, raising=False)
+    models_dir = tmp_path / "models"
+    monkeypatch.setattr(select_module, "MODELS_DIR", models_dir)
+    ct, mr = pydicom_file("CT_small.dcm"), pydicom_file("MR_small.dcm")
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"not dicom")
+    jobs = [Job(path, Path(path.stem)) for path in (mr, ct, broken)]
+    # Only the CT model installed: everything goes to it (it skips the MR file, and fails the broken one).
+    ct_model = write_tiny_sr_onnx(models_dir / "medclear_sr2.int8.onnx", model_name="ct-sr", modalities=["CT"])
+    assert sr2_groups(jobs) == [(ct_model, jobs)]
+    mr_model = write_tiny_sr_onnx(models_dir / "medclear_sr2_mr.fp32.onnx", model_name="mr-sr", modalities=["MR"])
+    assert sr2_groups(jobs) == [(mr_model, jobs[:1]), (ct_model, jobs[1:])]
+    assert routes_by_modality("sr2", None, remote=False)
+    assert not routes_by_modality("denoise", None, remote=False) and not routes_by_modality("sr2", ct_model, False)
+    assert not routes_by_modality("sr2", None, remote=True)
+    monkeypatch.setenv(select_module.SR2_MODEL_ENV, str(ct_model))
+    assert not routes_by_modality("sr2", None, remote=False)  # the variable names one model for every file
+    monkeypatch.delenv(select_module.SR2_MODEL_ENV)
+
+    assert main([str(mr), str(ct), "-o", str(tmp_path / "dry"), "--task", "sr2", "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert f"dry run with model {mr_model}" in listed and f"dry run with model {ct_model}" in listed
+    assert main([str(mr), str(ct), str(broken), "-o", str(tmp_path / "out"), "--task", "sr2", "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "2 done, 0 skipped, 1 failed" in captured.out
+    assert "medclear_sr2_mr.fp32.onnx on onnxruntime" in captured.out and "medclear_sr2.int8.onnx on" in captured.out
+    assert "FAILED" in captured.err and "broken.dcm" in captured.err
+    assert _read(tmp_path / "out" / "MR_small.enhanced.dcm").Rows == 128
+    assert _read(tmp_path / "out" / "CT_small.enhanced.dcm").Rows == 256
+    # A strength the x2 models refuse is refused before any file is touched.
+    assert main([str(mr), str(ct), "-o", str(tmp_path / "strong"), "--task", "sr2", "--strength", "2", "-q"]) == 2
+    assert not (tmp_path / "strong").exists() or not any((tmp_path / "strong").rglob("*.dcm"))

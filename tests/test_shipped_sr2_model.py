@@ -47,26 +47,49 @@ def test_the_mr_model_beats_bicubic_and_lanczos_on_the_mr_test_image(kspace, pre
     assert model - bicubic >= 1.5 and model - lanczos >= 0.5, (model, bicubic, lanczos)
 
 
-def test_an_sr2_run_names_the_mr_model_and_that_model_upscales_mr_end_to_end(tmp_path, capsys, monkeypatch):
+def test_an_sr2_run_sends_each_file_to_its_modalitys_model(tmp_path, capsys, monkeypatch):
+    import shutil
+
     import pydicom
     from pydicom.data import get_testdata_file
 
     from runtime.enhance import main
 
-    source = Path(get_testdata_file("MR_small.dcm"))  # 64 x 64
-    # The default x2 model is released for CT: the MR file is skipped, and the line names its model.
-    assert main([str(source), "-o", str(tmp_path / "ct_model"), "--task", "sr2", "-q"]) == 0
+    monkeypatch.delenv("MEDCLEAR_SR2_MODEL", raising=False)
+    folder = tmp_path / "study"
+    folder.mkdir()
+    for name in ("MR_small.dcm", "CT_small.dcm"):  # 64 x 64 and 128 x 128
+        shutil.copy(get_testdata_file(name), folder / name)
+    assert main([str(folder), "-o", str(tmp_path / "out"), "--task", "sr2", "-q"]) == 0
+    summary = capsys.readouterr().out
+    assert "2 done, 0 skipped, 0 failed" in summary
+    assert "medclear_sr2_mr.fp32.onnx" in summary and "medclear_sr2.fp32.onnx" in summary
+    for name, model in (("MR_small", "medclear_sr2_mr"), ("CT_small", "medclear_sr2")):
+        derived, original = pydicom.dcmread(tmp_path / "out" / "study" / f"{name}.enhanced.dcm"), pydicom.dcmread(folder / f"{name}.dcm")
+        assert (derived.Rows, derived.Columns) == (2 * original.Rows, 2 * original.Columns)
+        assert [float(v) for v in derived.PixelSpacing] == [float(v) / 2 for v in original.PixelSpacing]
+        assert derived.DerivationDescription.startswith("x2 super-resolution")
+        # The Series Description names the model by the first digits of its checkpoint's digest.
+        digest = read_contract(onnx.load(str(MODELS / f"{model}.fp32.onnx"))).checkpoint_sha256
+        assert digest[:8] in derived.SeriesDescription, (name, model)
+
+
+def test_a_named_x2_model_serves_the_whole_run_and_names_the_mr_model(tmp_path, capsys, monkeypatch):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from runtime.enhance import main
+
+    source = Path(get_testdata_file("MR_small.dcm"))
+    # The CT model, named, skips the MR file, and the line names the MR model.
+    monkeypatch.chdir(tmp_path)
+    assert main([str(source), "-o", str(tmp_path / "ct_model"), "--model", "medclear_sr2.fp32.onnx", "-q"]) == 0
     assert "its x2 model is medclear_sr2_mr.fp32.onnx (--model medclear_sr2_mr.fp32.onnx)" in capsys.readouterr().err
     # A bare model name is the installed model of that name (the working directory has no such file).
-    monkeypatch.chdir(tmp_path)
     assert main([str(source), "-o", str(tmp_path / "out"), "--model", "medclear_sr2_mr.int8.onnx", "--task", "sr2",
                  "-q"]) == 0
     derived = pydicom.dcmread(tmp_path / "out" / "MR_small.enhanced.dcm")
-    original = pydicom.dcmread(source)
-    assert (derived.Rows, derived.Columns) == (2 * original.Rows, 2 * original.Columns)
-    assert [float(v) for v in derived.PixelSpacing] == [float(v) / 2 for v in original.PixelSpacing]
-    assert derived.DerivationDescription.startswith("x2 super-resolution")
-    # The Series Description names the model by the first digits of its checkpoint's digest.
+    assert derived.Rows == 2 * pydicom.dcmread(source).Rows
     digest = read_contract(onnx.load(str(MODELS / "medclear_sr2_mr.int8.onnx"))).checkpoint_sha256
     assert digest[:8] in derived.SeriesDescription
 
