@@ -19,11 +19,12 @@ import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 from pydicom.dataset import Dataset
 
-from runtime.backends import Backend, BackendError, select_backend
+from runtime.backends import Backend, BackendError
 from runtime.backends.select import (
     BACKENDS, DEFAULT_MODELS, DEFAULT_TASK, MODEL_ENV, SR2_MODALITY_MODELS, SR2_MODEL_ENV, SR2_MODELS, TASK_MODELS,
     sr2_model_for,
@@ -32,7 +33,7 @@ from runtime.backends.triton_backend import DEFAULT_IN_FLIGHT, DEFAULT_MODEL_NAM
 from runtime.derived import Derivation, derive
 from runtime.dicom_io import DEFAULT_MAX_PIXELS, InputError, Skipped, check_image, decode, read_dataset
 from runtime.image_contract import PreparedImage, modality_values, prepare, restore
-from runtime.inputs import Job, discover
+from runtime.inputs import Job, discover, foreign_files
 from runtime.logtext import cause, described, safe
 from runtime.model_contract import ModelContract
 from runtime.noise import NoiseLevel, prepared_noise
@@ -71,7 +72,7 @@ outputs:
   OUTDIR mirrors the inputs: a file NAME.dcm -> OUTDIR/NAME.enhanced.dcm; a folder D ->
   OUTDIR/D/<same relative paths>; a DICOMDIR -> OUTDIR/<its folder>/<referenced paths>.
   OUTDIR must not contain an input (e.g. -o . with inputs below it); inside an input
-  folder it is fine (it is not searched).
+  folder it is fine (it is not searched) while it holds only medclear's outputs.
   --format dicom (default) writes a conformant derived instance: new SOP Instance and Series
   UIDs, Image Type DERIVED\\SECONDARY, derivation and source-image references, same patient,
   study, geometry, bit depth and rescale (CT HU preserved), Explicit VR Little Endian.
@@ -98,8 +99,9 @@ strength:
   percentile range) and the strength; the derived DICOM's Derivation Description says both.
 
 tasks and super-resolution:
-  --task denoise (default) or sr2 chooses the default model (below) and, with --model, checks
-  that the model does that task (its contract's scale). An sr2 model writes an image with
+  --task denoise or sr2 chooses the default model (below; no --task: denoise) and, given with
+  --model, checks that the model does that task (its contract's scale); without --task a named
+  model runs as its contract says. An sr2 model writes an image with
   twice the Rows and Columns over the same area: Pixel Spacing (and Imager / Nominal Scanned
   Pixel Spacing) halved, Image Position (Patient) moved to the centre of the new first pixel,
   the same for enhanced multi-frame functional groups; Derivation Code "Spatial resampling".
@@ -165,9 +167,16 @@ class BackendUnusable(RuntimeError):
     """The backend no longer runs even a plain input: the run stops (exit 2)."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line, like every other error of this command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"medclear: error: {message} (python -m runtime.enhance --help explains the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m runtime.enhance", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -177,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", choices=tuple(TASK_MODELS),
                         help=f"denoise or sr2 (x2 super-resolution; without --model each file goes to its "
                              f"modality's x2 model: MR to {SR2_MODALITY_MODELS['MR'][0]}, the rest to the CT one): "
-                             f"picks the default model(s); with --model, checks the model does it "
-                             f"(default: {DEFAULT_TASK})")
+                             f"picks the default model(s), {DEFAULT_TASK} when not given; given with --model, also "
+                             f"checks that the model does it")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
     parser.add_argument(
         "--strength", type=_strength_arg, default=DEFAULT_STRENGTH, metavar="S",
@@ -188,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", dest="fmt", choices=("dicom", "png", "npy"), default="dicom", help="output format")
     parser.add_argument("--png-preview", action="store_true",
                         help="also write a before/after PNG per file (super-resolution: input | bicubic | model)")
-    parser.add_argument("--dry-run", action="store_true", help="list what would be done; write nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check every file as the run would and list what it would do; write nothing")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs derived from the same source")
     parser.add_argument("--threads", type=int,
                         help="CPU threads for ONNX Runtime (default: all; at most the CPU count)")
@@ -299,8 +309,13 @@ def _write_arrays(
     values = modality_values(enhanced, prepared)
     text = {SOURCE_KEY: uid}
     if settings.fmt == "npy":
+        # The record first: a stray record is rewritten by the next run, an NPY without one would be foreign.
         write_json(npy_record(target), {"source_sop_instance_uid": uid, "software": SOFTWARE_VERSION})
-        write_npy(target, values)
+        try:
+            write_npy(target, values)
+        except BaseException:
+            npy_record(target).unlink(missing_ok=True)  # nothing written for a failed file
+            raise
     if settings.fmt == "png" or settings.preview:
         before = modality_values(prepared.normalized, prepared)
         window = display_window(ds, before, prepared.modality)
@@ -388,13 +403,16 @@ def run_jobs(jobs: list[Job], backend: Backend, settings: Settings, reporter: Re
     return tally
 
 
-def _dry_run(jobs: list[Job], settings: Settings, model: str) -> None:
-    """What a run would do with each file (headers are read, nothing is written)."""
-    print(f"medclear: dry run with model {safe(model)}; nothing is written")
+def _dry_run(jobs: list[Job], settings: Settings, backend: Backend) -> int:
+    """What a run would do with each file (headers read and checked as the run checks them,
+    nothing written); returns how many files the run would fail."""
+    print(f"medclear: dry run with model {safe(backend.source)}; nothing is written")
+    failures = 0
     for job in jobs:
         try:
             ds = read_dataset(job.source)
-            check_image(ds, settings.max_pixels)
+            check_image(ds, settings.max_pixels, backend.contract.scale)
+            _check_modality(ds, backend.contract)
             job_for_source = claim_output(
                 job, source_uid(ds), settings.outdir, settings.fmt, settings.overwrite, settings.preview
             )
@@ -402,7 +420,9 @@ def _dry_run(jobs: list[Job], settings: Settings, model: str) -> None:
         except Skipped as error:
             print(f"skip: {safe(job.source)}: {cause(error)}")
         except Exception as error:  # the real run would report it as FAILED
+            failures += 1
             print(f"fail: {safe(job.source)}: {cause(failure_cause(error))}")
+    return failures
 
 
 def _quiet_libraries() -> None:
@@ -430,6 +450,14 @@ def usage_problem(args: argparse.Namespace) -> str | None:
                 f"the output folder {safe(args.outdir)} contains the input {safe(item)}; choose an output "
                 "folder outside the inputs (a folder inside an input folder is fine)"
             )
+        if item.is_dir() and outdir.is_relative_to(item.resolve()):
+            foreign = foreign_files(outdir)  # the walk skips the output folder: these would be left out
+            if foreign:
+                return (
+                    f"the output folder {safe(args.outdir)} inside the input folder {safe(item)} holds {len(foreign)} "
+                    f"file(s) medclear did not write (e.g. {safe(foreign[0].relative_to(outdir))}), which the run would "
+                    "leave out; choose an output folder that holds no inputs"
+                )
     return None
 
 
@@ -475,21 +503,11 @@ def _main(args: argparse.Namespace) -> int:
     jobs, input_errors = discover(args.inputs, exclude=args.outdir)
     for path, reason in input_errors:
         print(file_line("FAILED", path, reason), file=sys.stderr)
-    try:
-        server = triton_target(args)
-        groups = (sr2_groups(jobs) if routes_by_modality(args.task, args.model, server is not None)
-                  else [(args.model, jobs)])
-        if args.dry_run:
-            for model, group in groups:
-                source = select_backend(model, args.backend, threads=threads, server=server,
-                                        task=args.task or DEFAULT_TASK).source
-                _dry_run(group, settings, source)
-            return EXIT_FAILED if input_errors else EXIT_OK
-    except BackendError as error:
-        print(f"medclear: error: {cause(error, 1000)}", file=sys.stderr)
-        return EXIT_USAGE
     with ExitStack() as opened:
         try:
+            server = triton_target(args)
+            groups = (sr2_groups(jobs) if routes_by_modality(args.task, args.model, server is not None)
+                      else [(args.model, jobs)])
             backends = [(opened.enter_context(open_model(model, args.backend, threads=threads,
                                                          cuda_graphs=args.cuda_graphs, server=server, task=args.task)),
                          group) for model, group in groups]
@@ -502,6 +520,9 @@ def _main(args: argparse.Namespace) -> int:
             except ValueError as error:
                 print(f"medclear: error: --strength: {error}", file=sys.stderr)
                 return EXIT_USAGE
+        if args.dry_run:
+            failures = sum(_dry_run(group, settings, backend) for backend, group in backends)
+            return EXIT_FAILED if failures or input_errors else EXIT_OK
         tally = Tally()
         reporter = Reporter(len(jobs), args.quiet)
         try:

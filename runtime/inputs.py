@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.dicom_io import InputError, is_dicomdir, read_dataset
+from runtime.outputs import TEMP_PREFIX
 
 OUTPUT_TAG = ".enhanced"
 PREVIEW_TAG = ".preview"
@@ -58,6 +59,19 @@ def _dicomdir_files(path: Path) -> tuple[list[tuple[Path, Path]], list[tuple[Pat
         else:
             problems.append((root / Path(*parts), f"referenced by DICOMDIR {path} but missing"))
     return files, problems
+
+
+def is_output_name(name: str) -> bool:
+    """Whether a file name is one medclear writes: ``*.enhanced.*`` (with an NPY's ``.json``),
+    ``*.preview.png`` or an unfinished ``.medclear-tmp-*`` file."""
+    return OUTPUT_TAG + "." in name or PREVIEW_TAG + "." in name or name.startswith(TEMP_PREFIX)
+
+
+def foreign_files(folder: Path) -> list[Path]:
+    """The files under ``folder`` (recursively) that medclear did not write; [] if it does not exist."""
+    if not folder.is_dir():
+        return []
+    return sorted(path for path in folder.rglob("*") if path.is_file() and not is_output_name(path.name))
 
 
 def _is_dicomdir_file(path: Path) -> bool:

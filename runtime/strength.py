@@ -24,7 +24,7 @@ MAX_SR_STRENGTH = 1.0  # super-resolution: 0 = bicubic, 1 = the model; more woul
 def check_strength(value: float, scale: int = 1) -> float:
     """``value`` as a float if 0 <= value <= 4 (a super-resolution model's ``scale`` > 1: <= 1);
     ValueError naming the allowed range otherwise."""
-    strength = float(value)
+    strength = float(value) + 0.0  # -0 becomes 0 (it is logged and written into the DICOM)
     if not math.isfinite(strength) or not 0.0 <= strength <= MAX_STRENGTH:
         raise ValueError(f"strength must be between 0 and {MAX_STRENGTH:g}, got {value}")
     if scale != 1 and strength > MAX_SR_STRENGTH:

@@ -70,6 +70,23 @@ def test_dry_run_lists_and_writes_nothing(tmp_path, model, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_dry_run_checks_what_the_run_checks_and_exits_as_it_would(tmp_path, model, capsys):
+    source = _copy("CT_small.dcm", tmp_path / "in")  # 128 x 128
+    broken = tmp_path / "in" / "broken.dcm"
+    broken.write_bytes(b"not dicom")
+    # A file the run would fail makes the dry run exit 1 too.
+    assert _run(model, source, broken, "-o", tmp_path / "out", "--dry-run") == enhance.EXIT_FAILED
+    printed = capsys.readouterr().out
+    assert f"enhance: {source}" in printed and "fail:" in printed and "broken.dcm" in printed
+    # The size limit is the run's own.
+    assert _run(model, source, "-o", tmp_path / "out", "--dry-run", "--max-pixels", "1000") == enhance.EXIT_FAILED
+    assert "too large" in capsys.readouterr().out
+    # The model is opened and checked as the run would: a task it does not do is a usage error.
+    assert _run(model, source, "-o", tmp_path / "out", "--dry-run", "--task", "sr2") == enhance.EXIT_USAGE
+    assert "not sr2" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_npy_png_and_preview_formats(tmp_path, model):
     source = _copy("emri_small.dcm", tmp_path / "in")  # 10 frames of 64x64
     assert _run(model, source, "-o", tmp_path / "npy", "--format", "npy") == 0

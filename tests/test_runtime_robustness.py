@@ -218,6 +218,19 @@ def test_output_folder_containing_an_input_is_a_usage_error(tmp_path, model, mon
         assert "contains the input scans" in capsys.readouterr().err
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["CT_small.dcm"]
     assert _run(model, "scans", "-o", "scans/enhanced") == 0  # inside an input folder is fine
+    capsys.readouterr()
+    assert _run(model, "scans", "-o", "scans/enhanced") == 0  # and holding only medclear's outputs, a re-run is too
+    assert "0 done, 1 skipped" in capsys.readouterr().out
+
+
+def test_output_folder_inside_an_input_that_holds_inputs_is_a_usage_error(tmp_path, model, monkeypatch, capsys):
+    copy_file("CT_small.dcm", tmp_path / "scans" / "p1")
+    copy_file("MR_small.dcm", tmp_path / "scans" / "p2")  # the run skips the output folder: this would be lost
+    monkeypatch.chdir(tmp_path)
+    assert _run(model, "scans", "-o", "scans/p2") == enhance.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "inside the input folder scans holds 1 file(s) medclear did not write (e.g. MR_small.dcm)" in err
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["CT_small.dcm", "MR_small.dcm"]
 
 
 # ---- 6. DICOMDIR by a relative or symlinked path; missing records are reported ----------------

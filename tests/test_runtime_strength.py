@@ -50,6 +50,7 @@ def test_check_strength_refuses_negative_and_absurd_values(bad):
     with pytest.raises(ValueError, match="strength must be between 0 and 4"):
         check_strength(bad)
     assert check_strength(0) == 0.0 and check_strength(MAX_STRENGTH) == MAX_STRENGTH
+    assert str(check_strength(-0.0)) == "0.0"  # not "-0" in the log line and the DICOM
 
 
 @pytest.mark.parametrize("bad", ["-1", "4.5", "nan", "high"])
@@ -58,7 +59,7 @@ def test_cli_refuses_bad_strength_with_a_usage_error(bad, tmp_path, capsys):
         enhance.main([str(tmp_path), "-o", str(tmp_path / "out"), "--strength", bad])
     assert stopped.value.code == enhance.EXIT_USAGE
     err = capsys.readouterr().err
-    assert "usage:" in err and "argument --strength:" in err
+    assert err.startswith("medclear: error: argument --strength:") and err.count("\n") == 1  # one line
     assert not (tmp_path / "out").exists()
 
 
