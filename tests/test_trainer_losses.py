@@ -82,6 +82,12 @@ def test_noise_balance_weights_favour_low_noise_samples_and_average_one():
     assert weights.shape == (3,) and weights.mean().item() == pytest.approx(1.0, abs=1e-6)
     assert weights[0] > weights[1] > weights[2]
     assert (weights[0] / weights[2]).item() == pytest.approx((0.2 + 0.01) / (0.01 + 0.01), rel=0.1)
+    # A power above 1 leans further toward the low-noise sample: the ratio is raised to that power.
+    squared = noise_balance_weights(degraded, clean, floor=0.01, power=2.0)
+    assert squared.mean().item() == pytest.approx(1.0, abs=1e-6)
+    assert (squared[0] / squared[2]).item() == pytest.approx((weights[0] / weights[2]).item() ** 2, rel=1e-4)
+    with pytest.raises(ValueError, match="noise_balance_power"):
+        LossConfig(noise_balance=0.01, noise_balance_power=0.0)
 
 
 def test_weighted_reconstruction_loss_is_the_weighted_mean_of_per_sample_losses():

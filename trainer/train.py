@@ -503,7 +503,8 @@ def train(
                 pred, aux = forward(degraded)
                 outputs = aux["deep"] if len(aux["deep"]) > 1 else [pred]  # deep supervision
                 image = degraded[:, :1]  # without a noise-map channel
-                weights = noise_balance_weights(image, clean, cfg.loss.noise_balance) if cfg.loss.noise_balance > 0 else None
+                weights = (noise_balance_weights(image, clean, cfg.loss.noise_balance, cfg.loss.noise_balance_power)
+                           if cfg.loss.noise_balance > 0 else None)
                 losses = [recon(o, clean, weights) for o in outputs]
                 loss = sum(l for l, _ in losses) / len(losses)
                 parts = losses[-1][1]
