@@ -12,6 +12,16 @@ EXIT_ERROR = 2  # bad input or missing TensorRT/GPU
 EXIT_MISMATCH = 1  # verify: candidate outside the tolerance
 
 
+def _at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
 def _export(args: argparse.Namespace) -> int:
     from compiler.export import export_checkpoint
 
@@ -80,14 +90,14 @@ def _triton_repo(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from compiler.verify import verify_engine, verify_onnx
 
+    if args.heldout and args.reference is None:
+        raise CompilerError("--heldout compares two ONNX files: use it with --reference")
     if args.engine is not None:
         report = verify_engine(args.engine, args.onnx, args.tolerance_db, args.data, args.seed)
     else:
         report = verify_onnx(args.onnx, args.reference, args.tolerance_db, args.data, args.seed, args.ort_opt)
     print("\n".join(report.lines()))
     if args.heldout:
-        if args.reference is None:
-            raise CompilerError("--heldout compares two ONNX files: use it with --reference")
         from compiler.onnx_io import load_model, read_contract
         from compiler.quality import heldout_pairs, heldout_task, psnr_drop, report_lines
 
@@ -127,9 +137,9 @@ def parser() -> argparse.ArgumentParser:
                    "needs TensorRT and a GPU")
     p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"],
                    help="activation range method (default minmax)")
-    p.add_argument("--max-images", type=int, default=64, help="calibration frames used (default 64)")
-    p.add_argument("--max-side", type=int, default=512,
-                   help="center-crop frames to at most this many pixels per side (default 512)")
+    p.add_argument("--max-images", type=_at_least(1), default=64, help="calibration frames used (default 64)")
+    p.add_argument("--max-side", type=_at_least(32), default=512,
+                   help="center-crop frames to at most this many pixels per side, at least 32 (default 512)")
     p.set_defaults(run=_calibrate)
 
     p = sub.add_parser("build", help="ONNX -> TensorRT engine + X.engine.json sidecar",
@@ -210,12 +220,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; one-line error and exit code 2 on a CompilerError."""
+    """Run one command; a one-line error and exit code 2 for a CompilerError, a path that cannot be
+    read or written, or a missing optional package."""
     args = parser().parse_args(argv)
     try:
         return args.run(args)
     except CompilerError as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as error:  # a path given cannot be read or written (a file where a folder should be, ...)
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
+        return EXIT_ERROR
+    except ModuleNotFoundError as error:  # export and --heldout need torch; a Jetson exports elsewhere
+        print(f"error: `compiler {args.command}` needs the {error.name} package (pip install -e '.[compile]'; "
+              "on a Jetson, export on a workstation: jetson/README.md)", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -31,6 +31,7 @@ from compiler.onnx_io import check_int8, load_model, metadata, qdq_summary, read
 from compiler.trt_gate import trt_api
 from compiler.samples import dicom_files, fit_to_multiple, fit_to_shape, prepared_frames
 from runtime.model_contract import INPUT_NAME, ModelContract
+from runtime.outputs import staged
 
 METHODS = {
     "minmax": CalibrationMethod.MinMax,
@@ -65,12 +66,17 @@ class _Batches(CalibrationDataReader):
 
 
 def calibration_batches(
-    data: str | Path, contract: ModelContract, max_images: int, max_side: int
+    data: str | Path, contract: ModelContract, max_images: int, max_side: int, same_shape: bool = False
 ) -> list[np.ndarray]:
     """Up to ``max_images`` prepared frames from ``data``, each fitted to the size multiple, as
-    model inputs ``[1, C, H, W]``."""
+    model inputs ``[1, C, H, W]``; ``same_shape``: all center-cropped to the smallest one's
+    rows and columns (ONNX Runtime's histogram calibrators stack every batch's activations)."""
     frames = prepared_frames(dicom_files(data), contract, max_images)
-    return [frame.batch(fit_to_multiple(frame.image, contract.size_multiple, max_side)) for frame in frames]
+    images = [fit_to_multiple(frame.image, contract.size_multiple, max_side) for frame in frames]
+    if same_shape and images:
+        height, width = min(image.shape[0] for image in images), min(image.shape[1] for image in images)
+        images = [fit_to_shape(image, height, width) for image in images]
+    return [frame.batch(image) for frame, image in zip(frames, images)]
 
 
 def keep_float_paths(model: onnx.ModelProto) -> int:
@@ -119,7 +125,7 @@ def quantize(
         raise CompilerError(f"{fp32_onnx}: already quantized; calibrate the fp32 export")
     if method not in METHODS:
         raise CompilerError(f"--method must be one of {', '.join(METHODS)}")
-    batches = calibration_batches(data, contract, max_images, max_side)
+    batches = calibration_batches(data, contract, max_images, max_side, same_shape=method != "minmax")
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "int8.onnx"
         quantize_static(
@@ -151,9 +157,10 @@ def quantize(
     keep_float_paths(quantized)
     contract.precision = "int8"
     set_metadata(quantized, {**metadata(model), **contract.to_metadata()})
-    save_model(quantized, out)
-    result = check_int8_onnx(out)
-    result.images = len(batches)
+    with staged(out) as staging:  # a file that fails its check never replaces a good one
+        save_model(quantized, staging)
+        result = check_int8_onnx(staging)
+    result.path, result.images = out, len(batches)
     return result
 
 
@@ -181,6 +188,7 @@ def write_trt_cache(
     height, width = (s - s % contract.size_multiple for s in shape)
     frames = prepared_frames(dicom_files(data), contract, max_images)
     batches = [{INPUT_NAME: f.batch(fit_to_shape(f.image, height, width))} for f in frames]
+    cache.unlink(missing_ok=True)  # Polygraphy's Calibrator would read an old cache instead of calibrating
     calibrator = Calibrator(batches, cache=str(cache), BaseClass=trt.IInt8EntropyCalibrator2)
     options = BuildOptions(fp32_onnx, cache.with_suffix(".engine"), "int8", (1, contract.input_channels, height, width))
     build_serialized(trt, options, fp32_onnx, calibrator)

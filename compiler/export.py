@@ -36,6 +36,7 @@ from runtime.model_contract import (
     task_for_scale,
 )
 from runtime.normalization import NormalizationSpec
+from runtime.outputs import staged
 
 # ONNX Runtime vs PyTorch. fp32: the same float arithmetic up to summation order.
 FP32_MAX_ABS = 1e-4
@@ -231,14 +232,15 @@ def export_model(
     if precision == "int8":
         check_int8(graph, f"{out_path} (QAT export)")
     set_metadata(graph, contract.to_metadata())
-    save_model(graph, out_path)
     result = ExportResult(out_path, precision)
     # INT8 is checked with Q/DQ kept as float ops: the graph's semantics, which is what the
     # fake-quantized PyTorch model computes (fused CPU integer kernels are judged by verify).
     optimization = "basic" if precision == "int8" else "all"
     inputs = check_inputs(contract.size_multiple, contract)
-    result.checks = compare_with_torch(model, out_path, inputs, optimization)
-    _enforce(result)
+    with staged(out_path) as staging:  # a file that fails its check never replaces a good one
+        save_model(graph, staging)
+        result.checks = compare_with_torch(model, staging, inputs, optimization)
+        _enforce(result)
     return result
 
 

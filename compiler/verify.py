@@ -33,7 +33,7 @@ from compiler.samples import (
     random_batch,
 )
 from runtime.backends import Backend, BackendError
-from runtime.engine_sidecar import read_sidecar
+from runtime.engine_sidecar import EngineSidecarError, read_sidecar, sha256_file
 from runtime.model_contract import ModelContract
 from runtime.pipeline import open_model
 
@@ -204,6 +204,13 @@ def verify_engine(
     machine's TensorRT and GPU and the engine file, or it is refused before deserializing.
     """
     engine_path, onnx_path = Path(engine_path), Path(onnx_path)
+    try:  # a missing or malformed sidecar is refused below, by the backend, with its own message
+        built_from = read_sidecar(engine_path).get("onnx_sha256")
+    except EngineSidecarError:
+        built_from = None
+    if built_from and onnx_path.is_file() and built_from != sha256_file(onnx_path):
+        raise CompilerError(f"{engine_path} was built from another ONNX file than {onnx_path} (its sidecar's "
+                            "onnx_sha256 differs); verify it against the ONNX it was built from")
     # `candidate` is a runtime Backend (TensorRT stays inside it), so this function needs no @trt_api gate.
     with open_backend(onnx_path, "onnxruntime") as reference, open_backend(engine_path, "tensorrt") as candidate:
         sidecar = read_sidecar(engine_path)  # already checked by the backend

@@ -11,7 +11,8 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, BinaryIO
+from contextlib import contextmanager
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 from pydicom import dcmwrite
@@ -31,20 +32,29 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write(handle)`` on a temp file beside ``path``, fsync, then rename onto ``path``."""
+@contextmanager
+def staged(path: Path) -> Iterator[Path]:
+    """A temp file beside ``path`` for the block to write (and check): fsynced and renamed onto
+    ``path`` when the block ends, removed if it raises, so ``path`` is either whole or untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    os.close(descriptor)
+    temp = Path(temp_name)
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
+        yield temp
+        with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual mode
-        os.replace(temp_name, path)
+        os.chmod(temp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual mode
+        os.replace(temp, path)
     except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(handle)`` on a temp file beside ``path``, fsync, then rename onto ``path``."""
+    with staged(path) as temp, open(temp, "wb") as handle:
+        write(handle)
 
 
 def write_dicom(path: Path, ds: Dataset) -> None:

@@ -52,6 +52,20 @@ def _tensors(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
 
 
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_methods_calibrate_on_images_of_different_sizes(method, tmp_path):
+    from pydicom.data import get_testdata_file
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "CT_small.dcm").symlink_to(get_testdata_file("CT_small.dcm"))  # 128 x 128
+    large = packaged_files(CALIBRATION_CT)[0]  # 512 x 512
+    (folder / large.name).symlink_to(large)
+    fp32 = write_tiny_onnx(tmp_path / "tiny.fp32.onnx", width=6)
+    result = quantize(fp32, folder, tmp_path / "tiny.int8.onnx", method=method)
+    assert result.images >= 2 and result.quantize_nodes > 0
+
+
 def test_int8_onnx_is_symmetric_per_channel_opset17(calibrated):
     _, result = calibrated
     model = onnx.load(str(result.path))

@@ -128,6 +128,20 @@ def test_export_tolerance_is_enforced(tmp_path):
         _enforce(bad_int8)
 
 
+def test_an_export_that_fails_its_check_leaves_the_previous_file(tmp_path, monkeypatch):
+    import compiler.export as export
+
+    torch.manual_seed(0)
+    good = export_model(StandIn(), INFO, tmp_path, checkpoint_sha256="ab" * 32).path
+    before = good.read_bytes()
+    failing = [ExportCheck("random", (1, 1, 8, 8), 1.0, 1.0, 1.0)]  # far outside every tolerance
+    monkeypatch.setattr(export, "compare_with_torch", lambda *args, **kwargs: failing)
+    with pytest.raises(CompilerError, match="differs from PyTorch"):
+        export_model(StandIn(), INFO, tmp_path, checkpoint_sha256="cd" * 32)
+    assert good.read_bytes() == before  # untouched, and no temp file left beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == [good.name]
+
+
 def test_slim_keeps_qdq_nodes_and_metadata(tmp_path):
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from compiler.calibrate import _Batches

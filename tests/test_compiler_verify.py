@@ -141,3 +141,29 @@ def test_checks_default_to_a_packaged_test_image_of_a_modality_the_model_covers(
     assert names(packaged_heldout(ModelContract(modalities=("CT", "MR")))) == HELDOUT_BY_MODALITY["CT"]
     assert names(packaged_heldout(ModelContract(modalities=("*",)), SMALL_HELDOUT_BY_MODALITY)) == ("CT_small.dcm",)
     assert packaged_heldout(ModelContract(modalities=("DX",))) == []
+
+
+def test_engine_verify_refuses_an_onnx_the_engine_was_not_built_from(tmp_path, monkeypatch, capsys):
+    onnx_path = write_tiny_onnx(tmp_path / "tiny.fp32.onnx")
+    other = write_tiny_onnx(tmp_path / "other.fp32.onnx", seed=1)
+    install_machine(monkeypatch)
+    engine = build_engine(tmp_path / "tiny.engine", onnx_path, ((1, 1, 16, 16), (1, 1, 32, 32), (2, 1, 64, 64)))
+    assert main(["verify", "--onnx", str(other), "--engine", str(engine)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "built from another ONNX file" in err and "\n" not in err
+
+
+def test_heldout_without_reference_is_refused_before_any_comparison(tmp_path, models, capsys):
+    reference, _, _ = models
+    assert main(["verify", "--onnx", str(reference), "--engine", str(tmp_path / "x.engine"), "--heldout"]) == 2
+    captured = capsys.readouterr()
+    assert "use it with --reference" in captured.err and captured.out == ""
+
+
+def test_a_path_that_cannot_be_written_is_a_one_line_error(tmp_path, models, capsys):
+    reference, _, _ = models
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["triton-repo", str(reference), "-o", str(blocker / "repo")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "a_file" in err and "\n" not in err
