@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 STAGE_HELP = {
     "teacher": "train the U-Net++ teacher on (degraded, clean) patches with the reconstruction loss",
@@ -63,11 +64,19 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides, stage=args.stage)
+        if not args.resume and (Path(args.out) / "last.pt").exists():
+            print(f"note: {args.out} holds an earlier run; starting over (its checkpoints and log are replaced; "
+                  "--resume continues it instead)", file=sys.stderr)
         result = train(cfg, args.out, resume=args.resume, teacher=getattr(args, "teacher", None),
                        student=getattr(args, "student", None), init=getattr(args, "init", None))
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        saved = (Path(args.out) / "last.pt").exists()
+        print(f"interrupted: {args.out}/last.pt holds the last step; --resume continues from it" if saved
+              else "interrupted before the first checkpoint", file=sys.stderr)
+        return 130
     print(json.dumps(result, indent=2))
     return 0
 

@@ -10,6 +10,7 @@ resuming ``optimizer``, ``scheduler``, ``scaler``, ``rng``, ``extra_modules``.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -43,7 +44,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: checkpoint not found") from None
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable medclear checkpoint ({type(exc).__name__}: {exc})") from None
+        first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ValueError(f"{path}: not a readable medclear checkpoint ({type(exc).__name__}: {first_line})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path}: unknown checkpoint format {found!r} (expected {FORMAT!r})")
@@ -119,13 +121,17 @@ if __name__ == "__main__":
     fixed.add_argument("model")
     fixed.add_argument("target")
     args = parser.parse_args()
-    if args.command == "fixed":
-        from trainer.models import create_model
+    try:
+        if args.command == "fixed":
+            from trainer.models import create_model
 
-        fixed_model = create_model(args.model)
-        if any(True for _ in fixed_model.parameters()):
-            parser.error(f"{args.model} has trainable weights; 'fixed' saves operators without weights only")
-        save_checkpoint(args.target, fixed_model, stage="fixed")
-    else:
-        (slim_checkpoint if args.command == "slim" else float_checkpoint)(args.source, args.target)
+            fixed_model = create_model(args.model)
+            if any(True for _ in fixed_model.parameters()):
+                parser.error(f"{args.model} has trainable weights; 'fixed' saves operators without weights only")
+            save_checkpoint(args.target, fixed_model, stage="fixed")
+        else:
+            (slim_checkpoint if args.command == "slim" else float_checkpoint)(args.source, args.target)
+    except (OSError, ValueError) as error:  # a missing file, a checkpoint of the wrong kind, an unknown model
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"wrote {args.target}")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.distill import DistillConfig
+from trainer.field_types import check_field_types
 from trainer.losses import LossConfig
 from trainer.qat import QATConfig
 
@@ -57,6 +58,13 @@ class TrainConfig:
     log_every: int = 10
     progress: bool = True  # tqdm bar
 
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "eval_every", "log_every"):
+            if isinstance(getattr(self, name), int) and getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if isinstance(self.lr, (int, float)) and not self.lr >= 0:  # 0: calibration-only QAT configs
+            raise ValueError(f"train.lr must be >= 0, got {self.lr}")
+
 
 @dataclass
 class EvalConfig:
@@ -68,6 +76,10 @@ class EvalConfig:
     # fit on the degraded image itself, not on its clean reference (CT's fixed HU range is the
     # same either way); the output is scored in the reference's normalization as before.
     runtime_normalization: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_images, int) and self.max_images < 0:
+            raise ValueError(f"eval.max_images must be >= 0 (0 = all), got {self.max_images}")
 
 
 @dataclass
@@ -102,7 +114,9 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     for key, value in data.items():
         hint = hints[key]
         kwargs[key] = from_dict(hint, value, f"{where}.{key}") if dataclasses.is_dataclass(hint) else value
-    return cls(**kwargs)
+    instance = cls(**kwargs)
+    check_field_types(instance, where)
+    return instance
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

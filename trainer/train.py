@@ -72,9 +72,17 @@ def load_data(data_cfg: dict) -> DataBundle:
 
 
 def pick_device(name: str) -> torch.device:
+    """``train.device`` as a torch device; ValueError for CUDA where this torch has none."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"train.device {name!r}: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device {name!r}: this torch build or machine has no CUDA GPU "
+                         "(use train.device=auto or cpu)")
+    return device
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -338,6 +346,11 @@ def train(
         torch.set_num_threads(tc.threads)
     seed_everything(tc.seed)
     last_path = out / "last.pt"
+    if not resume:  # what is missing is said before minutes of data building
+        if cfg.stage == "distill" and teacher is None:
+            raise ValueError("the distill stage needs --teacher CKPT (a teacher checkpoint)")
+        if cfg.stage == "qat" and student is None:
+            raise ValueError("the qat stage needs --student CKPT (a distilled student checkpoint)")
     resumed = load_checkpoint(last_path) if resume else None
     if resumed is not None and resumed["stage"] != cfg.stage:
         raise ValueError(f"{last_path}: is a {resumed['stage']} checkpoint, cannot resume the {cfg.stage} stage")
@@ -361,7 +374,10 @@ def train(
         if student_ckpt["quantization"] is not None:
             raise ValueError(f"{student}: is already quantized; qat needs the float (distilled) student")
     else:
-        model = create_model(cfg.model.name, **cfg.model.kwargs)
+        try:
+            model = create_model(cfg.model.name, **cfg.model.kwargs)
+        except TypeError as error:  # an unknown or misspelled model.kwargs key
+            raise ValueError(f"model.kwargs for {cfg.model.name!r}: {error}") from None
     model.to(device)
     cfg.model = ModelSpec(model.model_name, dict(model.model_kwargs))  # qat: the model comes from --student
     if takes_noise_map(model) != bool(cfg.data.get("noise_map", False)):
@@ -424,6 +440,8 @@ def train(
         metrics = resumed["metrics"].get("validation", {})
         set_rng_state(resumed["rng"])
 
+    if resumed is None and world.is_main and (out / "log.jsonl").exists():
+        (out / "log.jsonl").unlink()  # a fresh run's log is its own (its checkpoints replace the old ones too)
     log = JsonlLog(out / "log.jsonl") if world.is_main else distributed.SilentLog()
     t0 = time.perf_counter()
     budget_s = tc.max_minutes * 60

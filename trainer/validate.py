@@ -83,9 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-images must be 0 (all) or more, got {args.max_images}")
     if missing_inputs(args):
         return 2
-    for result in validation_scores(args.checkpoints, args.config, args.threads, args.max_images,
-                                    args.runtime_normalization):
-        print(json.dumps(result))
+    try:
+        for result in validation_scores(args.checkpoints, args.config, args.threads, args.max_images,
+                                        args.runtime_normalization):
+            print(json.dumps(result))
+    except (OSError, ValueError, KeyError) as error:  # an unreadable checkpoint, a file that is not a config
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 
 from runtime.normalization import CT_DEFAULT
+from trainer.field_types import check_field_types
 
 
 @dataclass
@@ -157,6 +158,7 @@ class DataConfig:
     noise_aug_sigma: list[float] = field(default_factory=lambda: [0.01, 0.05])
 
     def __post_init__(self) -> None:
+        check_field_types(self, "data")  # JSON and --set values arrive untyped
         if not 0 <= self.ct_phantom_texture < 0.2:
             raise ValueError(f"ct_phantom_texture {self.ct_phantom_texture} must be in [0, 0.2) (relative RMS)")
         if self.patch_size < 8:
