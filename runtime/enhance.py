@@ -338,9 +338,11 @@ def preview_panels(before: np.ndarray, after: np.ndarray) -> list[np.ndarray]:
 def derivation_for(backend: Backend) -> Derivation:
     contract = backend.contract
     what = "Denoised" if contract.scale == 1 else f"x{contract.scale} super-resolution"
+    model_file = getattr(backend, "model_path", None)  # tells apart models of one architecture (the x2 CT and MR)
+    source = f"{Path(model_file).name}; " if model_file else ""
     return Derivation(
         description=f"{what} by {SOFTWARE_VERSION} with model {contract.model_name} "
-                    f"({contract.precision}, {backend.kind})",
+                    f"({source}{contract.precision}, {backend.kind})",
         software_version=SOFTWARE_VERSION,
         model_name=contract.model_name,
         model_id=contract.checkpoint_sha256 or backend.model_id(),

@@ -69,6 +69,7 @@ def test_an_sr2_run_sends_each_file_to_its_modalitys_model(tmp_path, capsys, mon
         assert (derived.Rows, derived.Columns) == (2 * original.Rows, 2 * original.Columns)
         assert [float(v) for v in derived.PixelSpacing] == [float(v) / 2 for v in original.PixelSpacing]
         assert derived.DerivationDescription.startswith("x2 super-resolution")
+        assert f"({model}.fp32.onnx; fp32, onnxruntime)" in derived.DerivationDescription  # which of the two
         # The Series Description names the model by the first digits of its checkpoint's digest.
         digest = read_contract(onnx.load(str(MODELS / f"{model}.fp32.onnx"))).checkpoint_sha256
         assert digest[:8] in derived.SeriesDescription, (name, model)
