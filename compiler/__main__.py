@@ -19,6 +19,7 @@ def _at_least(minimum: int):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
+    parse.__name__ = "integer"  # argparse's "invalid integer value: 'abc'"
     return parse
 
 

@@ -99,11 +99,13 @@ class _Lines:
 
 
 class Enhancer:
-    """Enhances files in this process, as runtime.enhance would, with one backend opened on
-    first use and kept open. Its options are runtime.enhance's, checked by its own parser."""
+    """Enhances files in this process, as runtime.enhance would, each model opened on first use
+    and kept open (one model, or with --task sr2 and no model named, each modality's x2 model,
+    runtime/routing.py). Its options are runtime.enhance's, checked by its own parser."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         from runtime import enhance
+        from runtime.routing import routes_by_modality
 
         self.args = args
         parser = enhance.build_parser()
@@ -111,8 +113,8 @@ class Enhancer:
         problem = enhance.usage_problem(self.cli)  # the CLI's own checks of option values
         if problem:
             parser.error(problem)
-        self._backend: Any = None
-        self._settings: Any = None
+        self._routed = routes_by_modality(self.cli.task, self.cli.model, remote=False)
+        self._served: Dict[Any, Tuple[Any, Any]] = {}  # model (None: the run's default) -> (backend, settings)
 
     def cli_args(self) -> List[str]:
         """The runtime.enhance options this watcher applies (after the input files)."""
@@ -131,26 +133,34 @@ class Enhancer:
         return ["python", "-m", "runtime.enhance", *map(str, files), *self.cli_args()]
 
     def open(self) -> None:
-        """Open the model once; EnhancerUnavailable (reason in failed/enhancer-error.log) if it cannot."""
-        if self._backend is not None:
-            return
+        """Open the run's model now, so a model that cannot open is reported before any file
+        (EnhancerUnavailable, reason in failed/enhancer-error.log); per-modality x2 models open
+        as their first file arrives."""
+        if not self._routed:
+            self._model(self.cli.model)
+
+    def _model(self, model: Any) -> Tuple[Any, Any]:
+        """(backend, settings) of ``model``, opened once; EnhancerUnavailable if it cannot be."""
+        if model in self._served:
+            return self._served[model]
         from runtime.backends import BackendError
         from runtime.enhance import Settings, bounded_threads
         from runtime.pipeline import open_model, tile_plan
 
         cli = self.cli
         try:
-            backend = open_model(cli.model, cli.backend, threads=bounded_threads(cli.threads),
+            backend = open_model(model, cli.backend, threads=bounded_threads(cli.threads),
                                  cuda_graphs=cli.cuda_graphs, task=cli.task)
         except BackendError as error:
             raise self._unavailable("the model could not be opened", error) from None
-        self._settings = Settings(
+        settings = Settings(
             outdir=cli.outdir, fmt=cli.fmt, overwrite=cli.overwrite, preview=cli.png_preview,
             max_pixels=cli.max_pixels, strength=cli.strength,
             plan=tile_plan(backend, tile=cli.tile, overlap=cli.overlap, batch=cli.batch),
         )
-        self._backend = backend
+        self._served[model] = (backend, settings)
         LOG.info("model opened once for this process: %s", backend.describe())
+        return backend, settings
 
     def _unavailable(self, what: str, error: Exception) -> EnhancerUnavailable:
         """The error to raise, its reason written to failed/enhancer-error.log (not the journal)."""
@@ -160,27 +170,36 @@ class Enhancer:
         return EnhancerUnavailable(f"{what}; inputs stay in the inbox; the reason is in {report}")
 
     def close(self) -> None:
-        """Free the backend (after a failure and at exit)."""
-        if self._backend is not None:
-            self._backend.close()
-            self._backend = None
+        """Free the backends (after a failure and at exit)."""
+        for backend, _ in self._served.values():
+            backend.close()
+        self._served.clear()
 
     def enhance_one(self, path: Path) -> Tuple[bool, List[str]]:
         """Enhance one file with the CLI's own per-file loop (outputs, skips and messages exactly
         as ``python -m runtime.enhance`` makes them); (succeeded, its lines about the file)."""
         from runtime import enhance
+        from runtime.backends import BackendError
         from runtime.inputs import discover
+        from runtime.routing import sr2_groups
 
         jobs, errors = discover([path], exclude=self.args.output)
         reporter = _Lines()
         for source, reason in errors:
             reporter.file("FAILED", source, reason)
         try:
-            failed = enhance.run_jobs(jobs, self._backend, self._settings, reporter).failed
-        except enhance.BackendUnusable as error:  # the model stopped working: reopen it later
-            self.close()
-            raise self._unavailable("the model stopped working", error) from None
-        return not errors and failed == 0, reporter.lines
+            groups = sr2_groups(jobs) if self._routed else [(self.cli.model, jobs)]
+        except BackendError as error:  # no x2 model installed for this file
+            raise self._unavailable("the model could not be opened", error) from None
+        tally = enhance.Tally()
+        for model, group in groups:
+            backend, settings = self._model(model)
+            try:
+                enhance.run_jobs(group, backend, settings, reporter, tally)
+            except enhance.BackendUnusable as error:  # the model stopped working: reopen it later
+                self.close()
+                raise self._unavailable("the model stopped working", error) from None
+        return not errors and tally.failed == 0, reporter.lines
 
     def process(self, files: Sequence[Path]) -> Tuple[int, int]:
         """Enhance FILES; returns (succeeded, failed). EnhancerUnavailable leaves them in the inbox."""

@@ -39,11 +39,11 @@ def routes_by_modality(task: str | None, model: Path | None, remote: bool) -> bo
 def sr2_groups(jobs: list[Job], models_dir: Path | None = None) -> list[Group]:
     """``jobs`` grouped by the x2 model shipped for their modality, in order of first appearance;
     files of a modality without one of its own (or whose header cannot be read) go to the default
-    x2 model. ModelNotFoundError when no default x2 model is installed."""
-    fallback = default_model(models_dir, task="sr2")
+    x2 model. ModelNotFoundError when such a file (or an empty run) finds no default x2 model."""
     groups: dict[Path, list[Job]] = {}
     for job in jobs:
         modality = header_modality(job.source)
-        model = (sr2_model_for(modality, models_dir) if modality else None) or fallback
-        groups.setdefault(model, []).append(job)
-    return list(groups.items()) or [(fallback, [])]
+        own = sr2_model_for(modality, models_dir) if modality else None
+        # The default is looked up only for a file that needs it: an MR-only run needs no CT model.
+        groups.setdefault(own or default_model(models_dir, task="sr2"), []).append(job)
+    return list(groups.items()) or [(default_model(models_dir, task="sr2"), [])]

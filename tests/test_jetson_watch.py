@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 
 from runtime import enhance, pipeline
@@ -83,6 +84,24 @@ def test_one_model_load_for_all_batches_and_outputs_as_the_cli(site, monkeypatch
                          "--format", "npy", "--strength", "0.5", "-q"]) == 0
     name = Path(PATIENT_NAMES[0]).stem + ".enhanced.npy"
     np.testing.assert_array_equal(np.load(root / "out" / name), np.load(cli_out / name))
+
+
+def test_sr2_without_a_model_sends_each_file_to_its_modalitys_x2_model_as_the_cli(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDCLEAR_SR2_MODEL", raising=False)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        shutil.copy(pydicom_file(name), inbox / name)
+    watcher = _load_watcher()
+    code = watcher.main(["--input", str(inbox), "--output", str(tmp_path / "out"), "--format", "npy", "--once",
+                         "--enhance-arg=--task=sr2"])
+    assert code == 0 and sorted(p.name for p in (tmp_path / "done").iterdir()) == ["CT_small.dcm", "MR_small.dcm"]
+    cli_out = tmp_path / "cli"
+    assert enhance.main([str(tmp_path / "done"), "-o", str(cli_out), "--task", "sr2", "--format", "npy", "-q"]) == 0
+    for name in ("CT_small", "MR_small"):  # both upscaled (the MR one by the MR model), as the CLI does
+        watched = np.load(tmp_path / "out" / f"{name}.enhanced.npy")
+        np.testing.assert_array_equal(watched, np.load(cli_out / "done" / f"{name}.enhanced.npy"))
+        assert watched.shape[-1] == 2 * pydicom.dcmread(pydicom_file(f"{name}.dcm")).Columns
 
 
 def test_unopenable_model_leaves_inputs_in_the_inbox(site):

@@ -39,7 +39,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     ("train.steps=abc", "train.steps: expected int, got 'abc'"),
     ("train.eval_every=0", "train.eval_every must be >= 1"),
     ("train.batch_size=0", "train.batch_size must be >= 1"),
-    ("data.ct_kernels=ramp", "data.ct_kernels: expected list, got 'ramp'"),
+    ("data.ct_kernels=ramp", "data.ct_kernels: expected list[str], got 'ramp'"),
+    ("loss.noise_balance=abc", "loss.noise_balance: expected float, got 'abc'"),
+    ('data.dose_fractions=["a"]', "data.dose_fractions: expected list[float], got ['a']"),
     ("eval.max_images=-1", "eval.max_images must be >= 0"),
     ("model.kwargs.no_such_option=1", "model.kwargs for"),
 ])

@@ -62,9 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.config import load_config
     from trainer.train import train
 
+    last = Path(args.out) / "last.pt"
+    before = last.stat().st_mtime_ns if last.exists() else None  # an earlier run's, if any
     try:
         cfg = load_config(args.config, args.overrides, stage=args.stage)
-        if not args.resume and (Path(args.out) / "last.pt").exists():
+        if not args.resume and before is not None:
             print(f"note: {args.out} holds an earlier run; starting over (its checkpoints and log are replaced; "
                   "--resume continues it instead)", file=sys.stderr)
         result = train(cfg, args.out, resume=args.resume, teacher=getattr(args, "teacher", None),
@@ -73,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        saved = (Path(args.out) / "last.pt").exists()
-        print(f"interrupted: {args.out}/last.pt holds the last step; --resume continues from it" if saved
-              else "interrupted before the first checkpoint", file=sys.stderr)
+        saved = last.exists() and last.stat().st_mtime_ns != before  # written by this run
+        print(f"interrupted: {last} holds the last step; --resume continues from it" if saved
+              else "interrupted before this run's first checkpoint", file=sys.stderr)
         return 130
     print(json.dumps(result, indent=2))
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.distill import DistillConfig
-from trainer.field_types import check_field_types
+from trainer.field_types import check_values
 from trainer.losses import LossConfig
 from trainer.qat import QATConfig
 
@@ -110,13 +110,12 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    check_values(cls, data, where)  # before the dataclass's own checks compare them
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]
         kwargs[key] = from_dict(hint, value, f"{where}.{key}") if dataclasses.is_dataclass(hint) else value
-    instance = cls(**kwargs)
-    check_field_types(instance, where)
-    return instance
+    return cls(**kwargs)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

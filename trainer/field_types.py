@@ -1,9 +1,9 @@
-"""Checking a config dataclass's values against its fields' plain type hints.
+"""Checking config values against their dataclass fields' plain type hints.
 
 JSON configs and ``--set key=value`` overrides arrive untyped: a string where a number belongs
 would otherwise surface as a TypeError deep inside training. Only the simple hints are checked
-(int, float, bool, str, list, dict, and those or None); anything richer is left to the code
-that uses the value.
+(int, float, bool, str, list, dict, a list of one of those, and any of them or None); anything
+richer is left to the code that uses the value.
 """
 
 from __future__ import annotations
@@ -15,26 +15,44 @@ import typing
 _PLAIN = (int, float, bool, str, list, dict)
 
 
-def _accepts(hint: type, value: object) -> bool:
-    if hint is float:
+def _accepts(hint: object, value: object) -> bool:
+    """Whether ``value`` fits the plain ``hint`` (a list hint's elements too); True for richer hints."""
+    origin = typing.get_origin(hint) or hint
+    if origin not in _PLAIN:
+        return True
+    if origin is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
+    if origin is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
+    if not isinstance(value, origin):
+        return False
+    element = typing.get_args(hint)
+    return origin is not list or not element or all(_accepts(element[0], item) for item in value)
+
+
+def _name(hint: object) -> str:
+    return str(hint) if typing.get_args(hint) else getattr(hint, "__name__", str(hint))
+
+
+def check_values(cls: type, values: dict, where: str) -> None:
+    """ValueError naming ``where.key`` for the first of ``values`` (field name -> value) that does
+    not fit the plain type hint of ``cls``'s field of that name; other keys are not checked."""
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        hint = hints.get(key)
+        if hint is None or dataclasses.is_dataclass(hint):
+            continue
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        options = typing.get_args(hint) if union else (hint,)
+        if value is None and type(None) in options:
+            continue
+        choices = [option for option in options if option is not type(None)]
+        if not any(_accepts(option, value) for option in choices):
+            expected = " or ".join(_name(option) for option in choices)
+            raise ValueError(f"{where}.{key}: expected {expected}, got {value!r}")
 
 
 def check_field_types(instance: object, where: str) -> None:
-    """ValueError naming ``where.field`` for the first value that does not fit its plain hint."""
-    hints = typing.get_type_hints(type(instance))
-    for field in dataclasses.fields(instance):
-        hint, value = hints[field.name], getattr(instance, field.name)
-        origin = typing.get_origin(hint)
-        options = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
-        plain = [typing.get_origin(option) or option for option in options if option is not type(None)]
-        if not plain or not all(option in _PLAIN for option in plain):
-            continue  # a dataclass or a richer hint: not checked here
-        if value is None and type(None) in options:
-            continue
-        if not any(_accepts(option, value) for option in plain):
-            expected = " or ".join(option.__name__ for option in plain)
-            raise ValueError(f"{where}.{field.name}: expected {expected}, got {value!r}")
+    """:func:`check_values` for every field of a dataclass instance."""
+    values = {field.name: getattr(instance, field.name) for field in dataclasses.fields(instance)}
+    check_values(type(instance), values, where)

@@ -8,6 +8,8 @@ range [-1024, 3071]), so ``data_range=1.0`` by default.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -47,9 +49,10 @@ class LossConfig:
     noise_balance_power: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.noise_balance < 0 or not self.noise_balance_power > 0:
-            raise ValueError(f"loss.noise_balance {self.noise_balance} must be >= 0 and loss.noise_balance_power "
-                             f"{self.noise_balance_power} > 0")
+        if not (math.isfinite(self.noise_balance) and math.isfinite(self.noise_balance_power)) \
+                or self.noise_balance < 0 or not self.noise_balance_power > 0:
+            raise ValueError(f"loss.noise_balance {self.noise_balance} must be finite and >= 0, and "
+                             f"loss.noise_balance_power {self.noise_balance_power} finite and > 0")
 
 
 def gaussian_window(size: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
