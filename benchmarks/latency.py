@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmarks import inputs, process, report
 from benchmarks.flops import matmul_ceiling
-from benchmarks.record import header, write_json
+from benchmarks.record import header, refuse_unwritable, write_json
 from benchmarks.runners import Runner, SkipModel, open_runner, refuse_missing_models
 from benchmarks.targets import claim, efficiency, judge
 from benchmarks.timing import Stopwatch, summarize, timed_runs
@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also write a PNG chart (default path when given without one)")
     args = parser.parse_args(argv)
     refuse_missing_models(parser, args.models, args.teacher)
+    refuse_unwritable(parser, args.out, args.plot)
+    if args.runs < 1 or args.min_runs < 1 or min(args.batches) < 1:
+        parser.error("--runs, --min-runs and every --batches value must be at least 1")
     if not args.models:
         args.models = [m for m in DEFAULT_MODELS if Path(m).is_file()] + sorted(str(p) for p in Path("models").glob("*.engine"))
         if not args.models and not args.teacher:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.report import format_cell
+from runtime.outputs import atomic_write
 
 
 def md_table(headers: list[str], rows: list[list[object]]) -> str:
@@ -109,7 +110,7 @@ def write_marked_section(path: str | Path, text: str, name: str) -> Path:
         document = pattern.sub(lambda _: section, document, count=1)
     else:
         document = document.rstrip() + ("\n\n" if document else "") + section + "\n"
-    path.write_text(document)
+    atomic_write(path, lambda handle: handle.write(document.encode()))
     return path
 
 

@@ -50,7 +50,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 
 from benchmarks.markdown import md_table, write_marked_section
 from benchmarks.orthanc import Orthanc, available, free_port
-from benchmarks.record import library_versions, machine_info
+from benchmarks.record import library_versions, machine_info, write_json
 from runtime.derived import derived_uid
 from runtime.node.journal import SEGMENT_BYTES
 from runtime.node.receiver import MAX_PDU
@@ -507,8 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         receive_only(args)
         return 0
     record = run(args)
-    args.record.parent.mkdir(parents=True, exist_ok=True)
-    args.record.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(record, args.record)
     text = markdown(record)
     print(text)
     if args.into is not None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import crops, report, tuning
-from benchmarks.record import header, write_json
+from benchmarks.record import header, refuse_missing_config, refuse_unwritable, write_json
 from benchmarks.runners import Runner, SkipModel, open_runner, refuse_missing_models
 from compiler.quality import evaluation_units, heldout_values
 from runtime.pipeline import enhance_values
@@ -83,9 +83,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        "reference and are left out (0: off; docs/DATA.md)")
     args = parser.parse_args(argv)
     refuse_missing_models(parser, args.models, args.teacher)
+    refuse_missing_config(parser, args.data_from)
     name = "dose_curve" if args.dose_curve else "quality"
     args.out = args.out or RESULTS / f"{name}.json"
     args.grid = args.grid or RESULTS / f"{name}_crops.png"
+    refuse_unwritable(parser, args.out, args.grid, args.markdown, args.plot if args.dose_curve else None)
     return args
 
 

@@ -7,9 +7,11 @@ import importlib.metadata
 import json
 import os
 import platform
+import tempfile
 from pathlib import Path
 
 from runtime.engine_sidecar import sha256_file
+from runtime.outputs import atomic_write
 
 _LIBRARIES = (
     "numpy", "onnx", "onnxruntime", "torch", "pydicom", "scikit-image", "PyWavelets",
@@ -86,8 +88,41 @@ def header(command: str, settings: dict) -> dict:
 
 
 def write_json(record: dict, path: str | Path) -> Path:
-    """Write ``record`` as indented JSON, creating the parent folder."""
+    """Write ``record`` as indented JSON, atomically, creating the parent folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, sort_keys=False, default=str) + "\n")
+    text = json.dumps(record, indent=2, sort_keys=False, default=str) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode()))
     return path
+
+
+def writable_problem(path: str | Path) -> str | None:
+    """Why an output file could not be written there (checked before minutes of measuring), or None."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder; give a file name"
+    try:  # the folder the run would create anyway, and a file in it (root passes os.access everywhere)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        return f"{path}: cannot write there ({error.strerror or error})"
+    return None
+
+
+def refuse_unwritable(parser, *paths: str | Path | None) -> None:
+    """``parser.error`` (exit 2, one line) for the first output path that could not be written."""
+    for path in paths:
+        problem = writable_problem(path) if path is not None else None
+        if problem:
+            parser.error(problem)
+
+
+def refuse_missing_config(parser, data_from: str | None) -> None:
+    """``parser.error`` unless ``data_from`` (a --data-from value) is None or an existing .json / .pt file."""
+    if data_from is None:
+        return
+    if Path(data_from).suffix not in (".json", ".pt"):
+        parser.error(f"--data-from {data_from}: a trainer config (.json) or checkpoint (.pt) is expected")
+    if not Path(data_from).is_file():
+        parser.error(f"--data-from {data_from}: no such file")
+

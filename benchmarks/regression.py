@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.flops import onnx_conv_flops
-from benchmarks.record import file_record, header, write_json
+from benchmarks.record import file_record, header, refuse_unwritable, write_json
 from benchmarks.synthetic import save_conv_stack
 from runtime.backends import Backend, BackendError, select_backend
 from runtime.pipeline import synthetic_input
@@ -53,7 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget-s", type=float, default=15.0, help="time budget per model (default: 15)")
     parser.add_argument("--out", type=Path, help="also write this run's measurements as JSON")
     parser.add_argument("--note", help="with --update: a provenance note stored in the baseline")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    refuse_unwritable(parser, args.out, args.baseline if args.update else None)
+    return args
 
 
 def _time_once(backend: Backend, batch: np.ndarray) -> float:

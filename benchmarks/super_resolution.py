@@ -27,7 +27,7 @@ import numpy as np
 
 from benchmarks import crops, quality
 from benchmarks.markdown import md_table, section_name, write_marked_section
-from benchmarks.record import header, write_json
+from benchmarks.record import header, refuse_missing_config, refuse_unwritable, write_json
 from benchmarks.runners import Runner, refuse_missing_models
 from runtime.pipeline import ModalityError
 from trainer.baselines import UPSCALERS, upscale
@@ -71,6 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "the <!-- super-resolution:begin/end --> markers (e.g. docs/BENCHMARKS.md)")
     args = parser.parse_args(argv)
     refuse_missing_models(parser, args.models, args.teacher)
+    refuse_missing_config(parser, args.data_from)
+    refuse_unwritable(parser, args.out, args.grid, args.markdown)
     return args
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from compiler.api_wheels import cached_wheel, download
+from runtime.signals import sigterm_as_interrupt
 
 SERVER_WHEEL = "nvidia-pytriton==0.7.0"  # Triton 2.51 (r24.10)
 DEFAULT_HOME = Path(os.environ.get("MEDCLEAR_TRITON_HOME", Path.home() / ".cache" / "medclear" / "triton-server"))
@@ -255,10 +256,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stdout if root else sys.stderr)
         return 0 if root else 1
     try:
-        with LocalTriton(args.repository) as server:
+        with sigterm_as_interrupt(), LocalTriton(args.repository) as server:  # SIGTERM stops the server too
             print(f"serving {args.repository}: gRPC {server.grpc_url}, HTTP {server.http_url}, "
                   f"metrics 127.0.0.1:{server.metrics_port} (Ctrl-C stops)", flush=True)
-            server.process.wait()
+            code = server.process.wait()
+            if code != 0:  # it died on its own: say so rather than end as if stopped
+                server._fail(f"tritonserver exited with {code} while serving")
     except ServerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

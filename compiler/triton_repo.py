@@ -266,10 +266,18 @@ def write_repository(models: list[Path], repo: Path, options: RepoOptions = Repo
     version_dir = model_dir / str(version)
     if version < 1 or version_dir.exists():
         raise CompilerError(f"{version_dir}: version must be >= 1 and not exist yet (omit --version for the next one)")
-    version_dir.mkdir(parents=True)
-    written = []
-    for name, source in _model_files(sources, platform).items():
-        written.append(Path(shutil.copyfile(source, version_dir / name)))
+    # The version folder appears whole: a server polling the repository never loads a half-copied model.
+    staging = model_dir / f".{version}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for name, source in _model_files(sources, platform).items():
+            shutil.copyfile(source, staging / name)
+        os.replace(staging, version_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    written = [version_dir / name for name in _model_files(sources, platform)]
     config_path = model_dir / "config.pbtxt"
     partial = config_path.with_name(config_path.name + ".partial")
     partial.write_text(render(config))

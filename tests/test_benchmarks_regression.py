@@ -119,3 +119,19 @@ def test_a_noise_map_model_is_timed_against_the_one_channel_reference(tmp_path: 
             "--threads", "1"]
     assert regression.main([*args, "--update"]) == 0
     assert json.loads(baseline.read_text())["models"]["map.onnx"]["rounds"] == 9
+
+
+def test_outputs_that_cannot_be_written_and_zero_rounds_are_refused_before_measuring(tmp_path, capsys):
+    from benchmarks.record import writable_problem
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert "is a folder" in writable_problem(tmp_path)
+    assert "cannot write there" in writable_problem(blocker / "out.json")
+    assert writable_problem(tmp_path / "new" / "out.json") is None
+    for argv in (["--rounds", "0"], ["--update", "--baseline", str(blocker / "b.json")]):
+        with pytest.raises(SystemExit) as stopped:
+            regression.parse_args(argv)
+        assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "--rounds must be at least 1" in err and "cannot write there" in err

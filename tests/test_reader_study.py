@@ -264,6 +264,51 @@ def test_prepare_reports_bad_input_in_one_line_and_writes_no_study(tmp_path, stu
     assert usage.returncode == 2 and "unknown kind 'fancy'" in usage.stderr
 
 
+def test_prepare_refuses_an_arm_that_changes_the_image_size_and_leaves_no_images(tmp_path):
+    out = tmp_path / "s"
+    sr = REPO / "models" / "medclear_sr2.fp32.onnx"
+    result = _run("prepare", str(CASES[1]), "-o", str(out), "--seed", "1", "--arm", "original",
+                  "--arm", f"sr=medclear:model={sr}")
+    assert result.returncode == 1 and "must keep the image size" in result.stderr
+    assert not (out / "manifest.json").exists() and not list(out.rglob("*.png"))  # nothing rendered is left
+
+
+def test_study_mistakes_are_one_line_and_an_unscored_study_can_be_replaced(tmp_path, study_dir):
+    from benchmarks.reader_study.store import DATABASE, Store
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    result = _run("prepare", str(CASES[1]), "-o", str(a_file / "s"), "--seed", "1")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "a_file" in result.stderr
+    assert _run("prepare", str(CASES[1]), "-o", str(tmp_path / "x"), "--arm", "equal=original",
+                "--arm", "original").returncode == 2  # 'equal' is an A/B answer
+    copy = tmp_path / "study"
+    shutil.copytree(study_dir, copy)
+    Store(copy / DATABASE).add_reader("Ann")  # served and signed up to, never scored
+    again = _run("prepare", str(CASES[1]), "-o", str(copy), "--seed", "2", "--overwrite")
+    assert again.returncode == 0, again.stderr
+
+
+def test_an_empty_admin_token_file_is_replaced_not_trusted(tmp_path, study_dir):
+    from benchmarks.reader_study.manifest import load_study
+    from benchmarks.reader_study.server import ADMIN_TOKEN, admin_token
+
+    copy = tmp_path / "study"
+    shutil.copytree(study_dir, copy)
+    (copy / ADMIN_TOKEN).write_text("")  # as an interrupted first serve could leave it
+    token = admin_token(load_study(copy))
+    assert len(token) >= 24 and (copy / ADMIN_TOKEN).read_text().strip() == token
+    assert oct((copy / ADMIN_TOKEN).stat().st_mode & 0o777) == "0o600"
+
+
+def test_answer_tables_cannot_smuggle_spreadsheet_formulas():
+    from benchmarks.reader_study.report import spreadsheet_safe
+
+    table = pd.DataFrame({"reader": ["=HYPERLINK(1)", "Ann", "-1+2"], "score": [1, 2, 3]})
+    safe_table = spreadsheet_safe(table)
+    assert list(safe_table["reader"]) == ["'=HYPERLINK(1)", "Ann", "'-1+2"] and list(safe_table["score"]) == [1, 2, 3]
+
+
 # --- the server: blinding, isolation, binding ---------------------------------------------------
 
 def test_binds_to_loopback_unless_host_is_given():

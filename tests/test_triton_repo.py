@@ -175,3 +175,19 @@ def test_text_format_writer_escapes_what_protobuf_reads_back():
                    "parameters": [{"key": "k", "value": {"string_value": "x"}}]})
     config = text_format.Parse(text, model_config_pb2.ModelConfig())
     assert config.name == 'a "b"\\\n\t\x01é' and config.parameters["k"].string_value == "x"
+
+
+def test_a_version_folder_appears_whole_or_not_at_all(onnx_model, tmp_path, monkeypatch):
+    import compiler.triton_repo as triton_repo
+
+    write_repository([onnx_model], tmp_path, RepoOptions())
+    real_copy = triton_repo.shutil.copyfile
+
+    def copy_then_fail(source, target):
+        real_copy(source, target)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(triton_repo.shutil, "copyfile", copy_then_fail)
+    with pytest.raises(OSError):
+        write_repository([onnx_model], tmp_path, RepoOptions())
+    assert sorted(p.name for p in (tmp_path / "medclear").iterdir()) == ["1", "config.pbtxt"]  # no 2, no leftovers

@@ -131,7 +131,7 @@ def _analyze(args: argparse.Namespace) -> int:
     out = args.out or study.root / "analysis"
     result = write_analysis(study, Store(study.root / DATABASE), out)
     print(f"reader study: {len(result.likert)} scores and {len(result.preferences)} A/B choices from "
-          f"{result.likert['reader'].nunique()} readers; report in {out / 'report.md'}")
+          f"{len(Store(study.root / DATABASE).readers())} signed-up readers; report in {out / 'report.md'}")
     return EXIT_OK
 
 
@@ -146,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     except StudyError as error:
         print(f"reader study: {error}", file=sys.stderr)
         return EXIT_FAILED
+    except (OSError, OverflowError) as error:  # a path that cannot be read or written, a port out of range
+        where = f"{getattr(error, 'filename', None)}: " if getattr(error, "filename", None) else ""
+        print(f"reader study: {where}{getattr(error, 'strerror', None) or error}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

@@ -16,7 +16,7 @@ from importlib import resources
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from benchmarks.reader_study.items import ITEM_KEYS, PREFERENCE, PREFERENCE_CHOICES, SCALE
 from benchmarks.reader_study.manifest import Study
@@ -64,7 +64,7 @@ class Answer(BaseModel):
     model_config = ConfigDict(extra="forbid")
     task: int = Field(ge=0)
     item: str = Field(max_length=40)
-    value: int | str
+    value: StrictInt | StrictStr  # a JSON true is no score of 1
     seconds: float | None = Field(default=None, ge=0, le=86400)
 
 
@@ -117,7 +117,7 @@ def create_app(study: Study, store: Store, settings: Settings) -> FastAPI:
 
     def admin(request: Request) -> None:
         token = bearer(request) or ""
-        if not secrets.compare_digest(token.encode(), settings.admin_token.encode()):
+        if not settings.admin_token or not secrets.compare_digest(token.encode(), settings.admin_token.encode()):
             raise HTTPException(401, "The admin token is needed.")
 
     def signed_in(reader: Reader, token: str) -> JSONResponse:

@@ -45,6 +45,8 @@ def parse_arm(text: str) -> tuple[str, str, dict]:
         options[key] = _option_value(text, key, value)
     if not label:
         raise argparse.ArgumentTypeError(f"arm {text!r}: empty label")
+    if label.lower() == "equal":  # the A/B answer "no preference" is stored under that word
+        raise argparse.ArgumentTypeError(f"arm {text!r}: 'equal' is reserved (an A/B answer); choose another label")
     return label, kind, options
 
 

@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 from benchmarks.reader_study.arms import ArmRunner, ab_pairs as all_pairs
 from benchmarks.reader_study.manifest import IMAGES, MANIFEST, Arm, Case, Study, StudyError
 from benchmarks.reader_study.render import case_windows, grey_levels, write_image
-from benchmarks.reader_study.store import DATABASE
+from benchmarks.reader_study.store import DATABASE, Store
 from runtime.backends import BackendError
 from runtime.dicom_io import Skipped, check_image, decode, read_dataset
 from runtime.image_contract import modality_image
@@ -26,7 +26,7 @@ Log = Callable[[str], None]
 def check_target(out: Path, overwrite: bool) -> None:
     """StudyError unless ``out`` may receive a new study: no answers in it, and no manifest
     unless ``overwrite``."""
-    if (out / DATABASE).exists():
+    if (out / DATABASE).exists() and Store(out / DATABASE).has_answers():
         raise StudyError(f"{out / DATABASE}: this study already has answers; prepare a new study in another folder")
     if (out / MANIFEST).exists() and not overwrite:
         raise StudyError(f"{out / MANIFEST}: a study is already prepared here (--overwrite replaces it)")
@@ -74,6 +74,10 @@ def render_case(case_id: str, source: Path, ds: Dataset, arms: list[Arm], runner
             arm_values = runner.values(arm, ds, frame)
         except ValueError as error:  # ModalityError, a model that cannot run this image
             raise StudyError(f"{safe(source)}: arm {arm.label}: {cause(error)}") from None
+        if arm_values.shape != values[frame].shape:  # the image size alone would tell readers the arm
+            raise StudyError(f"{safe(source)}: arm {arm.label} makes a {arm_values.shape[1]} x {arm_values.shape[0]} "
+                             f"image of a {values[frame].shape[1]} x {values[frame].shape[0]} one (a super-resolution "
+                             "model?); every arm of a blinded case must keep the image size")
         rendered[arm.id] = {}
         for name, window in windows:
             image_id = secrets.token_hex(16)
@@ -96,8 +100,12 @@ def prepare_study(
         runner.backend()  # the default model opens (or fails) before any rendering
         cases = [render_case(f"c{index:02d}", source, ds, arms, runner, images)
                  for index, (source, ds) in enumerate(datasets, 1)]
-    except BackendError as error:
-        raise StudyError(cause(error, 400)) from None
+    except BaseException as error:
+        for written in set(images.glob("*.png")) - old:  # a failed prepare leaves nothing behind
+            written.unlink(missing_ok=True)
+        if isinstance(error, BackendError):
+            raise StudyError(cause(error, 400)) from None
+        raise
     finally:
         runner.close()
     study = Study(out, seed, arms, cases, datetime.now(timezone.utc).isoformat(timespec="seconds"),

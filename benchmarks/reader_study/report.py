@@ -118,7 +118,7 @@ def report_markdown(study: Study, store: Store, result: Analysis) -> str:
         md_table(["arm", "item", "n", "mean", "SD", "95% CI"],
                  [[r.arm, r.item, r.n, r.mean, r.sd, _interval(r.ci_low, r.ci_high)]
                   for r in result.means.itertuples()]), "",
-        "![mean scores](scores.png)", "",
+        "![mean scores](scores.png)" if len(result.means) else "(no scores yet: no plot)", "",
         "## Paired Wilcoxon signed-rank tests", "",
         "Scores of two arms paired by reader and case; difference = second - first; zero differences dropped "
         "(Wilcoxon's method); two-sided; Holm-adjusted over the arm pairs of each item.", "",
@@ -149,12 +149,20 @@ def report_markdown(study: Study, store: Store, result: Analysis) -> str:
     return "\n".join(parts)
 
 
+def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with text cells that a spreadsheet would run as a formula (a reader named
+    ``=HYPERLINK(...)``) prefixed with an apostrophe (OWASP's CSV-injection advice)."""
+    def cell(value: object) -> object:
+        return f"'{value}" if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+    return table.apply(lambda column: column.map(cell) if not pd.api.types.is_numeric_dtype(column) else column)
+
+
 def write_analysis(study: Study, store: Store, out: Path) -> Analysis:
     """Write the CSVs, plots and report.md into ``out``; the tables behind them."""
     result = run_analysis(study, store)
     out.mkdir(parents=True, exist_ok=True)
-    _write_text(out / "answers.csv", result.likert.to_csv(index=False))
-    _write_text(out / "preferences.csv", result.preferences.to_csv(index=False))
+    _write_text(out / "answers.csv", spreadsheet_safe(result.likert).to_csv(index=False))
+    _write_text(out / "preferences.csv", spreadsheet_safe(result.preferences).to_csv(index=False))
     items = [item["key"] for item in study.items]
     if len(result.means):
         _plot(out / "scores.png", scores_plot(result.means, [arm.label for arm in study.arms], items))

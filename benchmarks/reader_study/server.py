@@ -54,12 +54,17 @@ def bind_host(host: str | None, explicit: bool) -> str:
 def admin_token(study: Study) -> str:
     """The study's admin token, made (0600) on first use."""
     path = study.root / ADMIN_TOKEN
-    if path.is_file():
-        return path.read_text().strip()
-    token = secrets.token_urlsafe(24)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    existing = path.read_text().strip() if path.is_file() else ""
+    if existing:
+        return existing
+    token = secrets.token_urlsafe(24)  # a new one, also where an interrupted first serve left the file empty
+    staging = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(token + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(staging, path)
     return token
 
 

@@ -131,6 +131,11 @@ class Store:
                              "UNION ALL SELECT max(answered_at) FROM preference WHERE reader = ?1)", (reader,)).fetchone()
         return row[0] if row else None
 
+    def has_answers(self) -> bool:
+        """Whether any reader has scored anything (signed-up readers alone are not answers)."""
+        with self._connection() as db:
+            return any(db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() for table in ("likert", "preference"))
+
     def all_likert(self) -> list[tuple]:
         """Every Likert row: reader name, case, arm, item, score, seconds, answered_at."""
         with self._connection() as db:
