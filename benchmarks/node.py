@@ -50,7 +50,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 
 from benchmarks.markdown import md_table, write_marked_section
 from benchmarks.orthanc import Orthanc, available, free_port
-from benchmarks.record import library_versions, machine_info, write_json
+from benchmarks.record import file_record, header, write_json
 from runtime.derived import derived_uid
 from runtime.node.journal import SEGMENT_BYTES
 from runtime.node.receiver import MAX_PDU
@@ -403,7 +403,9 @@ def run(args: argparse.Namespace) -> dict:
     killed = node_run(files, work, "killed", args.kills, args.model, identity, args.timeout)
     cli = cli_rate(work / "in", work / "cli", args.model, len(files))
     return {
-        "benchmark": "node", "machine": machine_info(), "libraries": library_versions(),
+        **header("node", {"instances": args.instances, "series": args.series, "rounds": args.rounds,
+                          "kills": args.kills}),
+        "model_file": file_record(args.model) if args.model and Path(args.model).is_file() else None,
         "tools": {"orthanc": _version(["Orthanc", "--version"]), "dcmtk": _version(["storescu", "--version"])},
         "load_average_at_start": round(os.getloadavg()[0], 2),  # other work on the machine skews every row
         "model": model_text, "instances": args.instances, "series": args.series,

@@ -82,6 +82,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="real CT slices with more of their own soft-tissue noise (HU) than this are no "
                        "reference and are left out (0: off; docs/DATA.md)")
     args = parser.parse_args(argv)
+    curve_only = [flag for flag, given in (("--markdown", args.markdown), ("--fsim", args.fsim),
+                                           ("--plot", args.plot != RESULTS / "dose_curve.png")) if given]
+    if curve_only and not args.dose_curve:
+        parser.error(f"{', '.join(curve_only)}: dose-curve options; add --dose-curve")
+    if args.max_images is not None and args.max_images < 1:
+        parser.error("--max-images must be at least 1 (leave it out for every image)")
     refuse_missing_models(parser, args.models, args.teacher)
     refuse_missing_config(parser, args.data_from)
     name = "dose_curve" if args.dose_curve else "quality"

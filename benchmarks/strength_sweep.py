@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks import quality
 from benchmarks.dose_curve import estimated_sigma, noise_in_units
-from benchmarks.record import header, write_json
+from benchmarks.record import file_record, header, write_json
 from benchmarks.runners import open_runner, refuse_missing_models
 from runtime.strength import MAX_STRENGTH, apply_strength
 from trainer.data import HeldoutImage, build_heldout_set
@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                   + "/".join(f"{v:.2f}" for v in row["fine_noise"].values()), flush=True)
     finally:
         runner.close()
-    settings = {"model": args.model, "split": args.split, "strengths": args.strengths, "modalities": args.modalities,
-                "max_images": args.max_images}
+    settings = {"model": args.model, "model_file": file_record(args.model), "split": args.split,
+                "strengths": args.strengths, "modalities": args.modalities, "max_images": args.max_images,
+                "threads": args.threads or len(os.sched_getaffinity(0))}
     write_json({**header("strength_sweep", settings), "rows": rows, "timing_s": time.perf_counter() - begin}, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
