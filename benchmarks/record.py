@@ -125,4 +125,3 @@ def refuse_missing_config(parser, data_from: str | None) -> None:
         parser.error(f"--data-from {data_from}: a trainer config (.json) or checkpoint (.pt) is expected")
     if not Path(data_from).is_file():
         parser.error(f"--data-from {data_from}: no such file")
-

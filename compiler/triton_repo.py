@@ -31,6 +31,7 @@ from compiler.errors import CompilerError
 from compiler.pbtxt import Enum, entries, render
 from runtime.engine_sidecar import EngineSidecarError, read_sidecar, sha256_file
 from runtime.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContract, ModelContractError
+from runtime.outputs import atomic_write
 
 REPOSITORY_FORMAT = "medclear-triton/1"
 PLATFORMS = ("auto", "tensorrt", "onnxruntime", "python")
@@ -267,19 +268,19 @@ def write_repository(models: list[Path], repo: Path, options: RepoOptions = Repo
     if version < 1 or version_dir.exists():
         raise CompilerError(f"{version_dir}: version must be >= 1 and not exist yet (omit --version for the next one)")
     # The version folder appears whole: a server polling the repository never loads a half-copied model.
+    files = _model_files(sources, platform)
     staging = model_dir / f".{version}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        for name, source in _model_files(sources, platform).items():
+        for name, source in files.items():
             shutil.copyfile(source, staging / name)
         os.replace(staging, version_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    written = [version_dir / name for name in _model_files(sources, platform)]
+    written = [version_dir / name for name in files]
     config_path = model_dir / "config.pbtxt"
-    partial = config_path.with_name(config_path.name + ".partial")
-    partial.write_text(render(config))
-    os.replace(partial, config_path)
+    text = render(config)
+    atomic_write(config_path, lambda handle: handle.write(text.encode()))
     return RepoResult(model_dir, version, config, (config_path, *written))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
@@ -33,9 +33,10 @@ _UMASK = _current_umask()
 
 
 @contextmanager
-def staged(path: Path) -> Iterator[Path]:
+def staged(path: Path, mode: int | None = None) -> Iterator[Path]:
     """A temp file beside ``path`` for the block to write (and check): fsynced and renamed onto
-    ``path`` when the block ends, removed if it raises, so ``path`` is either whole or untouched."""
+    ``path`` when the block ends, removed if it raises, so ``path`` is either whole or untouched.
+    ``mode``: the file's permissions (default: the usual ones under the umask; 0o600 for a secret)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=path.parent)
     os.close(descriptor)
@@ -44,16 +45,17 @@ def staged(path: Path) -> Iterator[Path]:
         yield temp
         with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.chmod(temp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual mode
+        os.chmod(temp, 0o666 & ~_UMASK if mode is None else mode)  # mkstemp makes 0600
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write(handle)`` on a temp file beside ``path``, fsync, then rename onto ``path``."""
-    with staged(path) as temp, open(temp, "wb") as handle:
+def atomic_write(path: Path, write: Callable[[BinaryIO], None], mode: int | None = None) -> None:
+    """Call ``write(handle)`` on a temp file beside ``path``, fsync, then rename onto ``path``
+    (``mode``: as :func:`staged`)."""
+    with staged(path, mode) as temp, open(temp, "wb") as handle:
         write(handle)
 
 

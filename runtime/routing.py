@@ -9,6 +9,7 @@ x2 model and the rest to the default x2 model. The modality is read from the fil
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -40,10 +41,11 @@ def sr2_groups(jobs: list[Job], models_dir: Path | None = None) -> list[Group]:
     """``jobs`` grouped by the x2 model shipped for their modality, in order of first appearance;
     files of a modality without one of its own (or whose header cannot be read) go to the default
     x2 model. ModelNotFoundError when such a file (or an empty run) finds no default x2 model."""
+    # Looked up once, and only when a file needs it: an MR-only run needs no CT model.
+    fallback = functools.cache(lambda: default_model(models_dir, task="sr2"))
     groups: dict[Path, list[Job]] = {}
     for job in jobs:
         modality = header_modality(job.source)
         own = sr2_model_for(modality, models_dir) if modality else None
-        # The default is looked up only for a file that needs it: an MR-only run needs no CT model.
-        groups.setdefault(own or default_model(models_dir, task="sr2"), []).append(job)
-    return list(groups.items()) or [(default_model(models_dir, task="sr2"), [])]
+        groups.setdefault(own or fallback(), []).append(job)
+    return list(groups.items()) or [(fallback(), [])]

@@ -9,7 +9,6 @@ range [-1024, 3071]), so ``data_range=1.0`` by default.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import torch

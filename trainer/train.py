@@ -71,6 +71,10 @@ def load_data(data_cfg: dict) -> DataBundle:
 # ----------------------------------------------------------------------------- helpers
 
 
+NEEDS_TEACHER = "the distill stage needs --teacher CKPT (a teacher checkpoint)"
+NEEDS_STUDENT = "the qat stage needs --student CKPT (a distilled student checkpoint)"
+
+
 def pick_device(name: str) -> torch.device:
     """``train.device`` as a torch device; ValueError for CUDA where this torch has none."""
     if name == "auto":
@@ -346,11 +350,10 @@ def train(
         torch.set_num_threads(tc.threads)
     seed_everything(tc.seed)
     last_path = out / "last.pt"
-    if not resume:  # what is missing is said before minutes of data building
-        if cfg.stage == "distill" and teacher is None:
-            raise ValueError("the distill stage needs --teacher CKPT (a teacher checkpoint)")
-        if cfg.stage == "qat" and student is None:
-            raise ValueError("the qat stage needs --student CKPT (a distilled student checkpoint)")
+    if not resume and cfg.stage == "qat" and student is None:  # said before minutes of data building
+        raise ValueError(NEEDS_STUDENT)
+    if not resume and cfg.stage == "distill" and teacher is None:
+        raise ValueError(NEEDS_TEACHER)
     resumed = load_checkpoint(last_path) if resume else None
     if resumed is not None and resumed["stage"] != cfg.stage:
         raise ValueError(f"{last_path}: is a {resumed['stage']} checkpoint, cannot resume the {cfg.stage} stage")
@@ -367,9 +370,7 @@ def train(
         if cfg.stage == "qat":
             raise ValueError("--init is for the teacher and distill stages; qat starts from --student")
         model, init_ckpt = init_model(init, cfg.model.kwargs)
-    elif cfg.stage == "qat":
-        if student is None:
-            raise ValueError("the qat stage needs --student CKPT (a distilled student checkpoint)")
+    elif cfg.stage == "qat":  # not resumed: --student was given (checked above)
         model, student_ckpt = load_model(student)
         if student_ckpt["quantization"] is not None:
             raise ValueError(f"{student}: is already quantized; qat needs the float (distilled) student")
@@ -385,8 +386,8 @@ def train(
     if cfg.stage == "qat":
         # Only a float_kd QAT has a teacher: the float student (on --resume, the one its checkpoint recorded).
         teacher = (student or teacher) if cfg.qat.float_kd > 0 else None
-    if cfg.stage == "distill" and teacher is None:
-        raise ValueError("the distill stage needs --teacher CKPT (a teacher checkpoint)")
+    if cfg.stage == "distill" and teacher is None:  # a resumed run that recorded none
+        raise ValueError(NEEDS_TEACHER)
     if cfg.stage in ("distill", "qat") and teacher is not None:
         teacher_model, _ = load_model(teacher)
         teacher_model.to(device).requires_grad_(False)

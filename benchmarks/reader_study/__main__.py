@@ -129,9 +129,10 @@ def _analyze(args: argparse.Namespace) -> int:
     if not (study.root / DATABASE).is_file():
         raise StudyError(f"{study.root / DATABASE}: no answers yet (serve the study first)")
     out = args.out or study.root / "analysis"
-    result = write_analysis(study, Store(study.root / DATABASE), out)
+    store = Store(study.root / DATABASE)
+    result = write_analysis(study, store, out)
     print(f"reader study: {len(result.likert)} scores and {len(result.preferences)} A/B choices from "
-          f"{len(Store(study.root / DATABASE).readers())} signed-up readers; report in {out / 'report.md'}")
+          f"{len(store.readers())} signed-up readers; report in {out / 'report.md'}")
     return EXIT_OK
 
 

@@ -8,7 +8,6 @@ only with tokens issued on the admin page, unless name sign-in is asked for.
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 import socket
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from pathlib import Path
 from benchmarks.reader_study.app import Settings, create_app
 from benchmarks.reader_study.manifest import Study
 from benchmarks.reader_study.store import DATABASE, Store
+from runtime.outputs import atomic_write
 
 LOOPBACK = "127.0.0.1"
 ADMIN_TOKEN = "admin.token"
@@ -58,13 +58,7 @@ def admin_token(study: Study) -> str:
     if existing:
         return existing
     token = secrets.token_urlsafe(24)  # a new one, also where an interrupted first serve left the file empty
-    staging = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(token + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(staging, path)
+    atomic_write(path, lambda handle: handle.write(f"{token}\n".encode()), mode=0o600)
     return token
 
 
