@@ -135,8 +135,8 @@ def open_backend(path: str | Path, backend: str, optimization: str = "all") -> B
     checked); CompilerError with the runtime's one-line reason if it cannot be opened."""
     try:
         return open_model(path, backend, cpu_only=True, ort_optimization=optimization)
-    except BackendError as error:
-        raise CompilerError(str(error)) from error
+    except BackendError as error:  # without the runtime's --backend advice: verify has no such option
+        raise CompilerError(error.reason) from error
 
 
 def check_same_task(reference: Backend, candidate: Backend) -> None:

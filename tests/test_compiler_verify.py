@@ -85,6 +85,15 @@ def test_cli_engine_without_tensorrt_fails_cleanly(tmp_path, models, capsys):
     code = main(["verify", "--onnx", str(reference), "--engine", str(_engine_for(tmp_path, reference))])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: TensorRT is not installed") and "\n" not in err
+    assert "--backend" not in err  # the runtime's advice names an option verify does not have
+
+
+def test_cli_engine_that_is_an_onnx_file_gets_verify_advice_only(models, capsys):
+    reference, _, _ = models
+    code = main(["verify", "--onnx", str(reference), "--engine", str(reference)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "runs engines; build one with `python -m compiler build" in err
+    assert "--backend" not in err and "\n" not in err
 
 
 def test_engine_is_opened_by_the_runtime_backend_with_its_sidecar_checked(tmp_path, models, capsys, monkeypatch):

@@ -20,7 +20,15 @@ from runtime.model_contract import CHANNEL_CONTENTS, ModelContract
 
 
 class BackendError(RuntimeError):
-    """A model could not be loaded or run; the message says why and what to do."""
+    """A model could not be loaded or run; the message says why and what to do.
+
+    ``runtime_hint`` is advice in terms of ``runtime.enhance``'s options (``--backend ...``): it
+    ends the message, and ``reason`` holds the message without it, for tools that have no such
+    option (``compiler verify``)."""
+
+    def __init__(self, reason: str, runtime_hint: str = "") -> None:
+        super().__init__(f"{reason} or {runtime_hint}" if runtime_hint else reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,7 @@ def select_backend(
         if kind != "engine":
             raise BackendError(
                 f"{path}: the TensorRT backend runs engines; build one with `python -m compiler build "
-                f"--onnx {path.name} ...` or use --backend onnxruntime"
+                f"--onnx {path.name} ...`", "use --backend onnxruntime"
             )
         return TensorRTBackend(path, use_cuda_graphs=cuda_graphs)
     if kind != "onnx":

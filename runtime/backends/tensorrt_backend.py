@@ -49,12 +49,12 @@ def import_tensorrt() -> Any:
     except ImportError as error:
         raise BackendError(
             f"TensorRT is not installed ({error}); install it (JetPack on Jetson, `pip install "
-            "tensorrt` elsewhere) or use an .onnx model with --backend onnxruntime"
+            "tensorrt` elsewhere)", "use an .onnx model with --backend onnxruntime"
         ) from error
     if _version_tuple(trt.__version__) < MIN_TENSORRT:
         raise BackendError(
             f"TensorRT {trt.__version__} is too old: medclear needs >= 8.5 (execute_async_v3 and "
-            "named tensors); use --backend onnxruntime with the .onnx model instead"
+            "named tensors); upgrade it", "use --backend onnxruntime with the .onnx model instead"
         )
     return trt
 

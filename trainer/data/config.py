@@ -14,7 +14,9 @@ class DataConfig:
     """What to train and evaluate on, and how images are degraded and augmented.
 
     ``sources`` names where clean images come from: ``"offline"`` (the real DICOM images that
-    ship in pydicom and pydicom-data), ``"phantom"`` (synthetic CT phantoms in HU), or a
+    ship in pydicom and pydicom-data), ``"phantom"`` (synthetic CT phantoms in HU), ``"atlas"``
+    (real MR anatomy: axial slices of the MNI152 T1 template that nilearn ships), ``"natural"``
+    (scikit-image's bundled photographs as MR-like images: fine texture), or a
     directory path of DICOM files (degraded on the fly; a directory holding ``full_dose`` and
     ``quarter_dose``/``low_dose`` folders is read as low/full-dose pairs). ``paired_low_dir``
     and ``paired_full_dir`` name a low/full-dose pair of folders explicitly.
@@ -103,6 +105,10 @@ class DataConfig:
     # > 0: MR phantoms carry a fine multiplicative tissue texture of up to this relative RMS
     # (phantoms.tissue_texture), so a model learns that fine structure is not all noise.
     mr_phantom_texture: float = 0.0
+    # Source "atlas" (trainer/data/atlas.py): how many MNI152 T1 template slices train and how
+    # many validate (from separate axial slabs; never test).
+    mr_atlas_slices: int = 24
+    mr_atlas_validation_slices: int = 3
     # [lo, hi]: MR phantoms (training and validation, any task) band-limited as acquisitions are:
     # k-space kept up to a fraction of Nyquist drawn in [lo, hi] per phantom (kspace.kspace_lowpass),
     # magnitude taken. A real MR image holds nothing beyond its acquisition band (often half its
@@ -169,6 +175,11 @@ class DataConfig:
             raise ValueError(f"task {self.task!r} must be 'denoise' or 'sr2'")
         if self.sr_blur_sigma < 0:
             raise ValueError(f"sr_blur_sigma {self.sr_blur_sigma} must be >= 0")
+        from trainer.data.atlas import TRAIN_SLAB, VALIDATION_SLAB  # noqa: PLC0415 (config stays light to import)
+
+        for name, slab in (("mr_atlas_slices", TRAIN_SLAB), ("mr_atlas_validation_slices", VALIDATION_SLAB)):
+            if not 0 <= getattr(self, name) <= slab[1] - slab[0]:
+                raise ValueError(f"{name} {getattr(self, name)} must be in [0, {slab[1] - slab[0]}] (the template's slab)")
         if self.sr_mr_kspace not in ("dft", "dct"):
             raise ValueError(f"sr_mr_kspace {self.sr_mr_kspace!r} must be 'dft' or 'dct'")
         if self.mr_noise not in ("rician", "gaussian"):

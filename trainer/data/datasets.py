@@ -34,15 +34,21 @@ from trainer.data.pairing import find_dose_dirs
 from trainer.data.reference import clean_reference
 from trainer.data.sources import (
     SourceImage,
+    atlas_images,
     directory_images,
     head_phantom_images,
     mr_phantom_images,
+    natural_images,
     offline_images,
     paired_images,
     phantom_images,
     xray_phantom_images,
 )
 from trainer.data.split import SPLIT_SALT, split_of, stable_seed
+
+# Sources whose image names are safe to record: packaged or synthetic, no patient's (a user
+# folder's paths may carry patient IDs).
+PACKAGED_SOURCES = ("offline", "phantom", "atlas", "natural")
 
 
 def spec_for(modality: str, cfg: DataConfig) -> NormalizationSpec:
@@ -79,6 +85,12 @@ def load_sources(cfg: DataConfig) -> list[SourceImage]:
             if "DX" in modalities:
                 images += xray_phantom_images(cfg.xray_phantoms, cfg.phantom_size, cfg.xray_validation_phantoms,
                                               cfg.xray_train_saturated_share)
+        elif source == "atlas":
+            if "MR" in modalities:
+                images += atlas_images(cfg.mr_atlas_slices, cfg.mr_atlas_validation_slices)
+        elif source == "natural":
+            if "MR" in modalities:
+                images += natural_images()
         elif (dose_dirs := find_dose_dirs(source)) is not None:
             images += paired_images(*dose_dirs, modalities, cfg.min_image_side)
         else:
@@ -495,8 +507,7 @@ def build_heldout_set(cfg: DataConfig, split: str = "test") -> list[HeldoutImage
 
 
 def _named(image: SourceImage) -> bool:
-    # User folders' paths may carry patient IDs; only packaged and synthetic images are named.
-    return image.source in ("offline", "phantom")
+    return image.source in PACKAGED_SOURCES
 
 
 def data_summary(cfg: DataConfig) -> dict:
@@ -517,7 +528,7 @@ def data_summary(cfg: DataConfig) -> dict:
     return {
         "task": cfg.task,
         "seed": cfg.seed,
-        "sources": [s if s in ("offline", "phantom") else f"dir:{Path(s).name}" for s in cfg.sources]
+        "sources": [s if s in PACKAGED_SOURCES else f"dir:{Path(s).name}" for s in cfg.sources]
         + (["paired"] if cfg.paired_low_dir else []),
         "modalities": list(cfg.modalities),
         "training": describe(training),

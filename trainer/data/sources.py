@@ -22,6 +22,8 @@ from skimage.transform import resize
 
 from runtime.image_contract import modality_image
 from runtime.pixels import modality_range
+from trainer.data.atlas import ATLAS_PIXEL_MM, atlas_slices
+from trainer.data.natural import NATURAL_PIXEL_MM, natural_photos
 from trainer.data.offline import offline_dicom_entries
 from trainer.data.pairing import pair_series
 from trainer.data.phantoms import (
@@ -331,6 +333,20 @@ def head_phantom_images(count: int, size: int) -> list[SourceImage]:
         return SourceImage(f"phantom:head-train-{i}", "CT", values, pixel_mm, f"train:phantom:head-train-{i}", "phantom")
 
     return [make(i) for i in range(count)]
+
+
+def atlas_images(train_count: int, validation_count: int) -> list[SourceImage]:
+    """Real MR anatomy: axial slices of the MNI152 T1 template (trainer/data/atlas.py), training
+    ``atlas:mni152-t1-zNNN`` from one slab and validation from another; none are test images."""
+    return [SourceImage(f"atlas:{name}", "MR", values, ATLAS_PIXEL_MM, f"{split}:atlas:{name}", "atlas")
+            for name, split, values in atlas_slices(train_count, validation_count)]
+
+
+def natural_images() -> list[SourceImage]:
+    """Photographs as MR-like images (trainer/data/natural.py), ``natural:NAME``, training and
+    validation by name; none are test images."""
+    return [SourceImage(f"natural:{name}", "MR", values, NATURAL_PIXEL_MM, f"{split}:natural:{name}", "natural")
+            for name, split, values in natural_photos()]
 
 
 def paired_images(
