@@ -145,7 +145,7 @@ class Enhancer:
             return self._served[model]
         from runtime.backends import BackendError
         from runtime.enhance import Settings, bounded_threads
-        from runtime.pipeline import open_model, tile_plan
+        from runtime.pipeline import open_model
 
         cli = self.cli
         try:
@@ -153,14 +153,9 @@ class Enhancer:
                                  cuda_graphs=cli.cuda_graphs, task=cli.task)
         except BackendError as error:
             raise self._unavailable("the model could not be opened", error) from None
-        settings = Settings(
-            outdir=cli.outdir, fmt=cli.fmt, overwrite=cli.overwrite, preview=cli.png_preview,
-            max_pixels=cli.max_pixels, strength=cli.strength,
-            plan=tile_plan(backend, tile=cli.tile, overlap=cli.overlap, batch=cli.batch),
-        )
-        self._served[model] = (backend, settings)
+        self._served[model] = (backend, Settings.from_cli(cli, backend))
         LOG.info("model opened once for this process: %s", backend.describe())
-        return backend, settings
+        return self._served[model]
 
     def _unavailable(self, what: str, error: Exception) -> EnhancerUnavailable:
         """The error to raise, its reason written to failed/enhancer-error.log (not the journal)."""

@@ -150,6 +150,16 @@ class Settings:
     plan: TilePlan = field(default_factory=TilePlan)
     strength: float = DEFAULT_STRENGTH
 
+    @classmethod
+    def from_cli(cls, args: argparse.Namespace, backend: Backend | None = None) -> Settings:
+        """The settings the parsed command line ``args`` asks for; with ``backend``, the tile
+        plan its model and ``--tile/--overlap/--batch`` give (else the default plan)."""
+        settings = cls(outdir=args.outdir, fmt=args.fmt, overwrite=args.overwrite, preview=args.png_preview,
+                       max_pixels=args.max_pixels, strength=args.strength)
+        if backend is not None:
+            settings.plan = tile_plan(backend, tile=args.tile, overlap=args.overlap, batch=args.batch)
+        return settings
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -500,8 +510,7 @@ def _main(args: argparse.Namespace) -> int:
         print(f"medclear: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     threads = bounded_threads(args.threads)
-    settings = Settings(outdir=args.outdir, fmt=args.fmt, overwrite=args.overwrite, preview=args.png_preview,
-                        max_pixels=args.max_pixels, strength=args.strength)
+    settings = Settings.from_cli(args)
     jobs, input_errors = discover(args.inputs, exclude=args.outdir)
     for path, reason in input_errors:
         print(file_line("FAILED", path, reason), file=sys.stderr)
@@ -529,8 +538,7 @@ def _main(args: argparse.Namespace) -> int:
         reporter = Reporter(len(jobs), args.quiet)
         try:
             for backend, group in backends:
-                settings.plan = tile_plan(backend, tile=args.tile, overlap=args.overlap, batch=args.batch)
-                run_jobs(group, backend, settings, reporter, tally)
+                run_jobs(group, backend, Settings.from_cli(args, backend), reporter, tally)
         except BackendUnusable as error:
             print(f"medclear: error: {error}", file=sys.stderr)
             return EXIT_USAGE
