@@ -96,6 +96,15 @@ def test_cli_engine_that_is_an_onnx_file_gets_verify_advice_only(models, capsys)
     assert "--backend" not in err and "\n" not in err
 
 
+def test_cli_onnx_that_is_an_engine_file_gets_verify_advice_only(tmp_path, capsys):
+    engine = tmp_path / "x.engine"
+    engine.write_bytes(b"\x00not an engine")
+    code = main(["verify", "--onnx", str(engine), "--reference", str(engine)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "ONNX Runtime runs .onnx models, not TensorRT engines; give the .onnx model" in err
+    assert "--backend" not in err and "\n" not in err
+
+
 def test_engine_is_opened_by_the_runtime_backend_with_its_sidecar_checked(tmp_path, models, capsys, monkeypatch):
     """verify refuses a foreign engine before deserializing it, as the bedside runtime does."""
     from runtime.backends import tensorrt_backend

@@ -81,3 +81,12 @@ def test_natural_photos_are_mr_like_images_split_by_name():
         assert 0 <= image.values.min() < image.values.max() <= natural.NATURAL_SCALE
         assert clean_reference(image, 0.005, 64) is image  # not screened (texture reads as noise)
     assert load_sources(DataConfig(sources=["natural"], modalities=["CT"])) == []
+    assert data_summary(cfg)["training"]["names"] == [f"natural:{n}" for n in natural.TRAIN_PHOTOS]
+
+
+def test_template_and_photographs_are_not_scanned_images():
+    """data.real_image_share and the CT own-noise match count only images from one real scan."""
+    cfg = DataConfig(sources=["natural", "atlas"], modalities=["MR"], mr_atlas_slices=1, mr_atlas_validation_slices=0)
+    images = load_sources(cfg)
+    assert {i.source for i in images} == {"natural", "atlas"} and not any(i.scanned for i in images)
+    assert load_sources(cfg, test_only=True) == []  # neither holds a test image: not even loaded

@@ -186,3 +186,18 @@ def test_compile_requirements_for_jetson_come_from_pyproject_without_torch_or_te
 def test_extras_cli_reports_an_unknown_extra():
     result = subprocess.run([sys.executable, str(REPO / "jetson" / "extras.py"), "nope"], capture_output=True, text=True)
     assert result.returncode == 2 and "no extra 'nope'" in result.stderr
+
+
+def test_a_strength_the_x2_model_cannot_take_leaves_inputs_in_the_inbox(tmp_path, monkeypatch):
+    """As the CLI refuses it before any file: an x2 model takes strength 1 only, so every file
+    would fail; the watcher refuses the model and leaves the inbox alone."""
+    monkeypatch.delenv("MEDCLEAR_SR2_MODEL", raising=False)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(pydicom_file("CT_small.dcm"), inbox / "CT_small.dcm")
+    watcher = _load_watcher()
+    code = watcher.main(["--input", str(inbox), "--output", str(tmp_path / "out"), "--once",
+                         "--enhance-arg=--task=sr2", "--enhance-arg=--strength=2"])
+    assert code == 1 and [p.name for p in inbox.iterdir()] == ["CT_small.dcm"]
+    assert not (tmp_path / "done").exists() or not list((tmp_path / "done").iterdir())
+    assert "strength" in (tmp_path / "failed" / "enhancer-error.log").read_text()

@@ -77,3 +77,21 @@ def test_pad_frames_reflects_and_tile_starts_cover():
     starts = tile_starts(300, 64, 16)
     assert starts[0] == 0 and starts[-1] == 300 - 64
     assert all(b - a <= 64 - 16 for a, b in zip(starts, starts[1:]))
+
+
+def test_cli_settings_carry_the_tile_plan_the_model_bounds():
+    """runtime.enhance and the folder watcher build their settings with Settings.from_cli: the
+    command line's tile, overlap and batch, bounded by what the model accepts."""
+    from types import SimpleNamespace
+
+    from runtime.backends.base import InputConstraints
+    from runtime.enhance import Settings, build_parser
+
+    args = build_parser().parse_args(["in", "-o", "out", "--tile", "512", "--overlap", "16", "--batch", "4",
+                                      "--strength", "0.5", "--format", "npy"])
+    limits = InputConstraints("input", 16, min_shape=(1, 1, 16, 16), max_shape=(2, 1, 256, 256))
+    bounded = SimpleNamespace(constraints=limits)
+    settings = Settings.from_cli(args, bounded)
+    assert (settings.plan.tile, settings.plan.overlap, settings.plan.batch, settings.plan.size_multiple) == (256, 16, 2, 16)
+    assert (settings.fmt, settings.strength, str(settings.outdir)) == ("npy", 0.5, "out")
+    assert Settings.from_cli(args).plan == TilePlan()  # no model yet: the default plan

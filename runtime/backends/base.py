@@ -28,7 +28,7 @@ class BackendError(RuntimeError):
 
     def __init__(self, reason: str, runtime_hint: str = "") -> None:
         super().__init__(f"{reason} or {runtime_hint}" if runtime_hint else reason)
-        self.reason = reason
+        self.reason, self.runtime_hint = reason, runtime_hint
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,8 @@ def select_backend(
                                "(or --model grpc://HOST:PORT/NAME)")
         return TritonBackend(server)
     if server is not None:
-        raise BackendError(f"a Triton server was given; use --backend triton (or auto), not {backend}")
+        raise BackendError(f"a Triton server was given, which the {backend} backend does not use: drop --url",
+                           "use --backend triton (or auto)")
     path = installed_or_given(model) if model is not None else default_model(task=task)
     if not path.is_file():
         raise ModelNotFoundError(f"{path}: model file not found")
@@ -148,6 +149,7 @@ def select_backend(
             )
         return TensorRTBackend(path, use_cuda_graphs=cuda_graphs)
     if kind != "onnx":
-        raise BackendError(f"{path}: ONNX Runtime runs .onnx models, not TensorRT engines; use --backend tensorrt")
+        raise BackendError(f"{path}: ONNX Runtime runs .onnx models, not TensorRT engines; give the .onnx model",
+                           "use --backend tensorrt")
     providers = ["CPUExecutionProvider"] if cpu_only else None
     return OnnxRuntimeBackend(path, threads=threads, providers=providers, optimization=ort_optimization)

@@ -4,7 +4,8 @@ The packages hold no clean real MR image for training (docs/DATA.md: the real MR
 1.6-4.5 % noise of their own and fail the clean-reference screen), so the MR training images were
 phantoms only, and a model trained on them smooths away a real scan's fine anatomy at low noise.
 The ICBM 2009a symmetric template (nilearn's packaged ``load_mni152_template``, 1 mm, no
-download) is an average of 152 T1 scans: real gyri, sulci, ventricles and deep nuclei, with
+download; skull-stripped: the brain alone on a zero background) is an average of 152 T1
+scans: real gyri, sulci, ventricles and deep nuclei, with
 almost no noise of its own. Axial slices only, from two slabs apart: the lower-middle brain trains
 and the upper cortex validates, with a gap between them, so no validation slice's anatomy is in
 training (sagittal or coronal slices would cross both slabs; the template is left-right
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-# Axial slice ranges (template voxels, z; the brain spans about 10-150 of 189): training from the
-# temporal lobes to the lateral ventricles' roof, validation in the upper cortex, 12 mm apart.
+# Axial slice ranges (template voxels, z; the brain spans 0-154 of 189): training from the
+# temporal lobes to the lateral ventricles' roof, validation in the upper cortex, at least 12 mm apart.
 TRAIN_SLAB = (24, 112)
 VALIDATION_SLAB = (124, 144)
 ATLAS_PIXEL_MM = 1.0

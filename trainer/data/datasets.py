@@ -7,6 +7,7 @@ fitted on the clean slice and applied to both images of a pair).
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -67,10 +68,23 @@ def normalization_table(cfg: DataConfig) -> dict[str, dict]:
     return table
 
 
-def load_sources(cfg: DataConfig) -> list[SourceImage]:
-    """Every clean source image the config names (training and held-out together)."""
+log = logging.getLogger(__name__)
+
+# Sources that hold no test image: skipped when only the test split is wanted (nilearn, which
+# "atlas" reads, is then not needed either).
+_NO_TEST_IMAGES = ("atlas", "natural")
+
+
+def load_sources(cfg: DataConfig, test_only: bool = False) -> list[SourceImage]:
+    """Every clean source image the config names (training and held-out together); with
+    ``test_only``, sources that hold no test image are left out."""
     modalities, images = tuple(cfg.modalities), []
     for source in cfg.sources:
+        if source in _NO_TEST_IMAGES and (test_only or "MR" not in modalities):
+            if not test_only:
+                log.warning("data source %r gives MR images only, and MR is not among the modalities: it adds nothing",
+                            source)
+            continue
         if source == "offline":
             images += offline_images(modalities, cfg.min_image_side)
         elif source == "phantom":
@@ -86,11 +100,9 @@ def load_sources(cfg: DataConfig) -> list[SourceImage]:
                 images += xray_phantom_images(cfg.xray_phantoms, cfg.phantom_size, cfg.xray_validation_phantoms,
                                               cfg.xray_train_saturated_share)
         elif source == "atlas":
-            if "MR" in modalities:
-                images += atlas_images(cfg.mr_atlas_slices, cfg.mr_atlas_validation_slices)
+            images += atlas_images(cfg.mr_atlas_slices, cfg.mr_atlas_validation_slices)
         elif source == "natural":
-            if "MR" in modalities:
-                images += natural_images()
+            images += natural_images()
         elif (dose_dirs := find_dose_dirs(source)) is not None:
             images += paired_images(*dose_dirs, modalities, cfg.min_image_side)
         else:
@@ -200,7 +212,7 @@ def ct_label(dose: float, kernel: str) -> str:
 def _simulator(image: SourceImage, cfg: DataConfig) -> degrade.LowDoseCT:
     # Phantoms are noiseless by construction; real slices already hold their own scan's noise.
     return degrade.LowDoseCT(
-        image.values, image.pixel_mm, cfg.ct_angles, cfg.ct_photons, match_own_noise=image.source != "phantom"
+        image.values, image.pixel_mm, cfg.ct_angles, cfg.ct_photons, match_own_noise=image.scanned
     )
 
 
@@ -242,7 +254,7 @@ def _pool_image(image: SourceImage, cfg: DataConfig) -> _PoolImage:
     if cfg.noise_map:
         for variant in variants:
             variant.level_table = _variant_levels(image, variant, clean, state, cfg, limits)
-    return _PoolImage(clean, state, variants, image.modality, limits, real=image.source != "phantom")
+    return _PoolImage(clean, state, variants, image.modality, limits, real=image.scanned)
 
 
 def _variant_levels(
@@ -491,7 +503,7 @@ def _eval_pairs(image: SourceImage, cfg: DataConfig) -> list[HeldoutImage]:
 @lru_cache(maxsize=4)
 def _eval_cached(key: str, split: str) -> tuple[HeldoutImage, ...]:
     cfg = DataConfig.from_dict(json.loads(key))
-    _, chosen = split_sources(load_sources(cfg), cfg, split)
+    _, chosen = split_sources(load_sources(cfg, test_only=split == "test"), cfg, split)
     pairs_of = _eval_pairs
     if cfg.task == "sr2":
         from trainer.data.super_resolution import eval_pairs as pairs_of  # noqa: PLC0415 (imports this module)
@@ -535,7 +547,7 @@ def data_summary(cfg: DataConfig) -> dict:
         "validation": describe(validation),
         "heldout": describe(heldout),
         "split": {"rule": "v = sha256(salt/group); test v < heldout_fraction; validation below "
-                  "heldout_fraction + validation_fraction; phantoms by name", "salt": SPLIT_SALT,
+                  "heldout_fraction + validation_fraction; phantoms, atlas slices and photographs by name", "salt": SPLIT_SALT,
                   "fraction": cfg.heldout_fraction, "validation_fraction": cfg.validation_fraction},
         "degradation": {
             "ct": {"dose_fractions": list(cfg.dose_fractions), "train_dose_range": cfg.train_dose_range,

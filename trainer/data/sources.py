@@ -42,6 +42,7 @@ from trainer.data.phantoms import (
 log = logging.getLogger(__name__)
 
 DEFAULT_PIXEL_MM = 0.7  # when a file states no pixel spacing
+SCANNED_SOURCES = ("offline", "dir", "paired")  # SourceImage.scanned
 NEAR_DUPLICATE_CORRELATION = 0.99
 _LOSSLESS_SYNTAXES = {
     uid.JPEG2000Lossless,
@@ -64,13 +65,20 @@ class SourceImage:
     values: np.ndarray  # float32 (rows, columns)
     pixel_mm: float
     group: str  # held-out rule key: all copies/frames of one image share it
-    source: str  # "offline", "phantom", "dir", "paired"
+    source: str  # "offline", "phantom", "atlas", "natural", "dir", "paired"
     low_dose: np.ndarray | None = None  # a real low-dose partner (paired directories)
     low_dose_label: str | None = None
     # The values its file can hold (a DICOM file's stored range in modality values; a synthetic
     # radiograph's saturating detector), or None: unbounded. Degraded radiographs are clipped to
     # it when data.clip_xray_to_detector is set, as writing them to a file would.
     detector_range: tuple[float, float] | None = None
+
+    @property
+    def scanned(self) -> bool:
+        """From one real scan (packaged, a user's folder or a dose pair): it carries that scan's
+        own noise, and data.real_image_share counts it. Phantoms, the averaged MR template and
+        photographs do not."""
+        return self.source in SCANNED_SOURCES
 
 
 @dataclass

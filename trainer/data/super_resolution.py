@@ -175,7 +175,7 @@ def _pool_image(image: SourceImage, cfg: DataConfig) -> _SRPoolImage:
     values = reference_values(image, cfg)
     state = fit_normalization(values, spec_for(image.modality, cfg))
     highres = _even(normalize(values, state))
-    return _SRPoolImage(highres, downsample(highres, image.modality, cfg), state, image.modality, image.source != "phantom")
+    return _SRPoolImage(highres, downsample(highres, image.modality, cfg), state, image.modality, image.scanned)
 
 
 def _dihedral(array: np.ndarray, code: int) -> np.ndarray:
