@@ -146,7 +146,6 @@ class Enhancer:
         from runtime.backends import BackendError
         from runtime.enhance import Settings, bounded_threads
         from runtime.pipeline import open_model
-        from runtime.strength import check_strength
 
         cli = self.cli
         try:
@@ -154,12 +153,11 @@ class Enhancer:
                                  cuda_graphs=cli.cuda_graphs, task=cli.task)
         except BackendError as error:
             raise self._unavailable("the model could not be opened", error) from None
-        try:  # as the CLI checks it before any file: an x2 model takes no strength but 1
-            check_strength(cli.strength, backend.contract.scale)
+        try:  # checks --strength against the model before any file, as the CLI does
+            self._served[model] = (backend, Settings.from_cli(cli, backend))
         except ValueError as error:
             backend.close()
             raise self._unavailable("--strength does not suit the model", error) from None
-        self._served[model] = (backend, Settings.from_cli(cli, backend))
         LOG.info("model opened once for this process: %s", backend.describe())
         return self._served[model]
 

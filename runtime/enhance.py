@@ -152,11 +152,14 @@ class Settings:
 
     @classmethod
     def from_cli(cls, args: argparse.Namespace, backend: Backend | None = None) -> Settings:
-        """The settings the parsed command line ``args`` asks for; with ``backend``, the tile
-        plan its model and ``--tile/--overlap/--batch`` give (else the default plan)."""
+        """The settings the parsed command line ``args`` asks for; with ``backend``, checked
+        against its model (ValueError if ``--strength`` does not suit it: an x2 model takes at
+        most 1) and with the tile plan its model and ``--tile/--overlap/--batch`` give (else the
+        default plan)."""
         settings = cls(outdir=args.outdir, fmt=args.fmt, overwrite=args.overwrite, preview=args.png_preview,
                        max_pixels=args.max_pixels, strength=args.strength)
         if backend is not None:
+            check_strength(settings.strength, backend.contract.scale)
             settings.plan = tile_plan(backend, tile=args.tile, overlap=args.overlap, batch=args.batch)
         return settings
 
@@ -510,7 +513,6 @@ def _main(args: argparse.Namespace) -> int:
         print(f"medclear: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     threads = bounded_threads(args.threads)
-    settings = Settings.from_cli(args)
     jobs, input_errors = discover(args.inputs, exclude=args.outdir)
     for path, reason in input_errors:
         print(file_line("FAILED", path, reason), file=sys.stderr)
@@ -525,20 +527,19 @@ def _main(args: argparse.Namespace) -> int:
         except BackendError as error:
             print(f"medclear: error: {cause(error, 1000)}", file=sys.stderr)
             return EXIT_USAGE
-        for backend, _ in backends:
-            try:
-                check_strength(settings.strength, backend.contract.scale)
-            except ValueError as error:
-                print(f"medclear: error: --strength: {error}", file=sys.stderr)
-                return EXIT_USAGE
+        try:
+            runs = [(backend, Settings.from_cli(args, backend), group) for backend, group in backends]
+        except ValueError as error:
+            print(f"medclear: error: --strength: {error}", file=sys.stderr)
+            return EXIT_USAGE
         if args.dry_run:
-            failures = sum(_dry_run(group, settings, backend) for backend, group in backends)
+            failures = sum(_dry_run(group, settings, backend) for backend, settings, group in runs)
             return EXIT_FAILED if failures or input_errors else EXIT_OK
         tally = Tally()
         reporter = Reporter(len(jobs), args.quiet)
         try:
-            for backend, group in backends:
-                run_jobs(group, backend, Settings.from_cli(args, backend), reporter, tally)
+            for backend, settings, group in runs:
+                run_jobs(group, backend, settings, reporter, tally)
         except BackendUnusable as error:
             print(f"medclear: error: {error}", file=sys.stderr)
             return EXIT_USAGE

@@ -90,8 +90,11 @@ def test_cli_settings_carry_the_tile_plan_the_model_bounds():
     args = build_parser().parse_args(["in", "-o", "out", "--tile", "512", "--overlap", "16", "--batch", "4",
                                       "--strength", "0.5", "--format", "npy"])
     limits = InputConstraints("input", 16, min_shape=(1, 1, 16, 16), max_shape=(2, 1, 256, 256))
-    bounded = SimpleNamespace(constraints=limits)
+    bounded = SimpleNamespace(constraints=limits, contract=SimpleNamespace(scale=1))
     settings = Settings.from_cli(args, bounded)
     assert (settings.plan.tile, settings.plan.overlap, settings.plan.batch, settings.plan.size_multiple) == (256, 16, 2, 16)
     assert (settings.fmt, settings.strength, str(settings.outdir)) == ("npy", 0.5, "out")
     assert Settings.from_cli(args).plan == TilePlan()  # no model yet: the default plan
+    strong = build_parser().parse_args(["in", "-o", "out", "--strength", "2"])
+    with pytest.raises(ValueError, match="strength"):  # an x2 model takes a strength of at most 1
+        Settings.from_cli(strong, SimpleNamespace(constraints=limits, contract=SimpleNamespace(scale=2)))

@@ -24,12 +24,11 @@ def photo(name: str) -> np.ndarray:
     """The bundled photograph ``name`` as float32 grey values in [0, ``NATURAL_SCALE``]."""
     from skimage import data  # noqa: PLC0415 (only when the source is used)
     from skimage.color import rgb2gray  # noqa: PLC0415
+    from skimage.util import img_as_float  # noqa: PLC0415
 
-    values = getattr(data, name)()
+    values = img_as_float(getattr(data, name)())  # [0, 1] whatever the stored integer type
     if values.ndim == 3:
         values = rgb2gray(values[..., :3])
-    elif values.dtype == np.uint8:
-        values = values / 255.0
     return (np.asarray(values, dtype=np.float32) * np.float32(NATURAL_SCALE)).astype(np.float32)
 
 

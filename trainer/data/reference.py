@@ -46,11 +46,12 @@ def clean_reference(
     image: SourceImage, max_noise_fraction: float, min_side: int, max_ct_noise_hu: float = 0.0
 ) -> SourceImage | None:
     """``image`` itself, a binned copy that is clean enough, or None (too noisy to be a reference)."""
-    # The MNI template (source "atlas") averages 152 scans, so it holds about a twelfth of one
-    # scan's noise, plus its 8-bit storage's 0.13 % RMS; the Haar MAD reads its quantization steps
-    # and fine anatomy as 0.3-1.0 % "noise" (trainer/data/atlas.py), as it reads the photographs'
-    # texture (trainer/data/natural.py, chosen by eye): neither is screened.
-    if image.source in ("phantom", "atlas", "natural") or image.low_dose is not None:
+    # Only a scan's own noise is screened. Phantoms have none; the MNI template (source "atlas")
+    # averages 152 scans, so it holds about a twelfth of one scan's noise, plus its 8-bit storage's
+    # 0.13 % RMS, and the Haar MAD reads its quantization steps and fine anatomy as 0.3-1.0 %
+    # "noise" (trainer/data/atlas.py), as it reads the photographs' texture (trainer/data/natural.py,
+    # chosen by eye).
+    if not image.scanned or image.low_dose is not None:
         return image
     if image.modality == "CT":
         return None if 0 < max_ct_noise_hu < ct_own_noise_hu(image.values) else image

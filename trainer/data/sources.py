@@ -343,18 +343,23 @@ def head_phantom_images(count: int, size: int) -> list[SourceImage]:
     return [make(i) for i in range(count)]
 
 
+def _split_by_name(source: str, pixel_mm: float, items: list[tuple[str, str, np.ndarray]]) -> list[SourceImage]:
+    """MR ``SourceImage`` records ``SOURCE:NAME`` from ``(name, split, values)``, each in the split
+    its name was given (group ``train:`` or ``validation:``, so never test)."""
+    return [SourceImage(f"{source}:{name}", "MR", values, pixel_mm, f"{split}:{source}:{name}", source)
+            for name, split, values in items]
+
+
 def atlas_images(train_count: int, validation_count: int) -> list[SourceImage]:
     """Real MR anatomy: axial slices of the MNI152 T1 template (trainer/data/atlas.py), training
     ``atlas:mni152-t1-zNNN`` from one slab and validation from another; none are test images."""
-    return [SourceImage(f"atlas:{name}", "MR", values, ATLAS_PIXEL_MM, f"{split}:atlas:{name}", "atlas")
-            for name, split, values in atlas_slices(train_count, validation_count)]
+    return _split_by_name("atlas", ATLAS_PIXEL_MM, atlas_slices(train_count, validation_count))
 
 
 def natural_images() -> list[SourceImage]:
     """Photographs as MR-like images (trainer/data/natural.py), ``natural:NAME``, training and
     validation by name; none are test images."""
-    return [SourceImage(f"natural:{name}", "MR", values, NATURAL_PIXEL_MM, f"{split}:natural:{name}", "natural")
-            for name, split, values in natural_photos()]
+    return _split_by_name("natural", NATURAL_PIXEL_MM, natural_photos())
 
 
 def paired_images(
