@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from compiler.errors import CompilerError
+from runtime.logtext import path_error
 
 EXIT_ERROR = 2  # bad input or missing TensorRT/GPU
 EXIT_MISMATCH = 1  # verify: candidate outside the tolerance
@@ -230,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as error:  # a path given cannot be read or written (a file where a folder should be, ...)
-        where = f"{error.filename}: " if error.filename else ""
-        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
+        print(f"error: {path_error(error)}", file=sys.stderr)
         return EXIT_ERROR
     except ModuleNotFoundError as error:  # export and --heldout need torch; a Jetson exports elsewhere
         print(f"error: `compiler {args.command}` needs the {error.name} package (pip install -e '.[compile]'; "

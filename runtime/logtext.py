@@ -34,6 +34,14 @@ def cause(error: BaseException | str, limit: int = CAUSE_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def path_error(error: BaseException) -> str:
+    """An error a command line reports in one line: ``FILE: reason`` for an OSError about a file,
+    else its reason (``strerror`` when it has one) or message."""
+    filename = getattr(error, "filename", None)
+    reason = getattr(error, "strerror", None) or error
+    return f"{filename}: {reason}" if filename else str(reason)
+
+
 def described(error: BaseException, limit: int = CAUSE_LIMIT) -> str:
     """``ClassName: message`` (or just the class name) as one bounded line."""
     message = cause(error, limit)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks.reader_study.arms import DEFAULT_ARMS, ab_pairs, check_arms, parse_arm
 from benchmarks.reader_study.manifest import StudyError, load_study
-from runtime.logtext import cause
+from runtime.logtext import cause, path_error
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reader study: {error}", file=sys.stderr)
         return EXIT_FAILED
     except (OSError, OverflowError) as error:  # a path that cannot be read or written, a port out of range
-        where = f"{getattr(error, 'filename', None)}: " if getattr(error, "filename", None) else ""
-        print(f"reader study: {where}{getattr(error, 'strerror', None) or error}", file=sys.stderr)
+        print(f"reader study: {path_error(error)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
