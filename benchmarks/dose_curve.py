@@ -18,11 +18,12 @@ import argparse
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from benchmarks import crops, dose_report, tuning
-from benchmarks.quality import enhance, model_records, open_runners, settings, summarize
+from benchmarks.quality import MR_MODELS, enhance, model_records, open_runners, settings, summarize
 from benchmarks.record import header, write_json
 from benchmarks.runners import Runner
 from compiler.quality import heldout_values
@@ -82,8 +83,41 @@ def classical(name: str, image: HeldoutImage, sigma: float, strengths: dict[str,
     return next(iter(outputs.values())), scores
 
 
-def evaluate(image: HeldoutImage, tuned: dict, runners: list[Runner], fsim: bool) -> tuple[dict, list[dict]]:
-    """Every method's output on one image, and one per-image record row per method."""
+Routes = dict[str, dict[str, Runner]]  # modality -> precision -> the student serving it instead
+
+
+def open_routes(args: argparse.Namespace, runners: list[Runner], threads: int, log: Callable[[str], None]) -> Routes:
+    """The MR students (``--mr-models``; by default the installed MR denoisers when no student
+    is named), each standing in for the student of its precision on MR images, as a run that
+    names no model sends MR files to the MR denoiser. Empty when no student would be replaced."""
+    specs = args.mr_models if args.mr_models is not None else ([] if args.models else
+                                                                 [m for m in MR_MODELS if Path(m).is_file()])
+    students = {r.precision for r in runners if r.kind != "pytorch"}
+    serving, skipped = open_runners(argparse.Namespace(models=specs, teacher=None), threads, log)
+    for entry in skipped:
+        log(f"MR student skipped: {entry['reason']}")
+    routes: Routes = {"MR": {}}
+    for runner in serving:
+        if runner.precision in students and runner.precision not in routes["MR"]:
+            routes["MR"][runner.precision] = runner
+        else:
+            log(f"{runner.label}: no {runner.precision} student to stand in for on MR; not used")
+            runner.close()
+    return {modality: by_precision for modality, by_precision in routes.items() if by_precision}
+
+
+def serving(runner: Runner, image: HeldoutImage, routes: Routes) -> Runner:
+    """The student that enhances ``image`` in ``runner``'s column: its modality's own model of
+    the same precision where routed, else ``runner`` (the teacher always serves itself)."""
+    if runner.kind == "pytorch":
+        return runner
+    return routes.get(image.modality, {}).get(runner.precision, runner)
+
+
+def evaluate(image: HeldoutImage, tuned: dict, runners: list[Runner], fsim: bool,
+             routes: Routes | None = None) -> tuple[dict, list[dict]]:
+    """Every method's output on one image, and one per-image record row per method (a student's
+    column holds its modality's routed model's output where ``routes`` names one)."""
     def quality(output: np.ndarray) -> dict:
         return image_quality(output, image.clean, image.modality, image.spec, with_fsim=fsim)
 
@@ -94,7 +128,7 @@ def evaluate(image: HeldoutImage, tuned: dict, runners: list[Runner], fsim: bool
         strengths = tuning.best_strengths(tuned, image, name)
         outputs[method], scores[method] = classical(name, image, sigmas[method], strengths, quality)
     for runner in runners:
-        outputs[runner.label] = enhance(runner, image)
+        outputs[runner.label] = enhance(serving(runner, image, routes or {}), image)
         scores[runner.label] = quality(outputs[runner.label])
     noise, unit = noise_in_units(image)
     base = {"image": image.name, "modality": image.modality, "degradation": image.degradation, "level": image.level,
@@ -114,11 +148,18 @@ def roles(runners: list[Runner]) -> dict[str, str]:
     return found
 
 
-def method_table(runners: list[Runner], model_roles: dict[str, str]) -> list[dict]:
-    """Every method in column order with its table title and what it is."""
+def method_table(runners: list[Runner], model_roles: dict[str, str], routes: Routes | None = None) -> list[dict]:
+    """Every method in column order with its table title and what it is (a routed student's
+    column names the model that served each routed modality)."""
     titles = {label: ROLE_TITLES[role] for role, label in model_roles.items()}
+
+    def description(runner: Runner) -> str:
+        routed = [f"{modality}: {by_precision[runner.precision].spec}" for modality, by_precision in (routes or {}).items()
+                  if runner.kind != "pytorch" and runner.precision in by_precision]
+        return f"{runner.kind}: {runner.spec}" + (f" ({'; '.join(routed)})" if routed else "")
+
     return ([{"key": key, "title": title, "description": text} for key, (title, text) in METHODS.items()]
-            + [{"key": r.label, "title": titles.get(r.label, r.label), "description": f"{r.kind}: {r.spec}"}
+            + [{"key": r.label, "title": titles.get(r.label, r.label), "description": description(r)}
                for r in runners])
 
 
@@ -212,11 +253,12 @@ def run(args: argparse.Namespace, cfg: DataConfig, threads: int, log: Callable[[
     tuned = {} if args.no_tune else tuning.tune_all(cfg, test, log, names=("nlm", "tv"), oracle=True)
     tuned_s = time.perf_counter() - begin
     runners, skipped = open_runners(args, threads, log)
+    routes = open_routes(args, runners, threads, log)
     model_roles = roles(runners)
-    methods = method_table(runners, model_roles)
+    methods = method_table(runners, model_roles, routes)
     shown, per_image, grid_rows = crop_names(test), [], []
     for image in test:
-        outputs, rows = evaluate(image, tuned, runners, args.fsim)
+        outputs, rows = evaluate(image, tuned, runners, args.fsim, routes)
         per_image += rows
         if image.name in shown:
             images = crops.cropped({"clean": image.clean, **outputs}, image.modality, image.spec, args.crop)
@@ -226,12 +268,16 @@ def run(args: argparse.Namespace, cfg: DataConfig, threads: int, log: Callable[[
                               "images": {"clean": images.pop("clean"),
                                          **{m["title"]: images[m["key"]] for m in methods}}})
         log(f"{image.name} ({image.degradation}): done")
-    for runner in runners:
+    routed = [runner for by_precision in routes.values() for runner in by_precision.values()]
+    for runner in runners + routed:
         runner.close()
     summary = summarize(per_image)
     record = {**header("dose_curve", settings(args)), "split": "test", "data_config": cfg.to_dict(),
               "test_images": sorted({i.name for i in test}), "methods": methods, "roles": model_roles,
               "models": model_records(runners), "skipped": skipped, "noise_estimator": NOISE_ESTIMATOR,
+              "modality_models": {modality: {precision: model_records([runner])[runner.label]
+                                             for precision, runner in by_precision.items()}
+                                  for modality, by_precision in routes.items()},
               "baseline_tuning": tuned or "not tuned (--no-tune): trainer.baselines defaults",
               "summary": summary, "targets": target_check(summary, model_roles), "per_image": per_image,
               "timing_s": {"test_set_and_tuning": tuned_s, "total": time.perf_counter() - begin},

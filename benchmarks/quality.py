@@ -30,11 +30,13 @@ from benchmarks import crops, report, tuning
 from benchmarks.record import header, refuse_missing_config, refuse_unwritable, write_json
 from benchmarks.runners import Runner, SkipModel, open_runner, refuse_missing_models
 from compiler.quality import evaluation_units, heldout_values
+from runtime.backends import select
 from runtime.pipeline import enhance_values
 from trainer.data import DataConfig, HeldoutImage, build_heldout_set
 from trainer.metrics import image_quality
 
-DEFAULT_MODELS = ("models/medclear_student.fp32.onnx", "models/medclear_student.int8.onnx")
+DEFAULT_MODELS = tuple(f"models/{name}" for name in select.DEFAULT_MODELS)
+MR_MODELS = tuple(f"models/{name}" for name in select.MR_DENOISE_MODELS)  # the dose curve's MR students
 # The dose curve's default data configuration: the splits that chose the shipped INT8 model
 # (its validation split holds MR and radiograph phantoms, which tune the baselines for them).
 SHIPPED_DATA_CONFIG = "trainer/configs/default_qat_detector_down0.json"
@@ -74,6 +76,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     curve.add_argument("--plot", type=Path, default=RESULTS / "dose_curve.png", help="PNG of PSNR against noise level")
     curve.add_argument("--markdown", type=Path, help="also write the tables into this Markdown file between "
                        "the <!-- dose-curve:begin/end --> markers (e.g. docs/BENCHMARKS.md)")
+    curve.add_argument("--mr-models", nargs="*", metavar="MODEL",
+                       help="student models (.onnx) that serve the MR images instead, matched to the students by "
+                       "precision, as a run that names no model routes MR files (runtime/routing.py); default: "
+                       f"{', '.join(MR_MODELS)} where present when no student model is named, else none")
     curve.add_argument("--fsim", action="store_true", help="also compute FSIM (slow)")
     curve.add_argument("--max-reference-noise", type=float, default=REFERENCE_SCREEN["max_reference_noise"],
                        help="MR/X-ray references noisier than this fraction of their range are binned or dropped, "
@@ -83,12 +89,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        "reference and are left out (0: off; docs/DATA.md)")
     args = parser.parse_args(argv)
     curve_only = [flag for flag, given in (("--markdown", args.markdown), ("--fsim", args.fsim),
+                                           ("--mr-models", args.mr_models is not None),
                                            ("--plot", args.plot != RESULTS / "dose_curve.png")) if given]
     if curve_only and not args.dose_curve:
         parser.error(f"{', '.join(curve_only)}: dose-curve options; add --dose-curve")
     if args.max_images is not None and args.max_images < 1:
         parser.error("--max-images must be at least 1 (leave it out for every image)")
-    refuse_missing_models(parser, args.models, args.teacher)
+    refuse_missing_models(parser, [*args.models, *(args.mr_models or [])], args.teacher)
     refuse_missing_config(parser, args.data_from)
     name = "dose_curve" if args.dose_curve else "quality"
     args.out = args.out or RESULTS / f"{name}.json"

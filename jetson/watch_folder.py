@@ -100,8 +100,8 @@ class _Lines:
 
 class Enhancer:
     """Enhances files in this process, as runtime.enhance would, each model opened on first use
-    and kept open (one model, or with --task sr2 and no model named, each modality's x2 model,
-    runtime/routing.py). Its options are runtime.enhance's, checked by its own parser."""
+    and kept open (one model, or with no model named, each modality's model: runtime/routing.py).
+    Its options are runtime.enhance's, checked by its own parser."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         from runtime import enhance
@@ -134,10 +134,20 @@ class Enhancer:
 
     def open(self) -> None:
         """Open the run's model now, so a model that cannot open is reported before any file
-        (EnhancerUnavailable, reason in failed/enhancer-error.log); per-modality x2 models open
-        as their first file arrives."""
+        (EnhancerUnavailable, reason in failed/enhancer-error.log); a routed run opens its task's
+        default model now where one is installed, and each modality's own model (MR's) as its first
+        file arrives."""
         if not self._routed:
             self._model(self.cli.model)
+            return
+        from runtime.backends.select import DEFAULT_TASK, ModelNotFoundError
+        from runtime.routing import routed_model
+
+        try:
+            default = routed_model(None, self.cli.task or DEFAULT_TASK)
+        except ModelNotFoundError:  # e.g. only the MR x2 model installed: nothing to open until a file needs it
+            return
+        self._model(default)
 
     def _model(self, model: Any) -> Tuple[Any, Any]:
         """(backend, settings) of ``model``, opened once; EnhancerUnavailable if it cannot be."""
@@ -180,15 +190,16 @@ class Enhancer:
         from runtime import enhance
         from runtime.backends import BackendError
         from runtime.inputs import discover
-        from runtime.routing import sr2_groups
+        from runtime.backends.select import DEFAULT_TASK
+        from runtime.routing import modality_groups
 
         jobs, errors = discover([path], exclude=self.args.output)
         reporter = _Lines()
         for source, reason in errors:
             reporter.file("FAILED", source, reason)
         try:
-            groups = sr2_groups(jobs) if self._routed else [(self.cli.model, jobs)]
-        except BackendError as error:  # no x2 model installed for this file
+            groups = modality_groups(jobs, self.cli.task or DEFAULT_TASK) if self._routed else [(self.cli.model, jobs)]
+        except BackendError as error:  # no model installed for this file's modality or the task
             raise self._unavailable("the model could not be opened", error) from None
         tally = enhance.Tally()
         for model, group in groups:

@@ -26,8 +26,8 @@ from pydicom.dataset import Dataset
 
 from runtime.backends import Backend, BackendError
 from runtime.backends.select import (
-    BACKENDS, DEFAULT_MODELS, DEFAULT_TASK, MODEL_ENV, SR2_MODALITY_MODELS, SR2_MODEL_ENV, SR2_MODELS, TASK_MODELS,
-    sr2_model_for,
+    BACKENDS, DEFAULT_MODELS, DEFAULT_TASK, MODEL_ENV, MR_DENOISE_MODELS, MR_SR2_MODELS, SR2_MODEL_ENV, SR2_MODELS, TASK_MODELS,
+    modality_model,
 )
 from runtime.backends.triton_backend import DEFAULT_IN_FLIGHT, DEFAULT_MODEL_NAME, PROTOCOLS, TritonTarget
 from runtime.derived import Derivation, derive
@@ -47,7 +47,7 @@ from runtime.pipeline import (  # the one inference path
 from runtime.provenance import SOURCE_KEY, claim_output, npy_record, source_uid
 from runtime.report import Reporter, Tally, file_line
 from runtime.resample import bicubic, nearest
-from runtime.routing import routes_by_modality, sr2_groups
+from runtime.routing import modality_groups, routes_by_modality
 from runtime.signals import Terminated, sigterm_as_interrupt
 from runtime.strength import DEFAULT_STRENGTH, MAX_STRENGTH, check_strength
 from runtime.tiling import InferFn, TilePlan
@@ -111,14 +111,16 @@ tasks and super-resolution:
 model and backends:
   --model FILE takes an .onnx model (ONNX Runtime: CPU, or its CUDA provider if installed)
   or a TensorRT .engine/.plan built by `python -m compiler build` (checked against this
-  machine through its X.engine.json sidecar). Without --model: ${MODEL_ENV}, else
-  models/{DEFAULT_MODELS[0]}, else models/{DEFAULT_MODELS[1]}; with --task sr2:
-  each file goes to its modality's x2 model: MR to models/{SR2_MODALITY_MODELS["MR"][0]}
-  (else its int8 twin), everything else to models/{SR2_MODELS[0]}, else
-  models/{SR2_MODELS[1]} (released for CT); ${SR2_MODEL_ENV}, when set, serves every
-  file instead. A named model (a bare file name that is not in the current folder means
-  the installed model of that name, e.g. --model {SR2_MODALITY_MODELS["MR"][1]}) serves the
-  whole run: files of modalities it does not cover are skipped, and the line names their model.
+  machine through its X.engine.json sidecar). Without --model each file goes to its
+  modality's model, read from its header: MR to models/{MR_DENOISE_MODELS[0]} (else its
+  int8 twin), everything else (CT, CR, DX) to models/{DEFAULT_MODELS[0]}, else
+  models/{DEFAULT_MODELS[1]}; ${MODEL_ENV}, when set, serves every file instead.
+  With --task sr2: MR to models/{MR_SR2_MODELS[0]} (else its int8 twin), everything else
+  to models/{SR2_MODELS[0]}, else models/{SR2_MODELS[1]} (released for CT);
+  ${SR2_MODEL_ENV}, when set, serves every file instead. A named model (a bare file name
+  that is not in the current folder means the installed model of that name, e.g. --model
+  {MR_SR2_MODELS[1]}) serves the whole run: files of modalities it does not cover are
+  skipped, and the line names their model.
   --backend auto picks by file kind; onnxruntime/tensorrt force one.
   --backend triton --url HOST:PORT [--model-name NAME] runs the model on a Triton Inference
   Server (a repository from `python -m compiler triton-repo`; its contract is read from the
@@ -197,10 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--outdir", type=Path, required=True, help="output folder (created if needed)")
     parser.add_argument("--model", type=Path, help="model file: .onnx, or TensorRT .engine/.plan")
     parser.add_argument("--task", choices=tuple(TASK_MODELS),
-                        help=f"denoise or sr2 (x2 super-resolution; without --model each file goes to its "
-                             f"modality's x2 model: MR to {SR2_MODALITY_MODELS['MR'][0]}, the rest to the CT one): "
-                             f"picks the default model(s), {DEFAULT_TASK} when not given; given with --model, also "
-                             f"checks that the model does it")
+                        help=f"denoise or sr2 (x2 super-resolution): picks the default models, {DEFAULT_TASK} "
+                             f"when not given (without --model each file goes to its modality's model: MR to "
+                             f"{MR_DENOISE_MODELS[0]} or {MR_SR2_MODELS[0]}, the rest to the task's default "
+                             f"model); given with --model, also checks that the model does it")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
     parser.add_argument(
         "--strength", type=_strength_arg, default=DEFAULT_STRENGTH, metavar="S",
@@ -261,8 +263,9 @@ def _check_modality(ds: Dataset, contract: ModelContract) -> str:
     try:
         return check_modality(contract, modality)
     except ModalityError as error:
-        own_model = sr2_model_for(modality) if contract.scale == 2 else None
-        hint = f"; its x2 model is {own_model.name} (--model {own_model.name})" if own_model else ""
+        own_model = modality_model(modality, "sr2" if contract.scale == 2 else DEFAULT_TASK)
+        what = "x2 model" if contract.scale == 2 else "denoiser"
+        hint = f"; its {what} is {own_model.name} (--model {own_model.name})" if own_model else ""
         raise ModalityNotCovered(f"{error}{hint}") from None
 
 
@@ -519,8 +522,8 @@ def _main(args: argparse.Namespace) -> int:
     with ExitStack() as opened:
         try:
             server = triton_target(args)
-            groups = (sr2_groups(jobs) if routes_by_modality(args.task, args.model, server is not None)
-                      else [(args.model, jobs)])
+            routed = routes_by_modality(args.task, args.model, server is not None)
+            groups = modality_groups(jobs, args.task or DEFAULT_TASK) if routed else [(args.model, jobs)]
             backends = [(opened.enter_context(open_model(model, args.backend, threads=threads,
                                                          cuda_graphs=args.cuda_graphs, server=server, task=args.task)),
                          group) for model, group in groups]

@@ -1,10 +1,10 @@
 """Which model serves which file of a run.
 
 A run names one model (``--model``, ``$MEDCLEAR_MODEL`` / ``$MEDCLEAR_SR2_MODEL``), or leaves it
-to the task's default. The default denoiser covers every modality; x2 super-resolution ships one
-model per modality (MR's k-space truncation wants band-limited interpolation, CT's blur wants
-sharpening), so an ``sr2`` run without a named model sends each file to its modality's installed
-x2 model and the rest to the default x2 model. The modality is read from the file's header only.
+to the task's default. Some modalities ship a model of their own (``MODALITY_MODELS``: MR has its
+own denoiser and its own x2 model; x2 also names CT's), so a run without a named model sends each
+file to its modality's installed model and the rest to the task's default model. The modality is
+read from the file's header only.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pydicom
 
-from runtime.backends.select import SR2_MODEL_ENV, default_model, sr2_model_for
+from runtime.backends.select import DEFAULT_TASK, TASK_MODELS, default_model, modality_model
 from runtime.inputs import Job
 
 Group = tuple[Path | None, list[Job]]  # (the model, or None for the run's default; its files)
@@ -32,20 +32,30 @@ def header_modality(path: Path) -> str | None:
 
 
 def routes_by_modality(task: str | None, model: Path | None, remote: bool) -> bool:
-    """Whether a run sends files to per-modality models: ``sr2``, no model named on the command
-    line or in ``$MEDCLEAR_SR2_MODEL``, and not a Triton server's model."""
-    return task == "sr2" and model is None and not remote and not os.environ.get(SR2_MODEL_ENV)
+    """Whether a run sends files to per-modality models: no model named on the command line or in
+    the task's environment variable (``$MEDCLEAR_MODEL``, ``$MEDCLEAR_SR2_MODEL``), and not a
+    Triton server's model."""
+    env = TASK_MODELS.get(task or DEFAULT_TASK, (None,))[0]
+    return model is None and not remote and not (env and os.environ.get(env))
 
 
-def sr2_groups(jobs: list[Job], models_dir: Path | None = None) -> list[Group]:
-    """``jobs`` grouped by the x2 model shipped for their modality, in order of first appearance;
-    files of a modality without one of its own (or whose header cannot be read) go to the default
-    x2 model. ModelNotFoundError when such a file (or an empty run) finds no default x2 model."""
-    # Looked up once, and only when a file needs it: an MR-only run needs no CT model.
-    fallback = functools.cache(lambda: default_model(models_dir, task="sr2"))
+def routed_model(modality: str | None, task: str = DEFAULT_TASK, models_dir: Path | None = None) -> Path:
+    """The model a routed run gives a file of ``modality`` (None: unknown): its modality's own
+    installed model, else the task's default model (ModelNotFoundError when there is none)."""
+    own = modality_model(modality, task, models_dir) if modality else None
+    return own or default_model(models_dir, task=task)
+
+
+def modality_groups(jobs: list[Job], task: str = DEFAULT_TASK, models_dir: Path | None = None) -> list[Group]:
+    """``jobs`` grouped by the model ``task`` ships for their modality, in order of first
+    appearance; files of a modality without one of its own (or whose header cannot be read) go to
+    the task's default model. ModelNotFoundError when such a file (or an empty run) finds no
+    default model."""
+    # Looked up once, and only when a file needs it: an MR-only x2 run needs no CT model.
+    fallback = functools.cache(lambda: default_model(models_dir, task=task))
     groups: dict[Path, list[Job]] = {}
     for job in jobs:
         modality = header_modality(job.source)
-        own = sr2_model_for(modality, models_dir) if modality else None
+        own = modality_model(modality, task, models_dir) if modality else None
         groups.setdefault(own or fallback(), []).append(job)
     return list(groups.items()) or [(fallback(), [])]

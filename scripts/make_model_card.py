@@ -29,7 +29,8 @@ from trainer.checkpoint import load_checkpoint
 from trainer.models import count_flops, count_parameters, create_model
 
 MODELS = Path("models")
-FILES = ["medclear_student.fp32.onnx", "medclear_student.int8.onnx", "medclear_student.qat.pt", "medclear_teacher.pt"]
+FILES = ["medclear_student.fp32.onnx", "medclear_student.int8.onnx", "medclear_student.qat.pt", "medclear_teacher.pt",
+         "medclear_student_mr.fp32.onnx", "medclear_student_mr.int8.onnx", "medclear_student_mr.qat.pt"]
 REPRODUCE = "bash scripts/reproduce_default_model.sh"
 SR2_FILES = ["medclear_sr2.fp32.onnx", "medclear_sr2.int8.onnx", "medclear_sr2.qat.pt", "medclear_sr2_teacher.pt",
              "medclear_sr2_gan.pt", "medclear_sr2_mr.fp32.onnx", "medclear_sr2_mr.int8.onnx", "medclear_sr2_mr.qat.pt"]
@@ -278,7 +279,24 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None,
 DEFAULT_STAGES = ("teacher", "teacher_cpu", "student", "finetune", "finetune2", "noise_map", "noise_map_gpu", "qat_v1",
                   "textured", "qat_v2", "rmse", "qat_v3", "rmse2", "qat_v4", "rmse3", "qat_v5", "rnorm", "rnorm2",
                   "jitter", "widen", "widen2", "widen3", "widen4", "widen5", "widen6", "widen7", "widen8",
-                  "widen9", "widen10", "deep", "deep2", "deep3", "deep4", "deep5", "deep6", "ctex", "qat")
+                  "widen9", "widen10", "deep", "deep2", "deep3", "deep4", "deep5", "deep6", "ctex", "qat", "mr", "qat_mr")
+
+
+def _mr_paragraph(stages: dict) -> list[str]:
+    """The MR denoiser's lines (stages ``mr`` and ``qat_mr``), none when it was not made."""
+    if "qat_mr" not in stages:
+        return []
+    mr, student = stages["mr"], stages["qat_mr"]
+    return [
+        "**MR: `medclear_student_mr`**, which a run that names no model gives every MR file (`runtime/routing.py`):",
+        f"the same architecture ({student['parameters']:,} parameters, {student['gflop_512']} GFLOP per 512² slice),",
+        f"`ctex`'s weights trained {_length(mr['config'])} steps on MR alone (phantoms, the MNI152 T1 template and",
+        "photographs as MR-like images: fine texture that is not noise; docs/DATA.md) (stage `mr`, shipped at its",
+        f"last step), then trained quantization-aware on MR ({_length(student['config'])} steps, stage `qat_mr`).",
+        "CT and X-ray files keep `medclear_student`. The dose curve's MR rows below are this model's",
+        "(docs/DECISIONS.md, section 28).",
+        "",
+    ]
 
 
 def _widened_note(pareto: dict | None, student: dict) -> list[str]:
@@ -351,6 +369,7 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
         md_table(["run", "widths", "parameters (M)", "GFLOP per 512²", "validation PSNR (dB)"], _pareto_rows(pareto)),
         "",
         *_widened_note(pareto, student),
+        *_mr_paragraph(stages),
         "## Quality on the test split: the dose curve",
         dose_report.markdown(quality),
         "",
@@ -363,7 +382,7 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
         "## Command lines",
         "```bash",
         *_command_lines("scripts/reproduce_default_model.sh"),
-        "# scripts/ship_default_model.sh, which the above calls with the QAT checkpoint as $QAT:",
+        "# scripts/ship_default_model.sh, which the above calls with the QAT checkpoints as $QAT and $MR_QAT:",
         *_command_lines("scripts/ship_default_model.sh"),
         "```",
         "",

@@ -4,7 +4,7 @@
 # QAT (radiographs clipped at the detector, first encoder block (down.0) in float) -> a second and a third such
 # continuation and QAT -> two continuations in the runtime's normalization -> one told a jittered noise level -> the
 # student widened as the same function and continued ten times -> one more full-resolution layer (the same function)
-# and three continuations -> a second such layer and three more -> one with fine texture on the training CT phantoms -> QAT (LR 3e-5) distilled from its float (fuse.1 and the new layers in float too) -> ONNX fp32 + int8 -> quality and latency records -> model card. Every number in models/MODEL_CARD.md comes from the files this writes.
+# and three continuations -> a second such layer and three more -> one with fine texture on the training CT phantoms -> QAT (LR 3e-5) distilled from its float (fuse.1 and the new layers in float too); and from that last float an MR-only continuation -> its QAT (the MR denoiser) -> ONNX fp32 + int8 of both -> quality and latency records -> model card. Every number in models/MODEL_CARD.md comes from the files this writes.
 #
 #   bash scripts/reproduce_default_model.sh [RUN_DIR]     (default RUN_DIR: runs/default)
 #
@@ -129,10 +129,16 @@ continue_from default_distill_deep_two_ctex.json ctex "$RUN/deep6/best.pt"
 "$PY" -m trainer qat --config trainer/configs/default_qat_float_kd_deep_lowlr.json --out "$RUN/qat" \
     --student "$RUN/ctex/best.pt" --set train.threads=2
 
-echo "== 5-6/7 the QAT model ships: ONNX fp32 + int8 into models/, the gate, the dose curve and latency"
+echo "== 4j/7 the MR denoiser (docs/DECISIONS.md section 28): ctex's student trained 16000 steps on MR alone (phantoms,"
+echo "   the MNI152 template, photographs; its last step, not best.pt), then its QAT on MR (4800 steps)"
+continue_from default_distill_mr_specialist.json mr "$RUN/ctex/best.pt"
+"$PY" -m trainer qat --config trainer/configs/default_qat_mr_specialist.json --out "$RUN/qat_mr" \
+    --student "$RUN/mr/last.pt" --set train.threads=1
+
+echo "== 5-6/7 the QAT models ship: ONNX fp32 + int8 into models/, the gate, the dose curve and latency"
 ln -sfn "$(basename "$STUDENT")" "$RUN/student"  # the model card reads teacher/, student/, ..., qat/
 "$PY" -m trainer.checkpoint slim "$RUN/teacher/best.pt" models/medclear_teacher.pt
-PYTHON="$PY" bash scripts/ship_default_model.sh "$RUN/qat/best.pt"
+PYTHON="$PY" bash scripts/ship_default_model.sh "$RUN/qat/best.pt" "$RUN/qat_mr/best.pt"
 
 echo "== 7/7 model card"
 "$PY" scripts/make_model_card.py --run "$RUN" --quality models/quality.json --latency models/latency.json

@@ -121,6 +121,20 @@ def write_tiny_onnx(path: str | Path, seed: int = 0, width: int = 4, **contract_
     return path
 
 
+def install_denoisers(monkeypatch, folder: Path, default_modalities: tuple[str, ...] = ("CT",)) -> tuple[Path, Path]:
+    """A tiny default denoiser (``default_modalities``) and a tiny MR-only one of other weights,
+    installed in ``folder`` as the shipped models (``MODELS_DIR``), ``$MEDCLEAR_MODEL`` unset:
+    (default model, MR model). A file routed to the wrong one is refused or enhanced differently."""
+    from runtime.backends import select
+
+    monkeypatch.delenv(select.MODEL_ENV, raising=False)
+    monkeypatch.setattr(select, "MODELS_DIR", folder)
+    default = write_tiny_onnx(folder / select.DEFAULT_MODELS[0], seed=1, model_name="tiny-default",
+                              modalities=list(default_modalities))
+    return default, write_tiny_onnx(folder / select.MR_DENOISE_MODELS[0], seed=2, model_name="tiny-mr",
+                                    modalities=["MR"])
+
+
 def tensorrt_importable() -> bool:
     """True where ``import tensorrt`` works (then "fails cleanly without TensorRT" tests skip)."""
     try:

@@ -37,12 +37,15 @@ def run(tmp_path_factory) -> dict:
     (root / "BENCHMARKS.md").write_text(DOCUMENT)
     models = [write_tiny_onnx(root / "tiny.fp32.onnx", modalities=("CT", "MR", "CR")),
               write_tiny_onnx(root / "tiny.int8.onnx", seed=1, modalities=("CT", "MR", "CR"), precision="int8")]
+    mr_models = [write_tiny_onnx(root / "mr.fp32.onnx", seed=2, modalities=("MR",)),
+                 write_tiny_onnx(root / "mr.int8.onnx", seed=3, modalities=("MR",), precision="int8")]
     calls = []
     nlm = baselines.BASELINES["nlm"]
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(baselines.BASELINES, "nlm", lambda image, sigma=None, **kw: calls.append((image, sigma)) or
                       nlm(image, sigma, **kw))
-        status = quality.main(["--dose-curve", *map(str, models), "--data-from", str(root / "data.json"),
+        status = quality.main(["--dose-curve", *map(str, models), "--mr-models", *map(str, mr_models),
+                               "--data-from", str(root / "data.json"),
                                "--max-images", "1", "--threads", "1", "--crop", "32", "--out", str(root / "d.json"),
                                "--plot", str(root / "d.png"), "--grid", str(root / "g.png"),
                                "--markdown", str(root / "BENCHMARKS.md")])
@@ -67,6 +70,10 @@ def test_every_level_and_method_is_in_every_output(run) -> None:
     assert {(m, d) for m, levels in LEVELS.items() for d in levels} == set(cells)
     assert all(methods == METHODS for methods in cells.values())
     assert record["roles"] == {"fp32": "tiny.fp32.onnx", "int8": "tiny.int8.onnx"}
+    routed = record["modality_models"]["MR"]
+    assert {p: r["file"]["path"].rsplit("/", 1)[-1] for p, r in routed.items()} == {"fp32": "mr.fp32.onnx",
+                                                                                   "int8": "mr.int8.onnx"}
+    assert "MR: " in next(m["description"] for m in record["methods"] if m["key"] == "tiny.int8.onnx")
     assert record["machine"]["cpu"] and len(record["models"]["tiny.int8.onnx"]["file"]["sha256"]) == 64
     assert {t["status"] for t in record["targets"]} <= {"pass", "miss"}  # every target measured
     for name in ("d.png", "g.png"):
@@ -168,3 +175,26 @@ def test_markdown_section_ignores_markers_quoted_in_prose(tmp_path):
     text = doc.read_text()
     assert text.startswith(f"prose quoting `{MARKERS[0]}` inline") and "old" not in text
     assert f"{MARKERS[0]}\nnew table\n{MARKERS[1]}\ntail" in text
+
+
+def test_a_routed_modality_is_enhanced_by_its_own_student_of_the_same_precision(monkeypatch) -> None:
+    """The dose curve scores a student column as a run that names no model would: MR images by the
+    MR student of that precision, the rest by the student itself; the teacher serves itself."""
+    def runner(label: str, precision: str, kind: str = "onnxruntime"):
+        return dose_curve.Runner(spec=label, label=label, kind=kind, engine="", precision=precision,
+                                 size_multiple=1, backend=None)
+
+    fp32, int8, teacher = runner("s.fp32", "fp32"), runner("s.int8", "int8"), runner("t.pt", "fp32", "pytorch")
+    routes = {"MR": {"int8": runner("mr.int8", "int8")}}
+    monkeypatch.setattr(dose_curve, "enhance", lambda used, image: np.full_like(image.clean, len(used.label)))
+    monkeypatch.setattr(dose_curve, "image_quality", lambda output, *a, **k: {"psnr": float(output.flat[0])})
+    monkeypatch.setattr(dose_curve.tuning, "best_strengths", lambda *a: {"psnr": None})
+    monkeypatch.setattr(dose_curve.tuning, "run_baseline", lambda name, degraded, *a: degraded)
+    monkeypatch.setattr(dose_curve, "estimated_sigma", lambda image: 0.1)
+    spec = NormalizationSpec()
+    for modality, expected_int8 in (("MR", len("mr.int8")), ("CT", len("s.int8"))):
+        clean = np.zeros((8, 8), np.float32)
+        image = HeldoutImage("x", modality, clean + 0.1, clean, spec, "d", 0.1, None, 0.1)
+        outputs, _ = dose_curve.evaluate(image, {}, [teacher, fp32, int8], False, routes)
+        assert outputs["s.int8"].flat[0] == expected_int8, modality
+        assert outputs["s.fp32"].flat[0] == len("s.fp32") and outputs["t.pt"].flat[0] == len("t.pt")

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pydicom
@@ -224,6 +225,60 @@ def test_the_model_runs_in_a_child_process_that_is_restarted_if_it_dies(model, t
         replacement = node.worker.model.process
     assert not replacement.is_alive()  # stopped with the node
     assert "the model process is not running; reopening the model in 0 s" in caplog.text
+
+
+def test_the_model_child_gives_each_modality_its_model_unless_one_model_is_named(tmp_path, monkeypatch):
+    from onnx_fixtures import install_denoisers, write_tiny_onnx
+
+    from runtime.backends import select as select_module
+    from runtime.node.enhancer import ModelSettings, _Model
+
+    # Each tiny model covers one modality only: a file sent to the other model would not be enhanced.
+    _, mr_model = install_denoisers(monkeypatch, tmp_path / "models")
+    both = write_tiny_onnx(tmp_path / "both.onnx", seed=3, model_name="tiny-both", modalities=["CT", "MR"])
+    files = {modality: copy_file(f"{modality}_small.dcm", tmp_path / "in") for modality in ("CT", "MR")}
+
+    def models_used(model: _Model, out: Path) -> dict[str, str]:
+        """The model named in each enhanced file's Derivation Description, by modality."""
+        used = {}
+        for modality, path in files.items():
+            result = model.enhance(path, out)
+            assert result.problem is None and result.output, result
+            description = pydicom.dcmread(result.output).DerivationDescription
+            used[modality] = re.search(r"with model (\S+)", description).group(1)
+        return used
+
+    settings = ModelSettings(model=None, backend="onnxruntime", threads=1, strength=1.0, nice=0)
+    model = _Model(settings)
+    try:
+        assert model.description.startswith("tiny-default, ")
+        assert model.description.endswith("; MR files to medclear_student_mr.fp32.onnx (opened on the first)")
+        assert len(model.opened) == 1  # the MR model opens on the first MR file
+        assert models_used(model, tmp_path / "routed") == {"CT": "tiny-default", "MR": "tiny-mr"}
+    finally:
+        model.close()
+
+    # An MR model that cannot be opened fails MR files (one line), and CT files go on.
+    mr_model.write_bytes(b"not an onnx model")
+    model = _Model(settings)
+    try:
+        broken = model.enhance(files["MR"], tmp_path / "broken")
+        assert broken.output is None and not broken.unsupported and "\n" not in broken.problem
+        assert broken.problem.startswith("its modality's model medclear_student_mr.fp32.onnx could not be opened: ")
+        assert model.enhance(files["CT"], tmp_path / "broken").output
+    finally:
+        model.close()
+
+    # One model for every file: the model setting, or $MEDCLEAR_MODEL.
+    for named, env in ((both, None), (None, str(both))):
+        if env:
+            monkeypatch.setenv(select_module.MODEL_ENV, env)
+        model = _Model(replace(settings, model=named))
+        try:
+            assert model.description.startswith("tiny-both, ") and "MR files" not in model.description
+            assert models_used(model, tmp_path / f"one-{env is None}") == {"CT": "tiny-both", "MR": "tiny-both"}
+        finally:
+            model.close()
 
 
 # --- operations -------------------------------------------------------------------------------

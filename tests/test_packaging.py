@@ -36,7 +36,8 @@ def test_every_package_folder_is_listed_and_models_are_package_data():
                if name.split("/")[0] in CODE and name.endswith((".py", ".json"))}
     assert set(config["packages"]) == folders | {"medclear_models"}
     assert config["package-dir"] == {"medclear_models": "models"}
-    shipped = {*select.DEFAULT_MODELS, *select.SR2_MODELS, *select.SR2_MODALITY_MODELS["MR"]}
+    shipped = {*select.DEFAULT_MODELS, *select.SR2_MODELS,
+               *(name for by_modality in select.MODALITY_MODELS.values() for names in by_modality.values() for name in names)}
     assert shipped <= set(config["package-data"]["medclear_models"])
     assert all((REPO / "models" / name).is_file() for name in shipped)
 

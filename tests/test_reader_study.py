@@ -273,6 +273,48 @@ def test_prepare_refuses_an_arm_that_changes_the_image_size_and_leaves_no_images
     assert not (out / "manifest.json").exists() and not list(out.rglob("*.png"))  # nothing rendered is left
 
 
+def test_medclear_and_nlm_arms_without_a_model_use_the_frames_modality_model(tmp_path, monkeypatch):
+    from onnx_fixtures import install_denoisers, write_tiny_onnx
+
+    from benchmarks.reader_study.arms import ArmRunner
+    from benchmarks.reader_study.manifest import Arm
+    from runtime.backends import select as select_module
+    from runtime.dicom_io import decode, read_dataset
+
+    # Each tiny model covers one modality only: a frame sent to the other model would be refused.
+    _, mr_model = install_denoisers(monkeypatch, tmp_path / "models")
+    both = write_tiny_onnx(tmp_path / "both.onnx", seed=3, model_name="tiny-both", modalities=["CT", "MR"])
+    medclear, nlm = Arm("a1", "medclear", "medclear"), Arm("a2", "nlm", "nlm", {"h": 0.8})
+    datasets = {}
+    for modality in ("CT", "MR"):
+        datasets[modality] = read_dataset(CASES[1] if modality == "CT" else CASES[2])
+        decode(datasets[modality])
+
+    runner = ArmRunner()
+    try:
+        assert runner.backend().contract.model_name == "tiny-default"  # what prepare opens first
+        assert runner.backend(modality="MR").contract.model_name == "tiny-mr"
+        routed = {modality: runner.values(medclear, ds, 0) for modality, ds in datasets.items()}
+        for ds in datasets.values():
+            assert np.isfinite(runner.values(nlm, ds, 0)).all()  # normalized by the frame's model's contract
+        named = runner.values(Arm("a3", "mr", "medclear", {"model": str(mr_model)}), datasets["MR"], 0)
+        np.testing.assert_array_equal(routed["MR"], named)
+    finally:
+        runner.close()
+
+    # One model for every frame: the study's --model, or $MEDCLEAR_MODEL.
+    for runner, env in ((ArmRunner(both), None), (ArmRunner(), str(both))):
+        if env:
+            monkeypatch.setenv(select_module.MODEL_ENV, env)
+        try:
+            assert {runner.backend(modality=m).contract.model_name for m in ("CT", "MR", None)} == {"tiny-both"}
+            for modality, ds in datasets.items():
+                assert not np.array_equal(runner.values(medclear, ds, 0), routed[modality])
+                assert np.isfinite(runner.values(nlm, ds, 0)).all()
+        finally:
+            runner.close()
+
+
 def test_study_mistakes_are_one_line_and_an_unscored_study_can_be_replaced(tmp_path, study_dir):
     from benchmarks.reader_study.store import DATABASE, Store
 

@@ -353,7 +353,7 @@ def test_every_packaged_image_upscales_conformantly(tmp_path, models):
 
 
 def test_an_sr2_run_without_a_model_routes_files_by_modality(tmp_path, monkeypatch, capsys):
-    from runtime.routing import routes_by_modality, sr2_groups
+    from runtime.routing import modality_groups, routes_by_modality
     from runtime.inputs import Job
 
     monkeypatch.delenv(select_module.SR2_MODEL_ENV, raising=False)
@@ -365,14 +365,14 @@ def test_an_sr2_run_without_a_model_routes_files_by_modality(tmp_path, monkeypat
     jobs = [Job(path, Path(path.stem)) for path in (mr, ct, broken)]
     # Only the MR model installed: an MR-only run needs nothing else; a CT file finds no x2 model.
     mr_model = write_tiny_sr_onnx(models_dir / "medclear_sr2_mr.fp32.onnx", model_name="mr-sr", modalities=["MR"])
-    assert sr2_groups(jobs[:1]) == [(mr_model, jobs[:1])]
+    assert modality_groups(jobs[:1], "sr2") == [(mr_model, jobs[:1])]
     with pytest.raises(select_module.ModelNotFoundError, match="no default model for --task sr2"):
-        sr2_groups(jobs)
+        modality_groups(jobs, "sr2")
     # With the CT model too: MR files to the MR model, the rest (the broken file included: it fails there) to CT.
     ct_model = write_tiny_sr_onnx(models_dir / "medclear_sr2.int8.onnx", model_name="ct-sr", modalities=["CT"])
-    assert sr2_groups(jobs) == [(mr_model, jobs[:1]), (ct_model, jobs[1:])]
+    assert modality_groups(jobs, "sr2") == [(mr_model, jobs[:1]), (ct_model, jobs[1:])]
     assert routes_by_modality("sr2", None, remote=False)
-    assert not routes_by_modality("denoise", None, remote=False) and not routes_by_modality("sr2", ct_model, False)
+    assert not routes_by_modality("sr2", ct_model, False)
     assert not routes_by_modality("sr2", None, remote=True)
     monkeypatch.setenv(select_module.SR2_MODEL_ENV, str(ct_model))
     assert not routes_by_modality("sr2", None, remote=False)  # the variable names one model for every file

@@ -24,6 +24,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from runtime.backends.select import DEFAULT_MODELS, MODALITY_MODELS
 from runtime.enhance import main as enhance_main
 from runtime.image_contract import modality_image
 from runtime.normalization import normalize
@@ -111,15 +112,24 @@ def score(normalized: np.ndarray, image: HeldoutImage) -> float:
     return metrics["psnr_window"] if image.modality == "CT" else metrics["psnr"]
 
 
+def shipped_model(modality: str, precision: str) -> Path:
+    """The shipped model of ``precision`` that a run naming no model gives a ``modality`` file
+    (runtime/routing.py: MR has its own denoiser)."""
+    names = MODALITY_MODELS["denoise"].get(modality, DEFAULT_MODELS)
+    return MODELS / next(name for name in names if f".{precision}." in name)
+
+
 @pytest.fixture(scope="module")
 def scores(cases, tmp_path_factory) -> dict[str, dict[str, float]]:
-    """PSNR per case of: the noisy input, the best oracle NLM, and the CLI with each model."""
+    """PSNR per case of: the noisy input, the best oracle NLM, and the CLI with each modality's
+    shipped model of each precision."""
     result = {case.name: {} for case in cases}
     for precision in ("fp32", "int8"):
         out = tmp_path_factory.mktemp(precision)
-        model = MODELS / f"medclear_student.{precision}.onnx"
-        args = [str(case.path) for case in cases] + ["-o", str(out), "--model", str(model), "-q", "--threads", "2"]
-        assert enhance_main(args) == 0
+        for modality in {case.image.modality for case in cases}:
+            model = shipped_model(modality, precision)
+            paths = [str(case.path) for case in cases if case.image.modality == modality]
+            assert enhance_main([*paths, "-o", str(out), "--model", str(model), "-q", "--threads", "2"]) == 0
         for case in cases:
             result[case.name][precision] = score(read_normalized(out / f"{case.path.stem}.enhanced.dcm", case.image),
                                                  case.image)
@@ -160,3 +170,13 @@ def test_int8_model_stays_within_0_2_db_of_fp32(scores):
     """Issue 11's INT8 target (met since the eleventh session's model: worst here -0.04 dB with the twentieth's)."""
     for case, got in scores.items():
         assert got["int8"] - got["fp32"] >= -0.2, f"{case}: {got}"
+
+
+def test_a_run_naming_no_model_gives_each_file_its_modality_model(cases, scores, tmp_path, monkeypatch):
+    """The default CLI (no --model) routes: each output equals the FP32 output of its modality's
+    shipped model, which the cases above score."""
+    monkeypatch.delenv("MEDCLEAR_MODEL", raising=False)
+    assert enhance_main([*(str(case.path) for case in cases), "-o", str(tmp_path), "-q", "--threads", "2"]) == 0
+    for case in cases:
+        got = read_normalized(tmp_path / f"{case.path.stem}.enhanced.dcm", case.image)
+        assert score(got, case.image) == pytest.approx(scores[case.name]["fp32"], abs=1e-6), case.name

@@ -29,7 +29,8 @@ PREPARE_EPILOG = """\
 arms (--arm, repeatable; default: original, medclear, nlm):
   [LABEL=]KIND[:KEY=VALUE,...]   KIND is one of
     original                      the file's own values
-    medclear[:strength=S,model=F] the runtime's inference path (default model unless model=F;
+    medclear[:strength=S,model=F] the runtime's inference path (default model unless model=F:
+                                  --model, else the case's modality's, e.g. MR's denoiser;
                                   strength 0-4, default 1)
     nlm[:h=H]                     non-local means (trainer.baselines), h a multiple of the
                                   estimated noise sigma (default 0.8)
@@ -66,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--ab", default="all", metavar="all|none|LABEL",
                          help="A/B pairs: every pair of arms (default), none, or each arm against LABEL")
     prepare.add_argument("--seed", type=int, help="randomisation seed (default: drawn now, kept in the manifest)")
-    prepare.add_argument("--model", type=Path, help="the default model for medclear and NLM arms (.onnx/.engine)")
+    prepare.add_argument("--model", type=Path,
+                         help="the default model for medclear and NLM arms (.onnx/.engine; default: each case's "
+                              "modality's model, e.g. MR's denoiser)")
     prepare.add_argument("--overwrite", action="store_true", help="replace a prepared study that has no answers")
 
     serve = commands.add_parser("serve", help="run the scoring web app",

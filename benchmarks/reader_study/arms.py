@@ -4,9 +4,11 @@ A spec is ``[LABEL=]KIND[:KEY=VALUE,...]``:
 
 - ``original``: the file's own values;
 - ``medclear`` (``strength=S``, ``model=FILE``): through the one inference path,
-  ``runtime.pipeline.enhance_values``, with the default model unless ``model`` is given;
+  ``runtime.pipeline.enhance_values``, with the default model unless ``model`` is given: the
+  study's ``--model``, else (unless ``$MEDCLEAR_MODEL`` names one) the frame's modality's model
+  as ``runtime.enhance`` routes files (``runtime/routing.py``: MR the MR denoiser where installed);
 - ``nlm`` (``h=H``, a multiple of the estimated noise sigma): ``trainer.baselines.nlm`` on the
-  image normalized by the default model's contract, the way the quality benchmark runs it.
+  image normalized by the frame's default model's contract, the way the quality benchmark runs it.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from pydicom.dataset import Dataset
 
 from benchmarks.reader_study.manifest import Arm
 from runtime.backends import Backend
+from runtime.backends.select import DEFAULT_TASK
 from runtime.image_contract import denormalize_frames, excluded_pixels, keep_excluded, modality_image, normalize_frames
 from runtime.pipeline import check_modality, enhance_values, open_model
+from runtime.routing import routed_model, routes_by_modality
 from runtime.strength import check_strength
 
 KINDS = ("original", "medclear", "nlm")
@@ -91,13 +95,17 @@ class ArmRunner:
 
     def __init__(self, model: Path | None = None) -> None:
         self._default = model
-        self._backends: dict[str | None, Backend] = {}
+        self._backends: dict[Path | None, Backend] = {}
 
-    def backend(self, model: str | None = None) -> Backend:
-        """The opened backend of ``model`` (None: the study's default model)."""
-        if model not in self._backends:
-            self._backends[model] = open_model(Path(model) if model else self._default)
-        return self._backends[model]
+    def backend(self, model: str | None = None, modality: str | None = None) -> Backend:
+        """The opened backend of ``model``; None: the study's default model, without one (and
+        without ``$MEDCLEAR_MODEL``) the model routed to ``modality`` (None: the task's default)."""
+        chosen = Path(model) if model else self._default
+        if chosen is None and routes_by_modality(DEFAULT_TASK, None, remote=False):
+            chosen = routed_model(modality)
+        if chosen not in self._backends:
+            self._backends[chosen] = open_model(chosen)
+        return self._backends[chosen]
 
     def values(self, arm: Arm, ds: Dataset, frame: int) -> np.ndarray:
         """``arm``'s float32 modality values of ``frame`` of a decoded dataset."""
@@ -107,7 +115,7 @@ class ArmRunner:
         if arm.kind == "original":
             return image.astype(np.float32)
         if arm.kind == "medclear":
-            backend = self.backend(arm.options.get("model"))
+            backend = self.backend(arm.options.get("model"), encoding.modality)
             return enhance_values(backend, image, encoding.modality, strength=arm.options.get("strength", 1.0),
                                   padding=mask)
         return self._nlm(image, encoding.modality, mask, arm.options.get("h"))
@@ -115,7 +123,7 @@ class ArmRunner:
     def _nlm(self, image: np.ndarray, modality: str, mask: np.ndarray | None, h: float | None) -> np.ndarray:
         from trainer.baselines import nlm  # scikit-image: only when an NLM arm is asked for
 
-        contract = self.backend().contract
+        contract = self.backend(modality=modality).contract  # the plain medclear arm's model of this frame
         spec = contract.normalization_for(check_modality(contract, modality))
         # The pixels the medclear arm leaves out (padding, a CT's out-of-field fill), left out alike.
         excluded = excluded_pixels(image[np.newaxis], spec, None if mask is None else mask[np.newaxis])

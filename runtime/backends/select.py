@@ -16,9 +16,13 @@ MODEL_ENV = "MEDCLEAR_MODEL"
 DEFAULT_MODELS = ("medclear_student.fp32.onnx", "medclear_student.int8.onnx")
 SR2_MODEL_ENV = "MEDCLEAR_SR2_MODEL"
 SR2_MODELS = ("medclear_sr2.fp32.onnx", "medclear_sr2.int8.onnx")
-# The shipped x2 model of each modality: the default one is released for CT; MR has its own (MR's
-# k-space truncation wants band-limited interpolation, CT's blur wants sharpening; docs/RUNTIME.md).
-SR2_MODALITY_MODELS = {"CT": SR2_MODELS, "MR": ("medclear_sr2_mr.fp32.onnx", "medclear_sr2_mr.int8.onnx")}
+MR_DENOISE_MODELS = ("medclear_student_mr.fp32.onnx", "medclear_student_mr.int8.onnx")
+MR_SR2_MODELS = ("medclear_sr2_mr.fp32.onnx", "medclear_sr2_mr.int8.onnx")
+# The models shipped for one modality, per task (fp32 before int8); a run that names no model sends
+# such files to them (runtime/routing.py) and every other file to the task's default model. MR has
+# its own denoiser (fine MR texture is not CT noise; docs/DECISIONS.md section 28) and its own x2
+# model (k-space truncation wants band-limited interpolation, CT's blur sharpening; section 26).
+MODALITY_MODELS = {"denoise": {"MR": MR_DENOISE_MODELS}, "sr2": {"CT": SR2_MODELS, "MR": MR_SR2_MODELS}}
 DEFAULT_TASK = "denoise"
 # Task -> (environment variable naming its model, default model files in preference order).
 TASK_MODELS = {"denoise": (MODEL_ENV, DEFAULT_MODELS), "sr2": (SR2_MODEL_ENV, SR2_MODELS)}
@@ -86,9 +90,9 @@ def first_installed(names: tuple[str, ...], models_dir: Path | None = None) -> P
     return None
 
 
-def sr2_model_for(modality: str, models_dir: Path | None = None) -> Path | None:
-    """The installed x2 model shipped for ``modality`` (fp32 before int8), if any."""
-    return first_installed(SR2_MODALITY_MODELS.get(modality.strip().upper(), ()), models_dir)
+def modality_model(modality: str, task: str = DEFAULT_TASK, models_dir: Path | None = None) -> Path | None:
+    """The installed model that ``task`` ships for ``modality`` (fp32 before int8), if any."""
+    return first_installed(MODALITY_MODELS.get(task, {}).get(modality.strip().upper(), ()), models_dir)
 
 
 def check_task(contract: ModelContract, task: str, source: str) -> None:

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--forward-original", action="store_true", default=None,
         help="also forward every received instance unchanged (and what cannot be enhanced)")
     add("--model", help="model file: .onnx or a TensorRT .engine, or a Triton model URL grpc://HOST:PORT/NAME "
-        "(default: the shipped model)")
+        "(default: the shipped denoiser; MR files to the MR one where installed)")
     add("--backend", choices=BACKENDS, help="inference backend (default auto)")
     add("--threads", type=int, help="CPU threads for ONNX Runtime (default: all but one, kept for receiving)")
     add("--strength", type=float, help="0 = off, 1 = the model's output (default), up to 4")

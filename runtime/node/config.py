@@ -127,7 +127,9 @@ class NodeConfig:
     ae_title: str = "MEDCLEAR"
     allow: tuple[Allowed, ...] = ()
     forward_original: bool = False
-    model: Path | str | None = None  # a file, or a Triton model URL
+    # A file, or a Triton model URL; None: the shipped denoiser, MR files to the MR one where
+    # installed (runtime/routing.py), unless $MEDCLEAR_MODEL names one model for every file.
+    model: Path | str | None = None
     backend: str = "auto"
     threads: int | None = None
     strength: float = DEFAULT_STRENGTH

@@ -8,7 +8,10 @@ priority (``worker_nice``) with all its inference threads, ignores SIGTERM and S
 drains, then tells it to stop), and dies with the node (Linux: PR_SET_PDEATHSIG; elsewhere it
 exits at its next read of the closed pipe). Unless ``--threads`` says otherwise, ONNX Runtime
 gets all CPUs but one: receiving keeps a core (on two cores, one inference thread, which also
-means no idle pool threads spinning for work).
+means no idle pool threads spinning for work). Without a ``model`` setting (and without
+``$MEDCLEAR_MODEL``) each instance goes to its modality's model as ``runtime.enhance`` routes
+files (``runtime/routing.py``): MR to the MR denoiser where installed, the rest to the default
+model; the default opens at start, a modality's own model on its first instance.
 """
 
 from __future__ import annotations
@@ -23,8 +26,14 @@ import warnings
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime.logtext import cause
+
+if TYPE_CHECKING:  # the node itself does not import the runtime's inference modules
+    from runtime.backends import Backend
+    from runtime.derived import Derivation
+    from runtime.enhance import Settings
 
 START_TIMEOUT_S = 600.0  # opening a model (a TensorRT engine on a Jetson) can take minutes
 PR_SET_PDEATHSIG = 1
@@ -49,7 +58,7 @@ class Result:
 class ModelSettings:
     """What the child needs to open the model (sent to it pickled)."""
 
-    model: str | Path | None
+    model: str | Path | None  # None: each modality's model (runtime/routing.py) unless $MEDCLEAR_MODEL names one
     backend: str
     threads: int | None
     strength: float
@@ -155,7 +164,7 @@ def _serve(connection: Connection, settings: ModelSettings, parent: int) -> None
                 break
             connection.send(model.enhance(Path(request[0]), Path(request[1])))
     finally:
-        model.backend.close()
+        model.close()
 
 
 def _follow_parent(parent: int) -> None:
@@ -175,19 +184,77 @@ def default_threads() -> int:
     return max(1, usable - 1)
 
 
+@dataclass(frozen=True)
+class _Opened:
+    """One opened backend and what enhancing a file with it needs."""
+
+    backend: Backend
+    settings: Settings  # its tile plan; outdir set per request
+    derivation: Derivation
+
+
 class _Model:
-    """The opened backend and what enhancing a file with it needs."""
+    """The opened backends and what enhancing a file with each needs. One model serves every
+    file, unless the settings name none and ``$MEDCLEAR_MODEL`` is unset: then each file goes to
+    its modality's model (``runtime.routing.routed_model``), the default model opened at start
+    and a modality's own model (MR's denoiser) on its first file. A model that cannot be opened
+    then fails the files it would serve, with the reason, until the child is started again."""
 
     def __init__(self, settings: ModelSettings) -> None:
-        from runtime.enhance import Settings, bounded_threads, derivation_for
+        from runtime.backends.select import DEFAULT_TASK
+        from runtime.enhance import bounded_threads
+        from runtime.routing import routed_model, routes_by_modality
+
+        self.options = settings
+        self.threads = bounded_threads(settings.threads) or default_threads()
+        self.routed = routes_by_modality(DEFAULT_TASK, settings.model, remote=False)
+        self.default = routed_model(None) if self.routed else settings.model
+        self.opened: dict[str | Path | None, _Opened] = {}
+        self.unopened: dict[Path, str] = {}  # a modality's model that could not be opened: why
+        self.routes: dict[str | None, Path] = {}  # modality -> its model, chosen on its first file
+        default = self._open(self.default)
+        self.description = f"{default.backend.contract.model_name}, {default.backend.describe()}{self._own_models()}"
+
+    def _open(self, model: str | Path | None) -> _Opened:
+        """Open ``model`` (None: the default model) once; BackendError if it cannot be."""
+        from runtime.enhance import Settings, derivation_for
         from runtime.pipeline import open_model, tile_plan
 
-        threads = bounded_threads(settings.threads) or default_threads()
-        self.backend = open_model(settings.model, settings.backend, threads=threads)
-        self.settings = Settings(outdir=Path(), overwrite=True, strength=settings.strength,
-                                 plan=tile_plan(self.backend))
-        self.derivation = derivation_for(self.backend)
-        self.description = f"{self.backend.contract.model_name}, {self.backend.describe()}"
+        if model not in self.opened:
+            backend = open_model(model, self.options.backend, threads=self.threads)
+            settings = Settings(outdir=Path(), overwrite=True, strength=self.options.strength, plan=tile_plan(backend))
+            self.opened[model] = _Opened(backend, settings, derivation_for(backend))
+        return self.opened[model]
+
+    def _own_models(self) -> str:
+        """For the start line of a routed child: which modalities have a model of their own."""
+        from runtime.backends.select import DEFAULT_TASK, MODALITY_MODELS, modality_model
+
+        if not self.routed:
+            return ""
+        own = [f"{modality} files to {path.name}" for modality in MODALITY_MODELS.get(DEFAULT_TASK, {})
+               if (path := modality_model(modality)) is not None]
+        return f"; {', '.join(own)} (opened on the first)" if own else ""
+
+    def _for(self, path: Path) -> _Opened | str:
+        """The opened model for ``path`` (its modality's, when routed), or why it cannot be had."""
+        from runtime.routing import header_modality, routed_model
+
+        if not self.routed:
+            return self.opened[self.default]
+        modality = header_modality(path)
+        if modality not in self.routes:
+            try:
+                self.routes[modality] = routed_model(modality)
+            except Exception as error:  # ModelNotFoundError: the default model is gone
+                return f"no model for its modality: {cause(error, 500)}"
+        model = self.routes[modality]
+        if model not in self.unopened:
+            try:
+                return self._open(model)
+            except Exception as error:  # a broken file, a TensorRT engine built elsewhere: this modality only
+                self.unopened[model] = f"its modality's model {model.name} could not be opened: {cause(error, 500)}"
+        return self.unopened[model]
 
     def enhance(self, path: Path, outdir: Path) -> Result:
         from runtime.dicom_io import Skipped
@@ -197,17 +264,26 @@ class _Model:
         from runtime.inputs import Job
         from runtime.pixels import UnsupportedImageError
 
-        settings = replace(self.settings, outdir=outdir)
+        model = self._for(path)
+        if isinstance(model, str):
+            return Result(problem=model)
+        settings = replace(model.settings, outdir=outdir)
         try:
-            outcome = enhance_file(Job(path, Path(path.stem)), self.backend, settings, self.derivation)
+            outcome = enhance_file(Job(path, Path(path.stem)), model.backend, settings, model.derivation)
         except (Skipped, UnsupportedImageError) as error:  # SR, RT, colour, modality not covered
             return Result(problem=cause(error), unsupported=True)
         except Exception as error:  # corrupt image, inference failure, disk full: this file only
             if isinstance(error, InferenceError):
                 try:
-                    check_backend(self.backend, self.settings.plan, error)
+                    check_backend(model.backend, model.settings.plan, error)
                 except BackendUnusable as unusable:
                     return Result(problem=failure_cause(error), broken=cause(unusable, 500))
             return Result(problem=failure_cause(error))
         return Result(output=str(outcome.job.output(outdir, "dicom")),
                       facts=file_facts(outcome.noise, settings.strength))
+
+    def close(self) -> None:
+        """Close every opened backend."""
+        for opened in self.opened.values():
+            opened.backend.close()
+        self.opened.clear()

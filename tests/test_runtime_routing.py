@@ -1,0 +1,65 @@
+"""A denoise run that names no model gives each file its modality's shipped denoiser (MR has its
+own, runtime/routing.py); a named model or ``$MEDCLEAR_MODEL`` serves every file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+import runtime.backends.select as select_module
+from runtime.enhance import main
+from runtime.inputs import Job
+from runtime.routing import modality_groups, routed_model, routes_by_modality
+from tests.onnx_fixtures import install_denoisers
+
+
+@pytest.fixture
+def models_dir(tmp_path, monkeypatch) -> Path:
+    """An installed default denoiser (CT, MR) and an MR-only denoiser of other weights."""
+    install_denoisers(monkeypatch, tmp_path / "models", default_modalities=("CT", "MR"))
+    return tmp_path / "models"
+
+
+def test_mr_files_go_to_the_mr_denoiser_and_the_rest_to_the_default(models_dir, tmp_path, capsys) -> None:
+    ct, mr = Path(get_testdata_file("CT_small.dcm")), Path(get_testdata_file("MR_small.dcm"))
+    default, mr_model = models_dir / select_module.DEFAULT_MODELS[0], models_dir / select_module.MR_DENOISE_MODELS[0]
+    jobs = [Job(path, Path(path.stem)) for path in (ct, mr)]
+    assert routes_by_modality(None, None, remote=False) and routes_by_modality("denoise", None, remote=False)
+    assert modality_groups(jobs) == [(default, jobs[:1]), (mr_model, jobs[1:])]
+    assert routed_model("MR") == mr_model and routed_model("CT") == default and routed_model(None) == default
+
+    assert main([str(ct), str(mr), "-o", str(tmp_path / "routed"), "-q"]) == 0
+    summary = capsys.readouterr().out
+    assert "2 done" in summary and f"{default.name} on" in summary and f"{mr_model.name} on" in summary
+    routed = pydicom.dcmread(tmp_path / "routed" / "MR_small.enhanced.dcm").pixel_array
+    assert main([str(mr), "-o", str(tmp_path / "named"), "--model", str(mr_model), "-q"]) == 0
+    assert main([str(mr), "-o", str(tmp_path / "default"), "--model", str(default), "-q"]) == 0
+    capsys.readouterr()
+    assert np.array_equal(routed, pydicom.dcmread(tmp_path / "named" / "MR_small.enhanced.dcm").pixel_array)
+    assert not np.array_equal(routed, pydicom.dcmread(tmp_path / "default" / "MR_small.enhanced.dcm").pixel_array)
+
+
+def test_a_named_model_or_the_environment_serves_every_file(models_dir, tmp_path, monkeypatch, capsys) -> None:
+    ct, mr = get_testdata_file("CT_small.dcm"), get_testdata_file("MR_small.dcm")
+    default = models_dir / select_module.DEFAULT_MODELS[0]
+    assert not routes_by_modality("denoise", default, remote=False)
+    assert not routes_by_modality("denoise", None, remote=True)  # a Triton server's model serves every file
+    monkeypatch.setenv(select_module.MODEL_ENV, str(default))
+    assert not routes_by_modality("denoise", None, remote=False)
+    assert main([ct, mr, "-o", str(tmp_path / "env"), "-q"]) == 0
+    assert "2 done" in capsys.readouterr().out
+    # The MR-only denoiser, named, skips the CT file and says which model covers it.
+    monkeypatch.delenv(select_module.MODEL_ENV)
+    mr_model = models_dir / select_module.MR_DENOISE_MODELS[0]
+    assert main([ct, "-o", str(tmp_path / "mr_named"), "--model", str(mr_model)]) == 0
+    assert "1 skipped" in capsys.readouterr().out
+
+
+def test_without_an_mr_denoiser_every_file_goes_to_the_default(models_dir) -> None:
+    (models_dir / select_module.MR_DENOISE_MODELS[0]).unlink()
+    jobs = [Job(Path(get_testdata_file(name)), Path(name)) for name in ("CT_small.dcm", "MR_small.dcm")]
+    assert modality_groups(jobs) == [(models_dir / select_module.DEFAULT_MODELS[0], jobs)]
