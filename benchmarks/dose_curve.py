@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -92,16 +93,17 @@ def open_routes(args: argparse.Namespace, runners: list[Runner], threads: int, l
     names no model sends MR files to the MR denoiser. Empty when no student would be replaced."""
     specs = args.mr_models if args.mr_models is not None else ([] if args.models else
                                                                  [m for m in MR_MODELS if Path(m).is_file()])
-    students = {r.precision for r in runners if r.kind != "pytorch"}
-    serving, skipped = open_runners(argparse.Namespace(models=specs, teacher=None), threads, log)
+    students = Counter(r.precision for r in runners if r.kind != "pytorch")
+    serving, skipped = open_runners(argparse.Namespace(models=specs, teacher=None), threads, log, defaults=())
     for entry in skipped:
         log(f"MR student skipped: {entry['reason']}")
     routes: Routes = {"MR": {}}
     for runner in serving:
-        if runner.precision in students and runner.precision not in routes["MR"]:
+        if students[runner.precision] == 1 and runner.precision not in routes["MR"]:
             routes["MR"][runner.precision] = runner
-        else:
-            log(f"{runner.label}: no {runner.precision} student to stand in for on MR; not used")
+        else:  # none or several students of its precision: which column it stands in for is not clear
+            log(f"{runner.label}: not used on MR ({students[runner.precision]} {runner.precision} students to "
+                "stand in for; --mr-models needs exactly one of each precision it gives)")
             runner.close()
     return {modality: by_precision for modality, by_precision in routes.items() if by_precision}
 

@@ -136,6 +136,10 @@ def markdown(record: dict) -> str:
     machine, roles = record["machine"], record["roles"]
     models = "; ".join(f"{title} = `{record['roles'][role]}`" for role, title in
                        (("int8", "INT8"), ("fp32", "FP32"), ("teacher", "teacher")) if role in roles) or "none"
+    for modality, by_precision in record.get("modality_models", {}).items():  # students routed by modality
+        routed = ", ".join(f"{precision.upper()} `{Path(entry['file']['path']).name}`"
+                           for precision, entry in sorted(by_precision.items(), reverse=True))
+        models += f"; {modality} images by {routed}"
     parts = [f"Test split: {len(record['test_images'])} images "
              f"({short_names(record['test_images'])}). Models: {models}. "
              f"Machine: {machine['cpu']}, {machine['usable_cores']} cores; {record['created_utc']}; "

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Watch an inbox folder and enhance each new DICOM file in this process, with one model load.
+"""Watch an inbox folder and enhance each new DICOM file in this process, each model loaded once.
 
 Meant for the bedside service (jetson/medclear-enhance.service). A file is taken once it has
 stopped growing (a DICOM receiver may still be writing it) and enhanced exactly as
 ``python -m runtime.enhance FILE -o OUTPUT --overwrite ...`` would (same flags, same outputs),
-but by one long-lived backend: the model (or TensorRT engine) is opened once, on the first
-batch, and kept. Each input then moves to the done folder, or to the failed folder with the
+but by long-lived backends: the model (or TensorRT engine) is opened once, at start, and kept;
+without a model named, a modality's own model (MR's) opens with its first file and is kept too. Each input then moves to the done folder, or to the failed folder with the
 enhancer's message beside it. The log (systemd's journal) never names files: inputs appear
 as short hashes, since file names often carry patient details.
 """
@@ -113,7 +113,7 @@ class Enhancer:
         problem = enhance.usage_problem(self.cli)  # the CLI's own checks of option values
         if problem:
             parser.error(problem)
-        self._routed = routes_by_modality(self.cli.task, self.cli.model, remote=False)
+        self._routed = routes_by_modality(self.cli.task, self.cli.model, remote=self.cli.url is not None)
         self._served: Dict[Any, Tuple[Any, Any]] = {}  # model (None: the run's default) -> (backend, settings)
 
     def cli_args(self) -> List[str]:
@@ -143,10 +143,13 @@ class Enhancer:
         from runtime.backends.select import DEFAULT_TASK, ModelNotFoundError
         from runtime.routing import routed_model
 
+        task = self.cli.task or DEFAULT_TASK
         try:
-            default = routed_model(None, self.cli.task or DEFAULT_TASK)
-        except ModelNotFoundError:  # e.g. only the MR x2 model installed: nothing to open until a file needs it
-            return
+            default = routed_model(None, task)
+        except ModelNotFoundError as error:
+            if task == DEFAULT_TASK:  # every modality without its own denoiser needs the default one
+                raise self._unavailable("the model could not be opened", error) from None
+            return  # e.g. only the MR x2 model installed: nothing to open until a file needs it
         self._model(default)
 
     def _model(self, model: Any) -> Tuple[Any, Any]:
@@ -168,7 +171,7 @@ class Enhancer:
         except ValueError as error:
             backend.close()
             raise self._unavailable("--strength does not suit the model", error) from None
-        LOG.info("model opened once for this process: %s", backend.describe())
+        LOG.info("model opened once for this process: %s on %s", Path(str(backend.source)).name, backend.describe())
         return self._served[model]
 
     def _unavailable(self, what: str, error: Exception) -> EnhancerUnavailable:
@@ -284,7 +287,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         files = candidates(args.input)
         for i in range(0, len(files), args.max_batch):
             batch = files[i : i + args.max_batch]
-            print("PLAN: enhance in this process (one model load), as: " + shlex.join(enhancer.command(batch)))
+            print("PLAN: enhance in this process (each model loaded once), as: " + shlex.join(enhancer.command(batch)))
             print(f"PLAN: move {len(batch)} input(s) to {args.done} (or {args.failed} on failure)")
         if not files:
             print(f"PLAN: nothing to do; {args.input} has no files")

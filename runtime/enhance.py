@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset
 from runtime.backends import Backend, BackendError
 from runtime.backends.select import (
     BACKENDS, DEFAULT_MODELS, DEFAULT_TASK, MODEL_ENV, MR_DENOISE_MODELS, MR_SR2_MODELS, SR2_MODEL_ENV, SR2_MODELS, TASK_MODELS,
-    modality_model,
+    first_installed, modality_model,
 )
 from runtime.backends.triton_backend import DEFAULT_IN_FLIGHT, DEFAULT_MODEL_NAME, PROTOCOLS, TritonTarget
 from runtime.derived import Derivation, derive
@@ -35,7 +35,6 @@ from runtime.dicom_io import DEFAULT_MAX_PIXELS, InputError, Skipped, check_imag
 from runtime.image_contract import PreparedImage, modality_values, prepare, restore
 from runtime.inputs import Job, discover, foreign_files
 from runtime.logtext import cause, described, safe
-from runtime.model_contract import ModelContract
 from runtime.noise import NoiseLevel, prepared_noise
 from runtime.outputs import (
     display_window, montage, side_by_side, to_display, write_dicom, write_json, write_npy, write_png,
@@ -125,6 +124,8 @@ model and backends:
   --backend triton --url HOST:PORT [--model-name NAME] runs the model on a Triton Inference
   Server (a repository from `python -m compiler triton-repo`; its contract is read from the
   server): gRPC by default, --protocol http; --in-flight requests outstanding at a time.
+  The server's one model serves every file (no routing by modality: send MR series to
+  the MR denoiser's server model with --model-name, docs/SCALE_OUT.md).
   --threads N is at most this machine's CPU count (larger values are lowered to it).
   --max-pixels (default {DEFAULT_MAX_PIXELS}) bounds rows x columns x frames per file so
   that a default run stays within about 2 GiB of memory (docs/RUNTIME.md).
@@ -258,15 +259,24 @@ class ModalityNotCovered(Skipped):
     """The model's contract does not list this image's modality: skipped, not guessed at."""
 
 
-def _check_modality(ds: Dataset, contract: ModelContract) -> str:
+def _check_modality(ds: Dataset, backend: Backend) -> str:
     modality = str(ds.get("Modality", "OT"))
     try:
-        return check_modality(contract, modality)
+        return check_modality(backend.contract, modality)
     except ModalityError as error:
-        own_model = modality_model(modality, "sr2" if contract.scale == 2 else DEFAULT_TASK)
-        what = "x2 model" if contract.scale == 2 else "denoiser"
-        hint = f"; its {what} is {own_model.name} (--model {own_model.name})" if own_model else ""
-        raise ModalityNotCovered(f"{error}{hint}") from None
+        raise ModalityNotCovered(f"{error}{_model_hint(modality, backend)}") from None
+
+
+def _model_hint(modality: str, backend: Backend) -> str:
+    """``; its denoiser is NAME (--model NAME)``: the installed model that a run naming no model
+    gives ``modality``, when that is another file than ``backend``'s; else nothing."""
+    task = "sr2" if backend.contract.scale == 2 else DEFAULT_TASK
+    own = modality_model(modality, task)
+    if own is None and task == DEFAULT_TASK:  # the default denoiser covers every modality
+        own = first_installed(DEFAULT_MODELS)
+    if own is None or own.name == Path(str(backend.source)).name:
+        return ""
+    return f"; its {'x2 model' if task == 'sr2' else 'denoiser'} is {own.name} (--model {own.name})"
 
 
 def file_facts(noise: NoiseLevel, strength: float) -> str:
@@ -297,7 +307,7 @@ def enhance_file(job: Job, backend: Backend, settings: Settings, derivation: Der
     """
     ds = read_dataset(job.source)
     check_image(ds, settings.max_pixels, backend.contract.scale)
-    modality = _check_modality(ds, backend.contract)
+    modality = _check_modality(ds, backend)
     uid = source_uid(ds)
     job = claim_output(job, uid, settings.outdir, settings.fmt, settings.overwrite, settings.preview)
     decode(ds)
@@ -430,7 +440,7 @@ def _dry_run(jobs: list[Job], settings: Settings, backend: Backend) -> int:
         try:
             ds = read_dataset(job.source)
             check_image(ds, settings.max_pixels, backend.contract.scale)
-            _check_modality(ds, backend.contract)
+            _check_modality(ds, backend)
             job_for_source = claim_output(
                 job, source_uid(ds), settings.outdir, settings.fmt, settings.overwrite, settings.preview
             )

@@ -38,8 +38,18 @@ SR2_REPRODUCE = "bash scripts/reproduce_sr2_model.sh"
 SR2_SECTION = "sr2-card"
 
 
+# Stages whose last step, not best.pt, went on (reproduce_default_model.sh): the MR float stage's
+# best.pt is chosen on a validation mean that the template slices swing.
+LAST_STEP_STAGES = {"mr"}
+
+
+def _checkpoint(run: Path, stage: str) -> Path:
+    """The checkpoint of ``stage`` that the next stage started from."""
+    return run / stage / ("last.pt" if stage in LAST_STEP_STAGES else "best.pt")
+
+
 def _stage(run: Path, stage: str) -> dict:
-    info = load_checkpoint(run / stage / "best.pt")
+    info = load_checkpoint(_checkpoint(run, stage))
     model = create_model(info["model_name"], **info["model_kwargs"])
     return {
         "model": info["model_name"],
@@ -85,7 +95,7 @@ def _stages(run: Path, names: tuple[str, ...], carried: dict[str, dict] | None =
     carried = carried or {}
     found = {}
     for stage in names:
-        if (run / stage / "best.pt").is_file():
+        if _checkpoint(run, stage).is_file():
             found[stage] = _stage(run, stage)
         elif stage in carried:
             found[stage] = carried[stage]
@@ -200,7 +210,7 @@ SR2_STAGES = ("teacher", "student", "student_gan", "finetune", "finetune_ct", "k
 
 def _sr2_mr_paragraph(stages: dict) -> list[str]:
     """The MR x2 model's lines (stages ``mr`` and ``qat_mr``), none when it was not made."""
-    if "qat_mr" not in stages:
+    if not {"mr", "qat_mr"} <= stages.keys():
         return []
     teacher, student = stages["teacher"], stages["qat_mr"]
     return [
@@ -284,15 +294,15 @@ DEFAULT_STAGES = ("teacher", "teacher_cpu", "student", "finetune", "finetune2", 
 
 def _mr_paragraph(stages: dict) -> list[str]:
     """The MR denoiser's lines (stages ``mr`` and ``qat_mr``), none when it was not made."""
-    if "qat_mr" not in stages:
+    if not {"mr", "qat_mr"} <= stages.keys():
         return []
     mr, student = stages["mr"], stages["qat_mr"]
     return [
         "**MR: `medclear_student_mr`**, which a run that names no model gives every MR file (`runtime/routing.py`):",
         f"the same architecture ({student['parameters']:,} parameters, {student['gflop_512']} GFLOP per 512² slice),",
         f"`ctex`'s weights trained {_length(mr['config'])} steps on MR alone (phantoms, the MNI152 T1 template and",
-        "photographs as MR-like images: fine texture that is not noise; docs/DATA.md) (stage `mr`, shipped at its",
-        f"last step), then trained quantization-aware on MR ({_length(student['config'])} steps, stage `qat_mr`).",
+        "photographs as MR-like images: fine texture that is not noise; docs/DATA.md) (stage `mr`, its last step",
+        f"taken on), then trained quantization-aware on MR ({_length(student['config'])} steps, stage `qat_mr`).",
         "CT and X-ray files keep `medclear_student`. The dose curve's MR rows below are this model's",
         "(docs/DECISIONS.md, section 28).",
         "",
@@ -340,7 +350,7 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
         "",
         "## Models",
         md_table(
-            ["stage", "model", "kwargs", "parameters", "GFLOP per 512² slice", "best.pt at step (of)"],
+            ["stage", "model", "kwargs", "parameters", "GFLOP per 512² slice", "checkpoint at step (of)"],
             [[k + (" *" if "carried_from" in v else ""), v["model"], json.dumps(v["kwargs"]), v["parameters"],
               v["gflop_512"], f"{v['step']} ({_length(v['config'])})"] for k, v in stages.items()],
         ),

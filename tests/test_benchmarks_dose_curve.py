@@ -5,6 +5,7 @@ on validation images only; each CT window's strength; the target check's arithme
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -198,3 +199,25 @@ def test_a_routed_modality_is_enhanced_by_its_own_student_of_the_same_precision(
         outputs, _ = dose_curve.evaluate(image, {}, [teacher, fp32, int8], False, routes)
         assert outputs["s.int8"].flat[0] == expected_int8, modality
         assert outputs["s.fp32"].flat[0] == len("s.fp32") and outputs["t.pt"].flat[0] == len("t.pt")
+
+
+def test_mr_students_stand_in_only_where_it_is_clear_which_column(tmp_path, monkeypatch) -> None:
+    """Default: the installed MR denoisers only when no student is named; a named MR student
+    stands in for the one student of its precision, never for one of several."""
+    def opened(specs: list[str]) -> list[dose_curve.Runner]:
+        return quality.open_runners(argparse.Namespace(models=specs, teacher=None), 1, lambda text: None)[0]
+
+    fp32 = write_tiny_onnx(tmp_path / "s.fp32.onnx", modalities=("CT", "MR"))
+    int8 = write_tiny_onnx(tmp_path / "s.int8.onnx", seed=1, modalities=("CT", "MR"), precision="int8")
+    other_int8 = write_tiny_onnx(tmp_path / "t.int8.onnx", seed=4, modalities=("CT", "MR"), precision="int8")
+    mr_int8 = write_tiny_onnx(tmp_path / "mr.int8.onnx", seed=2, modalities=("MR",), precision="int8")
+    monkeypatch.setattr(dose_curve, "MR_MODELS", (str(mr_int8),))
+    log: list[str] = []
+    named = argparse.Namespace(models=[str(fp32), str(int8)], mr_models=None)
+    assert dose_curve.open_routes(named, opened(named.models), 1, log.append) == {}
+    shipped = argparse.Namespace(models=[], mr_models=None)  # no student named: the installed MR denoisers
+    routes = dose_curve.open_routes(shipped, opened([str(fp32), str(int8)]), 1, log.append)
+    assert {p: r.label for p, r in routes["MR"].items()} == {"int8": "mr.int8.onnx"}
+    several = argparse.Namespace(models=[str(int8), str(other_int8)], mr_models=[str(mr_int8)])
+    assert dose_curve.open_routes(several, opened(several.models), 1, log.append) == {}
+    assert "2 int8 students" in log[-1]

@@ -86,22 +86,42 @@ def test_one_model_load_for_all_batches_and_outputs_as_the_cli(site, monkeypatch
     np.testing.assert_array_equal(np.load(root / "out" / name), np.load(cli_out / name))
 
 
-def test_sr2_without_a_model_sends_each_file_to_its_modalitys_x2_model_as_the_cli(tmp_path, monkeypatch):
+@pytest.mark.parametrize("task", ["denoise", "sr2"])
+def test_without_a_model_each_file_goes_to_its_modalitys_model_as_the_cli(tmp_path, monkeypatch, task):
     monkeypatch.delenv("MEDCLEAR_SR2_MODEL", raising=False)
+    monkeypatch.delenv("MEDCLEAR_MODEL", raising=False)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for name in ("CT_small.dcm", "MR_small.dcm"):
         shutil.copy(pydicom_file(name), inbox / name)
     watcher = _load_watcher()
     code = watcher.main(["--input", str(inbox), "--output", str(tmp_path / "out"), "--format", "npy", "--once",
-                         "--enhance-arg=--task=sr2"])
+                         f"--enhance-arg=--task={task}"])
     assert code == 0 and sorted(p.name for p in (tmp_path / "done").iterdir()) == ["CT_small.dcm", "MR_small.dcm"]
     cli_out = tmp_path / "cli"
-    assert enhance.main([str(tmp_path / "done"), "-o", str(cli_out), "--task", "sr2", "--format", "npy", "-q"]) == 0
-    for name in ("CT_small", "MR_small"):  # both upscaled (the MR one by the MR model), as the CLI does
+    assert enhance.main([str(tmp_path / "done"), "-o", str(cli_out), "--task", task, "--format", "npy", "-q"]) == 0
+    scale = 2 if task == "sr2" else 1
+    for name in ("CT_small", "MR_small"):  # both enhanced (the MR one by the MR model), as the CLI does
         watched = np.load(tmp_path / "out" / f"{name}.enhanced.npy")
         np.testing.assert_array_equal(watched, np.load(cli_out / "done" / f"{name}.enhanced.npy"))
-        assert watched.shape[-1] == 2 * pydicom.dcmread(pydicom_file(f"{name}.dcm")).Columns
+        assert watched.shape[-1] == scale * pydicom.dcmread(pydicom_file(f"{name}.dcm")).Columns
+
+
+def test_a_missing_default_denoiser_is_reported_before_any_file(tmp_path, monkeypatch):
+    """Only the MR denoiser installed: a routed denoise run still needs the default for the rest."""
+    from onnx_fixtures import write_tiny_onnx
+
+    from runtime.backends import select
+
+    monkeypatch.delenv("MEDCLEAR_MODEL", raising=False)
+    monkeypatch.setattr(select, "MODELS_DIR", tmp_path / "models")
+    write_tiny_onnx(tmp_path / "models" / select.MR_DENOISE_MODELS[0], modalities=["MR"])
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(pydicom_file("MR_small.dcm"), inbox / "MR_small.dcm")
+    code = _load_watcher().main(["--input", str(inbox), "--output", str(tmp_path / "out"), "--once"])
+    assert code == 1 and [p.name for p in inbox.iterdir()] == ["MR_small.dcm"]
+    assert "no model given and no default model" in (tmp_path / "failed" / "enhancer-error.log").read_text()
 
 
 def test_unopenable_model_leaves_inputs_in_the_inbox(site):

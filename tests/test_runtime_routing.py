@@ -14,7 +14,7 @@ import runtime.backends.select as select_module
 from runtime.enhance import main
 from runtime.inputs import Job
 from runtime.routing import modality_groups, routed_model, routes_by_modality
-from tests.onnx_fixtures import install_denoisers
+from tests.onnx_fixtures import install_denoisers, write_tiny_onnx
 
 
 @pytest.fixture
@@ -45,18 +45,24 @@ def test_mr_files_go_to_the_mr_denoiser_and_the_rest_to_the_default(models_dir, 
 
 def test_a_named_model_or_the_environment_serves_every_file(models_dir, tmp_path, monkeypatch, capsys) -> None:
     ct, mr = get_testdata_file("CT_small.dcm"), get_testdata_file("MR_small.dcm")
-    default = models_dir / select_module.DEFAULT_MODELS[0]
+    default, mr_model = models_dir / select_module.DEFAULT_MODELS[0], models_dir / select_module.MR_DENOISE_MODELS[0]
+    other = write_tiny_onnx(tmp_path / "other.onnx", seed=9, model_name="other", modalities=("CT", "MR"))
     assert not routes_by_modality("denoise", default, remote=False)
     assert not routes_by_modality("denoise", None, remote=True)  # a Triton server's model serves every file
-    monkeypatch.setenv(select_module.MODEL_ENV, str(default))
+    monkeypatch.setenv(select_module.MODEL_ENV, str(other))
     assert not routes_by_modality("denoise", None, remote=False)
     assert main([ct, mr, "-o", str(tmp_path / "env"), "-q"]) == 0
-    assert "2 done" in capsys.readouterr().out
-    # The MR-only denoiser, named, skips the CT file and says which model covers it.
+    summary = capsys.readouterr().out
+    assert "2 done" in summary and mr_model.name not in summary
+    assert main([mr, "-o", str(tmp_path / "named"), "--model", str(other), "-q"]) == 0
+    capsys.readouterr()
+    assert np.array_equal(pydicom.dcmread(tmp_path / "env" / "MR_small.enhanced.dcm").pixel_array,
+                          pydicom.dcmread(tmp_path / "named" / "MR_small.enhanced.dcm").pixel_array)
+    # The MR-only denoiser, named, skips the CT file and names the denoiser a run without --model gives it.
     monkeypatch.delenv(select_module.MODEL_ENV)
-    mr_model = models_dir / select_module.MR_DENOISE_MODELS[0]
     assert main([ct, "-o", str(tmp_path / "mr_named"), "--model", str(mr_model)]) == 0
-    assert "1 skipped" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "1 skipped" in captured.out and f"its denoiser is {default.name} (--model {default.name})" in captured.err
 
 
 def test_without_an_mr_denoiser_every_file_goes_to_the_default(models_dir) -> None:

@@ -20,8 +20,9 @@ EXIT_OK, EXIT_USAGE = 0, 2
 
 DESCRIPTION = """\
 A DICOM node between a scanner (or PACS) and a PACS: it receives images (Store SCP, C-ECHO),
-enhances each with a medclear model (one backend opened once, the same inference path and
-derived DICOM as python -m runtime.enhance) and forwards the derived series to --forward
+enhances each with a medclear model (each backend opened once: without --model the shipped
+denoiser, and MR instances the MR one; the same inference path and derived DICOM as
+python -m runtime.enhance) and forwards the derived series to --forward
 (Store SCU), one association per series.
 """
 

@@ -1,4 +1,4 @@
-"""Enhancing spooled instances with one long-lived model, one instance at a time.
+"""Enhancing spooled instances with long-lived models (MR's own opened on its first instance), one at a time.
 
 The model lives in a child process (``runtime.node.enhancer``): there each instance goes
 through the CLI's own per-file code (``runtime.enhance.enhance_file``: the one inference path,
