@@ -1,5 +1,5 @@
-"""The MR data sources beside phantoms: "atlas" (real MR anatomy from the MNI152 T1 template nilearn
-ships) and "natural" (scikit-image's bundled photographs: fine texture)."""
+"""The data sources beside phantoms and scans: "atlas" (real MR anatomy from the MNI152 T1 template nilearn
+ships), "natural" (scikit-image's bundled photographs: fine texture) and "natural_ct" (those as CT)."""
 
 from __future__ import annotations
 
@@ -90,3 +90,23 @@ def test_template_and_photographs_are_not_scanned_images():
     images = load_sources(cfg)
     assert {i.source for i in images} == {"natural", "atlas"} and not any(i.scanned for i in images)
     assert load_sources(cfg, test_only=True) == []  # neither holds a test image: not even loaded
+
+
+def test_training_photographs_as_ct_slices_in_a_body_outline_train_only():
+    """Source "natural_ct": the training photographs as soft-tissue HU inside an elliptical body,
+    air outside the scanner's circle (the forward projection needs it); training only, not a scan."""
+    cfg = DataConfig(sources=["natural_ct"], modalities=["CT"], phantom_size=96, validation_fraction=0.1)
+    images = load_sources(cfg)
+    training, test = split_sources(images, cfg, "test")
+    _, validation = split_sources(images, cfg, "validation")
+    assert test == [] and validation == [] and load_sources(cfg, test_only=True) == []
+    assert [i.name for i in training] == [f"natural_ct:{n}" for n in natural.TRAIN_PHOTOS]
+    rows, cols = (np.mgrid[:96, :96] - 47.5) / 48.0
+    outside_circle = rows ** 2 + cols ** 2 > 1.0
+    for image in images:
+        assert image.modality == "CT" and image.values.shape == (96, 96) and not image.scanned
+        assert np.all(image.values[outside_circle] == natural.AIR_HU)
+        body = image.values[image.values > natural.AIR_HU]
+        assert body.size > 0.3 * image.values.size and body.std() > 10  # texture, not a flat disc
+        assert natural.NATURAL_CT_HU[0] <= body.min() and body.max() <= natural.NATURAL_CT_HU[1]
+    assert load_sources(DataConfig(sources=["natural_ct"], modalities=["MR"])) == []  # CT only

@@ -16,7 +16,8 @@ class DataConfig:
     ``sources`` names where clean images come from: ``"offline"`` (the real DICOM images that
     ship in pydicom and pydicom-data), ``"phantom"`` (synthetic CT phantoms in HU), ``"atlas"``
     (real MR anatomy: axial slices of the MNI152 T1 template that nilearn ships), ``"natural"``
-    (scikit-image's bundled photographs as MR-like images: fine texture), or a
+    (scikit-image's bundled photographs as MR-like images: fine texture), ``"natural_ct"`` (the
+    training photographs as CT slices in HU inside a body outline: fine texture under CT noise), or a
     directory path of DICOM files (degraded on the fly; a directory holding ``full_dose`` and
     ``quarter_dose``/``low_dose`` folders is read as low/full-dose pairs). ``paired_low_dir``
     and ``paired_full_dir`` name a low/full-dose pair of folders explicitly.

@@ -39,6 +39,7 @@ from trainer.data.sources import (
     directory_images,
     head_phantom_images,
     mr_phantom_images,
+    natural_ct_images,
     natural_images,
     offline_images,
     paired_images,
@@ -49,7 +50,7 @@ from trainer.data.split import SPLIT_SALT, split_of, stable_seed
 
 # Sources whose image names are safe to record: packaged or synthetic, no patient's (a user
 # folder's paths may carry patient IDs).
-PACKAGED_SOURCES = ("offline", "phantom", "atlas", "natural")
+PACKAGED_SOURCES = ("offline", "phantom", "atlas", "natural", "natural_ct")
 
 
 def spec_for(modality: str, cfg: DataConfig) -> NormalizationSpec:
@@ -70,9 +71,9 @@ def normalization_table(cfg: DataConfig) -> dict[str, dict]:
 
 log = logging.getLogger(__name__)
 
-# Sources that hold no test image: skipped when only the test split is wanted (nilearn, which
-# "atlas" reads, is then not needed either).
-_NO_TEST_IMAGES = ("atlas", "natural")
+# Sources that hold no test image, and the one modality each gives: skipped when only the test
+# split is wanted (nilearn, which "atlas" reads, is then not needed either) or that modality is not.
+_NO_TEST_IMAGES = {"atlas": "MR", "natural": "MR", "natural_ct": "CT"}
 
 
 def load_sources(cfg: DataConfig, test_only: bool = False) -> list[SourceImage]:
@@ -80,10 +81,10 @@ def load_sources(cfg: DataConfig, test_only: bool = False) -> list[SourceImage]:
     ``test_only``, sources that hold no test image are left out."""
     modalities, images = tuple(cfg.modalities), []
     for source in cfg.sources:
-        if source in _NO_TEST_IMAGES and (test_only or "MR" not in modalities):
+        if source in _NO_TEST_IMAGES and (test_only or _NO_TEST_IMAGES[source] not in modalities):
             if not test_only:
-                log.warning("data source %r gives MR images only, and MR is not among the modalities: it adds nothing",
-                            source)
+                log.warning("data source %r gives %s images only, and %s is not among the modalities: it adds nothing",
+                            source, _NO_TEST_IMAGES[source], _NO_TEST_IMAGES[source])
             continue
         if source == "offline":
             images += offline_images(modalities, cfg.min_image_side)
@@ -103,6 +104,8 @@ def load_sources(cfg: DataConfig, test_only: bool = False) -> list[SourceImage]:
             images += atlas_images(cfg.mr_atlas_slices, cfg.mr_atlas_validation_slices)
         elif source == "natural":
             images += natural_images()
+        elif source == "natural_ct":
+            images += natural_ct_images(cfg.phantom_size)
         elif (dose_dirs := find_dose_dirs(source)) is not None:
             images += paired_images(*dose_dirs, modalities, cfg.min_image_side)
         else:

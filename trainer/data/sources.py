@@ -23,7 +23,7 @@ from skimage.transform import resize
 from runtime.image_contract import modality_image
 from runtime.pixels import modality_range
 from trainer.data.atlas import ATLAS_PIXEL_MM, atlas_slices
-from trainer.data.natural import NATURAL_PIXEL_MM, natural_photos
+from trainer.data.natural import NATURAL_PIXEL_MM, NATURAL_SCALE, TRAIN_PHOTOS, ct_slice, natural_photos, photo
 from trainer.data.offline import offline_dicom_entries
 from trainer.data.pairing import pair_series
 from trainer.data.phantoms import (
@@ -65,7 +65,7 @@ class SourceImage:
     values: np.ndarray  # float32 (rows, columns)
     pixel_mm: float
     group: str  # held-out rule key: all copies/frames of one image share it
-    source: str  # "offline", "phantom", "atlas", "natural", "dir", "paired"
+    source: str  # "offline", "phantom", "atlas", "natural", "natural_ct", "dir", "paired"
     low_dose: np.ndarray | None = None  # a real low-dose partner (paired directories)
     low_dose_label: str | None = None
     # The values its file can hold (a DICOM file's stored range in modality values; a synthetic
@@ -360,6 +360,19 @@ def natural_images() -> list[SourceImage]:
     """Photographs as MR-like images (trainer/data/natural.py), ``natural:NAME``, training and
     validation by name; none are test images."""
     return _split_by_name("natural", NATURAL_PIXEL_MM, natural_photos())
+
+
+def natural_ct_images(size: int) -> list[SourceImage]:
+    """The training photographs as CT slices in HU (trainer/data/natural.py), ``natural_ct:NAME``,
+    training only: CT validation and test are unchanged by adding them. Body outline and field of
+    view (so pixel size) from a seed stream of their own."""
+    images = []
+    for i, name in enumerate(TRAIN_PHOTOS):
+        rng = np.random.default_rng([11, 0, i])
+        values = ct_slice(photo(name) / NATURAL_SCALE, size, rng)
+        images.append(SourceImage(f"natural_ct:{name}", "CT", values, phantom_pixel_mm(size, random_fov_mm(rng)),
+                                  f"train:natural_ct:{name}", "natural_ct"))
+    return images
 
 
 def paired_images(
