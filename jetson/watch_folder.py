@@ -192,8 +192,8 @@ class Enhancer:
         as ``python -m runtime.enhance`` makes them); (succeeded, its lines about the file)."""
         from runtime import enhance
         from runtime.backends import BackendError
-        from runtime.inputs import discover
         from runtime.backends.select import DEFAULT_TASK
+        from runtime.inputs import discover
         from runtime.routing import modality_groups
 
         jobs, errors = discover([path], exclude=self.args.output)
