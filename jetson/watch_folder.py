@@ -192,16 +192,14 @@ class Enhancer:
         as ``python -m runtime.enhance`` makes them); (succeeded, its lines about the file)."""
         from runtime import enhance
         from runtime.backends import BackendError
-        from runtime.backends.select import DEFAULT_TASK
         from runtime.inputs import discover
-        from runtime.routing import modality_groups
 
         jobs, errors = discover([path], exclude=self.args.output)
         reporter = _Lines()
         for source, reason in errors:
             reporter.file("FAILED", source, reason)
         try:
-            groups = modality_groups(jobs, self.cli.task or DEFAULT_TASK) if self._routed else [(self.cli.model, jobs)]
+            groups = enhance.file_groups(self.cli, jobs, remote=self.cli.url is not None)
         except BackendError as error:  # no model installed for this file's modality or the task
             raise self._unavailable("the model could not be opened", error) from None
         tally = enhance.Tally()

@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset
 from runtime.backends import Backend, BackendError
 from runtime.backends.select import (
     BACKENDS, DEFAULT_MODELS, DEFAULT_TASK, MODEL_ENV, MR_DENOISE_MODELS, MR_SR2_MODELS, SR2_MODEL_ENV, SR2_MODELS, TASK_MODELS,
-    first_installed, modality_model,
+    first_installed, installed_or_given, modality_model,
 )
 from runtime.backends.triton_backend import DEFAULT_IN_FLIGHT, DEFAULT_MODEL_NAME, PROTOCOLS, TritonTarget
 from runtime.derived import Derivation, derive
@@ -46,7 +46,7 @@ from runtime.pipeline import (  # the one inference path
 from runtime.provenance import SOURCE_KEY, claim_output, npy_record, source_uid
 from runtime.report import Reporter, Tally, file_line
 from runtime.resample import bicubic, nearest
-from runtime.routing import modality_groups, routes_by_modality
+from runtime.routing import Group, modality_groups, parse_modality_model, routes_by_modality
 from runtime.signals import Terminated, sigterm_as_interrupt
 from runtime.strength import DEFAULT_STRENGTH, MAX_STRENGTH, check_strength
 from runtime.tiling import InferFn, TilePlan
@@ -119,13 +119,14 @@ model and backends:
   ${SR2_MODEL_ENV}, when set, serves every file instead. A named model (a bare file name
   that is not in the current folder means the installed model of that name, e.g. --model
   {MR_SR2_MODELS[1]}) serves the whole run: files of modalities it does not cover are
-  skipped, and the line names their model.
+  skipped, and the line names their model. --modality-model MODALITY=MODEL sends that
+  modality's files to MODEL beside it (engines: MR=medclear_student_mr.int8.engine).
   --backend auto picks by file kind; onnxruntime/tensorrt force one.
   --backend triton --url HOST:PORT [--model-name NAME] runs the model on a Triton Inference
   Server (a repository from `python -m compiler triton-repo`; its contract is read from the
   server): gRPC by default, --protocol http; --in-flight requests outstanding at a time.
-  The server's one model serves every file (no routing by modality: send MR series to
-  the MR denoiser's server model with --model-name, docs/SCALE_OUT.md).
+  The server's one model serves every file, except modalities --modality-model sends
+  elsewhere (e.g. MR=grpc://HOST:PORT/medclear_mr, docs/SCALE_OUT.md).
   --threads N is at most this machine's CPU count (larger values are lowered to it).
   --max-pixels (default {DEFAULT_MAX_PIXELS}) bounds rows x columns x frames per file so
   that a default run stays within about 2 GiB of memory (docs/RUNTIME.md).
@@ -199,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="DICOM file, folder or DICOMDIR")
     parser.add_argument("-o", "--outdir", type=Path, required=True, help="output folder (created if needed)")
     parser.add_argument("--model", type=Path, help="model file: .onnx, or TensorRT .engine/.plan")
+    parser.add_argument("--modality-model", type=_modality_model_arg, action="append", metavar="MODALITY=MODEL",
+                        help="files of MODALITY (read from the header) go to MODEL instead (a file, engine or "
+                             "Triton model URL grpc://HOST:PORT/NAME), e.g. MR=medclear_student_mr.int8.engine "
+                             "beside --model medclear_student.int8.engine; repeatable")
     parser.add_argument("--task", choices=tuple(TASK_MODELS),
                         help=f"denoise or sr2 (x2 super-resolution): picks the default models, {DEFAULT_TASK} "
                              f"when not given (without --model each file goes to its modality's model: MR to "
@@ -241,6 +246,24 @@ def build_parser() -> argparse.ArgumentParser:
     triton.add_argument("--in-flight", type=int, default=DEFAULT_IN_FLIGHT,
                         help=f"requests kept outstanding so the server can batch them (default: {DEFAULT_IN_FLIGHT})")
     return parser
+
+
+def _modality_model_arg(text: str) -> tuple[str, Path]:
+    """argparse type for --modality-model: ``(MODALITY, MODEL)``, a usage error otherwise."""
+    try:
+        return parse_modality_model(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def file_groups(args: argparse.Namespace, jobs: list[Job], remote: bool) -> list[Group]:
+    """Which model serves which of ``jobs`` (runtime/routing.py): ``--modality-model`` first, then
+    the named model (``--model``, the task's variable, a Triton server's) or each modality's own."""
+    routed = routes_by_modality(args.task, args.model, remote)
+    overrides = {modality: installed_or_given(model) for modality, model in args.modality_model or []}
+    if not routed and not overrides:
+        return [(args.model, jobs)]
+    return modality_groups(jobs, args.task or DEFAULT_TASK, routed=routed, model=args.model, overrides=overrides)
 
 
 def _strength_arg(text: str) -> float:
@@ -532,11 +555,11 @@ def _main(args: argparse.Namespace) -> int:
     with ExitStack() as opened:
         try:
             server = triton_target(args)
-            routed = routes_by_modality(args.task, args.model, server is not None)
-            groups = modality_groups(jobs, args.task or DEFAULT_TASK) if routed else [(args.model, jobs)]
+            # The --url server serves the run's own model; a --modality-model names its model itself.
             backends = [(opened.enter_context(open_model(model, args.backend, threads=threads,
-                                                         cuda_graphs=args.cuda_graphs, server=server, task=args.task)),
-                         group) for model, group in groups]
+                                                         cuda_graphs=args.cuda_graphs, task=args.task,
+                                                         server=server if model is None else None)),
+                         group) for model, group in file_groups(args, jobs, server is not None)]
         except BackendError as error:
             print(f"medclear: error: {cause(error, 1000)}", file=sys.stderr)
             return EXIT_USAGE

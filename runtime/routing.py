@@ -18,7 +18,7 @@ import pydicom
 from runtime.backends.select import DEFAULT_TASK, TASK_MODELS, default_model, modality_model
 from runtime.inputs import Job
 
-Group = tuple[Path | None, list[Job]]  # (the model, or None for the run's default; its files)
+Group = tuple[Path | None, list[Job]]  # (the model, or None for the run's default or server model; its files)
 
 
 def header_modality(path: Path) -> str | None:
@@ -46,16 +46,32 @@ def routed_model(modality: str | None, task: str = DEFAULT_TASK, models_dir: Pat
     return own or default_model(models_dir, task=task)
 
 
-def modality_groups(jobs: list[Job], task: str = DEFAULT_TASK, models_dir: Path | None = None) -> list[Group]:
-    """``jobs`` grouped by the model ``task`` ships for their modality, in order of first
-    appearance; files of a modality without one of its own (or whose header cannot be read) go to
-    the task's default model. ModelNotFoundError when such a file (or an empty run) finds no
-    default model."""
+def modality_groups(jobs: list[Job], task: str = DEFAULT_TASK, models_dir: Path | None = None, *,
+                    routed: bool = True, model: Path | None = None,
+                    overrides: dict[str, Path] | None = None) -> list[Group]:
+    """``jobs`` grouped by the model that serves them, in order of first appearance: a file whose
+    modality ``overrides`` names goes to that model (``--modality-model``); else, ``routed``, to
+    the model ``task`` ships for its modality, and otherwise (or when its header cannot be read)
+    to the task's default model; not ``routed``, to ``model`` (the run's named model, None for a
+    Triton server's). ModelNotFoundError when a routed file (or an empty run) finds no default."""
     # Looked up once, and only when a file needs it: an MR-only x2 run needs no CT model.
-    fallback = functools.cache(lambda: default_model(models_dir, task=task))
-    groups: dict[Path, list[Job]] = {}
+    fallback = functools.cache(lambda: default_model(models_dir, task=task)) if routed else (lambda: model)
+    overrides = overrides or {}
+    groups: dict[Path | None, list[Job]] = {}
     for job in jobs:
-        modality = header_modality(job.source)
-        own = modality_model(modality, task, models_dir) if modality else None
+        modality = header_modality(job.source) if routed or overrides else None
+        key = modality.strip().upper() if modality else None
+        own = overrides.get(key) if key else None
+        if own is None and routed and modality:
+            own = modality_model(modality, task, models_dir)
         groups.setdefault(own or fallback(), []).append(job)
     return list(groups.items()) or [(fallback(), [])]
+
+
+def parse_modality_model(text: str) -> tuple[str, Path]:
+    """``MODALITY=MODEL`` (``--modality-model``) as ``(MODALITY in capitals, MODEL)``; ValueError
+    naming the form otherwise. MODEL is a file (.onnx, .engine) or a Triton model URL."""
+    modality, equals, model = text.partition("=")
+    if not equals or not modality.strip() or not model.strip() or not modality.strip().isalnum():
+        raise ValueError(f"expected MODALITY=MODEL (e.g. MR=medclear_student_mr.int8.engine), got {text!r}")
+    return modality.strip().upper(), Path(model.strip())

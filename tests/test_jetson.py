@@ -110,9 +110,9 @@ def test_unit_passes_only_flags_the_watcher_knows():
         [sys.executable, str(JETSON / "watch_folder.py"), "--help"], capture_output=True, text=True
     ).stdout
     assert used and all(flag in help_text for flag in used), used
-    # every ${VAR} in ExecStart has a default in the unit and in the example env file
+    # every ${VAR} (and word-split $VAR) in ExecStart has a default in the unit and in the example env file
     env_file = (JETSON / "medclear-enhance.env").read_text()
-    for var in re.findall(r"\$\{(\w+)\}", exec_start):
+    for var in re.findall(r"\$\{?(\w+)\}?", exec_start):
         assert f"Environment={var}=" in unit and f"\n{var}=" in env_file, var
 
 

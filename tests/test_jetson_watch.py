@@ -221,3 +221,24 @@ def test_a_strength_the_x2_model_cannot_take_leaves_inputs_in_the_inbox(tmp_path
     assert code == 1 and [p.name for p in inbox.iterdir()] == ["CT_small.dcm"]
     assert not (tmp_path / "done").exists() or not list((tmp_path / "done").iterdir())
     assert "strength" in (tmp_path / "failed" / "enhancer-error.log").read_text()
+
+
+def test_a_modality_model_beside_the_named_model_as_the_cli(tmp_path):
+    """The bedside unit names one engine; --modality-model gives MR its own, as the CLI does."""
+    from onnx_fixtures import write_tiny_onnx
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        shutil.copy(pydicom_file(name), inbox / name)
+    named = write_tiny_onnx(tmp_path / "all.onnx", seed=1, modalities=["CT", "MR"])
+    mr_model = write_tiny_onnx(tmp_path / "mr.onnx", seed=2, modalities=["MR"])
+    options = ["--model", str(named), "--format", "npy"]
+    code = _load_watcher().main(["--input", str(inbox), "--output", str(tmp_path / "out"), "--once", *options,
+                                 f"--enhance-arg=--modality-model=MR={mr_model}"])
+    assert code == 0
+    for name, model in (("CT_small", named), ("MR_small", mr_model)):
+        assert enhance.main([str(tmp_path / "done" / f"{name}.dcm"), "-o", str(tmp_path / name), "--model", str(model),
+                             "--format", "npy", "-q"]) == 0
+        np.testing.assert_array_equal(np.load(tmp_path / "out" / f"{name}.enhanced.npy"),
+                                      np.load(tmp_path / name / f"{name}.enhanced.npy"))

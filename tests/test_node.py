@@ -269,6 +269,15 @@ def test_the_model_child_gives_each_modality_its_model_unless_one_model_is_named
     finally:
         model.close()
 
+    # modality_models beside a named model (engines on a Jetson): MR to its model, the rest to the named one.
+    model = _Model(replace(settings, model=both, modality_models=(("MR", mr_model.with_name("mr.onnx")),)))
+    write_tiny_onnx(tmp_path / "models" / "mr.onnx", seed=2, model_name="tiny-mr", modalities=["MR"])
+    try:
+        assert model.description.endswith("; MR files to mr.onnx (opened on the first)")
+        assert models_used(model, tmp_path / "beside") == {"CT": "tiny-both", "MR": "tiny-mr"}
+    finally:
+        model.close()
+
     # One model for every file: the model setting, or $MEDCLEAR_MODEL.
     for named, env in ((both, None), (None, str(both))):
         if env:
@@ -476,3 +485,17 @@ def test_enhancement_waits_while_receiving_until_the_backlog_reaches_receive_fir
     started = time.monotonic()
     immediate.wait_for_turn()  # 0: never waits
     assert time.monotonic() - started < 0.05
+
+
+def test_modality_models_from_the_config_file_and_the_command_line(tmp_path):
+    """``modality_models = {MR = "..."}`` in a config file (relative to it, a Triton URL kept), and
+    ``--modality-model MR=...`` on the command line, which replaces the file's."""
+    config = tmp_path / "node.toml"
+    config.write_text('spool = "spool"\nforward = "PACS@127.0.0.1:104"\nmodel = "a.engine"\n'
+                      'modality_models = {MR = "mr.engine", ct = "grpc://h:8001/ct"}\n')
+    loaded = settings_from(build_parser().parse_args(["--config", str(config)]))
+    assert loaded.modality_models == (("MR", tmp_path / "mr.engine"), ("CT", "grpc://h:8001/ct"))
+    args = build_parser().parse_args(["--config", str(config), "--modality-model", "MR=/opt/b.engine"])
+    assert settings_from(args).modality_models == (("MR", Path("/opt/b.engine")),)
+    with pytest.raises(ConfigError, match="expected MODALITY=MODEL"):
+        settings_from(build_parser().parse_args(["--config", str(config), "--modality-model", "MR"]))

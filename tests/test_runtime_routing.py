@@ -69,3 +69,41 @@ def test_without_an_mr_denoiser_every_file_goes_to_the_default(models_dir) -> No
     (models_dir / select_module.MR_DENOISE_MODELS[0]).unlink()
     jobs = [Job(Path(get_testdata_file(name)), Path(name)) for name in ("CT_small.dcm", "MR_small.dcm")]
     assert modality_groups(jobs) == [(models_dir / select_module.DEFAULT_MODELS[0], jobs)]
+
+
+def test_modality_model_sends_that_modality_elsewhere_beside_a_named_model(models_dir, tmp_path, capsys) -> None:
+    """--modality-model MR=FILE beside --model (e.g. TensorRT engines on a Jetson, which routing by
+    installed ONNX files does not find): MR files to FILE, the rest to the named model."""
+    ct, mr = get_testdata_file("CT_small.dcm"), get_testdata_file("MR_small.dcm")
+    other = write_tiny_onnx(tmp_path / "other.onnx", seed=9, model_name="other", modalities=("CT", "MR"))
+    mr_model = models_dir / select_module.MR_DENOISE_MODELS[0]
+    out = tmp_path / "override"
+    assert main([ct, mr, "-o", str(out), "--model", str(other), "--modality-model", f"mr={mr_model}", "-q"]) == 0
+    summary = capsys.readouterr().out
+    assert f"other.onnx on" in summary and f"{mr_model.name} on" in summary
+    for source, model in ((mr, mr_model), (ct, other)):
+        alone = tmp_path / f"alone_{model.stem}"
+        assert main([source, "-o", str(alone), "--model", str(model), "-q"]) == 0
+        name = Path(source).stem + ".enhanced.dcm"
+        assert np.array_equal(pydicom.dcmread(out / name).pixel_array, pydicom.dcmread(alone / name).pixel_array)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as usage:
+        main([ct, "-o", str(tmp_path / "bad"), "--modality-model", "MR"])
+    assert usage.value.code == 2 and "expected MODALITY=MODEL" in capsys.readouterr().err
+
+
+def test_a_triton_run_sends_a_modality_to_another_server_model(models_dir) -> None:
+    """With --url the server's model serves the run; --modality-model MR=grpc://… names another
+    server model for MR files, opened as a Triton model of its own."""
+    from runtime.backends.select import select_backend
+    from runtime.backends.triton_backend import TritonBackend
+    from runtime.enhance import build_parser, file_groups
+
+    ct, mr = Path(get_testdata_file("CT_small.dcm")), Path(get_testdata_file("MR_small.dcm"))
+    args = build_parser().parse_args([str(ct), str(mr), "-o", "out", "--url", "localhost:8001",
+                                      "--modality-model", "MR=grpc://localhost:8001/medclear_mr"])
+    jobs = [Job(path, Path(path.stem)) for path in (ct, mr)]
+    (server_model, ct_jobs), (mr_server_model, mr_jobs) = file_groups(args, jobs, remote=True)
+    assert server_model is None and ct_jobs == jobs[:1] and mr_jobs == jobs[1:]
+    backend = select_backend(mr_server_model)
+    assert isinstance(backend, TritonBackend) and backend.target.describe() == "grpc://localhost:8001/medclear_mr"

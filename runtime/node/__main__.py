@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also forward every received instance unchanged (and what cannot be enhanced)")
     add("--model", help="model file: .onnx or a TensorRT .engine, or a Triton model URL grpc://HOST:PORT/NAME "
         "(default: the shipped denoiser; MR files to the MR one where installed)")
+    add("--modality-model", dest="modality_models", action="append", metavar="MODALITY=MODEL",
+        help="instances of MODALITY go to MODEL beside --model (e.g. MR=medclear_student_mr.int8.engine on a "
+        "Jetson); repeatable; config file: modality_models = {MR = \"...\"}")
     add("--backend", choices=BACKENDS, help="inference backend (default auto)")
     add("--threads", type=int, help="CPU threads for ONNX Runtime (default: all but one, kept for receiving)")
     add("--strength", type=float, help="0 = off, 1 = the model's output (default), up to 4")

@@ -130,6 +130,8 @@ class NodeConfig:
     # A file, or a Triton model URL; None: the shipped denoiser, MR files to the MR one where
     # installed (runtime/routing.py), unless $MEDCLEAR_MODEL names one model for every file.
     model: Path | str | None = None
+    # MODALITY -> a model for that modality's instances beside ``model`` (e.g. MR's engine on a Jetson).
+    modality_models: tuple[tuple[str, Path | str], ...] = ()
     backend: str = "auto"
     threads: int | None = None
     strength: float = DEFAULT_STRENGTH
@@ -200,11 +202,21 @@ def load_file(path: Path) -> dict[str, Any]:
     if not isinstance(settings, dict):
         raise ConfigError(f"--config: {path} must hold a table/object of settings")
     settings = {str(key).replace("-", "_"): value for key, value in settings.items()}
+    folder = path.resolve().parent
     for key in PATHS & set(settings):  # relative to the file's folder
-        value = settings[key]  # a model URL (grpc://HOST:PORT/NAME, Triton) is not a path
-        if isinstance(value, str) and "://" not in value and not Path(value).expanduser().is_absolute():
-            settings[key] = str(path.resolve().parent / settings[key])
+        settings[key] = _relative_to(settings[key], folder)
+    if isinstance(settings.get("modality_models"), dict):
+        settings["modality_models"] = {modality: _relative_to(model, folder)
+                                       for modality, model in settings["modality_models"].items()}
     return settings
+
+
+def _relative_to(value: Any, folder: Path) -> Any:
+    """A relative path string taken from ``folder``; anything else (a model URL
+    grpc://HOST:PORT/NAME, Triton, is not a path) as it is."""
+    if isinstance(value, str) and "://" not in value and not Path(value).expanduser().is_absolute():
+        return str(folder / value)
+    return value
 
 
 def _toml():
@@ -236,10 +248,37 @@ def build(settings: dict[str, Any]) -> NodeConfig:
     return config
 
 
+def _model(value: Any) -> Path | str:
+    """A model setting: a Triton model URL as it is (a Path would fold its "//"), else a path."""
+    return str(value) if "://" in str(value) else Path(str(value)).expanduser()
+
+
+def _modality_models(value: Any) -> tuple[tuple[str, Path | str], ...]:
+    """``{MODALITY = MODEL}`` (config file) or ``["MODALITY=MODEL", ...]`` (command line)."""
+    from runtime.routing import parse_modality_model
+
+    if isinstance(value, dict):
+        items = [f"{modality}={model}" for modality, model in value.items()]
+    elif isinstance(value, (list, tuple)):
+        items = [str(item) for item in value]
+    else:
+        raise ConfigError(f"--modality-model: expected MODALITY=MODEL entries, got {value!r}")
+    pairs = []
+    for item in items:
+        try:
+            modality, _ = parse_modality_model(item)
+        except ValueError as error:
+            raise ConfigError(f"--modality-model: {error}") from None
+        pairs.append((modality, _model(item.partition("=")[2].strip())))
+    return tuple(pairs)
+
+
 def _convert(key: str, value: Any) -> Any:
     option = "--" + key.replace("_", "-")
-    if key == "model" and "://" in str(value):
-        return str(value)  # a Triton model URL (grpc://HOST:PORT/NAME): a Path would fold its "//"
+    if key == "model":
+        return _model(value)
+    if key == "modality_models":
+        return _modality_models(value)
     if key in PATHS:
         return Path(str(value)).expanduser()
     if key in FLAGS:

@@ -63,6 +63,7 @@ class ModelSettings:
     threads: int | None
     strength: float
     nice: int
+    modality_models: tuple[tuple[str, str | Path], ...] = ()  # (MODALITY, model) beside ``model``
 
 
 class Enhancer:
@@ -210,8 +211,9 @@ class _Model:
         self.routed = routes_by_modality(DEFAULT_TASK, settings.model, remote=False)
         self.default = routed_model(None) if self.routed else settings.model
         self.opened: dict[str | Path | None, _Opened] = {}
-        self.unopened: dict[Path, str] = {}  # a modality's model that could not be opened: why
-        self.routes: dict[str | None, Path] = {}  # modality -> its model, chosen on its first file
+        self.unopened: dict[str | Path, str] = {}  # a modality's model that could not be opened: why
+        # modality -> its model: the configured ones, the rest chosen on their first file
+        self.routes: dict[str | None, str | Path] = dict(settings.modality_models)
         default = self._open(self.default)
         self.description = f"{default.backend.contract.model_name}, {default.backend.describe()}{self._own_models()}"
 
@@ -230,22 +232,24 @@ class _Model:
         """For the start line of a routed child: which modalities have a model of their own."""
         from runtime.backends.select import DEFAULT_TASK, MODALITY_MODELS, modality_model
 
-        if not self.routed:
-            return ""
-        own = [f"{modality} files to {path.name}" for modality in MODALITY_MODELS.get(DEFAULT_TASK, {})
-               if (path := modality_model(modality)) is not None]
-        return f"; {', '.join(own)} (opened on the first)" if own else ""
+        own = {modality: Path(str(model)).name for modality, model in self.options.modality_models}
+        if self.routed:
+            own = {**{modality: path.name for modality in MODALITY_MODELS.get(DEFAULT_TASK, {})
+                      if (path := modality_model(modality)) is not None}, **own}
+        listed = [f"{modality} files to {name}" for modality, name in own.items()]
+        return f"; {', '.join(listed)} (opened on the first)" if listed else ""
 
     def _for(self, path: Path) -> _Opened | str:
         """The opened model for ``path`` (its modality's, when routed), or why it cannot be had."""
         from runtime.routing import header_modality, routed_model
 
-        if not self.routed:
+        if not self.routed and not self.options.modality_models:
             return self.opened[self.default]
         modality = header_modality(path)
+        modality = modality.strip().upper() if modality else None
         if modality not in self.routes:
             try:
-                self.routes[modality] = routed_model(modality)
+                self.routes[modality] = routed_model(modality) if self.routed else self.default
             except Exception as error:  # ModelNotFoundError: the default model is gone
                 return f"no model for its modality: {cause(error, 500)}"
         model = self.routes[modality]
@@ -253,7 +257,8 @@ class _Model:
             try:
                 return self._open(model)
             except Exception as error:  # a broken file, a TensorRT engine built elsewhere: this modality only
-                self.unopened[model] = f"its modality's model {model.name} could not be opened: {cause(error, 500)}"
+                name = Path(str(model)).name
+                self.unopened[model] = f"its modality's model {name} could not be opened: {cause(error, 500)}"
         return self.unopened[model]
 
     def enhance(self, path: Path, outdir: Path) -> Result:

@@ -50,7 +50,7 @@ class Worker(threading.Thread):
         self.ready = threading.Event()  # set once the model is open (or could not be opened)
         self.error: str | None = None
         self.model = Enhancer(ModelSettings(config.model, config.backend, config.threads, config.strength,
-                                            config.worker_nice))
+                                            config.worker_nice, config.modality_models))
         self.busy = False
         self.receiving: Callable[[], bool] = lambda: False  # the receiver's, set by the node
 
