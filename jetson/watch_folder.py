@@ -136,13 +136,15 @@ class Enhancer:
         """Open the run's model now, so a model that cannot open is reported before any file
         (EnhancerUnavailable, reason in failed/enhancer-error.log); a routed run opens its task's
         default model now where one is installed, and each modality's own model (MR's) as its first
-        file arrives."""
+        file arrives; a --modality-model's model opens now too, so that a typo shows at start."""
+        from runtime.backends.select import DEFAULT_TASK, ModelNotFoundError, installed_or_given
+        from runtime.routing import routed_model
+
+        for _, model in self.cli.modality_model or []:
+            self._model(installed_or_given(model))
         if not self._routed:
             self._model(self.cli.model)
             return
-        from runtime.backends.select import DEFAULT_TASK, ModelNotFoundError
-        from runtime.routing import routed_model
-
         task = self.cli.task or DEFAULT_TASK
         try:
             default = routed_model(None, task)

@@ -120,7 +120,8 @@ model and backends:
   that is not in the current folder means the installed model of that name, e.g. --model
   {MR_SR2_MODELS[1]}) serves the whole run: files of modalities it does not cover are
   skipped, and the line names their model. --modality-model MODALITY=MODEL sends that
-  modality's files to MODEL beside it (engines: MR=medclear_student_mr.int8.engine).
+  modality's files to MODEL beside it (engines: MR=medclear_student_mr.int8.engine), opened
+  with the same --backend (leave it auto when the kinds differ).
   --backend auto picks by file kind; onnxruntime/tensorrt force one.
   --backend triton --url HOST:PORT [--model-name NAME] runs the model on a Triton Inference
   Server (a repository from `python -m compiler triton-repo`; its contract is read from the
@@ -558,7 +559,8 @@ def _main(args: argparse.Namespace) -> int:
             # The --url server serves the run's own model; a --modality-model names its model itself.
             backends = [(opened.enter_context(open_model(model, args.backend, threads=threads,
                                                          cuda_graphs=args.cuda_graphs, task=args.task,
-                                                         server=server if model is None else None)),
+                                                         server=server if model is None else
+                                                         TritonTarget.from_model_url(model, in_flight=args.in_flight))),
                          group) for model, group in file_groups(args, jobs, server is not None)]
         except BackendError as error:
             print(f"medclear: error: {cause(error, 1000)}", file=sys.stderr)

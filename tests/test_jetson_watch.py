@@ -242,3 +242,16 @@ def test_a_modality_model_beside_the_named_model_as_the_cli(tmp_path):
                              "--format", "npy", "-q"]) == 0
         np.testing.assert_array_equal(np.load(tmp_path / "out" / f"{name}.enhanced.npy"),
                                       np.load(tmp_path / name / f"{name}.enhanced.npy"))
+
+
+def test_a_modality_model_that_cannot_open_is_reported_at_start(tmp_path):
+    from onnx_fixtures import write_tiny_onnx
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(pydicom_file("CT_small.dcm"), inbox / "CT_small.dcm")
+    named = write_tiny_onnx(tmp_path / "all.onnx", modalities=["CT", "MR"])
+    code = _load_watcher().main(["--input", str(inbox), "--output", str(tmp_path / "out"), "--once",
+                                 "--model", str(named), f"--enhance-arg=--modality-model=MR={tmp_path / 'typo.engine'}"])
+    assert code == 1 and [p.name for p in inbox.iterdir()] == ["CT_small.dcm"]
+    assert "typo.engine" in (tmp_path / "failed" / "enhancer-error.log").read_text()

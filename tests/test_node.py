@@ -495,6 +495,10 @@ def test_modality_models_from_the_config_file_and_the_command_line(tmp_path):
                       'modality_models = {MR = "mr.engine", ct = "grpc://h:8001/ct"}\n')
     loaded = settings_from(build_parser().parse_args(["--config", str(config)]))
     assert loaded.modality_models == (("MR", tmp_path / "mr.engine"), ("CT", "grpc://h:8001/ct"))
+    listed = tmp_path / "listed.json"
+    listed.write_text('{"spool": "s", "forward": "PACS@127.0.0.1:104", "modality_models": ["MR=mr.engine"]}')
+    assert settings_from(build_parser().parse_args(["--config", str(listed)])).modality_models == (
+        ("MR", tmp_path / "mr.engine"),)
     args = build_parser().parse_args(["--config", str(config), "--modality-model", "MR=/opt/b.engine"])
     assert settings_from(args).modality_models == (("MR", Path("/opt/b.engine")),)
     with pytest.raises(ConfigError, match="expected MODALITY=MODEL"):

@@ -205,9 +205,12 @@ def load_file(path: Path) -> dict[str, Any]:
     folder = path.resolve().parent
     for key in PATHS & set(settings):  # relative to the file's folder
         settings[key] = _relative_to(settings[key], folder)
-    if isinstance(settings.get("modality_models"), dict):
-        settings["modality_models"] = {modality: _relative_to(model, folder)
-                                       for modality, model in settings["modality_models"].items()}
+    modality_models = settings.get("modality_models")
+    if isinstance(modality_models, dict):
+        settings["modality_models"] = {modality: _relative_to(model, folder) for modality, model in modality_models.items()}
+    elif isinstance(modality_models, list):  # ["MR=FILE", ...]
+        settings["modality_models"] = [f"{item.partition('=')[0]}={_relative_to(item.partition('=')[2], folder)}"
+                                       if isinstance(item, str) else item for item in modality_models]
     return settings
 
 

@@ -232,7 +232,8 @@ class _Model:
         """For the start line of a routed child: which modalities have a model of their own."""
         from runtime.backends.select import DEFAULT_TASK, MODALITY_MODELS, modality_model
 
-        own = {modality: Path(str(model)).name for modality, model in self.options.modality_models}
+        own = {modality: str(model) if "://" in str(model) else Path(str(model)).name
+               for modality, model in self.options.modality_models}
         if self.routed:
             own = {**{modality: path.name for modality in MODALITY_MODELS.get(DEFAULT_TASK, {})
                       if (path := modality_model(modality)) is not None}, **own}
