@@ -18,7 +18,8 @@ import pydicom
 from runtime.backends.select import DEFAULT_TASK, TASK_MODELS, default_model, modality_model
 from runtime.inputs import Job
 
-Group = tuple[Path | None, list[Job]]  # (the model, or None for the run's default or server model; its files)
+# (the model: a path, a Triton URL, or None for the run's default or server model; its files)
+Group = tuple[Path | str | None, list[Job]]
 
 
 def header_modality(path: Path) -> str | None:
@@ -47,8 +48,8 @@ def routed_model(modality: str | None, task: str = DEFAULT_TASK, models_dir: Pat
 
 
 def modality_groups(jobs: list[Job], task: str = DEFAULT_TASK, models_dir: Path | None = None, *,
-                    routed: bool = True, model: Path | None = None,
-                    overrides: dict[str, Path] | None = None) -> list[Group]:
+                    routed: bool = True, model: Path | str | None = None,
+                    overrides: dict[str, Path | str] | None = None) -> list[Group]:
     """``jobs`` grouped by the model that serves them, in order of first appearance: a file whose
     modality ``overrides`` names goes to that model (``--modality-model``); else, ``routed``, to
     the model ``task`` ships for its modality, and otherwise (or when its header cannot be read)

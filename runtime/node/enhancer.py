@@ -197,7 +197,7 @@ class _Opened:
 class _Model:
     """The opened backends and what enhancing a file with each needs. One model serves every
     file, unless the settings name none and ``$MEDCLEAR_MODEL`` is unset: then each file goes to
-    its modality's model (``runtime.routing.routed_model``), the default model opened at start
+    its modality's model (``runtime.routing.modality_groups``, the CLI's rule), the default model opened at start
     and a modality's own model (MR's denoiser) on its first file. A model that cannot be opened
     then fails the files it would serve, with the reason, until the child is started again."""
 
@@ -212,8 +212,6 @@ class _Model:
         self.default = routed_model(None) if self.routed else settings.model
         self.opened: dict[str | Path | None, _Opened] = {}
         self.unopened: dict[str | Path, str] = {}  # a modality's model that could not be opened: why
-        # modality -> its model: the configured ones, the rest chosen on their first file
-        self.routes: dict[str | None, str | Path] = dict(settings.modality_models)
         default = self._open(self.default)
         self.description = f"{default.backend.contract.model_name}, {default.backend.describe()}{self._own_models()}"
 
@@ -242,18 +240,16 @@ class _Model:
 
     def _for(self, path: Path) -> _Opened | str:
         """The opened model for ``path`` (its modality's, when routed), or why it cannot be had."""
-        from runtime.routing import header_modality, routed_model
+        from runtime.inputs import Job
+        from runtime.routing import modality_groups
 
         if not self.routed and not self.options.modality_models:
             return self.opened[self.default]
-        modality = header_modality(path)
-        modality = modality.strip().upper() if modality else None
-        if modality not in self.routes:
-            try:
-                self.routes[modality] = routed_model(modality) if self.routed else self.default
-            except Exception as error:  # ModelNotFoundError: the default model is gone
-                return f"no model for its modality: {cause(error, 500)}"
-        model = self.routes[modality]
+        try:  # the CLI's own rule (runtime/routing.py), for this one file
+            ((model, _),) = modality_groups([Job(path, Path(path.stem))], routed=self.routed, model=self.default,
+                                            overrides=dict(self.options.modality_models))
+        except Exception as error:  # ModelNotFoundError: the default model is gone
+            return f"no model for its modality: {cause(error, 500)}"
         if model not in self.unopened:
             try:
                 return self._open(model)
