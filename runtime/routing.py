@@ -69,10 +69,12 @@ def modality_groups(jobs: list[Job], task: str = DEFAULT_TASK, models_dir: Path 
     return list(groups.items()) or [(fallback(), [])]
 
 
-def parse_modality_model(text: str) -> tuple[str, Path]:
+def parse_modality_model(text: str) -> tuple[str, Path | str]:
     """``MODALITY=MODEL`` (``--modality-model``) as ``(MODALITY in capitals, MODEL)``; ValueError
-    naming the form otherwise. MODEL is a file (.onnx, .engine) or a Triton model URL."""
+    naming the form otherwise. MODEL is a file (.onnx, .engine: a Path) or a Triton model URL
+    (``grpc://HOST:PORT/NAME``: kept as text, since a Path folds its "//")."""
     modality, equals, model = text.partition("=")
-    if not equals or not modality.strip() or not model.strip() or not modality.strip().isalnum():
+    modality, model = modality.strip(), model.strip()
+    if not equals or not modality or not model or not modality.isalnum():
         raise ValueError(f"expected MODALITY=MODEL (e.g. MR=medclear_student_mr.int8.engine), got {text!r}")
-    return modality.strip().upper(), Path(model.strip())
+    return modality.upper(), model if "://" in model else Path(model)

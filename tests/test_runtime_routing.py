@@ -13,7 +13,7 @@ from pydicom.data import get_testdata_file
 import runtime.backends.select as select_module
 from runtime.enhance import main
 from runtime.inputs import Job
-from runtime.routing import modality_groups, routed_model, routes_by_modality
+from runtime.routing import modality_groups, parse_modality_model, routed_model, routes_by_modality
 from tests.onnx_fixtures import install_denoisers, write_tiny_onnx
 
 
@@ -107,3 +107,11 @@ def test_a_triton_run_sends_a_modality_to_another_server_model(models_dir) -> No
     assert server_model is None and ct_jobs == jobs[:1] and mr_jobs == jobs[1:]
     backend = select_backend(mr_server_model)
     assert isinstance(backend, TritonBackend) and backend.target.describe() == "grpc://localhost:8001/medclear_mr"
+
+
+def test_parse_modality_model_keeps_a_triton_url_whole() -> None:
+    assert parse_modality_model(" mr = models/mr.engine ") == ("MR", Path("models/mr.engine"))
+    assert parse_modality_model("CT=grpc://h:8001/ct") == ("CT", "grpc://h:8001/ct")  # a Path would fold "//"
+    for bad in ("MR", "=x.onnx", "MR=", "M R=x.onnx"):
+        with pytest.raises(ValueError, match="MODALITY=MODEL"):
+            parse_modality_model(bad)

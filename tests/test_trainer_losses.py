@@ -131,3 +131,23 @@ def test_gradient_term_ignores_an_offset_and_counts_a_moved_edge():
     # the difference is one unit column: two unit steps in x per row (of 15 column pairs), none in y
     assert total.item() == pytest.approx((2 / 15 + 0.0) / 2, rel=1e-5) and "gradient" in parts
     assert "gradient" not in ReconstructionLoss(LossConfig())(moved, ref)[1]  # off by default
+
+
+def test_window_term_counts_only_what_the_window_shows():
+    ref = torch.zeros(2, 1, 16, 16)
+    ref[0] = 3.0  # bone-like: above the [0, 1] window
+    pred = ref + 0.5  # the same error in both samples
+    loss = ReconstructionLoss(LossConfig(l1=1.0, ssim=0.0, windows=[[0.0, 1.0, 2.0]]))
+    per_sample = [loss(p[None], r[None])[1]["window0"] for p, r in zip(pred, ref)]
+    assert per_sample == [pytest.approx(0.0), pytest.approx(0.5)]  # clipped away in bone, seen at 0
+    total, parts = loss(pred, ref)
+    assert total.item() == pytest.approx(0.5 + 2.0 * 0.25, rel=1e-5)  # L1 0.5 plus 2 x the mean window term
+    wide = ReconstructionLoss(LossConfig(l1=1.0, ssim=0.0, rmse=1.0, windows=[[-2.0, 2.0, 1.0]]))
+    assert wide(pred[1:], ref[1:])[1]["window0"] == pytest.approx((0.5 + 0.5) / 4, rel=1e-5)  # over the width 4
+    assert "window0" not in ReconstructionLoss(LossConfig())(pred, ref)[1]  # off by default
+
+
+@pytest.mark.parametrize("window", [[1.0, 0.0, 1.0], [0.0, 1.0, -1.0], [0.0, 1.0], [0.0, float("nan"), 1.0]])
+def test_window_term_rejects_a_malformed_window(window):
+    with pytest.raises(ValueError, match="loss.windows"):
+        LossConfig(windows=[window])

@@ -9,7 +9,7 @@ range [-1024, 3071]), so ``data_range=1.0`` by default.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -46,12 +46,23 @@ class LossConfig:
     # an L1 loss; above 1 leans further toward the low-noise samples, trading dB at high noise
     # (where the model is far above classical filters) for dB at low noise (where it is not).
     noise_balance_power: float = 1.0
+    # Display windows [low, high, weight] in normalized units: each adds weight * (l1 * L1 + rmse *
+    # RMSE) of the output and reference clipped to [low, high], over the window's width, so that the
+    # errors a reader sees in that window (what PSNR in it counts) weigh more than those it clips
+    # away (inside bone, beyond air). [0, 1] is CT's soft-tissue window and the displayed range of
+    # MR and X-ray; CT's lung window W1500/L-600 is [-2.975, 0.775] with ct_hu_range [-160, 240].
+    windows: list[list[float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.noise_balance) and math.isfinite(self.noise_balance_power)) \
                 or self.noise_balance < 0 or not self.noise_balance_power > 0:
             raise ValueError(f"loss.noise_balance {self.noise_balance} must be finite and >= 0, and "
                              f"loss.noise_balance_power {self.noise_balance_power} finite and > 0")
+        for window in self.windows:
+            if len(window) != 3 or not all(math.isfinite(v) for v in window) \
+                    or not window[0] < window[1] or window[2] < 0:
+                raise ValueError(f"loss.windows: each entry must be [low, high, weight] with low < high "
+                                 f"and weight >= 0, got {window!r}")
 
 
 def gaussian_window(size: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -168,6 +179,13 @@ class ReconstructionLoss(nn.Module):
             rmse = (weights * (difference.pow(2).mean(dim=(1, 2, 3)) + 1e-12).sqrt()).mean()
             total = total + c.rmse * rmse
             parts["rmse"] = rmse.item()
+        for index, (low, high, weight) in enumerate(c.windows):
+            windowed = (pred.float().clamp(low, high) - ref.float().clamp(low, high)) / (high - low)
+            term = c.l1 * (weights * windowed.abs().mean(dim=(1, 2, 3))).mean()
+            if c.rmse > 0:
+                term = term + c.rmse * (weights * (windowed.pow(2).mean(dim=(1, 2, 3)) + 1e-12).sqrt()).mean()
+            total = total + weight * term
+            parts[f"window{index}"] = term.item()
         if c.gradient > 0:
             gradient = (weights * gradient_l1(difference)).mean()
             total = total + c.gradient * gradient

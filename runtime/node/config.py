@@ -269,10 +269,10 @@ def _modality_models(value: Any) -> tuple[tuple[str, Path | str], ...]:
     pairs = []
     for item in items:
         try:
-            modality, _ = parse_modality_model(item)
+            modality, model = parse_modality_model(item)
         except ValueError as error:
             raise ConfigError(f"--modality-model: {error}") from None
-        pairs.append((modality, _model(item.partition("=")[2].strip())))
+        pairs.append((modality, _model(model)))
     return tuple(pairs)
 
 
