@@ -106,6 +106,27 @@ def test_ct_phantom_texture_reaches_training_phantoms_only_and_leaves_air_alone(
         DataConfig(ct_phantom_texture=0.5)
 
 
+def test_ct_phantom_air_structure_reaches_training_phantoms_air_only():
+    plain = phantom_images(3, 160, test_count=1, validation_count=1)
+    structured = phantom_images(3, 160, test_count=1, validation_count=1, train_air_hu=40.0)
+    assert [i.name for i in structured] == [i.name for i in plain]
+    changed = []
+    for a, b in zip(plain, structured):
+        if not a.name.startswith("phantom:train-"):
+            assert np.array_equal(a.values, b.values), a.name  # validation and test phantoms stay as they were
+            continue
+        assert a.pixel_mm == b.pixel_mm
+        air = a.values <= -1000
+        assert np.array_equal(b.values[~air], a.values[~air])  # the body is untouched
+        assert b.values[air].min() > -1000 - 40 * 3 and b.values[air].max() < -700  # still air or foam, never tissue
+        changed.append(float(np.std(b.values[air] - a.values[air])))
+    assert max(changed) > 1.0  # structure of a few HU at least somewhere
+    again = phantom_images(3, 160, test_count=1, validation_count=1, train_air_hu=40.0)
+    assert all(np.array_equal(x.values, y.values) for x, y in zip(structured, again))  # seeded
+    with pytest.raises(ValueError, match="ct_phantom_air_structure"):
+        DataConfig(ct_phantom_air_structure=-1.0)
+
+
 @pytest.mark.parametrize("share, expected", [(0.5, [1, 0, 1, 0]), (0.0, [0, 0, 0, 0]), (0.25, [1, 0, 0, 0]), (1.0, [1, 1, 1, 1])])
 def test_training_radiograph_saturation_share_leaves_validation_alone(share: float, expected: list[int]):
     images = xray_phantom_images(4, 64, validation_count=2, train_saturated_share=share)

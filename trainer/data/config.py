@@ -119,6 +119,10 @@ class DataConfig:
     # their attenuation (HU + 1000), up to this relative RMS (0.015: up to ~15 HU in soft tissue,
     # less in lung, none in air), so that fine structure at low noise is not taken for noise.
     ct_phantom_texture: float = 0.0
+    # > 0: training CT phantoms (never validation or test ones) get structure in their air of up to
+    # this many HU (phantoms.air_structure: a smooth field, a scatter halo near the body, foam pads),
+    # since a real scan's air is not flat and a model that knows only flat air leaves noise on it.
+    ct_phantom_air_structure: float = 0.0
     xray_phantoms: int = 0  # noiseless radiograph phantoms (sources: "phantom", modality DX)
     xray_validation_phantoms: int = 0  # and validation ones (never test)
     # Share of the training radiograph phantoms whose detector saturates at their open field
@@ -168,6 +172,8 @@ class DataConfig:
         check_field_types(self, "data")  # JSON and --set values arrive untyped
         if not 0 <= self.ct_phantom_texture < 0.2:
             raise ValueError(f"ct_phantom_texture {self.ct_phantom_texture} must be in [0, 0.2) (relative RMS)")
+        if not 0 <= self.ct_phantom_air_structure <= 200:
+            raise ValueError(f"ct_phantom_air_structure {self.ct_phantom_air_structure} must be in [0, 200] (HU)")
         if self.patch_size < 8:
             raise ValueError(f"patch_size {self.patch_size} is too small (need >= 8)")
         if not self.dose_fractions or any(not 0 < d <= 1 for d in self.dose_fractions):

@@ -199,6 +199,35 @@ def tissue_texture(shape: tuple[int, int], rng: np.random.Generator, max_rms: fl
     return (1.0 + field_sum).astype(np.float32)
 
 
+def air_structure(hu: np.ndarray, rng: np.random.Generator, max_hu: float) -> np.ndarray:
+    """``hu`` (a phantom, HU) with structure in its air (exactly ``AIR_HU``), as a real scan's air has
+    it: a smooth field (calibration- and beam-hardening-like, up to ``max_hu`` / 4 RMS), a scatter halo that
+    rises toward the body (up to ``max_hu``, decaying over 4-30 px) and zero to two foam pads (a
+    head-holder's or mattress's -960..-880 HU with a fine grain) against the body's edge. Tissue is
+    unchanged, so the body reads as before; the model learns that air is not flat."""
+    air = hu <= AIR_HU
+    if not air.any() or max_hu <= 0:
+        return hu
+    size = hu.shape[0]
+    field = ndimage.gaussian_filter(rng.normal(size=hu.shape), sigma=size / rng.uniform(4.0, 12.0))
+    field *= rng.uniform(0.0, max_hu / 4.0) / max(float(field.std()), 1e-12)
+    distance = ndimage.distance_transform_edt(air)
+    field += rng.uniform(0.0, max_hu) * np.exp(-distance / rng.uniform(4.0, 30.0))
+    out = hu.astype(np.float64)
+    out[air] += field[air]
+    body_rows, body_cols = np.nonzero(~air)
+    for _ in range(rng.integers(0, 3)):  # foam pads touching the body
+        index = rng.integers(len(body_rows))
+        radii = size * rng.uniform(0.05, 0.2, size=2)
+        rows, cols = ellipse(body_rows[index], body_cols[index], radii[0], radii[1], shape=hu.shape,
+                             rotation=rng.uniform(-np.pi, np.pi))
+        keep = air[rows, cols]
+        grain = ndimage.gaussian_filter(rng.normal(size=hu.shape), sigma=rng.uniform(0.7, 2.0))
+        grain *= rng.uniform(3.0, 15.0) / max(float(grain.std()), 1e-12)
+        out[rows[keep], cols[keep]] = rng.uniform(-960.0, -880.0) + grain[rows[keep], cols[keep]]
+    return out.astype(np.float32)
+
+
 RADIOGRAPH_FIELD_MM = 400.0  # the detector field a radiograph phantom spans; pixel size is this over its side
 # Linear attenuation at ~60 keV (1/mm): soft tissue, and what lung and bone add to it.
 _MU_SOFT, _MU_LUNG_DELTA, _MU_BONE_DELTA = 0.020, -0.016, 0.030

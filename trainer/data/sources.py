@@ -29,6 +29,7 @@ from trainer.data.pairing import pair_series
 from trainer.data.phantoms import (
     HEAD_FOV_RANGE_MM,
     RADIOGRAPH_FIELD_MM,
+    air_structure,
     mr_contrast,
     phantom_pixel_mm,
     random_fov_mm,
@@ -249,11 +250,12 @@ def directory_images(root: str | Path, modalities: tuple[str, ...], min_side: in
 
 
 def _random_phantom_source(name: str, group: str, seed: list[int], size: int, modality: str,
-                           texture: float = 0.0) -> SourceImage:
+                           texture: float = 0.0, air_hu: float = 0.0) -> SourceImage:
     """One random body phantom from ``seed``: HU for CT, under a random MR contrast for MR, with a
     fine tissue texture of relative RMS up to ``texture`` (MR: on the signal; CT: on the
-    attenuation HU + 1000) from its own generator so that the phantom is otherwise unchanged; its
-    field of view (so pixel size) drawn last from the same generator."""
+    attenuation HU + 1000) and, CT only, structure of up to ``air_hu`` HU in its air
+    (phantoms.air_structure), each from its own generator so that the phantom is otherwise
+    unchanged; its field of view (so pixel size) drawn last from the same generator."""
     rng = np.random.default_rng(seed)
     values = random_phantom(size, rng)
     if modality == "MR":
@@ -262,25 +264,28 @@ def _random_phantom_source(name: str, group: str, seed: list[int], size: int, mo
         field = tissue_texture(values.shape, np.random.default_rng([*seed, 1]), texture)
         # MR: on the signal; CT: on the attenuation (HU + 1000), so air stays air in both.
         values = values * field if modality == "MR" else ((values + 1000.0) * field - 1000.0).astype(np.float32)
+    if air_hu > 0 and modality == "CT":
+        values = air_structure(values, np.random.default_rng([*seed, 2]), air_hu)
     pixel_mm = phantom_pixel_mm(size, random_fov_mm(rng))
     return SourceImage(f"phantom:{name}", modality, values, pixel_mm, f"{group}:phantom:{name}", "phantom")
 
 
 def phantom_images(count: int, size: int, test_count: int, validation_count: int = 0,
-                   train_texture: float = 0.0) -> list[SourceImage]:
+                   train_texture: float = 0.0, train_air_hu: float = 0.0) -> list[SourceImage]:
     """Random phantoms by name: training ``phantom:train-i``, validation ``phantom:val-i``, and
     test: Shepp-Logan and ``phantom:heldout-i`` (groups ``train:`` / ``validation:`` / ``heldout:``).
 
     Random phantoms draw their field of view (body size, so pixel size) from
     ``PHANTOM_FOV_RANGE_MM``; Shepp-Logan keeps the fixed ``PHANTOM_FOV_MM``. ``train_texture``
-    > 0 gives the training ones a fine tissue texture (validation and test stay as they were).
+    > 0 gives the training ones a fine tissue texture, ``train_air_hu`` > 0 structure in their air
+    (validation and test stay as they were).
     """
 
-    def make(name: str, group: str, seed: list[int], texture: float = 0.0) -> SourceImage:
-        return _random_phantom_source(name, group, seed, size, "CT", texture)
+    def make(name: str, group: str, seed: list[int], texture: float = 0.0, air_hu: float = 0.0) -> SourceImage:
+        return _random_phantom_source(name, group, seed, size, "CT", texture, air_hu)
 
     # Separate seed streams ([7, 0, i] train, [7, 1, i] test, [7, 2, i] validation) keep the sets distinct.
-    images = [make(f"train-{i}", "train", [7, 0, i], train_texture) for i in range(count)]
+    images = [make(f"train-{i}", "train", [7, 0, i], train_texture, train_air_hu) for i in range(count)]
     images += [make(f"val-{i}", "validation", [7, 2, i]) for i in range(validation_count)]
     images.append(
         SourceImage("phantom:shepp-logan", "CT", shepp_logan_hu(size), phantom_pixel_mm(size),
