@@ -86,42 +86,44 @@ def test_mr_phantom_texture_is_fine_correlated_structure_on_the_same_phantom():
     assert neighbour_correlation > 0.5  # spatially correlated, unlike the white noise it must be told from
 
 
-def test_ct_phantom_texture_reaches_training_phantoms_only_and_leaves_air_alone():
-    plain = phantom_images(2, 160, test_count=1, validation_count=1)
-    textured = phantom_images(2, 160, test_count=1, validation_count=1, train_texture=0.015)
-    assert [i.name for i in textured] == [i.name for i in plain]
-    for a, b in zip(plain, textured):
-        if not a.name.startswith("phantom:train-"):
-            assert np.array_equal(a.values, b.values), a.name  # validation and test phantoms stay as they were
-            continue
+def changed_training_phantoms(**option) -> list[tuple]:
+    """``(plain, changed)`` pairs of the training CT phantoms made with ``option``, after checking
+    that the option changes neither the names, the pixel sizes nor any validation or test phantom."""
+    plain = phantom_images(3, 160, test_count=1, validation_count=1)
+    changed = phantom_images(3, 160, test_count=1, validation_count=1, **option)
+    assert [i.name for i in changed] == [i.name for i in plain]
+    pairs = []
+    for a, b in zip(plain, changed):
         assert a.pixel_mm == b.pixel_mm
+        if a.name.startswith("phantom:train-"):
+            pairs.append((a, b))
+        else:
+            assert np.array_equal(a.values, b.values), a.name  # validation and test phantoms stay as they were
+    return pairs
+
+
+def test_ct_phantom_texture_reaches_training_phantoms_only_and_leaves_air_alone():
+    pairs = changed_training_phantoms(train_texture=0.015)
+    for a, b in pairs:
         air = a.values <= -1000
         assert np.allclose(b.values[air], a.values[air], atol=1e-3)  # on attenuation: air stays air
         soft = (a.values > -100) & (a.values < 200)
         assert float(np.std(b.values[soft] - a.values[soft])) <= 0.015 * 1.05 * float(np.max(a.values[soft] + 1000))
     # The RMS is drawn per phantom in [0, max]: at least one of them carries texture of a few HU.
-    assert max(float(np.std((b.values - a.values)[(a.values > -100) & (a.values < 200)]))
-               for a, b in zip(plain, textured) if a.name.startswith("phantom:train-")) > 0.5
+    assert max(float(np.std((b.values - a.values)[(a.values > -100) & (a.values < 200)])) for a, b in pairs) > 0.5
     with pytest.raises(ValueError, match="ct_phantom_texture"):
         DataConfig(ct_phantom_texture=0.5)
 
 
 def test_ct_phantom_air_structure_reaches_training_phantoms_air_only():
-    plain = phantom_images(3, 160, test_count=1, validation_count=1)
-    structured = phantom_images(3, 160, test_count=1, validation_count=1, train_air_hu=40.0)
-    assert [i.name for i in structured] == [i.name for i in plain]
-    changed = []
-    for a, b in zip(plain, structured):
-        if not a.name.startswith("phantom:train-"):
-            assert np.array_equal(a.values, b.values), a.name  # validation and test phantoms stay as they were
-            continue
-        assert a.pixel_mm == b.pixel_mm
+    pairs = changed_training_phantoms(train_air_hu=40.0)
+    for a, b in pairs:
         air = a.values <= -1000
         assert np.array_equal(b.values[~air], a.values[~air])  # the body is untouched
         assert b.values[air].min() > -1000 - 40 * 3 and b.values[air].max() < -700  # still air or foam, never tissue
-        changed.append(float(np.std(b.values[air] - a.values[air])))
-    assert max(changed) > 1.0  # structure of a few HU at least somewhere
-    again = phantom_images(3, 160, test_count=1, validation_count=1, train_air_hu=40.0)
+    assert max(float(np.std(b.values[a.values <= -1000] - a.values[a.values <= -1000])) for a, b in pairs) > 1.0
+    structured = [b for _, b in pairs]
+    again = [b for _, b in changed_training_phantoms(train_air_hu=40.0)]
     assert all(np.array_equal(x.values, y.values) for x, y in zip(structured, again))  # seeded
     with pytest.raises(ValueError, match="ct_phantom_air_structure"):
         DataConfig(ct_phantom_air_structure=-1.0)
