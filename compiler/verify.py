@@ -205,15 +205,16 @@ def verify_engine(
     """
     engine_path, onnx_path = Path(engine_path), Path(onnx_path)
     try:  # a missing or malformed sidecar is refused below, by the backend, with its own message
-        built_from = read_sidecar(engine_path).get("onnx_sha256")
+        sidecar = read_sidecar(engine_path)
     except EngineSidecarError:
-        built_from = None
+        sidecar = {}
+    built_from = sidecar.get("onnx_sha256")
     if built_from and onnx_path.is_file() and built_from != sha256_file(onnx_path):
         raise CompilerError(f"{engine_path} was built from another ONNX file than {onnx_path} (its sidecar's "
                             "onnx_sha256 differs); verify it against the ONNX it was built from")
     # `candidate` is a runtime Backend (TensorRT stays inside it), so this function needs no @trt_api gate.
     with open_backend(onnx_path, "onnxruntime") as reference, open_backend(engine_path, "tensorrt") as candidate:
-        sidecar = read_sidecar(engine_path)  # already checked by the backend
+        sidecar = sidecar or read_sidecar(engine_path)  # the backend accepted it: readable now
         precision = str(sidecar.get("precision", candidate.contract.precision))
         tolerance = tolerance_db if tolerance_db is not None else DEFAULT_TOLERANCE_DB.get(precision, 30.0)
         report = VerifyReport(str(engine_path), str(onnx_path), precision, tolerance, "TensorRT")
