@@ -137,11 +137,11 @@ class Enhancer:
         (EnhancerUnavailable, reason in failed/enhancer-error.log); a routed run opens its task's
         default model now where one is installed, and each modality's own model (MR's) as its first
         file arrives; a --modality-model's model opens now too, so that a typo shows at start."""
-        from runtime.backends.select import DEFAULT_TASK, ModelNotFoundError, installed_or_given
-        from runtime.routing import routed_model
+        from runtime.backends.select import DEFAULT_TASK, ModelNotFoundError
+        from runtime.routing import given_model, routed_model
 
         for _, model in self.cli.modality_model or []:
-            self._model(installed_or_given(model))
+            self._model(given_model(model))  # as file_groups names it, so the cache finds it again
         if not self._routed:
             self._model(self.cli.model)
             return

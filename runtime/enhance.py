@@ -24,10 +24,10 @@ from typing import NoReturn
 import numpy as np
 from pydicom.dataset import Dataset
 
-from runtime.backends import Backend, BackendError, ModelNotFoundError
+from runtime.backends import Backend, BackendError
 from runtime.backends.select import (
     BACKENDS, DEFAULT_MODELS, DEFAULT_TASK, MODEL_ENV, MR_DENOISE_MODELS, MR_SR2_MODELS, SR2_MODEL_ENV, SR2_MODELS, TASK_MODELS,
-    installed_or_given,
+    first_installed, modality_model,
 )
 from runtime.backends.triton_backend import DEFAULT_IN_FLIGHT, DEFAULT_MODEL_NAME, PROTOCOLS, TritonTarget
 from runtime.derived import Derivation, derive
@@ -46,7 +46,7 @@ from runtime.pipeline import (  # the one inference path
 from runtime.provenance import SOURCE_KEY, claim_output, npy_record, source_uid
 from runtime.report import Reporter, Tally, file_line
 from runtime.resample import bicubic, nearest
-from runtime.routing import Group, modality_groups, parse_modality_model, routed_model, routes_by_modality
+from runtime.routing import Group, given_model, modality_groups, parse_modality_model, routes_by_modality
 from runtime.signals import Terminated, sigterm_as_interrupt
 from runtime.strength import DEFAULT_STRENGTH, MAX_STRENGTH, check_strength
 from runtime.tiling import InferFn, TilePlan
@@ -261,8 +261,7 @@ def file_groups(args: argparse.Namespace, jobs: list[Job], remote: bool) -> list
     """Which model serves which of ``jobs`` (runtime/routing.py): ``--modality-model`` first, then
     the named model (``--model``, the task's variable, a Triton server's) or each modality's own."""
     routed = routes_by_modality(args.task, args.model, remote)
-    overrides = {modality: model if isinstance(model, str) else installed_or_given(model)  # str: a Triton URL
-                 for modality, model in args.modality_model or []}
+    overrides = {modality: given_model(model) for modality, model in args.modality_model or []}
     if not routed and not overrides:
         return [(args.model, jobs)]
     return modality_groups(jobs, args.task or DEFAULT_TASK, routed=routed, model=args.model, overrides=overrides)
@@ -295,12 +294,13 @@ def _check_modality(ds: Dataset, backend: Backend) -> str:
 def _model_hint(modality: str, backend: Backend) -> str:
     """``; its denoiser is NAME (--model NAME)``: the installed model that a run naming no model
     gives ``modality``, when that is another file than ``backend``'s; else nothing."""
+    # Installed files only, not routing.routed_model: that would name $MEDCLEAR_MODEL (a path or URL
+    # that --model NAME may not find) or the x2 default for a modality that it does not cover either.
     task = "sr2" if backend.contract.scale == 2 else DEFAULT_TASK
-    try:
-        own = routed_model(modality, task)
-    except ModelNotFoundError:  # nothing installed to point to
-        return ""
-    if own.name == Path(str(backend.source)).name:
+    own = modality_model(modality, task)
+    if own is None and task == DEFAULT_TASK:  # the default denoiser covers every modality
+        own = first_installed(DEFAULT_MODELS)
+    if own is None or own.name == Path(str(backend.source)).name:
         return ""
     return f"; its {'x2 model' if task == 'sr2' else 'denoiser'} is {own.name} (--model {own.name})"
 

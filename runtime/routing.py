@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pydicom
 
-from runtime.backends.select import DEFAULT_TASK, TASK_MODELS, default_model, modality_model
+from runtime.backends.select import DEFAULT_TASK, TASK_MODELS, default_model, installed_or_given, modality_model
 from runtime.inputs import Job
 
 # (the model: a path, a Triton URL, or None for the run's default or server model; its files)
@@ -58,7 +58,7 @@ def modality_groups(jobs: list[Job], task: str = DEFAULT_TASK, models_dir: Path 
     # Looked up once, and only when a file needs it: an MR-only x2 run needs no CT model.
     fallback = functools.cache(lambda: default_model(models_dir, task=task)) if routed else (lambda: model)
     overrides = overrides or {}
-    groups: dict[Path | None, list[Job]] = {}
+    groups: dict[Path | str | None, list[Job]] = {}
     for job in jobs:
         modality = header_modality(job.source) if routed or overrides else None
         key = modality.strip().upper() if modality else None
@@ -67,6 +67,12 @@ def modality_groups(jobs: list[Job], task: str = DEFAULT_TASK, models_dir: Path 
             own = modality_model(modality, task, models_dir)
         groups.setdefault(own or fallback(), []).append(job)
     return list(groups.items()) or [(fallback(), [])]
+
+
+def given_model(model: Path | str) -> Path | str:
+    """A ``--modality-model`` MODEL as a run opens it: a Triton model URL (text) as it is, a file
+    as :func:`runtime.backends.select.installed_or_given` finds it (a bare installed name works)."""
+    return model if isinstance(model, str) else installed_or_given(model)
 
 
 def parse_modality_model(text: str) -> tuple[str, Path | str]:

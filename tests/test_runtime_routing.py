@@ -13,7 +13,7 @@ from pydicom.data import get_testdata_file
 import runtime.backends.select as select_module
 from runtime.enhance import main
 from runtime.inputs import Job
-from runtime.routing import modality_groups, parse_modality_model, routed_model, routes_by_modality
+from runtime.routing import given_model, modality_groups, parse_modality_model, routed_model, routes_by_modality
 from tests.onnx_fixtures import install_denoisers, write_tiny_onnx
 
 
@@ -115,3 +115,10 @@ def test_parse_modality_model_keeps_a_triton_url_whole() -> None:
     for bad in ("MR", "=x.onnx", "MR=", "M R=x.onnx"):
         with pytest.raises(ValueError, match="MODALITY=MODEL"):
             parse_modality_model(bad)
+
+
+def test_given_model_keeps_a_url_and_finds_an_installed_name(models_dir, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no such file here: the bare name is the installed model
+    installed = next(models_dir.glob("*.onnx"))
+    assert given_model(Path(installed.name)) == installed
+    assert given_model("grpc://h:8001/mr") == "grpc://h:8001/mr"

@@ -104,3 +104,14 @@ def test_the_mr_model_names_the_ct_model_for_a_ct_file(tmp_path, capsys):
     assert main([source, "-o", str(tmp_path), "--model", str(MODELS / "medclear_sr2_mr.fp32.onnx"), "-q"]) == 0
     assert "its x2 model is medclear_sr2.fp32.onnx" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # skipped: nothing written
+
+
+def test_the_mr_x2_model_names_no_model_for_a_radiograph():
+    """No installed x2 model covers DX, so the skip line points to none (the CT x2 default would skip it too)."""
+    from types import SimpleNamespace
+
+    from runtime.enhance import _model_hint
+
+    mr_x2 = SimpleNamespace(contract=SimpleNamespace(scale=2), source=MODELS / "medclear_sr2_mr.fp32.onnx")
+    assert _model_hint("DX", mr_x2) == ""
+    assert _model_hint("CT", mr_x2) == "; its x2 model is medclear_sr2.fp32.onnx (--model medclear_sr2.fp32.onnx)"

@@ -147,7 +147,9 @@ def test_window_term_counts_only_what_the_window_shows():
     assert "window0" not in ReconstructionLoss(LossConfig())(pred, ref)[1]  # off by default
 
 
-@pytest.mark.parametrize("window", [[1.0, 0.0, 1.0], [0.0, 1.0, -1.0], [0.0, 1.0], [0.0, float("nan"), 1.0]])
+@pytest.mark.parametrize("window", [[1.0, 0.0, 1.0], [0.0, 1.0, -1.0], [0.0, 1.0], [0.0, float("nan"), 1.0], [0, "1", 1]])
 def test_window_term_rejects_a_malformed_window(window):
     with pytest.raises(ValueError, match="loss.windows"):
         LossConfig(windows=[window])
+    with pytest.raises(ValueError, match="loss.windows weighs"):
+        LossConfig(l1=0.0, rmse=0.0, windows=[[0.0, 1.0, 1.0]])

@@ -49,8 +49,8 @@ class LossConfig:
     # Display windows [low, high, weight] in normalized units: each adds weight * (l1 * L1 + rmse *
     # RMSE) of the output and reference clipped to [low, high], over the window's width, so that the
     # errors a reader sees in that window (what PSNR in it counts) weigh more than those it clips
-    # away (inside bone, beyond air). [0, 1] is CT's soft-tissue window and the displayed range of
-    # MR and X-ray; CT's lung window W1500/L-600 is [-2.975, 0.775] with ct_hu_range [-160, 240].
+    # away (inside bone, beyond air). With ct_hu_range [-160, 240], [0, 1] is CT's soft-tissue window
+    # (and the displayed range of MR and X-ray) and [-2.975, 0.775] CT's lung window W1500/L-600.
     windows: list[list[float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -59,10 +59,12 @@ class LossConfig:
             raise ValueError(f"loss.noise_balance {self.noise_balance} must be finite and >= 0, and "
                              f"loss.noise_balance_power {self.noise_balance_power} finite and > 0")
         for window in self.windows:
-            if len(window) != 3 or not all(math.isfinite(v) for v in window) \
-                    or not window[0] < window[1] or window[2] < 0:
+            numbers = all(isinstance(v, (int, float)) and math.isfinite(v) for v in window)
+            if len(window) != 3 or not numbers or not window[0] < window[1] or window[2] < 0:
                 raise ValueError(f"loss.windows: each entry must be [low, high, weight] with low < high "
                                  f"and weight >= 0, got {window!r}")
+        if self.windows and self.l1 == 0 and self.rmse == 0:
+            raise ValueError("loss.windows weighs the L1 and RMSE terms in each window: set loss.l1 or loss.rmse > 0")
 
 
 def gaussian_window(size: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -180,6 +182,8 @@ class ReconstructionLoss(nn.Module):
             total = total + c.rmse * rmse
             parts["rmse"] = rmse.item()
         for index, (low, high, weight) in enumerate(c.windows):
+            # Where the output lies outside the window and the reference inside, the clip passes no
+            # gradient; the unclipped terms above pull such an output back.
             windowed = (pred.float().clamp(low, high) - ref.float().clamp(low, high)) / (high - low)
             term = c.l1 * (weights * windowed.abs().mean(dim=(1, 2, 3))).mean()
             if c.rmse > 0:

@@ -119,9 +119,10 @@ class DataConfig:
     # their attenuation (HU + 1000), up to this relative RMS (0.015: up to ~15 HU in soft tissue,
     # less in lung, none in air), so that fine structure at low noise is not taken for noise.
     ct_phantom_texture: float = 0.0
-    # > 0: training CT phantoms (never validation or test ones) get structure in their air of up to
-    # this many HU (phantoms.air_structure: a smooth field, a scatter halo near the body, foam pads),
-    # since a real scan's air is not flat and a model that knows only flat air leaves noise on it.
+    # > 0: the random training CT body phantoms (not the head phantoms; never validation or test
+    # ones) get structure of up to this many HU in their air (phantoms.air_structure: a smooth
+    # field, a scatter halo near the body, foam pads), since a real scan's air is not flat and a
+    # model that knows only flat air leaves the noise on it.
     ct_phantom_air_structure: float = 0.0
     xray_phantoms: int = 0  # noiseless radiograph phantoms (sources: "phantom", modality DX)
     xray_validation_phantoms: int = 0  # and validation ones (never test)

@@ -202,11 +202,12 @@ def tissue_texture(shape: tuple[int, int], rng: np.random.Generator, max_rms: fl
 def air_structure(hu: np.ndarray, rng: np.random.Generator, max_hu: float) -> np.ndarray:
     """``hu`` (a phantom, HU) with structure in its air (exactly ``AIR_HU``), as a real scan's air has
     it: a smooth field (calibration- and beam-hardening-like, up to ``max_hu`` / 4 RMS), a scatter halo that
-    rises toward the body (up to ``max_hu``, decaying over 4-30 px) and zero to two foam pads (a
-    head-holder's or mattress's -960..-880 HU with a fine grain) against the body's edge. Tissue is
-    unchanged, so the body reads as before; the model learns that air is not flat."""
+    rises toward the body (up to ``max_hu``, decaying over 4-30 px) and up to two foam pads (a
+    head-holder's or mattress's -960..-880 HU with a fine grain) filling the air around a random body
+    pixel (one drawn deep inside the body leaves no mark). Tissue is unchanged, so the body reads
+    as before; the model learns that air is not flat."""
     air = hu <= AIR_HU
-    if not air.any() or max_hu <= 0:
+    if not air.any() or air.all() or max_hu <= 0:
         return hu
     size = hu.shape[0]
     field = ndimage.gaussian_filter(rng.normal(size=hu.shape), sigma=size / rng.uniform(4.0, 12.0))
