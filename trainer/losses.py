@@ -112,6 +112,17 @@ def gradient_l1(difference: torch.Tensor) -> torch.Tensor:
     return (dx + dy) / 2.0
 
 
+def weighted_l1(difference: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The mean over samples of ``weights`` [N] times each sample's mean absolute ``difference``."""
+    return (weights * difference.abs().mean(dim=(1, 2, 3))).mean()
+
+
+def weighted_rmse(difference: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The mean over samples of ``weights`` [N] times each sample's root-mean-square ``difference``."""
+    # The epsilon keeps the square root's gradient finite for a perfect sample.
+    return (weights * (difference.pow(2).mean(dim=(1, 2, 3)) + 1e-12).sqrt()).mean()
+
+
 def noise_balance_weights(
     degraded: torch.Tensor, clean: torch.Tensor, floor: float, power: float = 1.0
 ) -> torch.Tensor:
@@ -168,26 +179,24 @@ class ReconstructionLoss(nn.Module):
         """``weights``: optional per-sample weights [N] (mean 1), e.g. from noise_balance_weights."""
         c = self.cfg
         difference = pred.float() - ref.float()
-        per_sample_l1 = difference.abs().mean(dim=(1, 2, 3))
         per_sample_ssim = ssim(pred, ref, c.data_range, c.ssim_window, c.ssim_sigma, per_sample=True)
         if weights is None:
-            weights = torch.ones_like(per_sample_l1)
-        l1 = (weights * per_sample_l1).mean()
+            weights = torch.ones(difference.shape[0], device=difference.device)
+        l1 = weighted_l1(difference, weights)
         ssim_loss = (weights * (1.0 - per_sample_ssim)).mean()
         total = c.l1 * l1 + c.ssim * ssim_loss
         parts = {"l1": l1.item(), "ssim_loss": ssim_loss.item()}
         if c.rmse > 0:
-            # The epsilon keeps the square root's gradient finite for a perfect sample.
-            rmse = (weights * (difference.pow(2).mean(dim=(1, 2, 3)) + 1e-12).sqrt()).mean()
+            rmse = weighted_rmse(difference, weights)
             total = total + c.rmse * rmse
             parts["rmse"] = rmse.item()
         for index, (low, high, weight) in enumerate(c.windows):
             # Where the output lies outside the window and the reference inside, the clip passes no
             # gradient; the unclipped terms above pull such an output back.
             windowed = (pred.float().clamp(low, high) - ref.float().clamp(low, high)) / (high - low)
-            term = c.l1 * (weights * windowed.abs().mean(dim=(1, 2, 3))).mean()
+            term = c.l1 * weighted_l1(windowed, weights)
             if c.rmse > 0:
-                term = term + c.rmse * (weights * (windowed.pow(2).mean(dim=(1, 2, 3)) + 1e-12).sqrt()).mean()
+                term = term + c.rmse * weighted_rmse(windowed, weights)
             total = total + weight * term
             parts[f"window{index}"] = term.item()
         if c.gradient > 0:

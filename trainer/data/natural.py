@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainer.data.phantoms import AIR_HU
+
 TRAIN_PHOTOS = ("astronaut", "camera", "cell", "coffee", "coins", "moon", "retina", "rocket")
 VALIDATION_PHOTOS = ("brick", "chelsea", "clock")
 NATURAL_PIXEL_MM = 1.0  # nominal: MR noise and normalization do not depend on pixel size
 NATURAL_SCALE = 1000.0  # grey values 0-1 scaled into MR-like stored values, as trainer/data/atlas.py
 # As CT: grey 0-1 onto fat-to-enhanced-tissue HU (every window's soft tissue), air (-1000) outside the body.
 NATURAL_CT_HU = (-120.0, 180.0)
-AIR_HU = -1000.0
 
 
 def photo(name: str) -> np.ndarray:
