@@ -17,7 +17,8 @@ class DataConfig:
     ship in pydicom and pydicom-data), ``"phantom"`` (synthetic CT phantoms in HU), ``"atlas"``
     (real MR anatomy: axial slices of the MNI152 T1 template that nilearn ships), ``"natural"``
     (scikit-image's bundled photographs as MR-like images: fine texture), ``"natural_ct"`` (the
-    training photographs as CT slices in HU inside a body outline: fine texture under CT noise), or a
+    training photographs as CT slices in HU inside a body outline: fine texture under CT noise),
+    ``"invesalius"`` (real CT head slices from Debian's invesalius-examples volume), or a
     directory path of DICOM files (degraded on the fly; a directory holding ``full_dose`` and
     ``quarter_dose``/``low_dose`` folders is read as low/full-dose pairs). ``paired_low_dir``
     and ``paired_full_dir`` name a low/full-dose pair of folders explicitly.
@@ -109,6 +110,9 @@ class DataConfig:
     # Source "atlas" (trainer/data/atlas.py): how many MNI152 T1 template slices train and how
     # many validate (from separate axial slabs; never test).
     mr_atlas_slices: int = 24
+    # Source "invesalius" (trainer/data/invesalius.py): how many of the real head CT volume's axial
+    # slices train, evenly spaced (never validation or test).
+    ct_invesalius_slices: int = 24
     mr_atlas_validation_slices: int = 3
     # [lo, hi]: MR phantoms (training and validation, any task) band-limited as acquisitions are:
     # k-space kept up to a fraction of Nyquist drawn in [lo, hi] per phantom (kspace.kspace_lowpass),
@@ -188,6 +192,8 @@ class DataConfig:
         for name, slab in (("mr_atlas_slices", TRAIN_SLAB), ("mr_atlas_validation_slices", VALIDATION_SLAB)):
             if not 0 <= getattr(self, name) <= slab[1] - slab[0]:
                 raise ValueError(f"{name} {getattr(self, name)} must be in [0, {slab[1] - slab[0]}] (the template's slab)")
+        if self.ct_invesalius_slices < 0:
+            raise ValueError(f"ct_invesalius_slices {self.ct_invesalius_slices} must be >= 0")
         if self.sr_mr_kspace not in ("dft", "dct"):
             raise ValueError(f"sr_mr_kspace {self.sr_mr_kspace!r} must be 'dft' or 'dct'")
         if self.mr_noise not in ("rician", "gaussian"):

@@ -38,6 +38,7 @@ from trainer.data.sources import (
     atlas_images,
     directory_images,
     head_phantom_images,
+    invesalius_images,
     mr_phantom_images,
     natural_ct_images,
     natural_images,
@@ -50,7 +51,7 @@ from trainer.data.split import SPLIT_SALT, split_of, stable_seed
 
 # Sources whose image names are safe to record: packaged or synthetic, no patient's (a user
 # folder's paths may carry patient IDs).
-PACKAGED_SOURCES = ("offline", "phantom", "atlas", "natural", "natural_ct")
+PACKAGED_SOURCES = ("offline", "phantom", "atlas", "natural", "natural_ct", "invesalius")
 
 
 def spec_for(modality: str, cfg: DataConfig) -> NormalizationSpec:
@@ -73,7 +74,7 @@ log = logging.getLogger(__name__)
 
 # Sources that hold no test image, and the one modality each gives: skipped when only the test
 # split is wanted (nilearn, which "atlas" reads, is then not needed either) or that modality is not.
-_NO_TEST_IMAGES = {"atlas": "MR", "natural": "MR", "natural_ct": "CT"}
+_NO_TEST_IMAGES = {"atlas": "MR", "natural": "MR", "natural_ct": "CT", "invesalius": "CT"}
 
 
 def load_sources(cfg: DataConfig, test_only: bool = False) -> list[SourceImage]:
@@ -106,6 +107,8 @@ def load_sources(cfg: DataConfig, test_only: bool = False) -> list[SourceImage]:
             images += natural_images()
         elif source == "natural_ct":
             images += natural_ct_images(cfg.phantom_size)
+        elif source == "invesalius":
+            images += invesalius_images(cfg.ct_invesalius_slices)
         elif (dose_dirs := find_dose_dirs(source)) is not None:
             images += paired_images(*dose_dirs, modalities, cfg.min_image_side)
         else:
@@ -550,7 +553,7 @@ def data_summary(cfg: DataConfig) -> dict:
         "validation": describe(validation),
         "heldout": describe(heldout),
         "split": {"rule": "v = sha256(salt/group); test v < heldout_fraction; validation below "
-                  "heldout_fraction + validation_fraction; phantoms, atlas slices and photographs by name", "salt": SPLIT_SALT,
+                  "heldout_fraction + validation_fraction; phantoms, atlas slices, photographs and the InVesalius volume by name", "salt": SPLIT_SALT,
                   "fraction": cfg.heldout_fraction, "validation_fraction": cfg.validation_fraction},
         "degradation": {
             "ct": {"dose_fractions": list(cfg.dose_fractions), "train_dose_range": cfg.train_dose_range,

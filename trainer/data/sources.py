@@ -23,6 +23,7 @@ from skimage.transform import resize
 from runtime.image_contract import modality_image
 from runtime.pixels import modality_range
 from trainer.data.atlas import ATLAS_PIXEL_MM, atlas_slices
+from trainer.data.invesalius import head_slices
 from trainer.data.natural import NATURAL_PIXEL_MM, NATURAL_SCALE, TRAIN_PHOTOS, ct_slice, natural_photos, photo
 from trainer.data.offline import offline_dicom_entries
 from trainer.data.pairing import pair_series
@@ -43,7 +44,7 @@ from trainer.data.phantoms import (
 log = logging.getLogger(__name__)
 
 DEFAULT_PIXEL_MM = 0.7  # when a file states no pixel spacing
-SCANNED_SOURCES = ("offline", "dir", "paired")  # SourceImage.scanned
+SCANNED_SOURCES = ("offline", "dir", "paired", "invesalius")  # SourceImage.scanned
 NEAR_DUPLICATE_CORRELATION = 0.99
 _LOSSLESS_SYNTAXES = {
     uid.JPEG2000Lossless,
@@ -66,7 +67,7 @@ class SourceImage:
     values: np.ndarray  # float32 (rows, columns)
     pixel_mm: float
     group: str  # held-out rule key: all copies/frames of one image share it
-    source: str  # "offline", "phantom", "atlas", "natural", "natural_ct", "dir", "paired"
+    source: str  # "offline", "phantom", "atlas", "natural", "natural_ct", "invesalius", "dir", "paired"
     low_dose: np.ndarray | None = None  # a real low-dose partner (paired directories)
     low_dose_label: str | None = None
     # The values its file can hold (a DICOM file's stored range in modality values; a synthetic
@@ -378,6 +379,15 @@ def natural_ct_images(size: int) -> list[SourceImage]:
         images.append(SourceImage(f"natural_ct:{name}", "CT", values, phantom_pixel_mm(size, random_fov_mm(rng)),
                                   f"train:natural_ct:{name}", "natural_ct"))
     return images
+
+
+def invesalius_images(count: int) -> list[SourceImage]:
+    """Real CT head slices from Debian's InVesalius example volume (trainer/data/invesalius.py),
+    ``invesalius:cranium-zNNN``, training only (one patient, one group): CT validation and test are
+    unchanged by adding them. A scan: its own noise is matched when it is degraded."""
+    slices, pixel_mm = head_slices(count)
+    return [SourceImage(f"invesalius:{name}", "CT", values, pixel_mm, "train:invesalius:cranium", "invesalius")
+            for name, values in slices]
 
 
 def paired_images(
