@@ -48,12 +48,23 @@ def test_reads_a_project_and_picks_evenly_spaced_tissue_slices(tmp_path):
     assert volume.shape == (6, 32, 32) and volume.dtype == np.float32 and pixel_mm == pytest.approx(0.8)
     assert not volume.flags.writeable
     np.testing.assert_array_equal(volume, head_volume())
-    slices, pixel_mm = invesalius.head_slices(4, path)
+    slices, pixel_mm = invesalius.head_slices(4, path=path)
     assert [name for name, _ in slices] == ["cranium-z001", "cranium-z002", "cranium-z003", "cranium-z004"]
     assert all(values[16, 16] == 40 + int(name[-3:]) for name, values in slices)
-    assert [name for name, _ in invesalius.head_slices(2, path)[0]] == ["cranium-z001", "cranium-z003"]
+    assert [name for name, _ in invesalius.head_slices(2, path=path)[0]] == ["cranium-z001", "cranium-z003"]
     with pytest.raises(ValueError, match=r"slice count 5 must be in \[0, 4\]"):
-        invesalius.head_slices(5, path)
+        invesalius.head_slices(5, path=path)
+
+
+def test_upsampled_slices_keep_the_anatomy_at_half_the_pixel_size(tmp_path):
+    path = write_project(tmp_path / "head.inv3", head_volume(), spacing=0.8)
+    [(_, native)], _ = invesalius.head_slices(1, path=path)
+    [(_, upsampled)], pixel_mm = invesalius.head_slices(1, upsample=2, path=path)
+    assert pixel_mm == pytest.approx(0.4) and upsampled.shape == (64, 64) and upsampled.dtype == np.float32
+    np.testing.assert_allclose(upsampled[::2, ::2].mean(), native.mean(), atol=15)  # same HU, same extent
+    assert upsampled[32, 32] == pytest.approx(native[16, 16], abs=1) and upsampled[1, 1] == pytest.approx(-1000, abs=1)
+    with pytest.raises(ValueError, match="upsample factor 0 must be >= 1"):
+        invesalius.head_slices(1, upsample=0, path=path)
 
 
 def test_bad_projects_are_one_clear_error_naming_the_file(tmp_path):
@@ -72,8 +83,9 @@ def test_bad_projects_are_one_clear_error_naming_the_file(tmp_path):
 
 
 def test_debian_volume_gives_real_head_slices_for_training_only():
-    """The packaged volume (.ci/run installs invesalius-examples): 24 real head slices in HU, one
-    training group, a scan (its own noise is matched when degraded), nothing in validation or test."""
+    """The packaged volume (.ci/run installs invesalius-examples): 24 real head slices in HU,
+    upsampled to 512² at 0.479 mm, one training group, a scan (its own noise is matched when
+    degraded), nothing in validation or test."""
     cfg = DataConfig(sources=["invesalius"], modalities=["CT"], validation_fraction=0.1)
     images = load_sources(cfg)
     training, test = split_sources(images, cfg, "test")
@@ -81,16 +93,21 @@ def test_debian_volume_gives_real_head_slices_for_training_only():
     assert len(images) == cfg.ct_invesalius_slices == 24 and training == images and test == validation == []
     assert {image.group for image in images} == {"train:invesalius:cranium"}
     for image in images:
-        assert image.modality == "CT" and image.scanned and image.values.shape == (256, 256)
-        assert image.pixel_mm == pytest.approx(0.957, abs=1e-3)
-        assert image.values.min() == pytest.approx(-1024) and image.values.max() > 1000  # air and skull in HU
-    # a standard-dose scan: its own soft-tissue noise is a few HU, as the packaged training slices'
-    assert 1.0 < np.median([ct_own_noise_hu(image.values) for image in images]) < 10.0
+        assert image.modality == "CT" and image.scanned and image.values.shape == (512, 512)
+        assert image.pixel_mm == pytest.approx(0.957 / 2, abs=1e-3)
+        assert image.values.min() == pytest.approx(-1024, abs=30) and image.values.max() > 1000  # air and skull in HU
+    # upsampled, its own fine-scale noise reads about as the packaged 512² slices' (0.7-1.5 HU), not
+    # the 3.7-6.7 HU of the 256² matrix (a reference that noisy teaches a model to keep noise)
+    assert 0.5 < np.median([ct_own_noise_hu(image.values) for image in images]) < 1.6
+    native = load_sources(DataConfig(sources=["invesalius"], modalities=["CT"], ct_invesalius_slices=4,
+                                     ct_invesalius_upsample=1))
+    assert native[0].values.shape == (256, 256) and np.median([ct_own_noise_hu(i.values) for i in native]) > 3.0
     summary = data_summary(DataConfig(sources=["invesalius"], modalities=["CT"], ct_invesalius_slices=3))
     assert "invesalius" in summary["sources"]
     assert load_sources(DataConfig(sources=["invesalius"], modalities=["MR"])) == []  # CT only
 
 
 def test_slice_count_is_validated():
-    with pytest.raises(ValueError, match="ct_invesalius_slices -1 must be >= 0"):
-        DataConfig(ct_invesalius_slices=-1)
+    for bad in ({"ct_invesalius_slices": -1}, {"ct_invesalius_upsample": 0}):
+        with pytest.raises(ValueError, match="ct_invesalius_slices .* must be >= 0 and ct_invesalius_upsample .* >= 1"):
+            DataConfig(**bad)

@@ -111,8 +111,10 @@ class DataConfig:
     # many validate (from separate axial slabs; never test).
     mr_atlas_slices: int = 24
     # Source "invesalius" (trainer/data/invesalius.py): how many of the real head CT volume's axial
-    # slices train, evenly spaced (never validation or test).
+    # slices train, evenly spaced (never validation or test), each upsampled this many times in plane
+    # (cubic; 2: 512² at 0.479 mm, with the scan's own noise below pixel scale, trainer/data/invesalius.py).
     ct_invesalius_slices: int = 24
+    ct_invesalius_upsample: int = 2
     mr_atlas_validation_slices: int = 3
     # [lo, hi]: MR phantoms (training and validation, any task) band-limited as acquisitions are:
     # k-space kept up to a fraction of Nyquist drawn in [lo, hi] per phantom (kspace.kspace_lowpass),
@@ -192,8 +194,9 @@ class DataConfig:
         for name, slab in (("mr_atlas_slices", TRAIN_SLAB), ("mr_atlas_validation_slices", VALIDATION_SLAB)):
             if not 0 <= getattr(self, name) <= slab[1] - slab[0]:
                 raise ValueError(f"{name} {getattr(self, name)} must be in [0, {slab[1] - slab[0]}] (the template's slab)")
-        if self.ct_invesalius_slices < 0:
-            raise ValueError(f"ct_invesalius_slices {self.ct_invesalius_slices} must be >= 0")
+        if self.ct_invesalius_slices < 0 or self.ct_invesalius_upsample < 1:
+            raise ValueError(f"ct_invesalius_slices {self.ct_invesalius_slices} must be >= 0 and "
+                             f"ct_invesalius_upsample {self.ct_invesalius_upsample} >= 1")
         if self.sr_mr_kspace not in ("dft", "dct"):
             raise ValueError(f"sr_mr_kspace {self.sr_mr_kspace!r} must be 'dft' or 'dct'")
         if self.mr_noise not in ("rician", "gaussian"):

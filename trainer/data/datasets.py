@@ -108,7 +108,7 @@ def load_sources(cfg: DataConfig, test_only: bool = False) -> list[SourceImage]:
         elif source == "natural_ct":
             images += natural_ct_images(cfg.phantom_size)
         elif source == "invesalius":
-            images += invesalius_images(cfg.ct_invesalius_slices)
+            images += invesalius_images(cfg.ct_invesalius_slices, cfg.ct_invesalius_upsample)
         elif (dose_dirs := find_dose_dirs(source)) is not None:
             images += paired_images(*dose_dirs, modalities, cfg.min_image_side)
         else:

@@ -381,11 +381,12 @@ def natural_ct_images(size: int) -> list[SourceImage]:
     return images
 
 
-def invesalius_images(count: int) -> list[SourceImage]:
+def invesalius_images(count: int, upsample: int = 1) -> list[SourceImage]:
     """Real CT head slices from Debian's InVesalius example volume (trainer/data/invesalius.py),
-    ``invesalius:cranium-zNNN``, training only (one patient, one group): CT validation and test are
-    unchanged by adding them. A scan: its own noise is matched when it is degraded."""
-    slices, pixel_mm = head_slices(count)
+    ``invesalius:cranium-zNNN``, upsampled ``upsample`` times, training only (one patient, one
+    group): CT validation and test are unchanged by adding them. A scan: its own noise is matched
+    when it is degraded."""
+    slices, pixel_mm = head_slices(count, upsample)
     return [SourceImage(f"invesalius:{name}", "CT", values, pixel_mm, "train:invesalius:cranium", "invesalius")
             for name, values in slices]
 
