@@ -39,8 +39,9 @@ SR2_SECTION = "sr2-card"
 
 
 # Stages whose last step, not best.pt, went on (reproduce_default_model.sh): the MR float stage's
-# best.pt is chosen on a validation mean that the template slices swing.
-LAST_STEP_STAGES = {"mr"}
+# best.pt is chosen on a validation mean that the template slices swing; the float stage with real head CT
+# slices (the QAT started from its last step, as the twenty-sixth session's rule said).
+LAST_STEP_STAGES = {"mr", "invesalius"}
 
 
 def _checkpoint(run: Path, stage: str) -> Path:
@@ -285,11 +286,12 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None,
 # continuation (rnorm) started from; rnorm2 continued rnorm, jitter (told a jittered noise level) continued rnorm2;
 # widen widened jitter's student and widen2 ... widen10 continued it; deep added a full-resolution layer to widen10's
 # and deep2, deep3 continued it; deep4 added a second such layer to deep3's, deep5 and deep6 continued it, and
-# ctex continued deep6 with textured training CT phantoms (the shipped QAT's start).
+# ctex continued deep6 with textured training CT phantoms; invesalius continued ctex with real head CT slices
+# (the shipped QAT's start).
 DEFAULT_STAGES = ("teacher", "teacher_cpu", "student", "finetune", "finetune2", "noise_map", "noise_map_gpu", "qat_v1",
                   "textured", "qat_v2", "rmse", "qat_v3", "rmse2", "qat_v4", "rmse3", "qat_v5", "rnorm", "rnorm2",
                   "jitter", "widen", "widen2", "widen3", "widen4", "widen5", "widen6", "widen7", "widen8",
-                  "widen9", "widen10", "deep", "deep2", "deep3", "deep4", "deep5", "deep6", "ctex", "qat", "mr", "qat_mr")
+                  "widen9", "widen10", "deep", "deep2", "deep3", "deep4", "deep5", "deep6", "ctex", "invesalius", "qat", "mr", "qat_mr")
 
 
 def _mr_paragraph(stages: dict) -> list[str]:

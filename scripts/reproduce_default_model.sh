@@ -126,8 +126,11 @@ continue_from default_distill_deep_two.json deep4 "$RUN/deep3/best.pt"
 continue_from default_distill_deep_two.json deep5 "$RUN/deep4/best.pt"
 continue_from default_distill_deep_two.json deep6 "$RUN/deep5/best.pt"
 continue_from default_distill_deep_two_ctex.json ctex "$RUN/deep6/best.pt"
-"$PY" -m trainer qat --config trainer/configs/default_qat_float_kd_deep_lowlr.json --out "$RUN/qat" \
-    --student "$RUN/ctex/best.pt" --set train.threads=2
+echo "== 4i'/7 16000 steps with 24 real head CT slices (Debian's invesalius-examples, docs/DATA.md) beside the"
+echo "   phantoms, then the QAT without them at noise-map jitter 0.4, from that stage's last step (docs/TRAINING.md)"
+continue_from default_distill_deep_two_ctex_invesalius.json invesalius "$RUN/ctex/best.pt"
+"$PY" -m trainer qat --config trainer/configs/default_qat_float_kd_deep_lowlr_jitter04.json --out "$RUN/qat" \
+    --student "$RUN/invesalius/last.pt" --set train.threads=2
 
 echo "== 4j/7 the MR denoiser (docs/DECISIONS.md section 28): ctex's student trained 16000 steps on MR alone (phantoms,"
 echo "   the MNI152 template, photographs; its last step, not best.pt), then its QAT on MR (4800 steps)"
