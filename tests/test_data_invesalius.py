@@ -19,12 +19,14 @@ from trainer.data.reference import ct_own_noise_hu
 
 
 def write_project(path: Path, volume: np.ndarray, spacing: float = 0.8, modality: str = "CT",
-                  shape: tuple[int, ...] | None = None) -> Path:
-    """A minimal .inv3: a gzip tar holding FOLDER/main.plist and FOLDER/matrix.dat, as InVesalius writes."""
+                  shape: tuple[int, ...] | None = None, raw: bytes | None = None) -> Path:
+    """A minimal .inv3: a gzip tar holding FOLDER/main.plist and FOLDER/matrix.dat (``volume`` as
+    int16, or ``raw`` bytes), as InVesalius writes."""
     main = {"modality": modality, "spacing": [spacing, spacing, 1.5],
             "matrix": {"filename": "matrix.dat", "dtype": "int16", "shape": list(shape or volume.shape)}}
+    matrix = volume.astype("<i2").tobytes() if raw is None else raw
     with tarfile.open(path, "w:gz") as archive:
-        for name, data in (("main.plist", plistlib.dumps(main)), ("matrix.dat", volume.astype("<i2").tobytes())):
+        for name, data in (("main.plist", plistlib.dumps(main)), ("matrix.dat", matrix)):
             info = tarfile.TarInfo(f"tmpproject/{name}")
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
@@ -73,6 +75,9 @@ def test_bad_projects_are_one_clear_error_naming_the_file(tmp_path):
     wrong_shape = write_project(tmp_path / "shape.inv3", head_volume(), shape=(7, 32, 32))
     with pytest.raises(ValueError, match=r"shape.inv3: matrix of 6144 values does not fill its shape \(7, 32, 32\)"):
         invesalius.read_project(wrong_shape)
+    odd_size = write_project(tmp_path / "odd.inv3", head_volume(), raw=b"abc")  # 3 bytes of an int16 matrix
+    with pytest.raises(ValueError, match="odd.inv3: matrix not readable as its stated dtype and shape"):
+        invesalius.read_project(odd_size)
     mr = write_project(tmp_path / "mr.inv3", head_volume(), modality="MR")
     with pytest.raises(ValueError, match="mr.inv3: modality 'MR', not CT"):
         invesalius.read_project(mr)

@@ -67,8 +67,11 @@ def read_project(path: Path = INVESALIUS_PROJECT) -> tuple[np.ndarray, float]:
         raise ValueError(f"{path}: not a readable InVesalius project ({error})") from error
     if str(main.get("modality", "CT")).upper() != "CT":
         raise ValueError(f"{path}: modality {main.get('modality')!r}, not CT")
-    shape = tuple(int(n) for n in matrix["shape"])
-    values = np.frombuffer(raw, dtype=np.dtype(matrix["dtype"]).newbyteorder("<"))
+    try:
+        shape = tuple(int(n) for n in matrix["shape"])
+        values = np.frombuffer(raw, dtype=np.dtype(matrix["dtype"]).newbyteorder("<"))
+    except (TypeError, ValueError, KeyError) as error:  # a dtype numpy does not know, or a raw size not a multiple of it
+        raise ValueError(f"{path}: matrix not readable as its stated dtype and shape ({error})") from error
     if len(shape) != 3 or values.size != int(np.prod(shape)):
         raise ValueError(f"{path}: matrix of {values.size} values does not fill its shape {shape}")
     volume = values.reshape(shape).astype(np.float32)
