@@ -326,6 +326,19 @@ def _widened_note(pareto: dict | None, student: dict) -> list[str]:
             "size's, docs/TRAINING.md).", ""]
 
 
+MR_STAGES = ("mr", "qat_mr")  # the MR denoiser's stages (docs/DECISIONS.md section 28)
+
+
+def _earlier_sources(stages: dict[str, dict], data: dict) -> str:
+    """", and in earlier stages also: ..." for the data sources a stage before the QAT trained on and
+    the QAT did not (e.g. the float stage with real head CT slices), else "". The MR denoiser's own
+    stages (``MR_STAGES``) are not this model's."""
+    own = set(map(str, data.get("sources", [])))
+    earlier = {str(source) for name, stage in stages.items() if name != "qat" and name not in MR_STAGES
+               for source in (stage.get("data_summary") or {}).get("sources", [])} - own
+    return f" (the QAT's), and in earlier stages also {', '.join(sorted(earlier))}" if earlier else ""
+
+
 def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | None = None,
                carried: dict[str, dict] | None = None) -> tuple[str, dict]:
     """The Markdown card and its JSON twin (``carried``: stages read from an earlier card)."""
@@ -365,7 +378,8 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
         f"{275.58 / student['gflop_512']:.0f}× fewer than the paper-width teacher.",
         "",
         "## Data",
-        f"- Sources: {', '.join(map(str, data.get('sources', [])))}; modalities {', '.join(map(str, data.get('modalities', [])))};",
+        f"- Sources: {', '.join(map(str, data.get('sources', [])))}{_earlier_sources(stages, data)}; "
+        f"modalities {', '.join(map(str, data.get('modalities', [])))};",
         "  degradations: projection-domain low-dose CT, Rician MR and Poisson-Gaussian X-ray noise (docs/DATA.md).",
         f"- Validation split (the QAT stage's; earlier stages chose on the splits in their configs): "
         f"{', '.join(map(str, (data.get('validation') or {}).get('names', [])))}.",
