@@ -294,11 +294,14 @@ DEFAULT_STAGES = ("teacher", "teacher_cpu", "student", "finetune", "finetune2", 
                   "widen9", "widen10", "deep", "deep2", "deep3", "deep4", "deep5", "deep6", "ctex", "invesalius", "qat", "mr", "qat_mr")
 
 
+MR_STAGES = ("mr", "qat_mr")  # the MR denoiser's stages (docs/DECISIONS.md section 28): float, then QAT
+
+
 def _mr_paragraph(stages: dict) -> list[str]:
-    """The MR denoiser's lines (stages ``mr`` and ``qat_mr``), none when it was not made."""
-    if not {"mr", "qat_mr"} <= stages.keys():
+    """The MR denoiser's lines (``MR_STAGES``), none when it was not made."""
+    if not set(MR_STAGES) <= stages.keys():
         return []
-    mr, student = stages["mr"], stages["qat_mr"]
+    mr, student = (stages[name] for name in MR_STAGES)
     return [
         "**MR: `medclear_student_mr`**, which a run that names no model gives every MR file (`runtime/routing.py`):",
         f"the same architecture ({student['parameters']:,} parameters, {student['gflop_512']} GFLOP per 512² slice),",
@@ -324,9 +327,6 @@ def _widened_note(pareto: dict | None, student: dict) -> list[str]:
             f"({student['parameters'] / 1e6:.3f}M parameters, {student['gflop_512']} GFLOP per 512²), each time as the same",
             "function, and trained on (`trainer/models/widen.py`, `trainer/models/student.py`; the stages after the chosen "
             "size's, docs/TRAINING.md).", ""]
-
-
-MR_STAGES = ("mr", "qat_mr")  # the MR denoiser's stages (docs/DECISIONS.md section 28)
 
 
 def _earlier_sources(stages: dict[str, dict], data: dict) -> str:
