@@ -40,8 +40,9 @@ SR2_SECTION = "sr2-card"
 
 # Stages whose last step, not best.pt, went on (reproduce_default_model.sh): the MR float stage's
 # best.pt is chosen on a validation mean that the template slices swing; the float stage with real head CT
-# slices (the QAT started from its last step, as the twenty-sixth session's rule said).
-LAST_STEP_STAGES = {"mr", "invesalius"}
+# slices (the QAT started from its last step, as the twenty-sixth session's rule said), and the
+# self-ensemble float stages after it (each started from the one before's last step).
+LAST_STEP_STAGES = {"mr", "invesalius", "ensemble", "ensemble2"}
 
 
 def _checkpoint(run: Path, stage: str) -> Path:
@@ -149,7 +150,7 @@ def _files_table(files: dict) -> str:
 
 def _command_lines(script: str) -> list[str]:
     """The lines of a shell script that run the project's commands (the card's command list)."""
-    prefixes = ('"$PY"', "--", "cp ", "continue_then_qat ", "continue_from ", 'PYTHON="$PY"')
+    prefixes = ('"$PY"', "--", "cp ", "continue_then_qat ", "continue_from ", "self_ensemble ", 'PYTHON="$PY"')
     return [line for line in Path(script).read_text().splitlines() if line.strip().startswith(prefixes)]
 
 
@@ -286,12 +287,14 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None,
 # continuation (rnorm) started from; rnorm2 continued rnorm, jitter (told a jittered noise level) continued rnorm2;
 # widen widened jitter's student and widen2 ... widen10 continued it; deep added a full-resolution layer to widen10's
 # and deep2, deep3 continued it; deep4 added a second such layer to deep3's, deep5 and deep6 continued it, and
-# ctex continued deep6 with textured training CT phantoms; invesalius continued ctex with real head CT slices
-# (the shipped QAT's start).
+# ctex continued deep6 with textured training CT phantoms; invesalius continued ctex with real head CT slices;
+# ensemble continued invesalius toward its own 4-flip ensemble (self-ensemble distillation) and ensemble2 continued ensemble
+# the same way (the shipped QAT's start).
 DEFAULT_STAGES = ("teacher", "teacher_cpu", "student", "finetune", "finetune2", "noise_map", "noise_map_gpu", "qat_v1",
                   "textured", "qat_v2", "rmse", "qat_v3", "rmse2", "qat_v4", "rmse3", "qat_v5", "rnorm", "rnorm2",
                   "jitter", "widen", "widen2", "widen3", "widen4", "widen5", "widen6", "widen7", "widen8",
-                  "widen9", "widen10", "deep", "deep2", "deep3", "deep4", "deep5", "deep6", "ctex", "invesalius", "qat", "mr", "qat_mr")
+                  "widen9", "widen10", "deep", "deep2", "deep3", "deep4", "deep5", "deep6", "ctex", "invesalius",
+                  "ensemble", "ensemble2", "qat", "mr", "qat_mr")
 
 
 MR_STAGES = ("mr", "qat_mr")  # the MR denoiser's stages (docs/DECISIONS.md section 28): float, then QAT

@@ -65,6 +65,13 @@ continue_from() {
         --teacher "$RUN/teacher_cpu/best.pt" --init "$3" --set train.progress=false
 }
 
+# Self-ensemble distillation: a float continuation whose frozen teacher is its own start
+# (the config's distill.teacher_ensemble averages that teacher over flips): self_ensemble CONFIG OUT FROM
+self_ensemble() {
+    "$PY" -m trainer distill --config "trainer/configs/$1" --out "$RUN/$2" \
+        --teacher "$3" --init "$3" --set train.progress=false
+}
+
 # A float continuation from a QAT model's float weights, then QAT again:
 # continue_then_qat FROM_QAT CONTINUATION DISTILL_CONFIG QAT_OUT QAT_CONFIG
 continue_then_qat() {
@@ -127,10 +134,14 @@ continue_from default_distill_deep_two.json deep5 "$RUN/deep4/best.pt"
 continue_from default_distill_deep_two.json deep6 "$RUN/deep5/best.pt"
 continue_from default_distill_deep_two_ctex.json ctex "$RUN/deep6/best.pt"
 echo "== 4i'/7 16000 steps with 24 real head CT slices (Debian's invesalius-examples, docs/DATA.md) beside the"
-echo "   phantoms, then the QAT without them at noise-map jitter 0.4, from that stage's last step (docs/TRAINING.md)"
+echo "   phantoms (the QAT after it trains without them)"
 continue_from default_distill_deep_two_ctex_invesalius.json invesalius "$RUN/ctex/best.pt"
-"$PY" -m trainer qat --config trainer/configs/default_qat_float_kd_deep_lowlr_jitter04.json --out "$RUN/qat" \
-    --student "$RUN/invesalius/last.pt" --set train.threads=2
+echo "== 4i''/7 8000 steps toward the invesalius float's own 4-flip ensemble (self-ensemble distillation, docs/DECISIONS.md"
+echo "   section 30), then the QAT at noise-map jitter 0.4 distilling toward the new float's 4-flip ensemble"
+self_ensemble default_distill_deep_two_ctex_invesalius_ens4.json ensemble "$RUN/invesalius/last.pt"
+self_ensemble default_distill_deep_two_ctex_invesalius_ens4.json ensemble2 "$RUN/ensemble/last.pt"
+"$PY" -m trainer qat --config trainer/configs/default_qat_float_kd_deep_lowlr_jitter04_ens4.json --out "$RUN/qat" \
+    --student "$RUN/ensemble2/last.pt" --set train.threads=2
 
 echo "== 4j/7 the MR denoiser (docs/DECISIONS.md section 28): ctex's student trained 16000 steps on MR alone (phantoms,"
 echo "   the MNI152 template, photographs; its last step, not best.pt), then its QAT on MR (4800 steps)"

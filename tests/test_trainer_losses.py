@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 
-from trainer.distill import DistillConfig, DistillLoss
+from trainer.distill import ENSEMBLE_SIZES, ENSEMBLE_TRANSFORMS, DistillConfig, DistillLoss, ensembled_output
 from trainer.losses import LossConfig, ReconstructionLoss, ssim
 from trainer.models import create_model
 
@@ -70,6 +70,52 @@ def test_distillation_output_and_feature_terms():
     assert parts["kd_out"] == pytest.approx(0.1, abs=1e-5)  # both models start as the identity
     assert total.item() == pytest.approx(parts["kd_out"] + 0.5 * parts["kd_feat"], rel=1e-5)
     assert len(kd.adapters.adapters) == 2  # the student's two levels
+
+
+def _flipped(x: torch.Tensor, transform: tuple[bool, bool, bool]) -> torch.Tensor:
+    """One of ENSEMBLE_TRANSFORMS written out independently of trainer.distill."""
+    transpose, flip_cols, flip_rows = transform
+    x = x.transpose(-1, -2) if transpose else x
+    x = x.flip(-1) if flip_cols else x
+    return x.flip(-2) if flip_rows else x
+
+
+def _unflipped(y: torch.Tensor, transform: tuple[bool, bool, bool]) -> torch.Tensor:
+    transpose, flip_cols, flip_rows = transform
+    y = y.flip(-2) if flip_rows else y
+    y = y.flip(-1) if flip_cols else y
+    return y.transpose(-1, -2) if transpose else y
+
+
+def test_self_ensemble_is_the_mean_of_undone_passes_and_equivariant_over_its_group():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(2, 1, 3, padding=1)  # random kernel: not flip-equivariant
+    x = torch.randn(2, 2, 12, 12)
+    x[:, 1] = 0.05  # a constant noise-map channel, as a noise_map model gets
+    with torch.no_grad():
+        assert torch.equal(ensembled_output(conv, x, 1), conv(x))
+        for size in ENSEMBLE_SIZES[1:]:
+            group = ENSEMBLE_TRANSFORMS[:size]
+            mean = sum(_unflipped(conv(_flipped(x, t)), t) for t in group) / size
+            out = ensembled_output(conv, x, size)
+            torch.testing.assert_close(out, mean)
+            assert (out - conv(x)).abs().mean() > 1e-3  # the average differs from one pass
+            for t in group:  # a group: transforming the input transforms the output alike
+                torch.testing.assert_close(ensembled_output(conv, _flipped(x, t), size), _flipped(out, t))
+        symmetric = torch.nn.Conv2d(1, 1, 3, padding=1, bias=False)
+        symmetric.weight.copy_(torch.tensor([[1.0, 2, 1], [2, 4, 2], [1, 2, 1]]).view(1, 1, 3, 3) / 16)
+        image = x[:, :1]
+        torch.testing.assert_close(ensembled_output(symmetric, image, 8), symmetric(image))
+
+
+@pytest.mark.parametrize("size", [0, 3, 16])
+def test_self_ensemble_size_must_be_a_group(size):
+    with pytest.raises(ValueError, match="ensemble"):
+        ensembled_output(torch.nn.Identity(), torch.zeros(1, 1, 4, 4), size)
+    with pytest.raises(ValueError, match="teacher_ensemble"):
+        DistillConfig(teacher_ensemble=size)
+    with pytest.raises(ValueError, match="feature_kd"):
+        DistillConfig(feature_kd=0.5, teacher_ensemble=2)
 
 
 def test_noise_balance_weights_favour_low_noise_samples_and_average_one():

@@ -185,6 +185,23 @@ def test_qat_float_kd_distils_the_float_noise_map_student_into_its_own_qat(tmp_p
     assert not any("kd_out" in line for line in (tmp_path / "plain" / "log.jsonl").read_text().splitlines())
 
 
+def test_qat_float_kd_ensemble_distils_toward_the_floats_flip_average(tmp_path):
+    train(tiny_config(noise_map=True), tmp_path / "float")
+    student = tmp_path / "float" / "best.pt"
+    first_kd = {}
+    for size in (1, 4):
+        cfg = tiny_config(noise_map=True, stage="qat")
+        cfg.qat.float_kd, cfg.qat.float_kd_ensemble = 1.0, size
+        train(cfg, tmp_path / f"qat{size}", student=student)
+        logged = [json.loads(line) for line in (tmp_path / f"qat{size}" / "log.jsonl").read_text().splitlines()]
+        first_kd[size] = next(r["kd_out"] for r in logged if "kd_out" in r)
+    # Right after calibration the quantized copy is close to the float's own pass, not to the average of the
+    # float over four flips (a randomly initialised student is far from flip-equivariant).
+    assert first_kd[4] > 2 * first_kd[1]
+    with pytest.raises(ValueError, match="float_kd_ensemble"):
+        from_dict(Config, {"stage": "qat", "qat": {"float_kd_ensemble": 3}})
+
+
 def tiny_config(noise_map: bool, data_map: bool | None = None, stage: str = "teacher") -> Config:
     """A tiny config (teacher stage: no teacher needed; qat: needs a student) of a blind or noise-map student."""
     return from_dict(Config, {

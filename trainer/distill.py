@@ -17,6 +17,45 @@ class DistillConfig:
 
     output_kd: float = 1.0
     feature_kd: float = 0.0  # > 0 enables feature KD through 1x1 adapters
+    # The teacher's output averaged over this many flips/transposes of the input, each undone
+    # (self-ensemble; 1, 2, 4 or 8, see ENSEMBLE_TRANSFORMS): its errors that are not
+    # flip-equivariant cancel, so the KD target is better than one pass. Output KD only.
+    teacher_ensemble: int = 1
+
+    def __post_init__(self) -> None:
+        if self.teacher_ensemble not in ENSEMBLE_SIZES:
+            raise ValueError(f"teacher_ensemble must be one of {ENSEMBLE_SIZES}, got {self.teacher_ensemble!r}")
+        if self.teacher_ensemble > 1 and self.feature_kd > 0:
+            raise ValueError("teacher_ensemble > 1 averages outputs only; it cannot be combined with feature_kd")
+
+
+# (transpose, flip columns, flip rows): identity, then the flips, then the same after a transpose.
+ENSEMBLE_TRANSFORMS = [(t, h, v) for t in (False, True) for h, v in ((False, False), (False, True), (True, False),
+                                                                     (True, True))]
+# The sizes that are groups: {identity, a flip}, the four flips, all eight flips/rotations.
+ENSEMBLE_SIZES = (1, 2, 4, 8)
+
+
+def _transformed(x: torch.Tensor, transform: tuple[bool, bool, bool], inverse: bool = False) -> torch.Tensor:
+    transpose, flip_cols, flip_rows = transform
+    dims = [d for d, on in ((-1, flip_cols), (-2, flip_rows)) if on]
+    if transpose and not inverse:
+        x = x.transpose(-1, -2)
+    x = torch.flip(x, dims) if dims else x
+    return x.transpose(-1, -2) if transpose and inverse else x
+
+
+def ensembled_output(model: nn.Module, x: torch.Tensor, size: int) -> torch.Tensor:
+    """``model``'s output averaged over the first ``size`` of ENSEMBLE_TRANSFORMS of ``x``, each
+    transform undone on its output (size 1: one plain pass). Flips act on every channel alike,
+    so a constant noise-map channel is unchanged."""
+    if size not in ENSEMBLE_SIZES:
+        raise ValueError(f"ensemble size must be one of {ENSEMBLE_SIZES}, got {size!r}")
+    total = None
+    for transform in ENSEMBLE_TRANSFORMS[:size]:
+        out = _transformed(model(_transformed(x, transform)), transform, inverse=True)
+        total = out if total is None else total + out
+    return total / size
 
 
 class FeatureAdapters(nn.Module):

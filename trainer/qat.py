@@ -18,6 +18,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from trainer.distill import ENSEMBLE_SIZES
+
 METHOD = "modelopt"
 
 
@@ -31,6 +33,13 @@ class QATConfig:
     # > 0: add this weight times the L1 distance between the quantized model's output and the
     # frozen float student's output on the same input (the float student distils into its own QAT).
     float_kd: float = 0.0
+    # The float student's output for float_kd averaged over this many flips/transposes of the
+    # input (trainer.distill.ensembled_output; 1 = one plain pass): a self-ensemble target.
+    float_kd_ensemble: int = 1
+
+    def __post_init__(self) -> None:
+        if self.float_kd_ensemble not in ENSEMBLE_SIZES:
+            raise ValueError(f"qat.float_kd_ensemble must be one of {ENSEMBLE_SIZES}, got {self.float_kd_ensemble!r}")
 
 
 def quant_config(skip_modules: Iterable[str] = ()) -> dict:

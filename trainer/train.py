@@ -31,7 +31,7 @@ from tqdm import tqdm
 from trainer import distributed
 from trainer.checkpoint import load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
 from trainer.config import Config, ModelSpec, to_dict
-from trainer.distill import DistillConfig, DistillLoss
+from trainer.distill import DistillConfig, DistillLoss, ensembled_output
 from trainer.losses import ReconstructionLoss, noise_balance_weights
 from trainer.data.datasets import heldout_noise_level, model_input
 from trainer.models import create_model
@@ -413,7 +413,8 @@ def train(
     # --- losses, optimizer, schedule
     recon = ReconstructionLoss(cfg.loss).to(device)
     # Both KD weights 0: supervised fine-tuning of a student, the teacher is not run at all.
-    kd_cfg = DistillConfig(output_kd=cfg.qat.float_kd) if cfg.stage == "qat" else cfg.distill
+    kd_cfg = (DistillConfig(output_kd=cfg.qat.float_kd, teacher_ensemble=cfg.qat.float_kd_ensemble)
+              if cfg.stage == "qat" else cfg.distill)
     distilling = teacher_model is not None and (kd_cfg.output_kd > 0 or kd_cfg.feature_kd > 0)
     kd = DistillLoss(kd_cfg, model, teacher_model).to(device) if distilling else None
     teacher_input_channels = 2 if teacher_model is not None and takes_noise_map(teacher_model) else 1
@@ -529,7 +530,9 @@ def train(
                 parts = losses[-1][1]
                 if kd is not None:
                     with torch.no_grad():
-                        t_pred, t_aux = teacher_model.forward_with_aux(degraded[:, :teacher_input_channels])
+                        t_input = degraded[:, :teacher_input_channels]
+                        t_pred, t_aux = (teacher_model.forward_with_aux(t_input) if kd_cfg.teacher_ensemble == 1 else
+                                         (ensembled_output(teacher_model, t_input, kd_cfg.teacher_ensemble), {}))
                     kd_loss, kd_parts = kd(pred, aux, t_pred, t_aux)
                     loss = loss + kd_loss
                     parts.update(kd_parts)
