@@ -23,8 +23,7 @@ class DistillConfig:
     teacher_ensemble: int = 1
 
     def __post_init__(self) -> None:
-        if self.teacher_ensemble not in ENSEMBLE_SIZES:
-            raise ValueError(f"teacher_ensemble must be one of {ENSEMBLE_SIZES}, got {self.teacher_ensemble!r}")
+        check_ensemble_size(self.teacher_ensemble, "distill.teacher_ensemble")
         if self.teacher_ensemble > 1 and self.feature_kd > 0:
             raise ValueError("teacher_ensemble > 1 averages outputs only; it cannot be combined with feature_kd")
 
@@ -34,6 +33,12 @@ ENSEMBLE_TRANSFORMS = [(t, h, v) for t in (False, True) for h, v in ((False, Fal
                                                                      (True, True))]
 # The sizes that are groups: {identity, a flip}, the four flips, all eight flips/rotations.
 ENSEMBLE_SIZES = (1, 2, 4, 8)
+
+
+def check_ensemble_size(size: object, name: str) -> None:
+    """ValueError naming ``name`` unless ``size`` is one of ENSEMBLE_SIZES."""
+    if size not in ENSEMBLE_SIZES:
+        raise ValueError(f"{name} must be one of {ENSEMBLE_SIZES}, got {size!r}")
 
 
 def _transformed(x: torch.Tensor, transform: tuple[bool, bool, bool], inverse: bool = False) -> torch.Tensor:
@@ -49,8 +54,7 @@ def ensembled_output(model: nn.Module, x: torch.Tensor, size: int) -> torch.Tens
     """``model``'s output averaged over the first ``size`` of ENSEMBLE_TRANSFORMS of ``x``, each
     transform undone on its output (size 1: one plain pass). Flips act on every channel alike,
     so a constant noise-map channel is unchanged."""
-    if size not in ENSEMBLE_SIZES:
-        raise ValueError(f"ensemble size must be one of {ENSEMBLE_SIZES}, got {size!r}")
+    check_ensemble_size(size, "ensemble size")
     total = None
     for transform in ENSEMBLE_TRANSFORMS[:size]:
         out = _transformed(model(_transformed(x, transform)), transform, inverse=True)

@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from trainer.distill import ENSEMBLE_SIZES
+from trainer.distill import check_ensemble_size
 
 METHOD = "modelopt"
 
@@ -38,8 +38,7 @@ class QATConfig:
     float_kd_ensemble: int = 1
 
     def __post_init__(self) -> None:
-        if self.float_kd_ensemble not in ENSEMBLE_SIZES:
-            raise ValueError(f"qat.float_kd_ensemble must be one of {ENSEMBLE_SIZES}, got {self.float_kd_ensemble!r}")
+        check_ensemble_size(self.float_kd_ensemble, "qat.float_kd_ensemble")
 
 
 def quant_config(skip_modules: Iterable[str] = ()) -> dict:
