@@ -17,6 +17,7 @@ import pydicom
 
 from runtime.backends.select import DEFAULT_TASK, TASK_MODELS, default_model, installed_or_given, modality_model
 from runtime.inputs import Job
+from runtime.model_location import model_location
 
 # (the model: a path, a Triton URL, or None for the run's default or server model; its files)
 Group = tuple[Path | str | None, list[Job]]
@@ -83,4 +84,4 @@ def parse_modality_model(text: str) -> tuple[str, Path | str]:
     modality, model = modality.strip(), model.strip()
     if not equals or not modality or not model or not modality.isalnum():
         raise ValueError(f"expected MODALITY=MODEL (e.g. MR=medclear_student_mr.int8.engine), got {text!r}")
-    return modality.upper(), model if "://" in model else Path(model)
+    return modality.upper(), model_location(model)

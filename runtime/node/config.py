@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from runtime.model_location import is_model_url, model_location
 from runtime.strength import DEFAULT_STRENGTH, check_strength
 
 AE_TITLE_LIMIT = 16  # PS3.5 6.2: AE is at most 16 characters, no backslash or control characters
@@ -217,7 +218,7 @@ def load_file(path: Path) -> dict[str, Any]:
 def _relative_to(value: Any, folder: Path) -> Any:
     """A relative path string taken from ``folder``; anything else (a model URL
     grpc://HOST:PORT/NAME, Triton, is not a path) as it is."""
-    if isinstance(value, str) and "://" not in value and not Path(value).expanduser().is_absolute():
+    if isinstance(value, str) and not is_model_url(value) and not Path(value).expanduser().is_absolute():
         return str(folder / value)
     return value
 
@@ -252,8 +253,8 @@ def build(settings: dict[str, Any]) -> NodeConfig:
 
 
 def _model(value: Any) -> Path | str:
-    """A model setting: a Triton model URL as it is (a Path would fold its "//"), else a path."""
-    return str(value) if "://" in str(value) else Path(str(value)).expanduser()
+    """A model setting: a Triton model URL as it is, else a path."""
+    return model_location(str(value))
 
 
 def _modality_models(value: Any) -> tuple[tuple[str, Path | str], ...]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runtime.logtext import cause
+from runtime.model_location import is_model_url
 
 if TYPE_CHECKING:  # the node itself does not import the runtime's inference modules
     from runtime.backends import Backend
@@ -230,7 +231,7 @@ class _Model:
         """For the start line of a routed child: which modalities have a model of their own."""
         from runtime.backends.select import DEFAULT_TASK, MODALITY_MODELS, modality_model
 
-        own = {modality: str(model) if "://" in str(model) else Path(str(model)).name
+        own = {modality: str(model) if is_model_url(model) else Path(str(model)).name
                for modality, model in self.options.modality_models}
         if self.routed:
             own = {**{modality: path.name for modality in MODALITY_MODELS.get(DEFAULT_TASK, {})
