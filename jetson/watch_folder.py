@@ -5,7 +5,8 @@ Meant for the bedside service (jetson/medclear-enhance.service). A file is taken
 stopped growing (a DICOM receiver may still be writing it) and enhanced exactly as
 ``python -m runtime.enhance FILE -o OUTPUT --overwrite ...`` would (same flags, same outputs),
 but by long-lived backends: the model (or TensorRT engine) is opened once, at start, and kept;
-without a model named, a modality's own model (MR's) opens with its first file and is kept too. Each input then moves to the done folder, or to the failed folder with the
+without a model named, a modality's own model (MR's) opens with its first file and is kept too (if it
+cannot open, only that modality's files wait in the inbox). Each input then moves to the done folder, or to the failed folder with the
 enhancer's message beside it. The log (systemd's journal) never names files: inputs appear
 as short hashes, since file names often carry patient details.
 """
@@ -83,6 +84,11 @@ class EnhancerUnavailable(RuntimeError):
     """The enhancer cannot work at all (bad arguments, or the model/backend cannot be opened)."""
 
 
+class ModelUnavailable(EnhancerUnavailable):
+    """One file's model (its modality's own, or none installed for it) cannot be opened: that
+    file waits in the inbox while files for the other models go on."""
+
+
 class _Lines:
     """A runtime.enhance reporter that keeps the per-file lines instead of printing them."""
 
@@ -115,6 +121,7 @@ class Enhancer:
             parser.error(problem)
         self._routed = routes_by_modality(self.cli.task, self.cli.model, remote=self.cli.url is not None)
         self._served: Dict[Any, Tuple[Any, Any]] = {}  # model (None: the run's default) -> (backend, settings)
+        self._unopened: Dict[Any, EnhancerUnavailable] = {}  # models that failed to open in this batch
 
     def cli_args(self) -> List[str]:
         """The runtime.enhance options this watcher applies (after the input files)."""
@@ -158,6 +165,8 @@ class Enhancer:
         """(backend, settings) of ``model``, opened once; EnhancerUnavailable if it cannot be."""
         if model in self._served:
             return self._served[model]
+        if model in self._unopened:  # tried once this batch: not again for every file
+            raise self._unopened[model]
         from runtime.backends import BackendError
         from runtime.enhance import Settings, bounded_threads
         from runtime.pipeline import open_model
@@ -167,12 +176,14 @@ class Enhancer:
             backend = open_model(model, cli.backend, threads=bounded_threads(cli.threads),
                                  cuda_graphs=cli.cuda_graphs, task=cli.task)
         except BackendError as error:
-            raise self._unavailable("the model could not be opened", error) from None
+            self._unopened[model] = self._unavailable("the model could not be opened", error)
+            raise self._unopened[model] from None
         try:  # checks --strength against the model before any file, as the CLI does
             self._served[model] = (backend, Settings.from_cli(cli, backend))
         except ValueError as error:
             backend.close()
-            raise self._unavailable("--strength does not suit the model", error) from None
+            self._unopened[model] = self._unavailable("--strength does not suit the model", error)
+            raise self._unopened[model] from None
         LOG.info("model opened once for this process: %s on %s", Path(str(backend.source)).name, backend.describe())
         return self._served[model]
 
@@ -203,10 +214,13 @@ class Enhancer:
         try:
             groups = enhance.file_groups(self.cli, jobs, remote=self.cli.url is not None)
         except BackendError as error:  # no model installed for this file's modality or the task
-            raise self._unavailable("the model could not be opened", error) from None
+            raise ModelUnavailable(str(self._unavailable("the model could not be opened", error))) from None
         tally = enhance.Tally()
         for model, group in groups:
-            backend, settings = self._model(model)
+            try:
+                backend, settings = self._model(model)
+            except EnhancerUnavailable as error:
+                raise ModelUnavailable(str(error)) from None
             try:
                 enhance.run_jobs(group, backend, settings, reporter, tally)
             except enhance.BackendUnusable as error:  # the model stopped working: reopen it later
@@ -214,13 +228,21 @@ class Enhancer:
                 raise self._unavailable("the model stopped working", error) from None
         return not errors and tally.failed == 0, reporter.lines
 
-    def process(self, files: Sequence[Path]) -> Tuple[int, int]:
-        """Enhance FILES; returns (succeeded, failed). EnhancerUnavailable leaves them in the inbox."""
+    def process(self, files: Sequence[Path]) -> Tuple[int, int, int]:
+        """Enhance FILES; returns (succeeded, failed, waiting). EnhancerUnavailable (the run's
+        model cannot open or stopped working) leaves them all in the inbox; a file whose own
+        modality's model cannot open waits there alone, counted as waiting, while the rest go on."""
+        self._unopened.clear()  # a model that failed in an earlier batch is tried again
         self.open()
         start = time.monotonic()
         ok = bad = 0
+        waiting: List[str] = []
         for path in files:
-            succeeded, lines = self.enhance_one(path)
+            try:
+                succeeded, lines = self.enhance_one(path)
+            except ModelUnavailable as error:
+                waiting.append(str(error))
+                continue
             if succeeded:
                 move_aside(path, self.args.done)
                 ok += 1
@@ -228,7 +250,9 @@ class Enhancer:
                 self._fail(path, lines)
                 bad += 1
         LOG.info("enhanced %d file(s), %d failed, in %.1f s", ok, bad, time.monotonic() - start)
-        return ok, bad
+        if waiting:
+            LOG.error("%d file(s) wait in the inbox: %s", len(waiting), waiting[0])
+        return ok, bad, len(waiting)
 
     def _fail(self, path: Path, lines: List[str]) -> None:
         target = move_aside(path, self.args.failed)
@@ -315,8 +339,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         pause = args.interval
         try:
             for i in range(0, len(ready), args.max_batch):
-                ok, bad = enhancer.process(ready[i : i + args.max_batch])
+                ok, bad, waiting = enhancer.process(ready[i : i + args.max_batch])
                 total_ok, total_bad = total_ok + ok, total_bad + bad
+                if waiting:  # their model cannot open yet: back off before trying them again
+                    unavailable = True
+                    pause = max(args.interval, UNAVAILABLE_BACKOFF_S)
                 if stopping:
                     break
         except EnhancerUnavailable as error:

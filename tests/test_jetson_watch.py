@@ -124,6 +124,28 @@ def test_a_missing_default_denoiser_is_reported_before_any_file(tmp_path, monkey
     assert "no model given and no default model" in (tmp_path / "failed" / "enhancer-error.log").read_text()
 
 
+def test_a_modality_model_that_cannot_open_holds_only_its_files(tmp_path, monkeypatch):
+    """A broken MR denoiser keeps the MR file in the inbox; the CT file behind it is still enhanced."""
+    from onnx_fixtures import write_tiny_onnx
+
+    from runtime.backends import select
+
+    monkeypatch.delenv("MEDCLEAR_MODEL", raising=False)
+    monkeypatch.setattr(select, "MODELS_DIR", tmp_path / "models")
+    write_tiny_onnx(tmp_path / "models" / select.DEFAULT_MODELS[0], modalities=["CT", "MR", "CR", "DX"])
+    (tmp_path / "models" / select.MR_DENOISE_MODELS[0]).write_bytes(b"not an ONNX model")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for source, name in (("MR_small.dcm", "a_mr.dcm"), ("MR_small.dcm", "b_mr.dcm"), ("CT_small.dcm", "c_ct.dcm")):
+        shutil.copy(pydicom_file(source), inbox / name)  # the MR files come first in the batch
+    code = _load_watcher().main(["--input", str(inbox), "--output", str(tmp_path / "out"), "--once", "--format", "npy"])
+    assert code == 1, "--once reports the files left waiting"
+    assert sorted(p.name for p in inbox.iterdir()) == ["a_mr.dcm", "b_mr.dcm"]
+    assert [p.name for p in (tmp_path / "done").iterdir()] == ["c_ct.dcm"]
+    assert (tmp_path / "out" / "c_ct.enhanced.npy").is_file()
+    assert select.MR_DENOISE_MODELS[0] in (tmp_path / "failed" / "enhancer-error.log").read_text()
+
+
 def test_unopenable_model_leaves_inputs_in_the_inbox(site):
     root, inbox, _ = site
     result = watch(root, "--model", str(root / "missing.onnx"), "--once")
