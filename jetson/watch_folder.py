@@ -5,9 +5,9 @@ Meant for the bedside service (jetson/medclear-enhance.service). A file is taken
 stopped growing (a DICOM receiver may still be writing it) and enhanced exactly as
 ``python -m runtime.enhance FILE -o OUTPUT --overwrite ...`` would (same flags, same outputs),
 but by long-lived backends: the model (or TensorRT engine) is opened once, at start, and kept;
-without a model named, a modality's own model (MR's) opens with its first file and is kept too (if it
-cannot open, only that modality's files wait in the inbox). Each input then moves to the done folder, or to the failed folder with the
-enhancer's message beside it. The log (systemd's journal) never names files: inputs appear
+without a model named, a modality's own model (MR's) opens with its first file and is kept too
+(if it cannot open, only that modality's files wait in the inbox). Each input then moves to the
+done folder, or to the failed folder with the enhancer's message beside it. The log (systemd's journal) never names files: inputs appear
 as short hashes, since file names often carry patient details.
 """
 from __future__ import annotations
