@@ -112,7 +112,7 @@ def test_debian_volume_gives_real_head_slices_for_training_only():
     assert load_sources(DataConfig(sources=["invesalius"], modalities=["MR"])) == []  # CT only
 
 
-def test_slice_count_is_validated():
-    for bad in ({"ct_invesalius_slices": -1}, {"ct_invesalius_upsample": 0}):
-        with pytest.raises(ValueError, match="ct_invesalius_slices .* must be >= 0 and ct_invesalius_upsample .* >= 1"):
-            DataConfig(**bad)
+def test_slice_count_and_upsampling_are_validated_each_by_name():
+    for key, bad, rule in (("ct_invesalius_slices", -1, ">= 0"), ("ct_invesalius_upsample", 0, ">= 1")):
+        with pytest.raises(ValueError, match=f"^{key} {bad} must be {rule}$"):
+            DataConfig(**{key: bad})
