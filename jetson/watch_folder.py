@@ -5,10 +5,11 @@ Meant for the bedside service (jetson/medclear-enhance.service). A file is taken
 stopped growing (a DICOM receiver may still be writing it) and enhanced exactly as
 ``python -m runtime.enhance FILE -o OUTPUT --overwrite ...`` would (same flags, same outputs),
 but by long-lived backends: the model (or TensorRT engine) is opened once, at start, and kept;
-without a model named, a modality's own model (MR's) opens with its first file and is kept too
-(if it cannot open, only that modality's files wait in the inbox). Each input then moves to the
-done folder, or to the failed folder with the enhancer's message beside it. The log (systemd's journal) never names files: inputs appear
-as short hashes, since file names often carry patient details.
+without a model named, a modality's own model (MR's) opens with its first file and is kept
+too (if it cannot open, only that modality's files wait in the inbox). Each input then moves to
+the done folder, or to the failed folder with the enhancer's message beside it. The log
+(systemd's journal) never names files: inputs appear as short hashes, since file names often
+carry patient details.
 """
 from __future__ import annotations
 
@@ -121,7 +122,9 @@ class Enhancer:
             parser.error(problem)
         self._routed = routes_by_modality(self.cli.task, self.cli.model, remote=self.cli.url is not None)
         self._served: Dict[Any, Tuple[Any, Any]] = {}  # model (None: the run's default) -> (backend, settings)
-        self._unopened: Dict[Any, EnhancerUnavailable] = {}  # models that failed to open in this batch
+        # models that failed to open -> (the error, when to try again): not reopened for every file
+        self._unopened: Dict[Any, Tuple[EnhancerUnavailable, float]] = {}
+        self._failed_opens = 0  # how many opens failed (a batch that tried none does not log again)
 
     def cli_args(self) -> List[str]:
         """The runtime.enhance options this watcher applies (after the input files)."""
@@ -165,8 +168,11 @@ class Enhancer:
         """(backend, settings) of ``model``, opened once; EnhancerUnavailable if it cannot be."""
         if model in self._served:
             return self._served[model]
-        if model in self._unopened:  # tried once this batch: not again for every file
-            raise self._unopened[model]
+        if model in self._unopened:
+            error, retry_at = self._unopened[model]
+            if time.monotonic() < retry_at:
+                raise error
+            del self._unopened[model]
         from runtime.backends import BackendError
         from runtime.enhance import Settings, bounded_threads
         from runtime.pipeline import open_model
@@ -176,16 +182,21 @@ class Enhancer:
             backend = open_model(model, cli.backend, threads=bounded_threads(cli.threads),
                                  cuda_graphs=cli.cuda_graphs, task=cli.task)
         except BackendError as error:
-            self._unopened[model] = self._unavailable("the model could not be opened", error)
-            raise self._unopened[model] from None
+            raise self._remember_unopened(model, self._unavailable("the model could not be opened", error)) from None
         try:  # checks --strength against the model before any file, as the CLI does
             self._served[model] = (backend, Settings.from_cli(cli, backend))
         except ValueError as error:
             backend.close()
-            self._unopened[model] = self._unavailable("--strength does not suit the model", error)
-            raise self._unopened[model] from None
+            unsuited = self._unavailable("--strength does not suit the model", error)
+            raise self._remember_unopened(model, unsuited) from None
         LOG.info("model opened once for this process: %s on %s", Path(str(backend.source)).name, backend.describe())
         return self._served[model]
+
+    def _remember_unopened(self, model: Any, error: EnhancerUnavailable) -> EnhancerUnavailable:
+        """``error``, kept for ``model`` so that it is not tried again for UNAVAILABLE_BACKOFF_S."""
+        self._unopened[model] = (error, time.monotonic() + UNAVAILABLE_BACKOFF_S)
+        self._failed_opens += 1
+        return error
 
     def _unavailable(self, what: str, error: Exception) -> EnhancerUnavailable:
         """The error to raise, its reason written to failed/enhancer-error.log (not the journal)."""
@@ -232,16 +243,17 @@ class Enhancer:
         """Enhance FILES; returns (succeeded, failed, waiting). EnhancerUnavailable (the run's
         model cannot open or stopped working) leaves them all in the inbox; a file whose own
         modality's model cannot open waits there alone, counted as waiting, while the rest go on."""
-        self._unopened.clear()  # a model that failed in an earlier batch is tried again
         self.open()
-        start = time.monotonic()
+        start, failed_opens = time.monotonic(), self._failed_opens
         ok = bad = 0
-        waiting: List[str] = []
+        waiting: List[Path] = []
+        reason = ""
         for path in files:
             try:
                 succeeded, lines = self.enhance_one(path)
             except ModelUnavailable as error:
-                waiting.append(str(error))
+                waiting.append(path)
+                reason = str(error)
                 continue
             if succeeded:
                 move_aside(path, self.args.done)
@@ -250,8 +262,10 @@ class Enhancer:
                 self._fail(path, lines)
                 bad += 1
         LOG.info("enhanced %d file(s), %d failed, in %.1f s", ok, bad, time.monotonic() - start)
-        if waiting:
-            LOG.error("%d file(s) wait in the inbox: %s", len(waiting), waiting[0])
+        if waiting:  # an error when their model was tried in this batch; while it backs off, quietly
+            level = logging.ERROR if self._failed_opens > failed_opens else logging.DEBUG
+            tokens = " ".join(map(token, waiting[:8]))
+            LOG.log(level, "%d file(s) wait in the inbox (%s): %s", len(waiting), tokens, reason)
         return ok, bad, len(waiting)
 
     def _fail(self, path: Path, lines: List[str]) -> None:
@@ -341,9 +355,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for i in range(0, len(ready), args.max_batch):
                 ok, bad, waiting = enhancer.process(ready[i : i + args.max_batch])
                 total_ok, total_bad = total_ok + ok, total_bad + bad
-                if waiting:  # their model cannot open yet: back off before trying them again
-                    unavailable = True
-                    pause = max(args.interval, UNAVAILABLE_BACKOFF_S)
+                unavailable = unavailable or waiting > 0  # their model is retried after its back-off
                 if stopping:
                     break
         except EnhancerUnavailable as error:

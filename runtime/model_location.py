@@ -15,5 +15,11 @@ def is_model_url(model: str | Path) -> bool:
 
 
 def model_location(model: str | Path) -> Path | str:
-    """``model`` as the run keeps it: a URL as text, a file as a Path (``~`` expanded)."""
-    return str(model) if is_model_url(model) else Path(str(model)).expanduser()
+    """``model`` as the run keeps it: a URL as text, a file as a Path (``~`` expanded);
+    ValueError for a ``~user`` that does not exist."""
+    if is_model_url(model):
+        return str(model)
+    try:
+        return Path(str(model)).expanduser()
+    except RuntimeError as error:  # pathlib's answer to an unknown ~user
+        raise ValueError(f"model path {str(model)!r}: {error}") from None

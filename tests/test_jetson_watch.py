@@ -124,8 +124,8 @@ def test_a_missing_default_denoiser_is_reported_before_any_file(tmp_path, monkey
     assert "no model given and no default model" in (tmp_path / "failed" / "enhancer-error.log").read_text()
 
 
-def test_a_modality_model_that_cannot_open_holds_only_its_files(tmp_path, monkeypatch):
-    """A broken MR denoiser keeps the MR file in the inbox; the CT file behind it is still enhanced."""
+def _broken_mr_denoiser(tmp_path: Path, monkeypatch) -> None:
+    """Installed models: a working default denoiser and an MR denoiser that cannot be opened."""
     from onnx_fixtures import write_tiny_onnx
 
     from runtime.backends import select
@@ -134,6 +134,13 @@ def test_a_modality_model_that_cannot_open_holds_only_its_files(tmp_path, monkey
     monkeypatch.setattr(select, "MODELS_DIR", tmp_path / "models")
     write_tiny_onnx(tmp_path / "models" / select.DEFAULT_MODELS[0], modalities=["CT", "MR", "CR", "DX"])
     (tmp_path / "models" / select.MR_DENOISE_MODELS[0]).write_bytes(b"not an ONNX model")
+
+
+def test_a_modality_model_that_cannot_open_holds_only_its_files(tmp_path, monkeypatch):
+    """A broken MR denoiser keeps the MR file in the inbox; the CT file behind it is still enhanced."""
+    from runtime.backends import select
+
+    _broken_mr_denoiser(tmp_path, monkeypatch)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for source, name in (("MR_small.dcm", "a_mr.dcm"), ("MR_small.dcm", "b_mr.dcm"), ("CT_small.dcm", "c_ct.dcm")):
@@ -144,6 +151,48 @@ def test_a_modality_model_that_cannot_open_holds_only_its_files(tmp_path, monkey
     assert [p.name for p in (tmp_path / "done").iterdir()] == ["c_ct.dcm"]
     assert (tmp_path / "out" / "c_ct.enhanced.npy").is_file()
     assert select.MR_DENOISE_MODELS[0] in (tmp_path / "failed" / "enhancer-error.log").read_text()
+
+
+def test_a_broken_modality_model_is_retried_only_after_its_back_off(tmp_path, monkeypatch, caplog):
+    """Files of the broken model's modality wait without reopening it for every file or pass, the
+    others go on at the usual pace, and the model is tried again once its back-off has passed."""
+    _broken_mr_denoiser(tmp_path, monkeypatch)
+    watcher = _load_watcher()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    args = watcher.parse_args(["--input", str(inbox), "--output", str(tmp_path / "out"), "--format", "npy"])
+    for folder in (args.done, args.failed):
+        folder.mkdir()
+    opens = []
+    real_open = pipeline.open_model
+    monkeypatch.setattr(pipeline, "open_model", lambda model, *a, **k: opens.append(Path(str(model)).name)
+                        or real_open(model, *a, **k))
+    enhancer = watcher.Enhancer(args)
+    mr_files = [inbox / f"mr{i}.dcm" for i in range(3)]
+    for path in mr_files:
+        shutil.copy(pydicom_file("MR_small.dcm"), path)
+    caplog.set_level("DEBUG", logger="medclear.watch")
+    try:
+        for n in range(2):  # two passes within the back-off, a new CT file each
+            shutil.copy(pydicom_file("CT_small.dcm"), inbox / f"ct{n}.dcm")
+            assert enhancer.process([*mr_files, inbox / f"ct{n}.dcm"]) == (1, 0, 3)
+        mr_model = select_mr_model()
+        assert opens.count(mr_model) == 1, opens
+        waits = [r for r in caplog.records if "wait in the inbox" in r.getMessage()]
+        assert [r.levelname for r in waits] == ["ERROR", "DEBUG"]
+        assert "mr0" not in caplog.text and watcher.token(mr_files[0]) in waits[0].getMessage()
+        enhancer._unopened = {model: (error, 0.0) for model, (error, _) in enhancer._unopened.items()}  # expired
+        assert enhancer.process(mr_files) == (0, 0, 3)
+        assert opens.count(mr_model) == 2, "tried again once (not per file) when the back-off has passed"
+    finally:
+        enhancer.close()
+    assert sorted(p.name for p in inbox.iterdir()) == ["mr0.dcm", "mr1.dcm", "mr2.dcm"]
+
+
+def select_mr_model() -> str:
+    from runtime.backends import select
+
+    return select.MR_DENOISE_MODELS[0]
 
 
 def test_unopenable_model_leaves_inputs_in_the_inbox(site):

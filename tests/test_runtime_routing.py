@@ -113,6 +113,8 @@ def test_parse_modality_model_keeps_a_triton_url_whole() -> None:
     assert parse_modality_model(" mr = models/mr.engine ") == ("MR", Path("models/mr.engine"))
     assert parse_modality_model("CT=grpc://h:8001/ct") == ("CT", "grpc://h:8001/ct")  # a Path would fold "//"
     assert parse_modality_model("MR=~/mr.onnx") == ("MR", Path.home() / "mr.onnx")
+    with pytest.raises(ValueError, match="no_such_user_medclear"):  # a usage error, not a traceback
+        parse_modality_model("MR=~no_such_user_medclear/mr.onnx")
     for bad in ("MR", "=x.onnx", "MR=", "M R=x.onnx"):
         with pytest.raises(ValueError, match="MODALITY=MODEL"):
             parse_modality_model(bad)
