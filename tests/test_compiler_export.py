@@ -171,13 +171,14 @@ def test_cli_export_missing_checkpoint_is_one_line_error(tmp_path, capsys):
 
 def _perturbed_student(noise_map: bool = False):
     """A small student (``noise_map``: the tiny noise-map student, image and noise map in, with
-    an extra block at each level so that the export covers ``extra_blocks`` too)."""
+    an extra block at each level and anti-alias blurs so that the export covers ``extra_blocks``
+    and ``anti_alias`` too)."""
     from trainer.models import create_model
 
     torch.manual_seed(0)
     if noise_map:
         model = create_model("student", widths=[4, 8], input_windows=[[-0.5, 1.5], [-2.35, -0.25]], noise_map=True,
-                             extra_blocks=[1, 1])
+                             extra_blocks=[1, 1], anti_alias=True)
     else:
         model = create_model("student", width=8, depth=2)
     with torch.no_grad():  # a fresh student may start as the identity (its noise map unused); make it do something

@@ -102,3 +102,43 @@ def test_student_input_clip_limits_what_the_network_sees_not_the_output():
     assert float((b - a)[..., :4, :4].mean()) == pytest.approx(3.0, abs=1e-5)
     with pytest.raises(ValueError, match="input_clip"):
         create_model("student", widths=[4, 8], input_clip=[1.0, 0.0])
+
+
+def test_anti_alias_adds_fixed_binomial_blurs_at_every_level():
+    """anti_alias: a fixed depthwise blur before each stride-2 conv and after each nearest x2
+    upsample; no trainable parameters, and its FLOPs are exactly those depthwise convs."""
+    kwargs = {"widths": [4, 8, 16], "input_windows": [[-0.5, 1.5], [-2.35, -0.25]], "noise_map": True}
+    plain, blurred = create_model("student", **kwargs), create_model("student", **kwargs, anti_alias=True)
+    assert plain.blur_down is None and plain.blur_up is None
+    assert count_parameters(blurred) == count_parameters(plain)
+    binomial = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
+    for level, width in enumerate(kwargs["widths"][:-1]):
+        for blur in (blurred.blur_down[level], blurred.blur_up[level]):
+            assert blur.groups == width and torch.equal(blur.weight[:, 0], binomial.expand(width, 3, 3))
+    depthwise = sum(2 * 9 * width * (512 // 2**level) ** 2 * 2 for level, width in enumerate(kwargs["widths"][:-1]))
+    assert count_flops(blurred) - count_flops(plain) == depthwise
+    with torch.no_grad():
+        for parameter in blurred.parameters():
+            if parameter.requires_grad:
+                parameter.normal_(0.0, 0.2)
+    x = torch.cat([torch.rand(1, 1, 32, 32), torch.full((1, 1, 32, 32), 0.03)], 1)
+    blurred(x).square().mean().backward()
+    assert blurred.blur_down[0].weight.grad is None and blurred.down[0][0][0].weight.grad.abs().sum() > 0
+
+
+def test_anti_alias_output_moves_less_with_the_stride_grid():
+    """The point of the blurs: shifting the input by one pixel changes the output of the same
+    weights less than without them (the stride-2 grid's phase matters less)."""
+    kwargs = {"widths": [8, 16, 32]}
+    gaps = {}
+    for anti_alias in (False, True):
+        torch.manual_seed(0)
+        model = create_model("student", **kwargs, anti_alias=anti_alias).eval()
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if parameter.requires_grad:
+                    parameter.normal_(0.0, 0.3)
+            image = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+            shifted = model(torch.roll(image, 1, dims=-1))
+            gaps[anti_alias] = float((torch.roll(model(image), 1, dims=-1) - shifted)[..., 8:-8, 8:-8].abs().mean())
+    assert gaps[True] < 0.8 * gaps[False], gaps

@@ -117,6 +117,19 @@ def test_init_deepens_a_checkpoint_with_identity_blocks_that_then_learn(tmp_path
     assert deeper.extra[0][0][0].weight.grad.abs().sum() > 0
 
 
+def test_init_adds_anti_alias_blurs_keeping_every_trained_weight(tmp_path):
+    plain = _trained_like(widths=[4, 8, 16], input_windows=WINDOWS, noise_map=True, extra_blocks=[1, 0, 0])
+    path = tmp_path / "plain.pt"
+    save_checkpoint(path, plain)
+    blurred, _ = init_model(path, {**plain.model_kwargs, "anti_alias": True})
+    assert blurred.model_kwargs["anti_alias"] is True and len(blurred.blur_down) == len(blurred.blur_up) == 2
+    state = blurred.state_dict()
+    for name, weight in plain.state_dict().items():
+        torch.testing.assert_close(state[name], weight)
+    wider = widen_student(blurred, [6, 8, 16])  # the fixed blurs are rebuilt at the new widths
+    assert wider.blur_down[0].groups == 6
+
+
 def test_extra_blocks_need_one_count_per_level():
     assert create_model("student", widths=[4, 8]).extra is None  # old models keep their module tree
     with pytest.raises(ValueError, match="one count >= 0 per level"):

@@ -154,7 +154,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 # Model arguments that add layers: a config may switch them on when fine-tuning a checkpoint
 # without them (--init); the new layers start at zero or as the identity, so the checkpoint's
 # function is kept.
-INIT_EXTENSIONS = ("noise_map", "extra_blocks")
+INIT_EXTENSIONS = ("noise_map", "extra_blocks", "anti_alias")
 
 
 def _added_layers(value: Any) -> Any:
@@ -164,7 +164,8 @@ def _added_layers(value: Any) -> Any:
 
 def init_model(path: str | Path, config_kwargs: dict) -> tuple[nn.Module, dict]:
     """The float model of checkpoint ``path`` to fine-tune, with any INIT_EXTENSIONS the config
-    sets switched on (their new layers start at zero or as the identity), and widened to the
+    sets switched on (their new layers start at zero or as the identity; anti_alias's fixed blurs
+    change the function, which the fine-tuning then adapts to), and widened to the
     config's ``widths`` where those are wider at some level and narrower at none
     (:func:`trainer.models.widen.widen_student`: the same function, more channels), and moved to
     the config's x2 ``base`` where it differs (:func:`trainer.models.super_resolution.rebase_upsampler`).

@@ -29,6 +29,17 @@ def identity_conv_relu(channels: int) -> nn.Sequential:
     return block
 
 
+def binomial_blur(channels: int) -> nn.Conv2d:
+    """A fixed (not trained) depthwise 3x3 binomial blur, [1, 2, 1] x [1, 2, 1] / 16, zero padded:
+    low-passes each channel before a stride-2 conv or after a nearest x2 upsample."""
+    conv = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+    taps = torch.tensor([1.0, 2.0, 1.0])
+    with torch.no_grad():
+        conv.weight.copy_((torch.outer(taps, taps) / 16.0).expand(channels, 1, 3, 3))
+    conv.weight.requires_grad_(False)
+    return conv
+
+
 class WindowedHead(nn.Module):
     """First layer seeing the input through several intensity windows, one conv each, summed.
 
@@ -93,7 +104,13 @@ class Student(nn.Module):
     the decoder path (at the coarsest level before decoding starts, at the others after the
     level's ``fuse``), each starting as the identity (:func:`identity_conv_relu`), so a
     checkpoint without them fine-tuned into a deeper model (``trainer --init``) starts as the
-    same function. A block at level i runs on 1/4**i of the pixels, at ``widths[i]``² weights per pixel."""
+    same function. A block at level i runs on 1/4**i of the pixels, at ``widths[i]``² weights per pixel.
+
+    ``anti_alias=True`` blurs each level's features (:func:`binomial_blur`, fixed) before its
+    stride-2 conv and after each nearest x2 upsample (Zhang 2019, "Making convolutional networks
+    shift-invariant again"): less aliasing makes the output depend less on where the stride-2
+    grid falls, a source of error that is not flip- or shift-equivariant (docs/DECISIONS.md 30).
+    A depthwise conv per level; 0.25 GFLOP more on a 512x512 slice at the shipped widths (14.53 in all)."""
 
     NOISE_GAIN = 10.0
 
@@ -107,6 +124,7 @@ class Student(nn.Module):
         input_windows: list[list[float]] | None = None,
         noise_map: bool = False,
         extra_blocks: list[int] | None = None,
+        anti_alias: bool = False,
     ) -> None:
         super().__init__()
         w = list(widths) if widths is not None else [width * 2**i for i in range(depth + 1)]
@@ -149,6 +167,9 @@ class Student(nn.Module):
         # None when unused, so that models without extra blocks keep their exact module tree.
         self.extra = (nn.ModuleList(nn.Sequential(*(identity_conv_relu(w[i]) for _ in range(n)))
                                     for i, n in enumerate(blocks)) if any(blocks) else None)
+        # None when off, so that models without it keep their exact module tree.
+        self.blur_down = nn.ModuleList(binomial_blur(w[i]) for i in range(depth)) if anti_alias else None
+        self.blur_up = nn.ModuleList(binomial_blur(w[i]) for i in range(depth)) if anti_alias else None
         if stem_stride == 1:
             self.tail = nn.Conv2d(w[0], 1, 3, padding=1)
         else:
@@ -166,12 +187,16 @@ class Student(nn.Module):
             skips = [self.head(x, self.noise_conv(level * self.NOISE_GAIN))]
         else:
             skips = [self.head(self.input_clip(x) if self.input_clip is not None else x)]
-        for down in self.down:
-            skips.append(down(skips[-1]))
+        for i, down in enumerate(self.down):
+            skips.append(down(self._blur(self.blur_down, i, skips[-1])))
         y = self._extra(self.depth, skips[-1])
         for i in reversed(range(self.depth)):
-            y = self._extra(i, self.fuse[i](torch.cat([skips[i], self.up[i](y)], 1)))
+            y = self._extra(i, self.fuse[i](torch.cat([skips[i], self._blur(self.blur_up, i, self.up[i](y))], 1)))
         return x + self.tail(y), {"features": skips, "deep": []}
+
+    @staticmethod
+    def _blur(blurs: nn.ModuleList | None, level: int, y: torch.Tensor) -> torch.Tensor:
+        return y if blurs is None else blurs[level](y)
 
     def _extra(self, level: int, y: torch.Tensor) -> torch.Tensor:
         return y if self.extra is None else self.extra[level](y)
