@@ -234,15 +234,16 @@ class Enhancer:
                 raise ModelUnavailable(str(error)) from None
             try:
                 enhance.run_jobs(group, backend, settings, reporter, tally)
-            except enhance.BackendUnusable as error:  # the model stopped working: reopen it later
-                self.close()
-                raise self._unavailable("the model stopped working", error) from None
+            except enhance.BackendUnusable as error:  # this model stopped working: reopened after its back-off
+                self._served.pop(model)[0].close()
+                stopped = self._remember_unopened(model, self._unavailable("the model stopped working", error))
+                raise ModelUnavailable(str(stopped)) from None
         return not errors and tally.failed == 0, reporter.lines
 
     def process(self, files: Sequence[Path]) -> Tuple[int, int, int]:
         """Enhance FILES; returns (succeeded, failed, waiting). EnhancerUnavailable (the run's
-        model cannot open or stopped working) leaves them all in the inbox; a file whose own
-        modality's model cannot open waits there alone, counted as waiting, while the rest go on."""
+        model cannot open) leaves them all in the inbox; a file whose model cannot open or has
+        stopped working waits there, counted as waiting, while files for other models go on."""
         self.open()
         start, failed_opens = time.monotonic(), self._failed_opens
         ok = bad = 0

@@ -189,6 +189,36 @@ def test_a_broken_modality_model_is_retried_only_after_its_back_off(tmp_path, mo
     assert sorted(p.name for p in inbox.iterdir()) == ["mr0.dcm", "mr1.dcm", "mr2.dcm"]
 
 
+def test_a_modality_model_that_stops_working_holds_only_its_files(tmp_path, monkeypatch):
+    """The MR denoiser fails mid-run (BackendUnusable): it alone is closed and backs off, its files
+    wait in the inbox, and the CT files of the same batch are still enhanced by the default."""
+    from onnx_fixtures import write_tiny_onnx
+
+    from runtime.backends import select
+
+    monkeypatch.delenv("MEDCLEAR_MODEL", raising=False)
+    monkeypatch.setattr(select, "MODELS_DIR", tmp_path / "models")
+    write_tiny_onnx(tmp_path / "models" / select.DEFAULT_MODELS[0], modalities=["CT", "MR", "CR", "DX"])
+    write_tiny_onnx(tmp_path / "models" / select.MR_DENOISE_MODELS[0], seed=2, modalities=["MR"])
+    real_run_jobs = enhance.run_jobs
+
+    def failing_for_mr(jobs, backend, *args, **kwargs):
+        if Path(str(backend.source)).name == select.MR_DENOISE_MODELS[0]:
+            raise enhance.BackendUnusable("the device was lost")
+        return real_run_jobs(jobs, backend, *args, **kwargs)
+
+    monkeypatch.setattr(enhance, "run_jobs", failing_for_mr)
+    watcher = _load_watcher()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for source, name in (("MR_small.dcm", "a_mr.dcm"), ("CT_small.dcm", "b_ct.dcm"), ("MR_small.dcm", "c_mr.dcm")):
+        shutil.copy(pydicom_file(source), inbox / name)
+    code = watcher.main(["--input", str(inbox), "--output", str(tmp_path / "out"), "--once", "--format", "npy"])
+    assert code == 1 and sorted(p.name for p in inbox.iterdir()) == ["a_mr.dcm", "c_mr.dcm"]
+    assert [p.name for p in (tmp_path / "done").iterdir()] == ["b_ct.dcm"]
+    assert "the device was lost" in (tmp_path / "failed" / "enhancer-error.log").read_text()
+
+
 def select_mr_model() -> str:
     from runtime.backends import select
 
