@@ -122,9 +122,8 @@ class Enhancer:
             parser.error(problem)
         self._routed = routes_by_modality(self.cli.task, self.cli.model, remote=self.cli.url is not None)
         self._served: Dict[Any, Tuple[Any, Any]] = {}  # model (None: the run's default) -> (backend, settings)
-        # models that failed to open -> (the error, when to try again): not reopened for every file
+        # models that failed to open or run -> (the error, when): not reopened for UNAVAILABLE_BACKOFF_S
         self._unopened: Dict[Any, Tuple[EnhancerUnavailable, float]] = {}
-        self._failed_opens = 0  # how many opens failed (a batch that tried none does not log again)
 
     def cli_args(self) -> List[str]:
         """The runtime.enhance options this watcher applies (after the input files)."""
@@ -169,8 +168,8 @@ class Enhancer:
         if model in self._served:
             return self._served[model]
         if model in self._unopened:
-            error, retry_at = self._unopened[model]
-            if time.monotonic() < retry_at:
+            error, failed_at = self._unopened[model]
+            if time.monotonic() < failed_at + UNAVAILABLE_BACKOFF_S:
                 raise error
             del self._unopened[model]
         from runtime.backends import BackendError
@@ -194,8 +193,7 @@ class Enhancer:
 
     def _remember_unopened(self, model: Any, error: EnhancerUnavailable) -> EnhancerUnavailable:
         """``error``, kept for ``model`` so that it is not tried again for UNAVAILABLE_BACKOFF_S."""
-        self._unopened[model] = (error, time.monotonic() + UNAVAILABLE_BACKOFF_S)
-        self._failed_opens += 1
+        self._unopened[model] = (error, time.monotonic())
         return error
 
     def _unavailable(self, what: str, error: Exception) -> EnhancerUnavailable:
@@ -245,7 +243,7 @@ class Enhancer:
         model cannot open) leaves them all in the inbox; a file whose model cannot open or has
         stopped working waits there, counted as waiting, while files for other models go on."""
         self.open()
-        start, failed_opens = time.monotonic(), self._failed_opens
+        start = time.monotonic()
         ok = bad = 0
         waiting: List[Path] = []
         reason = ""
@@ -264,7 +262,8 @@ class Enhancer:
                 bad += 1
         LOG.info("enhanced %d file(s), %d failed, in %.1f s", ok, bad, time.monotonic() - start)
         if waiting:  # an error when their model was tried in this batch; while it backs off, quietly
-            level = logging.ERROR if self._failed_opens > failed_opens else logging.DEBUG
+            tried = any(failed_at >= start for _, failed_at in self._unopened.values())
+            level = logging.ERROR if tried else logging.DEBUG
             tokens = " ".join(map(token, waiting[:8]))
             LOG.log(level, "%d file(s) wait in the inbox (%s): %s", len(waiting), tokens, reason)
         return ok, bad, len(waiting)

@@ -181,7 +181,8 @@ def test_a_broken_modality_model_is_retried_only_after_its_back_off(tmp_path, mo
         waits = [r for r in caplog.records if "wait in the inbox" in r.getMessage()]
         assert [r.levelname for r in waits] == ["ERROR", "DEBUG"]
         assert "mr0" not in caplog.text and watcher.token(mr_files[0]) in waits[0].getMessage()
-        enhancer._unopened = {model: (error, 0.0) for model, (error, _) in enhancer._unopened.items()}  # expired
+        expired = float("-inf")
+        enhancer._unopened = {model: (error, expired) for model, (error, _) in enhancer._unopened.items()}
         assert enhancer.process(mr_files) == (0, 0, 3)
         assert opens.count(mr_model) == 2, "tried again once (not per file) when the back-off has passed"
     finally:

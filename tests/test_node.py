@@ -448,6 +448,10 @@ def test_config_file_keeps_a_triton_model_url_and_resolves_relative_paths(tmp_pa
     # ... and so do the checked settings, from the file or the command line (a Path folds "//").
     built = build({**loaded, "forward": "PACS@127.0.0.1:104"})
     assert built.model == "grpc://127.0.0.1:8001/medclear" and built.spool == tmp_path.resolve() / "spool"
+    unknown_user = "~no_such_user_medclear"
+    for key, value in (("model", f"{unknown_user}/a.onnx"), ("modality_models", [f"MR={unknown_user}/m.onnx"])):
+        with pytest.raises(ConfigError, match="no_such_user_medclear"):  # a one-line error, not a traceback
+            build({**loaded, "forward": "PACS@127.0.0.1:104", key: value})
 
 
 def test_enhancement_waits_while_receiving_until_the_backlog_reaches_receive_first(tmp_path):

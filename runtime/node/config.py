@@ -254,7 +254,10 @@ def build(settings: dict[str, Any]) -> NodeConfig:
 
 def _model(value: Any) -> Path | str:
     """A model setting: a Triton model URL as it is, else a path."""
-    return model_location(str(value))
+    try:
+        return model_location(str(value))
+    except ValueError as error:  # an unknown ~user
+        raise ConfigError(f"--model: {error}") from None
 
 
 def _modality_models(value: Any) -> tuple[tuple[str, Path | str], ...]:
@@ -273,7 +276,7 @@ def _modality_models(value: Any) -> tuple[tuple[str, Path | str], ...]:
             modality, model = parse_modality_model(item)
         except ValueError as error:
             raise ConfigError(f"--modality-model: {error}") from None
-        pairs.append((modality, _model(model)))
+        pairs.append((modality, model))  # parse_modality_model gave its location (runtime.model_location)
     return tuple(pairs)
 
 

@@ -76,8 +76,9 @@ def widen_student(model: Student, widths: list[int]) -> Student:
     wider = create_model(model.model_name, **{**model.model_kwargs, "widths": widths})
     old_modules, new_modules = dict(model.named_modules()), dict(wider.named_modules())
     layout = _layout(model)
-    uncovered = [name for name, _ in wider.named_parameters() if name.rsplit(".", 1)[0] not in layout
-                 and not name.startswith(("blur_down.", "blur_up."))]  # fixed blurs: built at the new widths
+    # Fixed (untrained) weights, such as anti_alias's blurs, are built by the constructor at the new widths.
+    uncovered = [name for name, weight in wider.named_parameters()
+                 if weight.requires_grad and name.rsplit(".", 1)[0] not in layout]
     if uncovered:  # a layer added to Student but not to _layout would silently stay random
         raise RuntimeError(f"widen_student does not know how to widen {uncovered[:3]}")
     for name, (segments, out_level) in layout.items():
