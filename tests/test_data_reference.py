@@ -9,9 +9,9 @@ from scipy import ndimage
 from trainer.data import DataConfig
 from trainer.data.datasets import load_sources, split_sources
 from trainer.data.reference import bin2, clean_reference, ct_own_noise_hu, own_noise_fraction
-from trainer.data.phantoms import tissue_texture
+from trainer.data.phantoms import random_phantom, tissue_texture
 from trainer.data.sources import (
-    SourceImage, head_phantom_images, mr_phantom_images, phantom_images, xray_phantom_images,
+    SourceImage, flat_phantom_images, head_phantom_images, mr_phantom_images, phantom_images, xray_phantom_images,
 )
 
 
@@ -158,6 +158,18 @@ def test_radiograph_phantoms_are_noiseless_dx_images_in_train_and_validation_onl
     assert all(i.modality == "CT" for i in test)
 
 
+def assert_training_only(kind: str, **phantom_counts: int) -> None:
+    """Two ``phantom:KIND-train-i`` phantoms that a CT phantom config with ``phantom_counts`` adds
+    are training images, and neither validation nor test holds any."""
+    cfg = DataConfig(sources=["phantom"], modalities=["CT"], phantom_count=1, phantom_size=64,
+                     heldout_phantoms=1, validation_phantoms=1, ct_angles=24, **phantom_counts)
+    everything = load_sources(cfg)
+    training, test = split_sources(everything, cfg, "test")
+    _, validation = split_sources(everything, cfg, "validation")
+    assert {f"phantom:{kind}-train-0", f"phantom:{kind}-train-1"} <= {i.name for i in training}
+    assert not any(kind in i.name for i in test + validation)
+
+
 def test_head_phantoms_have_a_skull_around_brain_and_are_training_only():
     images = head_phantom_images(2, 192)
     assert [i.name for i in images] == ["phantom:head-train-0", "phantom:head-train-1"]
@@ -172,13 +184,22 @@ def test_head_phantoms_have_a_skull_around_brain_and_are_training_only():
     assert partial.any()  # averaged-down edges: values between air and tissue as partial volume gives
     assert 100 < images[0].pixel_mm * 192 < 320  # a head's field of view, mm
     assert np.array_equal(head_phantom_images(1, 192)[0].values, head)  # seeded by name
-    cfg = DataConfig(sources=["phantom"], modalities=["CT"], phantom_count=1, phantom_size=64,
-                     heldout_phantoms=1, validation_phantoms=1, head_phantoms=2, ct_angles=24)
-    everything = load_sources(cfg)
-    training, test = split_sources(everything, cfg, "test")
-    _, validation = split_sources(everything, cfg, "validation")
-    assert {"phantom:head-train-0", "phantom:head-train-1"} <= {i.name for i in training}
-    assert not any("head" in i.name for i in test + validation)
+    assert_training_only("head", head_phantoms=2)
+
+
+def test_flat_phantoms_are_piecewise_constant_and_training_only():
+    flat = flat_phantom_images(2, 128)
+    assert [i.name for i in flat] == ["phantom:flat-train-0", "phantom:flat-train-1"]
+    values = flat[0].values
+    assert len(np.unique(values)) < 40  # a handful of tissue values, no texture between them
+    textured = random_phantom(128, np.random.default_rng([7, 3, 0]))  # the same draws, texture added
+    tissue = (values > -200) & (values < 200)
+    assert np.array_equal(values[~tissue], textured[~tissue])  # the same body; only the texture differs
+    assert 2.0 < float(np.std(textured[tissue] - values[tissue])) < 12.0
+    assert np.array_equal(flat_phantom_images(1, 128)[0].values, values)  # seeded by name
+    assert_training_only("flat", ct_flat_phantoms=2)
+    with pytest.raises(ValueError, match="ct_flat_phantoms"):
+        DataConfig(ct_flat_phantoms=-1)
 
 
 def test_noisy_real_ct_slice_is_no_reference_when_screened():

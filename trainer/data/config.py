@@ -102,6 +102,9 @@ class DataConfig:
     # CT head phantoms (phantoms.random_head_phantom: skull ring, brain detail below the noise),
     # training only, so validation and test stay what they were.
     head_phantoms: int = 0
+    # Piecewise-constant random CT body phantoms (no smooth tissue texture; sources.flat_phantom_images),
+    # training only: uniform regions as a QA phantom has, where any noise left is pure error.
+    ct_flat_phantoms: int = 0
     mr_phantoms: int = 0  # noiseless MR-contrast training phantoms (sources: "phantom", modality MR)
     mr_validation_phantoms: int = 0  # and validation ones (never test)
     # > 0: MR phantoms carry a fine multiplicative tissue texture of up to this relative RMS
@@ -194,6 +197,8 @@ class DataConfig:
         for name, slab in (("mr_atlas_slices", TRAIN_SLAB), ("mr_atlas_validation_slices", VALIDATION_SLAB)):
             if not 0 <= getattr(self, name) <= slab[1] - slab[0]:
                 raise ValueError(f"{name} {getattr(self, name)} must be in [0, {slab[1] - slab[0]}] (the template's slab)")
+        if self.ct_flat_phantoms < 0:
+            raise ValueError(f"ct_flat_phantoms {self.ct_flat_phantoms} must be >= 0")
         if self.ct_invesalius_slices < 0:
             raise ValueError(f"ct_invesalius_slices {self.ct_invesalius_slices} must be >= 0")
         if self.ct_invesalius_upsample < 1:

@@ -37,6 +37,7 @@ from trainer.data.sources import (
     SourceImage,
     atlas_images,
     directory_images,
+    flat_phantom_images,
     head_phantom_images,
     invesalius_images,
     mr_phantom_images,
@@ -94,6 +95,7 @@ def load_sources(cfg: DataConfig, test_only: bool = False) -> list[SourceImage]:
                 images += phantom_images(cfg.phantom_count, cfg.phantom_size, cfg.heldout_phantoms,
                                          cfg.validation_phantoms, cfg.ct_phantom_texture, cfg.ct_phantom_air_structure)
                 images += head_phantom_images(cfg.head_phantoms, cfg.phantom_size)
+                images += flat_phantom_images(cfg.ct_flat_phantoms, cfg.phantom_size)
             if "MR" in modalities:
                 images += band_limited_phantoms(mr_phantom_images(cfg.mr_phantoms, cfg.phantom_size,
                                                                   cfg.mr_validation_phantoms, cfg.mr_phantom_texture),

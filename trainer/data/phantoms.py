@@ -36,12 +36,13 @@ def _fill(image: np.ndarray, rng: np.random.Generator, center, radii, value: flo
     image[rows, cols] = value
 
 
-def random_phantom(size: int, rng: np.random.Generator) -> np.ndarray:
+def random_phantom(size: int, rng: np.random.Generator, flat: bool = False) -> np.ndarray:
     """A random body-like phantom in HU, float32 ``(size, size)``.
 
     Air outside (-1000), a fat layer (~-100), soft-tissue organs (20-60), low-contrast lesions
     (5-20 HU from their organ), lungs (-850..-750) with vessels, bones (400-1500), small bright
-    vessels and calcifications (150-600), and a smooth tissue texture of a few HU.
+    vessels and calcifications (150-600), and a smooth tissue texture of a few HU, left out when
+    ``flat`` (piecewise constant, like a QA phantom or Shepp-Logan; the draws are the same).
     """
     image = np.full((size, size), AIR_HU, dtype=np.float32)
     c = size / 2.0
@@ -72,8 +73,9 @@ def random_phantom(size: int, rng: np.random.Generator) -> np.ndarray:
         _fill(image, rng, center, size * rng.uniform(0.015, 0.06, size=2), rng.uniform(400, 1500), soft)
     texture = ndimage.gaussian_filter(rng.normal(0.0, 1.0, size=(size, size)), sigma=size / 64.0)
     texture *= rng.uniform(3.0, 10.0) / max(float(texture.std()), 1e-6)
-    tissue = (image > -200) & (image < 200)
-    image[tissue] += texture[tissue].astype(np.float32)
+    if not flat:
+        tissue = (image > -200) & (image < 200)
+        image[tissue] += texture[tissue].astype(np.float32)
     return image
 
 

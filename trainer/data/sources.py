@@ -251,14 +251,15 @@ def directory_images(root: str | Path, modalities: tuple[str, ...], min_side: in
 
 
 def _random_phantom_source(name: str, group: str, seed: list[int], size: int, modality: str,
-                           texture: float = 0.0, air_hu: float = 0.0) -> SourceImage:
+                           texture: float = 0.0, air_hu: float = 0.0, flat: bool = False) -> SourceImage:
     """One random body phantom from ``seed``: HU for CT, under a random MR contrast for MR, with a
     fine tissue texture of relative RMS up to ``texture`` (MR: on the signal; CT: on the
     attenuation HU + 1000) and, CT only, structure of up to ``air_hu`` HU in its air
     (phantoms.air_structure), each from its own generator so that the phantom is otherwise
-    unchanged; its field of view (so pixel size) drawn last from the same generator."""
+    unchanged; its field of view (so pixel size) drawn last from the same generator. ``flat``:
+    without the smooth tissue texture (``random_phantom``)."""
     rng = np.random.default_rng(seed)
-    values = random_phantom(size, rng)
+    values = random_phantom(size, rng, flat)
     if modality == "MR":
         values = mr_contrast(values, rng)
     if texture > 0:
@@ -334,6 +335,13 @@ def xray_phantom_images(
 
     images = [make(f"xray-train-{i}", "train", [9, 0, i], saturated(i)) for i in range(count)]
     return images + [make(f"xray-val-{i}", "validation", [9, 2, i], i % 2 == 0) for i in range(validation_count)]
+
+
+def flat_phantom_images(count: int, size: int) -> list[SourceImage]:
+    """Piecewise-constant random CT body phantoms (no smooth tissue texture: what a QA phantom or
+    Shepp-Logan shows) for training only, ``phantom:flat-train-i`` from their own seed stream
+    ``[7, 3, i]``: neither validation nor test changes when they are added."""
+    return [_random_phantom_source(f"flat-train-{i}", "train", [7, 3, i], size, "CT", flat=True) for i in range(count)]
 
 
 def head_phantom_images(count: int, size: int) -> list[SourceImage]:
