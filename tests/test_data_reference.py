@@ -184,6 +184,9 @@ def test_head_phantoms_have_a_skull_around_brain_and_are_training_only():
     assert partial.any()  # averaged-down edges: values between air and tissue as partial volume gives
     assert 100 < images[0].pixel_mm * 192 < 320  # a head's field of view, mm
     assert np.array_equal(head_phantom_images(1, 192)[0].values, head)  # seeded by name
+    plain = head_phantom_images(1, 192, grain=False)[0].values  # the same head without the brain grain
+    assert len(np.unique(plain)) < len(np.unique(head)) / 10
+    assert 0.2 < float(np.std(head - plain)) and float(np.abs(head - plain).max()) < 10.0
     assert_training_only("head", head_phantoms=2)
 
 

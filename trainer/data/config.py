@@ -102,6 +102,9 @@ class DataConfig:
     # CT head phantoms (phantoms.random_head_phantom: skull ring, brain detail below the noise),
     # training only, so validation and test stay what they were.
     head_phantoms: int = 0
+    # False: the head phantoms without their fine 0.5-2 HU brain grain (piecewise constant but for
+    # their partial-volume edges), so they teach the skull ring without teaching to keep sub-noise grain.
+    head_phantom_grain: bool = True
     # Piecewise-constant random CT body phantoms (no smooth tissue texture; sources.flat_phantom_images),
     # training only: uniform regions as a QA phantom has, where any noise left is pure error.
     ct_flat_phantoms: int = 0

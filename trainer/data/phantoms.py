@@ -107,7 +107,7 @@ def _polar_layers(size: int, rng: np.random.Generator, radii: tuple[float, float
     return np.sqrt(u * u + v * v) / (1.0 + wobble)
 
 
-def random_head_phantom(size: int, rng: np.random.Generator) -> np.ndarray:
+def random_head_phantom(size: int, rng: np.random.Generator, grain: bool = True) -> np.ndarray:
     """A random axial head-like phantom in HU, float32 ``(size, size)``, with partial-volume edges.
 
     Scalp (soft tissue), a skull of dense cortical bone around a less dense diploe, a thin CSF
@@ -115,7 +115,8 @@ def random_head_phantom(size: int, rng: np.random.Generator) -> np.ndarray:
     an optional lesion, a fine grain of 0.5-2 HU and sometimes a curved head-rest shell. The
     body phantoms have neither a bone ring next to soft tissue nor sub-noise brain detail, which
     real head slices are full of; rendered at twice the size and averaged down, so edges are
-    partial-volume ramps as a scanner records them."""
+    partial-volume ramps as a scanner records them. ``grain`` False leaves the grain out (the draws
+    are the same), so every region is one value apart from its partial-volume edges."""
     fine = 2 * size
     radii = (fine * rng.uniform(0.36, 0.44), fine * rng.uniform(0.29, 0.37))
     rho = _polar_layers(fine, rng, radii)
@@ -162,9 +163,10 @@ def random_head_phantom(size: int, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:  # a curved head-rest shell below the head
         shell = (np.abs(_polar_layers(fine, rng, (radii[0] * 1.15, radii[1] * 1.2)) - 1.0) < 0.006) & (rows > 0)
         image[shell & (image == AIR_HU)] = rng.uniform(0, 300)
-    grain = sum(w * ndimage.gaussian_filter(rng.normal(size=(fine, fine)), s)
+    field = sum(w * ndimage.gaussian_filter(rng.normal(size=(fine, fine)), s)
                 for s, w in zip((1.4, 2.8), rng.uniform(0.3, 1.0, size=2)))
-    image[cortex] += (grain * rng.uniform(0.5, 2.0) / max(float(grain.std()), 1e-12))[cortex]
+    grain_hu = rng.uniform(0.5, 2.0) if grain else 0.0
+    image[cortex] += (field * grain_hu / max(float(field.std()), 1e-12))[cortex]
     return image.reshape(size, 2, size, 2).mean(axis=(1, 3)).astype(np.float32)
 
 

@@ -344,13 +344,14 @@ def flat_phantom_images(count: int, size: int) -> list[SourceImage]:
     return [_random_phantom_source(f"flat-train-{i}", "train", [7, 3, i], size, "CT", flat=True) for i in range(count)]
 
 
-def head_phantom_images(count: int, size: int) -> list[SourceImage]:
-    """Noiseless CT head phantoms (``phantoms.random_head_phantom``) for training only,
-    ``phantom:head-train-i``: neither validation nor test changes when they are added."""
+def head_phantom_images(count: int, size: int, grain: bool = True) -> list[SourceImage]:
+    """Noiseless CT head phantoms (``phantoms.random_head_phantom``, with or without its fine brain
+    grain) for training only, ``phantom:head-train-i``: neither validation nor test changes when
+    they are added."""
 
     def make(i: int) -> SourceImage:
         rng = np.random.default_rng([10, 0, i])  # a seed stream apart from the other phantoms'
-        values = random_head_phantom(size, rng)
+        values = random_head_phantom(size, rng, grain)
         pixel_mm = float(rng.uniform(*HEAD_FOV_RANGE_MM)) / size
         return SourceImage(f"phantom:head-train-{i}", "CT", values, pixel_mm, f"train:phantom:head-train-{i}", "phantom")
 
