@@ -159,14 +159,14 @@ def test_radiograph_phantoms_are_noiseless_dx_images_in_train_and_validation_onl
 
 
 def assert_training_only(kind: str, **phantom_counts: int) -> None:
-    """Two ``phantom:KIND-train-i`` phantoms that a CT phantom config with ``phantom_counts`` adds
+    """Two ``phantom:KIND-i`` phantoms that a CT phantom config with ``phantom_counts`` adds
     are training images, and neither validation nor test holds any."""
     cfg = DataConfig(sources=["phantom"], modalities=["CT"], phantom_count=1, phantom_size=64,
                      heldout_phantoms=1, validation_phantoms=1, ct_angles=24, **phantom_counts)
     everything = load_sources(cfg)
     training, test = split_sources(everything, cfg, "test")
     _, validation = split_sources(everything, cfg, "validation")
-    assert {f"phantom:{kind}-train-0", f"phantom:{kind}-train-1"} <= {i.name for i in training}
+    assert {f"phantom:{kind}-0", f"phantom:{kind}-1"} <= {i.name for i in training}
     assert not any(kind in i.name for i in test + validation)
 
 
@@ -187,7 +187,12 @@ def test_head_phantoms_have_a_skull_around_brain_and_are_training_only():
     plain = head_phantom_images(1, 192, grain=False)[0].values  # the same head without the brain grain
     assert len(np.unique(plain)) < len(np.unique(head)) / 10
     assert 0.2 < float(np.std(head - plain)) and float(np.abs(head - plain).max()) < 10.0
-    assert_training_only("head", head_phantoms=2)
+    assert_training_only("head-train", head_phantoms=2)
+    cfg = DataConfig(sources=["phantom"], modalities=["CT"], phantom_count=1, phantom_size=64, heldout_phantoms=1,
+                     validation_phantoms=1, head_phantoms=1, head_validation_phantoms=2, ct_angles=24)
+    validation = split_sources(load_sources(cfg), cfg, "validation")[1]
+    assert [i.name for i in validation if "head" in i.name] == ["phantom:head-val-0", "phantom:head-val-1"]
+    assert not any("head" in i.name for i in split_sources(load_sources(cfg), cfg, "test")[1])
 
 
 def test_flat_phantoms_are_piecewise_constant_and_training_only():
@@ -200,7 +205,7 @@ def test_flat_phantoms_are_piecewise_constant_and_training_only():
     assert np.array_equal(values[~tissue], textured[~tissue])  # the same body; only the texture differs
     assert 2.0 < float(np.std(textured[tissue] - values[tissue])) < 12.0
     assert np.array_equal(flat_phantom_images(1, 128)[0].values, values)  # seeded by name
-    assert_training_only("flat", ct_flat_phantoms=2)
+    assert_training_only("flat-train", ct_flat_phantoms=2)
     with pytest.raises(ValueError, match="ct_flat_phantoms"):
         DataConfig(ct_flat_phantoms=-1)
 

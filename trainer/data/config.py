@@ -105,6 +105,9 @@ class DataConfig:
     # False: the head phantoms without their fine 0.5-2 HU brain grain (piecewise constant but for
     # their partial-volume edges), so they teach the skull ring without teaching to keep sub-noise grain.
     head_phantom_grain: bool = True
+    # Validation head phantoms (phantom:head-val-i, never test): validation otherwise holds no
+    # phantom with a skull, where the shipped model loses most to oracle NLM (docs/TRAINING.md).
+    head_validation_phantoms: int = 0
     # Piecewise-constant random CT body phantoms (no smooth tissue texture; sources.flat_phantom_images),
     # training only: uniform regions as a QA phantom has, where any noise left is pure error.
     ct_flat_phantoms: int = 0
@@ -200,6 +203,9 @@ class DataConfig:
         for name, slab in (("mr_atlas_slices", TRAIN_SLAB), ("mr_atlas_validation_slices", VALIDATION_SLAB)):
             if not 0 <= getattr(self, name) <= slab[1] - slab[0]:
                 raise ValueError(f"{name} {getattr(self, name)} must be in [0, {slab[1] - slab[0]}] (the template's slab)")
+        if self.head_phantoms < 0 or self.head_validation_phantoms < 0:
+            raise ValueError(f"head_phantoms {self.head_phantoms} and head_validation_phantoms "
+                             f"{self.head_validation_phantoms} must be >= 0")
         if self.ct_flat_phantoms < 0:
             raise ValueError(f"ct_flat_phantoms {self.ct_flat_phantoms} must be >= 0")
         if self.ct_invesalius_slices < 0:

@@ -94,7 +94,8 @@ def load_sources(cfg: DataConfig, test_only: bool = False) -> list[SourceImage]:
             if "CT" in modalities:
                 images += phantom_images(cfg.phantom_count, cfg.phantom_size, cfg.heldout_phantoms,
                                          cfg.validation_phantoms, cfg.ct_phantom_texture, cfg.ct_phantom_air_structure)
-                images += head_phantom_images(cfg.head_phantoms, cfg.phantom_size, cfg.head_phantom_grain)
+                images += head_phantom_images(cfg.head_phantoms, cfg.phantom_size, cfg.head_phantom_grain,
+                                              cfg.head_validation_phantoms)
                 images += flat_phantom_images(cfg.ct_flat_phantoms, cfg.phantom_size)
             if "MR" in modalities:
                 images += band_limited_phantoms(mr_phantom_images(cfg.mr_phantoms, cfg.phantom_size,

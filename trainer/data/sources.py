@@ -344,18 +344,20 @@ def flat_phantom_images(count: int, size: int) -> list[SourceImage]:
     return [_random_phantom_source(f"flat-train-{i}", "train", [7, 3, i], size, "CT", flat=True) for i in range(count)]
 
 
-def head_phantom_images(count: int, size: int, grain: bool = True) -> list[SourceImage]:
-    """Noiseless CT head phantoms (``phantoms.random_head_phantom``, with or without its fine brain
-    grain) for training only, ``phantom:head-train-i``: neither validation nor test changes when
-    they are added."""
+def head_phantom_images(count: int, size: int, grain: bool = True, validation_count: int = 0) -> list[SourceImage]:
+    """Noiseless CT head phantoms (``phantoms.random_head_phantom``, the training ones with or
+    without their fine brain grain): training ``phantom:head-train-i`` (seed stream ``[10, 0, i]``)
+    and validation ``phantom:head-val-i`` (``[10, 2, i]``, always with grain); never test, so the
+    test split does not change when they are added."""
 
-    def make(i: int) -> SourceImage:
-        rng = np.random.default_rng([10, 0, i])  # a seed stream apart from the other phantoms'
-        values = random_head_phantom(size, rng, grain)
+    def make(name: str, group: str, seed: list[int], with_grain: bool) -> SourceImage:
+        rng = np.random.default_rng(seed)
+        values = random_head_phantom(size, rng, with_grain)
         pixel_mm = float(rng.uniform(*HEAD_FOV_RANGE_MM)) / size
-        return SourceImage(f"phantom:head-train-{i}", "CT", values, pixel_mm, f"train:phantom:head-train-{i}", "phantom")
+        return SourceImage(f"phantom:{name}", "CT", values, pixel_mm, f"{group}:phantom:{name}", "phantom")
 
-    return [make(i) for i in range(count)]
+    images = [make(f"head-train-{i}", "train", [10, 0, i], grain) for i in range(count)]
+    return images + [make(f"head-val-{i}", "validation", [10, 2, i], True) for i in range(validation_count)]
 
 
 def _split_by_name(source: str, pixel_mm: float, items: list[tuple[str, str, np.ndarray]]) -> list[SourceImage]:
