@@ -192,6 +192,10 @@ def test_head_phantoms_have_a_skull_around_brain_and_are_training_only():
                      validation_phantoms=1, head_phantoms=1, head_validation_phantoms=2, ct_angles=24)
     validation = split_sources(load_sources(cfg), cfg, "validation")[1]
     assert [i.name for i in validation if "head" in i.name] == ["phantom:head-val-0", "phantom:head-val-1"]
+    grainless = DataConfig.from_dict({**cfg.to_dict(), "head_phantom_grain": False})
+    grainless_validation = split_sources(load_sources(grainless), grainless, "validation")[1]
+    head_val = [i.values for i in validation + grainless_validation if i.name == "phantom:head-val-0"]
+    assert np.array_equal(*head_val)  # validation heads keep their grain whatever the training heads do
     assert not any("head" in i.name for i in split_sources(load_sources(cfg), cfg, "test")[1])
 
 
@@ -206,8 +210,9 @@ def test_flat_phantoms_are_piecewise_constant_and_training_only():
     assert 2.0 < float(np.std(textured[tissue] - values[tissue])) < 12.0
     assert np.array_equal(flat_phantom_images(1, 128)[0].values, values)  # seeded by name
     assert_training_only("flat-train", ct_flat_phantoms=2)
-    with pytest.raises(ValueError, match="ct_flat_phantoms"):
-        DataConfig(ct_flat_phantoms=-1)
+    for name in ("ct_flat_phantoms", "head_phantoms", "head_validation_phantoms"):
+        with pytest.raises(ValueError, match=f"^{name} -1 must be >= 0"):
+            DataConfig(**{name: -1})
 
 
 def test_noisy_real_ct_slice_is_no_reference_when_screened():

@@ -203,11 +203,9 @@ class DataConfig:
         for name, slab in (("mr_atlas_slices", TRAIN_SLAB), ("mr_atlas_validation_slices", VALIDATION_SLAB)):
             if not 0 <= getattr(self, name) <= slab[1] - slab[0]:
                 raise ValueError(f"{name} {getattr(self, name)} must be in [0, {slab[1] - slab[0]}] (the template's slab)")
-        if self.head_phantoms < 0 or self.head_validation_phantoms < 0:
-            raise ValueError(f"head_phantoms {self.head_phantoms} and head_validation_phantoms "
-                             f"{self.head_validation_phantoms} must be >= 0")
-        if self.ct_flat_phantoms < 0:
-            raise ValueError(f"ct_flat_phantoms {self.ct_flat_phantoms} must be >= 0")
+        for name in ("head_phantoms", "head_validation_phantoms", "ct_flat_phantoms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} {getattr(self, name)} must be >= 0")
         if self.ct_invesalius_slices < 0:
             raise ValueError(f"ct_invesalius_slices {self.ct_invesalius_slices} must be >= 0")
         if self.ct_invesalius_upsample < 1:

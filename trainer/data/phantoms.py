@@ -115,8 +115,9 @@ def random_head_phantom(size: int, rng: np.random.Generator, grain: bool = True)
     an optional lesion, a fine grain of 0.5-2 HU and sometimes a curved head-rest shell. The
     body phantoms have neither a bone ring next to soft tissue nor sub-noise brain detail, which
     real head slices are full of; rendered at twice the size and averaged down, so edges are
-    partial-volume ramps as a scanner records them. ``grain`` False leaves the grain out (the draws
-    are the same), so every region is one value apart from its partial-volume edges."""
+    partial-volume ramps as a scanner records them. ``grain`` False leaves the grain out (the same
+    head; the grain's amplitude is not drawn, so whatever the caller draws next from ``rng``, such
+    as the field of view, differs), so every region is one value apart from its partial-volume edges."""
     fine = 2 * size
     radii = (fine * rng.uniform(0.36, 0.44), fine * rng.uniform(0.29, 0.37))
     rho = _polar_layers(fine, rng, radii)

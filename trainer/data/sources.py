@@ -286,7 +286,8 @@ def phantom_images(count: int, size: int, test_count: int, validation_count: int
     def make(name: str, group: str, seed: list[int], texture: float = 0.0, air_hu: float = 0.0) -> SourceImage:
         return _random_phantom_source(name, group, seed, size, "CT", texture, air_hu)
 
-    # Separate seed streams ([7, 0, i] train, [7, 1, i] test, [7, 2, i] validation) keep the sets distinct.
+    # Separate seed streams ([7, 0, i] train, [7, 1, i] test, [7, 2, i] validation; [7, 3, i] the flat
+    # training phantoms, flat_phantom_images) keep the sets distinct.
     images = [make(f"train-{i}", "train", [7, 0, i], train_texture, train_air_hu) for i in range(count)]
     images += [make(f"val-{i}", "validation", [7, 2, i]) for i in range(validation_count)]
     images.append(
