@@ -190,13 +190,14 @@ def test_head_phantoms_have_a_skull_around_brain_and_are_training_only():
     assert_training_only("head-train", head_phantoms=2)
     cfg = DataConfig(sources=["phantom"], modalities=["CT"], phantom_count=1, phantom_size=64, heldout_phantoms=1,
                      validation_phantoms=1, head_phantoms=1, head_validation_phantoms=2, ct_angles=24)
-    validation = split_sources(load_sources(cfg), cfg, "validation")[1]
+    everything = load_sources(cfg)
+    validation = split_sources(everything, cfg, "validation")[1]
     assert [i.name for i in validation if "head" in i.name] == ["phantom:head-val-0", "phantom:head-val-1"]
     grainless = DataConfig.from_dict({**cfg.to_dict(), "head_phantom_grain": False})
     grainless_validation = split_sources(load_sources(grainless), grainless, "validation")[1]
     head_val = [i.values for i in validation + grainless_validation if i.name == "phantom:head-val-0"]
     assert np.array_equal(*head_val)  # validation heads keep their grain whatever the training heads do
-    assert not any("head" in i.name for i in split_sources(load_sources(cfg), cfg, "test")[1])
+    assert not any("head" in i.name for i in split_sources(everything, cfg, "test")[1])
 
 
 def test_flat_phantoms_are_piecewise_constant_and_training_only():

@@ -107,15 +107,29 @@ def test_without_a_model_each_file_goes_to_its_modalitys_model_as_the_cli(tmp_pa
         assert watched.shape[-1] == scale * pydicom.dcmread(pydicom_file(f"{name}.dcm")).Columns
 
 
-def test_a_missing_default_denoiser_is_reported_before_any_file(tmp_path, monkeypatch):
-    """Only the MR denoiser installed: a routed denoise run still needs the default for the rest."""
+def _installed_models(tmp_path: Path, monkeypatch, default: bool = True, mr: str = "working") -> str:
+    """Installed models in a temporary models folder: the default denoiser (when ``default``) and
+    an MR denoiser that works (``mr`` "working") or cannot be opened ("broken"); returns the MR
+    denoiser's file name."""
     from onnx_fixtures import write_tiny_onnx
 
     from runtime.backends import select
 
     monkeypatch.delenv("MEDCLEAR_MODEL", raising=False)
     monkeypatch.setattr(select, "MODELS_DIR", tmp_path / "models")
-    write_tiny_onnx(tmp_path / "models" / select.MR_DENOISE_MODELS[0], modalities=["MR"])
+    if default:
+        write_tiny_onnx(tmp_path / "models" / select.DEFAULT_MODELS[0], modalities=["CT", "MR", "CR", "DX"])
+    mr_model = tmp_path / "models" / select.MR_DENOISE_MODELS[0]
+    if mr == "broken":
+        mr_model.write_bytes(b"not an ONNX model")
+    else:
+        write_tiny_onnx(mr_model, seed=2, modalities=["MR"])
+    return mr_model.name
+
+
+def test_a_missing_default_denoiser_is_reported_before_any_file(tmp_path, monkeypatch):
+    """Only the MR denoiser installed: a routed denoise run still needs the default for the rest."""
+    _installed_models(tmp_path, monkeypatch, default=False)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     shutil.copy(pydicom_file("MR_small.dcm"), inbox / "MR_small.dcm")
@@ -124,23 +138,9 @@ def test_a_missing_default_denoiser_is_reported_before_any_file(tmp_path, monkey
     assert "no model given and no default model" in (tmp_path / "failed" / "enhancer-error.log").read_text()
 
 
-def _broken_mr_denoiser(tmp_path: Path, monkeypatch) -> None:
-    """Installed models: a working default denoiser and an MR denoiser that cannot be opened."""
-    from onnx_fixtures import write_tiny_onnx
-
-    from runtime.backends import select
-
-    monkeypatch.delenv("MEDCLEAR_MODEL", raising=False)
-    monkeypatch.setattr(select, "MODELS_DIR", tmp_path / "models")
-    write_tiny_onnx(tmp_path / "models" / select.DEFAULT_MODELS[0], modalities=["CT", "MR", "CR", "DX"])
-    (tmp_path / "models" / select.MR_DENOISE_MODELS[0]).write_bytes(b"not an ONNX model")
-
-
 def test_a_modality_model_that_cannot_open_holds_only_its_files(tmp_path, monkeypatch):
     """A broken MR denoiser keeps the MR file in the inbox; the CT file behind it is still enhanced."""
-    from runtime.backends import select
-
-    _broken_mr_denoiser(tmp_path, monkeypatch)
+    mr_model = _installed_models(tmp_path, monkeypatch, mr="broken")
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for source, name in (("MR_small.dcm", "a_mr.dcm"), ("MR_small.dcm", "b_mr.dcm"), ("CT_small.dcm", "c_ct.dcm")):
@@ -150,13 +150,13 @@ def test_a_modality_model_that_cannot_open_holds_only_its_files(tmp_path, monkey
     assert sorted(p.name for p in inbox.iterdir()) == ["a_mr.dcm", "b_mr.dcm"]
     assert [p.name for p in (tmp_path / "done").iterdir()] == ["c_ct.dcm"]
     assert (tmp_path / "out" / "c_ct.enhanced.npy").is_file()
-    assert select.MR_DENOISE_MODELS[0] in (tmp_path / "failed" / "enhancer-error.log").read_text()
+    assert mr_model in (tmp_path / "failed" / "enhancer-error.log").read_text()
 
 
 def test_a_broken_modality_model_is_retried_only_after_its_back_off(tmp_path, monkeypatch, caplog):
     """Files of the broken model's modality wait without reopening it for every file or pass, the
     others go on at the usual pace, and the model is tried again once its back-off has passed."""
-    _broken_mr_denoiser(tmp_path, monkeypatch)
+    mr_model = _installed_models(tmp_path, monkeypatch, mr="broken")
     watcher = _load_watcher()
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -176,7 +176,6 @@ def test_a_broken_modality_model_is_retried_only_after_its_back_off(tmp_path, mo
         for n in range(2):  # two passes within the back-off, a new CT file each
             shutil.copy(pydicom_file("CT_small.dcm"), inbox / f"ct{n}.dcm")
             assert enhancer.process([*mr_files, inbox / f"ct{n}.dcm"]) == (1, 0, 3)
-        mr_model = select_mr_model()
         assert opens.count(mr_model) == 1, opens
         waits = [r for r in caplog.records if "wait in the inbox" in r.getMessage()]
         assert [r.levelname for r in waits] == ["ERROR", "DEBUG"]
@@ -193,18 +192,11 @@ def test_a_broken_modality_model_is_retried_only_after_its_back_off(tmp_path, mo
 def test_a_modality_model_that_stops_working_holds_only_its_files(tmp_path, monkeypatch):
     """The MR denoiser fails mid-run (BackendUnusable): it alone is closed and backs off, its files
     wait in the inbox, and the CT files of the same batch are still enhanced by the default."""
-    from onnx_fixtures import write_tiny_onnx
-
-    from runtime.backends import select
-
-    monkeypatch.delenv("MEDCLEAR_MODEL", raising=False)
-    monkeypatch.setattr(select, "MODELS_DIR", tmp_path / "models")
-    write_tiny_onnx(tmp_path / "models" / select.DEFAULT_MODELS[0], modalities=["CT", "MR", "CR", "DX"])
-    write_tiny_onnx(tmp_path / "models" / select.MR_DENOISE_MODELS[0], seed=2, modalities=["MR"])
+    mr_model = _installed_models(tmp_path, monkeypatch)
     real_run_jobs = enhance.run_jobs
 
     def failing_for_mr(jobs, backend, *args, **kwargs):
-        if Path(str(backend.source)).name == select.MR_DENOISE_MODELS[0]:
+        if Path(str(backend.source)).name == mr_model:
             raise enhance.BackendUnusable("the device was lost")
         return real_run_jobs(jobs, backend, *args, **kwargs)
 
@@ -218,12 +210,6 @@ def test_a_modality_model_that_stops_working_holds_only_its_files(tmp_path, monk
     assert code == 1 and sorted(p.name for p in inbox.iterdir()) == ["a_mr.dcm", "c_mr.dcm"]
     assert [p.name for p in (tmp_path / "done").iterdir()] == ["b_ct.dcm"]
     assert "the device was lost" in (tmp_path / "failed" / "enhancer-error.log").read_text()
-
-
-def select_mr_model() -> str:
-    from runtime.backends import select
-
-    return select.MR_DENOISE_MODELS[0]
 
 
 def test_unopenable_model_leaves_inputs_in_the_inbox(site):

@@ -203,11 +203,9 @@ class DataConfig:
         for name, slab in (("mr_atlas_slices", TRAIN_SLAB), ("mr_atlas_validation_slices", VALIDATION_SLAB)):
             if not 0 <= getattr(self, name) <= slab[1] - slab[0]:
                 raise ValueError(f"{name} {getattr(self, name)} must be in [0, {slab[1] - slab[0]}] (the template's slab)")
-        for name in ("head_phantoms", "head_validation_phantoms", "ct_flat_phantoms"):
+        for name in ("head_phantoms", "head_validation_phantoms", "ct_flat_phantoms", "ct_invesalius_slices"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} {getattr(self, name)} must be >= 0")
-        if self.ct_invesalius_slices < 0:
-            raise ValueError(f"ct_invesalius_slices {self.ct_invesalius_slices} must be >= 0")
         if self.ct_invesalius_upsample < 1:
             raise ValueError(f"ct_invesalius_upsample {self.ct_invesalius_upsample} must be >= 1")
         if self.sr_mr_kspace not in ("dft", "dct"):
