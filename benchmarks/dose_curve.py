@@ -1,6 +1,7 @@
 """The dose curve: ``python -m benchmarks.quality --dose-curve [MODEL ...] --teacher T.pt``.
 
-Every image of the **test** split at every evaluation level of the data configuration (CT dose
+Every image of the **test** split (``--split validation``: of the validation split, where recipes
+may be chosen) at every evaluation level of the data configuration (CT dose
 fractions x reconstruction kernels, MR noise sigmas, X-ray quanta per pixel), through the noisy
 input, non-local means given the true noise sigma (the oracle) and given the sigma that
 ``runtime.noise.estimate_noise`` measures, TV given the true sigma (NLM's and TV's strength
@@ -247,19 +248,20 @@ def target_check(summary: list[dict], model_roles: dict[str, str]) -> list[dict]
 def run(args: argparse.Namespace, cfg: DataConfig, threads: int, log: Callable[[str], None]) -> int:
     """The dose-curve benchmark (``args`` from benchmarks.quality.parse_args); the exit status."""
     begin = time.perf_counter()
-    test = select(build_heldout_set(cfg, "test"), args.max_images)
-    if not test:
-        log("quality --dose-curve: error: the test split is empty for this data configuration")
+    split = args.split
+    measured = select(build_heldout_set(cfg, split), args.max_images)
+    if not measured:
+        log(f"quality --dose-curve: error: the {split} split is empty for this data configuration")
         return 2
-    log(f"test split: {len(test)} image-levels of {len({i.name for i in test})} images")
-    tuned = {} if args.no_tune else tuning.tune_all(cfg, test, log, names=("nlm", "tv"), oracle=True)
+    log(f"{split} split: {len(measured)} image-levels of {len({i.name for i in measured})} images")
+    tuned = {} if args.no_tune else tuning.tune_all(cfg, measured, log, names=("nlm", "tv"), oracle=True)
     tuned_s = time.perf_counter() - begin
     runners, skipped = open_runners(args, threads, log)
     routes = open_routes(args, runners, threads, log)
     model_roles = roles(runners)
     methods = method_table(runners, model_roles, routes)
-    shown, per_image, grid_rows = crop_names(test), [], []
-    for image in test:
+    shown, per_image, grid_rows = crop_names(measured), [], []
+    for image in measured:
         outputs, rows = evaluate(image, tuned, runners, args.fsim, routes)
         per_image += rows
         if image.name in shown:
@@ -274,15 +276,15 @@ def run(args: argparse.Namespace, cfg: DataConfig, threads: int, log: Callable[[
     for runner in runners + routed:
         runner.close()
     summary = summarize(per_image)
-    record = {**header("dose_curve", settings(args)), "split": "test", "data_config": cfg.to_dict(),
-              "test_images": sorted({i.name for i in test}), "methods": methods, "roles": model_roles,
+    record = {**header("dose_curve", settings(args)), "split": split, "data_config": cfg.to_dict(),
+              f"{split}_images": sorted({i.name for i in measured}), "methods": methods, "roles": model_roles,
               "models": model_records(runners), "skipped": skipped, "noise_estimator": NOISE_ESTIMATOR,
               "modality_models": {modality: {precision: model_records([runner])[runner.label]
                                              for precision, runner in by_precision.items()}
                                   for modality, by_precision in routes.items()},
               "baseline_tuning": tuned or "not tuned (--no-tune): trainer.baselines defaults",
               "summary": summary, "targets": target_check(summary, model_roles), "per_image": per_image,
-              "timing_s": {"test_set_and_tuning": tuned_s, "total": time.perf_counter() - begin},
+              "timing_s": {f"{split}_set_and_tuning": tuned_s, "total": time.perf_counter() - begin},
               "outputs": {"json": str(args.out), "plot": str(args.plot), "grid": str(args.grid),
                           "markdown": str(args.markdown) if args.markdown else None}}
     text = dose_report.markdown(record)
@@ -291,7 +293,7 @@ def run(args: argparse.Namespace, cfg: DataConfig, threads: int, log: Callable[[
     dose_report.plot(record, args.plot)
     grid_rows.sort(key=lambda row: row["order"])
     crops.crop_grid(grid_rows, ["clean", *[m["title"] for m in methods]], args.grid, side=args.crop,
-                    title="test crops at every level (CT: soft-tissue window W400/L40)", dpi=64)
+                    title=f"{split} crops at every level (CT: soft-tissue window W400/L40)", dpi=64)
     written = [args.out, args.plot, args.grid]
     if args.markdown:
         written.append(dose_report.write_section(args.markdown, text))

@@ -140,8 +140,9 @@ def markdown(record: dict) -> str:
         routed = ", ".join(f"{precision.upper()} `{Path(entry['file']['path']).name}`"
                            for precision, entry in sorted(by_precision.items(), reverse=True))
         models += f"; {modality} images by {routed}"
-    parts = [f"Test split: {len(record['test_images'])} images "
-             f"({short_names(record['test_images'])}). Models: {models}. "
+    split = record.get("split", "test")
+    names = record[f"{split}_images"]
+    parts = [f"{split.capitalize()} split: {len(names)} images ({short_names(names)}). Models: {models}. "
              f"Machine: {machine['cpu']}, {machine['usable_cores']} cores; {record['created_utc']}; "
              f"{record['timing_s']['total'] / 60:.1f} min. Noise: the true σ (CT: over soft tissue, HU; "
              "MR/X-ray: % of the normalized range). NLM (true σ) and TV are given the true σ, NLM (est. σ) "
@@ -196,5 +197,5 @@ def plot(record: dict, path: str | Path) -> Path:
         axis.set_visible(False)
     axes.flat[0].legend(fontsize=7)
     machine = record["machine"]
-    fig.suptitle(f"medclear dose curve (test split) — {machine['cpu']}, {record['created_utc'][:10]}", fontsize=10)
+    fig.suptitle(f"medclear dose curve ({record.get('split', 'test')} split) — {machine['cpu']}, {record['created_utc'][:10]}", fontsize=10)
     return report.save_figure(fig, path, dpi=90)

@@ -73,7 +73,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     curve = parser.add_argument_group("dose curve (--dose-curve)")
     curve.add_argument("--dose-curve", action="store_true", help="every test image at every noise level: "
                        "input, NLM (true / estimated sigma), TV, teacher, students; targets check")
-    curve.add_argument("--plot", type=Path, default=RESULTS / "dose_curve.png", help="PNG of PSNR against noise level")
+    curve.add_argument("--split", choices=("test", "validation"), default="test",
+                       help="which split to measure: test reports the shipped model's numbers; validation measures "
+                       "the targets where recipes may be chosen (baselines tuned on the same validation images, "
+                       "which favours them); outputs default to dose_curve_validation.*, and --markdown is refused")
+    curve.add_argument("--plot", type=Path, help="PNG of PSNR against noise level (default: "
+                       "benchmarks/results/dose_curve.png, with --split validation dose_curve_validation.png)")
     curve.add_argument("--markdown", type=Path, help="also write the tables into this Markdown file between "
                        "the <!-- dose-curve:begin/end --> markers (e.g. docs/BENCHMARKS.md)")
     curve.add_argument("--mr-models", nargs="*", metavar="MODEL",
@@ -89,17 +94,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        "reference and are left out (0: off; docs/DATA.md)")
     args = parser.parse_args(argv)
     curve_only = [flag for flag, given in (("--markdown", args.markdown), ("--fsim", args.fsim),
-                                           ("--mr-models", args.mr_models is not None),
-                                           ("--plot", args.plot != RESULTS / "dose_curve.png")) if given]
+                                           ("--mr-models", args.mr_models is not None), ("--plot", args.plot),
+                                           ("--split", args.split != "test")) if given]
     if curve_only and not args.dose_curve:
         parser.error(f"{', '.join(curve_only)}: dose-curve options; add --dose-curve")
+    if args.split == "validation" and args.markdown:
+        parser.error("--markdown writes the test split's tables into the docs; not with --split validation")
     if args.max_images is not None and args.max_images < 1:
         parser.error("--max-images must be at least 1 (leave it out for every image)")
     refuse_missing_models(parser, [*args.models, *(args.mr_models or [])], args.teacher)
     refuse_missing_config(parser, args.data_from)
-    name = "dose_curve" if args.dose_curve else "quality"
+    name = ("dose_curve" if args.split == "test" else "dose_curve_validation") if args.dose_curve else "quality"
     args.out = args.out or RESULTS / f"{name}.json"
     args.grid = args.grid or RESULTS / f"{name}_crops.png"
+    args.plot = args.plot or RESULTS / f"{name}.png"
     refuse_unwritable(parser, args.out, args.grid, args.markdown, args.plot if args.dose_curve else None)
     return args
 

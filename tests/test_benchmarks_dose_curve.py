@@ -221,3 +221,36 @@ def test_mr_students_stand_in_only_where_it_is_clear_which_column(tmp_path, monk
     several = argparse.Namespace(models=[str(int8), str(other_int8)], mr_models=[str(mr_int8)])
     assert dose_curve.open_routes(several, opened(several.models), 1, log.append) == {}
     assert "2 int8 students" in log[-1]
+
+
+@pytest.mark.slow
+def test_validation_split_measures_validation_images_only(tmp_path) -> None:
+    """``--split validation`` (where recipes may be chosen) scores the validation images, never a
+    test image, names the split in its record and report, and keeps out of the docs' test tables."""
+    (tmp_path / "data.json").write_text(json.dumps({"data": {**DATA, "modalities": ["CT"]}}))
+    int8 = write_tiny_onnx(tmp_path / "tiny.int8.onnx", seed=1, modalities=("CT",), precision="int8")
+    status = quality.main(["--dose-curve", "--split", "validation", str(int8), "--data-from",
+                           str(tmp_path / "data.json"), "--max-images", "1", "--threads", "1", "--crop", "32",
+                           "--out", str(tmp_path / "v.json"), "--plot", str(tmp_path / "v.png"),
+                           "--grid", str(tmp_path / "g.png")])
+    assert status == 0
+    record = json.loads((tmp_path / "v.json").read_text())
+    cfg = DataConfig.from_dict(record["data_config"])
+    validation = {image.name for image in build_heldout_set(cfg, "validation")}
+    test = {image.name for image in build_heldout_set(cfg, "test")}
+    assert record["split"] == "validation" and "test_images" not in record
+    assert record["validation_images"] and set(record["validation_images"]) <= validation
+    assert not {row["image"] for row in record["per_image"]} & test
+    assert {row["degradation"] for row in record["summary"]} == LEVELS["CT"]
+    assert dose_report.markdown(record).startswith("Validation split: 1 images")
+
+
+def test_validation_split_defaults_its_own_outputs_and_refuses_the_docs() -> None:
+    args = quality.parse_args(["--dose-curve", "--split", "validation"])
+    assert (args.out.name, args.plot.name, args.grid.name) == (
+        "dose_curve_validation.json", "dose_curve_validation.png", "dose_curve_validation_crops.png")
+    assert quality.parse_args(["--dose-curve"]).out.name == "dose_curve.json"
+    for argv in (["--dose-curve", "--split", "validation", "--markdown", "docs/BENCHMARKS.md"],
+                 ["--split", "validation"]):
+        with pytest.raises(SystemExit):
+            quality.parse_args(argv)
