@@ -137,11 +137,16 @@ echo "== 4i'/7 16000 steps with 24 real head CT slices (Debian's invesalius-exam
 echo "   phantoms (the QAT after it trains without them)"
 continue_from default_distill_deep_two_ctex_invesalius.json invesalius "$RUN/ctex/best.pt"
 echo "== 4i''/7 8000 steps toward the invesalius float's own 4-flip ensemble (self-ensemble distillation, docs/DECISIONS.md"
-echo "   section 30), then the QAT at noise-map jitter 0.4 distilling toward the new float's 4-flip ensemble"
+echo "   section 30), twice"
 self_ensemble default_distill_deep_two_ctex_invesalius_ens4.json ensemble "$RUN/invesalius/last.pt"
 self_ensemble default_distill_deep_two_ctex_invesalius_ens4.json ensemble2 "$RUN/ensemble/last.pt"
+echo "== 4i'''/7 that recipe with 12 training CT head phantoms (docs/DATA.md), 8000 steps twice, both toward"
+echo "   ensemble2's ensemble; then the QAT (no head phantoms) at noise-map jitter 0.4 toward the last float's ensemble"
+self_ensemble default_distill_deep_two_ctex_invesalius_ens4_heads.json heads "$RUN/ensemble2/last.pt"
+"$PY" -m trainer distill --config trainer/configs/default_distill_deep_two_ctex_invesalius_ens4_heads.json \
+    --out "$RUN/heads2" --teacher "$RUN/ensemble2/last.pt" --init "$RUN/heads/last.pt" --set train.progress=false
 "$PY" -m trainer qat --config trainer/configs/default_qat_float_kd_deep_lowlr_jitter04_ens4.json --out "$RUN/qat" \
-    --student "$RUN/ensemble2/last.pt" --set train.threads=2
+    --student "$RUN/heads2/last.pt" --set train.threads=2
 
 echo "== 4j/7 the MR denoiser (docs/DECISIONS.md section 28): ctex's student trained 16000 steps on MR alone (phantoms,"
 echo "   the MNI152 template, photographs; its last step, not best.pt), then its QAT on MR (4800 steps)"
