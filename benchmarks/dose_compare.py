@@ -6,9 +6,11 @@ targets as :func:`benchmarks.dose_curve.target_check` judges them (INT8 minus or
 cell: CT soft-tissue and lung windows, MR, X-ray; the mean CT soft-tissue margin), the worst CT
 cell over both windows, and, against the reference, every *image*-cell where the reference is
 within ``--near`` dB of oracle NLM and the candidate loses more than ``--tolerance`` dB: a
-candidate may not buy its gains on the images that are already closest to losing. Run on a
-``--split validation`` record to choose among recipes (docs/TRAINING.md); a test record only
-reports. Prints a table, and with ``--out`` writes the comparison as JSON.
+candidate may not buy its gains on the images that are already closest to losing. It reports; a
+rule decides (docs/DECISIONS.md section 31: on a ``--split validation`` record, to choose among
+recipes; a test record only reports). Each model must be the only file of its name in the run
+(labels are file names), and with several INT8 students named the dose curve routes no MR model:
+the MR cells are each model's own. Prints a table, and with ``--out`` writes the comparison as JSON.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ import sys
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.dose_curve import target_check
+from benchmarks.dose_curve import QUALITY_TARGETS, target_check
+from benchmarks.record import refuse_unwritable, write_json
 
-CT_EVERY_CELL = ("INT8 >= oracle NLM, CT soft-tissue window W400/L40, every dose and kernel",
-                 "INT8 >= oracle NLM, CT lung window W1500/L-600, every dose and kernel")
-CT_MEAN = "INT8 - oracle NLM, CT soft-tissue window, mean over doses and kernels"
-OTHER_MODALITIES = ("INT8 >= oracle NLM, MR, every noise level", "INT8 >= oracle NLM, X-ray (CR/DX), every exposure")
-WINDOWS = {CT_EVERY_CELL[0]: "psnr_window", CT_EVERY_CELL[1]: "psnr_lung"}
+# issue 11's targets against oracle NLM (descriptions as target_check names them): per cell, CT apart, and the CT mean
+_AGAINST_NLM = [t for t in QUALITY_TARGETS if t.reference == "oracle"]
+CT_EVERY_CELL = tuple(t.description for t in _AGAINST_NLM if t.modalities == ("CT",) and not t.on_mean)
+CT_MEAN = next(t.description for t in _AGAINST_NLM if t.modalities == ("CT",) and t.on_mean)
+OTHER_MODALITIES = tuple(t.description for t in _AGAINST_NLM if t.modalities != ("CT",))
+WINDOWS = {t.description: t.metric for t in _AGAINST_NLM if t.description in CT_EVERY_CELL}
 
 
 def model_margins(summary: list[dict], label: str) -> dict:
@@ -34,6 +38,8 @@ def model_margins(summary: list[dict], label: str) -> dict:
     targets = {t["description"]: t for t in target_check(summary, {"int8": label})}
     cells = {f"{c['modality']} {c['degradation']} {targets[name]['metric']}": c["margin_db"]
              for name in (*CT_EVERY_CELL, *OTHER_MODALITIES) for c in targets[name]["cells"]}
+    if not any(targets[name]["cells"] for name in CT_EVERY_CELL):
+        raise ValueError(f"{label}: no CT cell with oracle NLM beside it")
     ct = [c["margin_db"] for name in CT_EVERY_CELL for c in targets[name]["cells"]]
     return {"cells": cells, "worst_ct_db": min(ct) if ct else None, "mean_ct_soft_db": targets[CT_MEAN]["value_db"]}
 
@@ -57,6 +63,8 @@ def compare(record: dict, reference: str, candidates: list[str], near_db: float 
             tolerance_db: float = 0.10) -> dict:
     """Each model's margins, and each candidate's changes against ``reference``: the worst CT cell's
     and the mean soft margin's gain, and the image-cells near oracle NLM that it loses (see module doc)."""
+    if record.get("benchmark") != "dose_curve":
+        raise ValueError("not a dose-curve record (python -m benchmarks.quality --dose-curve)")
     methods = {row["method"] for row in record["summary"]}
     missing = [label for label in (reference, *candidates) if label not in methods]
     if missing:
@@ -67,6 +75,9 @@ def compare(record: dict, reference: str, candidates: list[str], near_db: float 
               "tolerance_db": tolerance_db, "models": models, "candidates": {}}
     for label in candidates:
         theirs = image_margins(record["per_image"], label)
+        unscored = sorted(set(near) - set(theirs))
+        if unscored:
+            raise ValueError(f"{label} has no score on {len(unscored)} image-cells the reference has, e.g. {unscored[0]}")
         losses = {key: {"reference_db": value, "candidate_db": theirs[key]} for key, value in near.items()
                   if theirs[key] - value < -tolerance_db}
         result["candidates"][label] = {
@@ -104,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=0.10, help="dB a candidate may lose on a guarded image-cell")
     parser.add_argument("--out", type=Path, help="also write the comparison as JSON")
     args = parser.parse_args(argv)
+    refuse_unwritable(parser, args.out)
     try:
         record = json.loads(args.record.read_text())
         result = compare(record, args.reference, args.candidates, args.near, args.tolerance)
@@ -112,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(table(result))
     if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(result, args.out)
     return 0
 
 

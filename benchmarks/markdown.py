@@ -77,8 +77,11 @@ def render(record: dict) -> str:
 
 
 def section_name(record: dict) -> str:
-    """The marker name a record's section goes under: its benchmark, e.g. ``dose-curve``."""
-    return str(record["benchmark"]).replace("_", "-")
+    """The marker name a record's section goes under: its benchmark, e.g. ``dose-curve``; a record
+    of another split than the test split gets its own, e.g. ``dose-curve-validation``, so it never
+    replaces the test split's tables."""
+    split = record.get("split", "test")
+    return str(record["benchmark"]).replace("_", "-") + ("" if split == "test" else f"-{split}")
 
 
 def section_markers(name: str) -> tuple[str, str]:

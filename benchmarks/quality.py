@@ -10,7 +10,8 @@ metrics are taken in the test set's normalization. Writes a JSON record and a PN
 region-of-interest crops.
 
 ``--dose-curve`` runs the dose-curve benchmark instead (benchmarks/dose_curve.py): every test
-image at every noise level, oracle and estimated-sigma NLM, lung window, plot, targets.
+image (``--split validation``: every validation image) at every noise level, oracle and
+estimated-sigma NLM, lung window, plot, targets.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--grid", type=Path, help="PNG crop grid (default: benchmarks/results/quality_crops.png, "
                         "with --dose-curve benchmarks/results/dose_curve_crops.png)")
     curve = parser.add_argument_group("dose curve (--dose-curve)")
-    curve.add_argument("--dose-curve", action="store_true", help="every test image at every noise level: "
+    curve.add_argument("--dose-curve", action="store_true", help="every test image (--split validation: validation image) at every noise level: "
                        "input, NLM (true / estimated sigma), TV, teacher, students; targets check")
     curve.add_argument("--split", choices=("test", "validation"), default="test",
                        help="which split to measure: test reports the shipped model's numbers; validation measures "

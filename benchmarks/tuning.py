@@ -105,7 +105,7 @@ def tune_all(
             if name not in SWEEPS:
                 entry[name] = {"best": None, "note": "no strength parameter in trainer.baselines"}
             elif key not in sets:
-                entry[name] = {"best": None, "note": "no tuning image outside the test set; default used"}
+                entry[name] = {"best": None, "note": "no tuning image outside the evaluated images; default used"}
             else:
                 entry[name] = sweep(name, *sets[key], oracle)
                 best = ", ".join(f"{m}: {v:g}" for m, v in entry[name]["best"].items())

@@ -447,6 +447,9 @@ def main() -> None:
                         "e.g. runs/sr2; --quality: benchmarks.super_resolution JSON)")
     args = parser.parse_args()
     quality = json.loads(args.quality.read_text())
+    if quality.get("split", "test") != "test":
+        raise SystemExit(f"error: {args.quality} is a record of the {quality['split']} split; the card reports the test "
+                         "split's (benchmarks.quality --dose-curve without --split)")
     latency = json.loads(args.latency.read_text()) if args.latency and args.latency.is_file() else None
     card_path = MODELS / "MODEL_CARD.md"
     if args.sr2:

@@ -20,7 +20,8 @@ SCORES = {
 
 
 def _record() -> dict:
-    per_image = [{"image": image, "modality": "CT", "degradation": degradation, "level": 0.5, "kernel": "hann",
+    per_image = [{"image": image, "modality": "CT", "degradation": degradation,
+                  "level": float(degradation.split("_")[2]), "kernel": degradation.split("_")[3],
                   "noise_sigma": 0.02, "noise": 8.0, "noise_unit": "HU", "method": method,
                   "metrics": {"psnr_window": soft, "psnr_lung": lung}}
                  for image, levels in SCORES.items() for degradation, methods in levels.items()
@@ -30,7 +31,7 @@ def _record() -> dict:
                       "metrics": {"psnr": 35.0}})
     per_image += [{**per_image[-1], "method": method, "metrics": {"psnr": value}} for method, value in
                   (("ref", 36.0), ("cand", 35.5))]
-    return {"split": "validation", "summary": summarize(per_image), "per_image": per_image}
+    return {"benchmark": "dose_curve", "split": "validation", "summary": summarize(per_image), "per_image": per_image}
 
 
 def test_margins_worst_cell_and_mean() -> None:
@@ -69,3 +70,15 @@ def test_cli_prints_writes_and_refuses_an_unknown_label(tmp_path, capsys) -> Non
     assert json.loads((tmp_path / "c.json").read_text())["reference"] == "ref"
     assert dose_compare.main([str(path), "--reference", "ref", "--candidates", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_a_record_without_ct_against_nlm_or_of_another_benchmark_is_refused() -> None:
+    record = _record()
+    with pytest.raises(ValueError, match="not a dose-curve record"):
+        dose_compare.compare({**record, "benchmark": "quality"}, "ref", ["cand"])
+    mr_only = [row for row in record["summary"] if row["modality"] == "MR"]
+    with pytest.raises(ValueError, match="no CT cell"):
+        dose_compare.compare({**record, "summary": mr_only}, "ref", ["cand"])
+    partial = [row for row in record["per_image"] if not (row["method"] == "cand" and row["image"] == "a")]
+    with pytest.raises(ValueError, match="no score on"):
+        dose_compare.compare({**record, "per_image": partial}, "ref", ["cand"])

@@ -13,6 +13,7 @@ import pytest
 
 import trainer.baselines as baselines
 from benchmarks import dose_curve, dose_report, quality
+from benchmarks.markdown import section_name
 from runtime.normalization import NormalizationSpec
 from tests.onnx_fixtures import write_tiny_onnx
 from trainer.data import DataConfig, HeldoutImage, build_heldout_set
@@ -243,6 +244,7 @@ def test_validation_split_measures_validation_images_only(tmp_path) -> None:
     assert not {row["image"] for row in record["per_image"]} & test
     assert {row["degradation"] for row in record["summary"]} == LEVELS["CT"]
     assert dose_report.markdown(record).startswith("Validation split: 1 images")
+    assert section_name(record) == "dose-curve-validation"  # never the test split's section
 
 
 def test_validation_split_defaults_its_own_outputs_and_refuses_the_docs() -> None:

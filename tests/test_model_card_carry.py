@@ -77,3 +77,11 @@ def test_the_card_says_when_the_shipped_student_is_wider_than_the_chosen_size():
     assert "widened to [16, 32]" in note and "11.86 GFLOP" in note and "0.298M" in note
     assert module._widened_note(pareto, {**wider, "kwargs": {"widths": [12, 24]}}) == []
     assert module._widened_note(None, wider) == []
+
+
+def test_the_card_refuses_a_record_of_another_split_than_test(tmp_path, monkeypatch):
+    quality = tmp_path / "dose_curve_validation.json"
+    quality.write_text(json.dumps({"benchmark": "dose_curve", "split": "validation", "validation_images": ["x"]}))
+    monkeypatch.setattr("sys.argv", ["make_model_card.py", "--run", str(tmp_path), "--quality", str(quality)])
+    with pytest.raises(SystemExit, match="validation split"):
+        _card_module().main()
