@@ -140,13 +140,15 @@ echo "== 4i''/7 8000 steps toward the invesalius float's own 4-flip ensemble (se
 echo "   section 30), twice"
 self_ensemble default_distill_deep_two_ctex_invesalius_ens4.json ensemble "$RUN/invesalius/last.pt"
 self_ensemble default_distill_deep_two_ctex_invesalius_ens4.json ensemble2 "$RUN/ensemble/last.pt"
-echo "== 4i'''/7 that recipe with 12 training CT head phantoms (docs/DATA.md), 8000 steps twice, both toward"
+echo "== 4i'''/7 that recipe with 12 training CT head phantoms (docs/DATA.md), 8000 steps three times, all toward"
 echo "   ensemble2's ensemble; then the QAT (no head phantoms) at noise-map jitter 0.4 toward the last float's ensemble"
 self_ensemble default_distill_deep_two_ctex_invesalius_ens4_heads.json heads "$RUN/ensemble2/last.pt"
 "$PY" -m trainer distill --config trainer/configs/default_distill_deep_two_ctex_invesalius_ens4_heads.json \
     --out "$RUN/heads2" --teacher "$RUN/ensemble2/last.pt" --init "$RUN/heads/last.pt" --set train.progress=false
+"$PY" -m trainer distill --config trainer/configs/default_distill_deep_two_ctex_invesalius_ens4_heads.json \
+    --out "$RUN/heads3" --teacher "$RUN/ensemble2/last.pt" --init "$RUN/heads2/last.pt" --set train.progress=false
 "$PY" -m trainer qat --config trainer/configs/default_qat_float_kd_deep_lowlr_jitter04_ens4.json --out "$RUN/qat" \
-    --student "$RUN/heads2/last.pt" --set train.threads=2
+    --student "$RUN/heads3/last.pt" --set train.threads=2
 
 echo "== 4j/7 the MR denoiser (docs/DECISIONS.md section 28): ctex's student trained 16000 steps on MR alone (phantoms,"
 echo "   the MNI152 template, photographs; its last step, not best.pt), then its QAT on MR (4800 steps)"
