@@ -38,10 +38,10 @@ def model_margins(summary: list[dict], label: str) -> dict:
     targets = {t["description"]: t for t in target_check(summary, {"int8": label})}
     cells = {f"{c['modality']} {c['degradation']} {targets[name]['metric']}": c["margin_db"]
              for name in (*CT_EVERY_CELL, *OTHER_MODALITIES) for c in targets[name]["cells"]}
-    if not any(targets[name]["cells"] for name in CT_EVERY_CELL):
-        raise ValueError(f"{label}: no CT cell with oracle NLM beside it")
     ct = [c["margin_db"] for name in CT_EVERY_CELL for c in targets[name]["cells"]]
-    return {"cells": cells, "worst_ct_db": min(ct) if ct else None, "mean_ct_soft_db": targets[CT_MEAN]["value_db"]}
+    if not ct:
+        raise ValueError(f"{label}: no CT cell with oracle NLM beside it")
+    return {"cells": cells, "worst_ct_db": min(ct), "mean_ct_soft_db": targets[CT_MEAN]["value_db"]}
 
 
 def image_margins(per_image: list[dict], label: str) -> dict[str, float]:
@@ -77,7 +77,8 @@ def compare(record: dict, reference: str, candidates: list[str], near_db: float 
         theirs = image_margins(record["per_image"], label)
         unscored = sorted(set(near) - set(theirs))
         if unscored:
-            raise ValueError(f"{label} has no score on {len(unscored)} image-cells the reference has, e.g. {unscored[0]}")
+            raise ValueError(f"{label} has no score on {len(unscored)} image-cells the reference has, "
+                             f"e.g. {unscored[0]}")
         losses = {key: {"reference_db": value, "candidate_db": theirs[key]} for key, value in near.items()
                   if theirs[key] - value < -tolerance_db}
         result["candidates"][label] = {

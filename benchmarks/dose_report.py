@@ -197,5 +197,6 @@ def plot(record: dict, path: str | Path) -> Path:
         axis.set_visible(False)
     axes.flat[0].legend(fontsize=7)
     machine = record["machine"]
-    fig.suptitle(f"medclear dose curve ({record.get('split', 'test')} split) — {machine['cpu']}, {record['created_utc'][:10]}", fontsize=10)
+    fig.suptitle(f"medclear dose curve ({record.get('split', 'test')} split) — {machine['cpu']}, "
+                 f"{record['created_utc'][:10]}", fontsize=10)
     return report.save_figure(fig, path, dpi=90)

@@ -72,8 +72,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--grid", type=Path, help="PNG crop grid (default: benchmarks/results/quality_crops.png, "
                         "with --dose-curve benchmarks/results/dose_curve_crops.png)")
     curve = parser.add_argument_group("dose curve (--dose-curve)")
-    curve.add_argument("--dose-curve", action="store_true", help="every test image (--split validation: validation image) at every noise level: "
-                       "input, NLM (true / estimated sigma), TV, teacher, students; targets check")
+    curve.add_argument("--dose-curve", action="store_true", help="every test image (--split validation: validation "
+                       "image) at every noise level: input, NLM (true / estimated sigma), TV, teacher, students; "
+                       "targets check")
     curve.add_argument("--split", choices=("test", "validation"), default="test",
                        help="which split to measure: test reports the shipped model's numbers; validation measures "
                        "the targets where recipes may be chosen (baselines tuned on the same validation images, "

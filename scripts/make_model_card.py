@@ -150,7 +150,8 @@ def _files_table(files: dict) -> str:
 
 def _command_lines(script: str) -> list[str]:
     """The lines of a shell script that run the project's commands (the card's command list)."""
-    prefixes = ('"$PY"', "--", "cp ", "continue_then_qat ", "continue_from ", "self_ensemble ", 'PYTHON="$PY"')
+    prefixes = ('"$PY"', "--", "cp ", "continue_then_qat ", "continue_from ", "self_ensemble ", "distill_toward ",
+                'PYTHON="$PY"')
     return [line for line in Path(script).read_text().splitlines() if line.strip().startswith(prefixes)]
 
 

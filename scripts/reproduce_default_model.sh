@@ -59,17 +59,22 @@ echo "== 4/7 quantization-aware training (ModelOpt INT8) of the fine-tuned stude
 "$PY" -m trainer qat --config trainer/configs/default_qat.json --out "$RUN/qat_v1" \
     --student "$RUN/noise_map_gpu/best.pt"
 
-# A float continuation of a checkpoint's weights (the config sets the losses): continue_from DISTILL_CONFIG OUT INIT_CHECKPOINT
-continue_from() {
+# A float continuation of a checkpoint's weights toward a frozen teacher (the config sets the losses;
+# its distill.teacher_ensemble averages that teacher over flips):
+# distill_toward DISTILL_CONFIG OUT INIT_CHECKPOINT TEACHER_CHECKPOINT
+distill_toward() {
     "$PY" -m trainer distill --config "trainer/configs/$1" --out "$RUN/$2" \
-        --teacher "$RUN/teacher_cpu/best.pt" --init "$3" --set train.progress=false
+        --teacher "$4" --init "$3" --set train.progress=false
 }
 
-# Self-ensemble distillation: a float continuation whose frozen teacher is its own start
-# (the config's distill.teacher_ensemble averages that teacher over flips): self_ensemble CONFIG OUT FROM
+# The same toward the CPU teacher: continue_from DISTILL_CONFIG OUT INIT_CHECKPOINT
+continue_from() {
+    distill_toward "$1" "$2" "$3" "$RUN/teacher_cpu/best.pt"
+}
+
+# Self-ensemble distillation: a float continuation whose frozen teacher is its own start: self_ensemble CONFIG OUT FROM
 self_ensemble() {
-    "$PY" -m trainer distill --config "trainer/configs/$1" --out "$RUN/$2" \
-        --teacher "$3" --init "$3" --set train.progress=false
+    distill_toward "$1" "$2" "$3" "$3"
 }
 
 # A float continuation from a QAT model's float weights, then QAT again:
@@ -143,10 +148,8 @@ self_ensemble default_distill_deep_two_ctex_invesalius_ens4.json ensemble2 "$RUN
 echo "== 4i'''/7 that recipe with 12 training CT head phantoms (docs/DATA.md), 8000 steps three times, all toward"
 echo "   ensemble2's ensemble; then the QAT (no head phantoms) at noise-map jitter 0.4 toward the last float's ensemble"
 self_ensemble default_distill_deep_two_ctex_invesalius_ens4_heads.json heads "$RUN/ensemble2/last.pt"
-"$PY" -m trainer distill --config trainer/configs/default_distill_deep_two_ctex_invesalius_ens4_heads.json \
-    --out "$RUN/heads2" --teacher "$RUN/ensemble2/last.pt" --init "$RUN/heads/last.pt" --set train.progress=false
-"$PY" -m trainer distill --config trainer/configs/default_distill_deep_two_ctex_invesalius_ens4_heads.json \
-    --out "$RUN/heads3" --teacher "$RUN/ensemble2/last.pt" --init "$RUN/heads2/last.pt" --set train.progress=false
+distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads.json heads2 "$RUN/heads/last.pt" "$RUN/ensemble2/last.pt"
+distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads.json heads3 "$RUN/heads2/last.pt" "$RUN/ensemble2/last.pt"
 "$PY" -m trainer qat --config trainer/configs/default_qat_float_kd_deep_lowlr_jitter04_ens4.json --out "$RUN/qat" \
     --student "$RUN/heads3/last.pt" --set train.threads=2
 
