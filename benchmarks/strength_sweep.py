@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks import quality
 from benchmarks.dose_curve import estimated_sigma, noise_in_units
-from benchmarks.record import file_record, header, write_json
+from benchmarks.record import file_record, header, refuse_missing_config, write_json
 from benchmarks.runners import open_runner, refuse_missing_models
 from runtime.strength import MAX_STRENGTH, apply_strength
 from trainer.data import HeldoutImage, build_heldout_set
@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2],
                         help=f"the blends to score, in 0..{MAX_STRENGTH:g}; must include 1 (the model's output)")
     parser.add_argument("--modalities", nargs="+", help="override the data configuration's modalities")
+    parser.add_argument("--data-from", help="checkpoint (.pt) or trainer config (.json) whose 'data' defines the split "
+                        "(default: the dose curve's, benchmarks.quality --dose-curve), e.g. "
+                        "trainer/configs/default_qat_validation_heads.json for validation with head phantoms")
     parser.add_argument("--max-images", type=int, help="smoke runs: the first N image-levels only")
     parser.add_argument("--threads", type=int, help="inference threads (all cores when not given)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/strength_sweep.json"), help="JSON record")
@@ -48,12 +51,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if any(not 0 <= s <= MAX_STRENGTH for s in args.strengths) or 1.0 not in args.strengths:
         parser.error(f"--strengths must lie in 0..{MAX_STRENGTH:g} and include 1")
     refuse_missing_models(parser, [args.model])
+    refuse_missing_config(parser, args.data_from)
     return args
 
 
-def images_of(split: str, modalities: list[str] | None) -> list[HeldoutImage]:
-    """The split's image-levels in the dose curve's data configuration (benchmarks.quality --dose-curve)."""
-    curve = quality.parse_args(["--dose-curve", *(["--modalities", *modalities] if modalities else [])])
+def images_of(split: str, modalities: list[str] | None, data_from: str | None = None) -> list[HeldoutImage]:
+    """The split's image-levels in the dose curve's data configuration (benchmarks.quality --dose-curve),
+    or in ``data_from``'s (a checkpoint or trainer config, as the dose curve's ``--data-from``)."""
+    curve = quality.parse_args(["--dose-curve", *(["--modalities", *modalities] if modalities else []),
+                                *(["--data-from", data_from] if data_from else [])])
     return build_heldout_set(quality.data_config(curve), split)
 
 
@@ -81,7 +87,7 @@ def sweep(image: HeldoutImage, output: np.ndarray, strengths: list[float]) -> di
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     begin = time.perf_counter()
-    images = images_of(args.split, args.modalities)[: args.max_images]
+    images = images_of(args.split, args.modalities, args.data_from)[: args.max_images]
     runner = open_runner(args.model, args.threads or len(os.sched_getaffinity(0)))
     rows = []
     try:
@@ -94,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         runner.close()
     settings = {"model": args.model, "model_file": file_record(args.model), "split": args.split,
-                "strengths": args.strengths, "modalities": args.modalities, "max_images": args.max_images,
+                "strengths": args.strengths, "modalities": args.modalities, "data_from": args.data_from,
+                "max_images": args.max_images,
                 "threads": args.threads or len(os.sched_getaffinity(0))}
     write_json({**header("strength_sweep", settings), "rows": rows, "timing_s": time.perf_counter() - begin}, args.out)
     print(f"wrote {args.out}", file=sys.stderr)

@@ -37,3 +37,15 @@ def test_strengths_must_include_1_and_the_model_must_exist(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         strength_sweep.parse_args([str(missing)])
     assert stopped.value.code == 2 and f"model file not found: {missing}" in capsys.readouterr().err
+
+
+def test_data_from_chooses_the_split_and_a_missing_config_is_refused(tmp_path, capsys):
+    """--data-from defines the images as the dose curve's does: the heads config adds validation head phantoms."""
+    heads = Path(__file__).resolve().parents[1] / "trainer" / "configs" / "default_qat_validation_heads.json"
+    names = {image.name for image in strength_sweep.images_of("validation", ["CT"], str(heads))}
+    assert {"phantom:head-val-0", "phantom:head-val-2"} <= names
+    assert not any("head-val" in image.name for image in strength_sweep.images_of("validation", ["CT"]))
+    missing = tmp_path / "typo.json"
+    with pytest.raises(SystemExit) as stopped:
+        strength_sweep.parse_args([str(MODEL), "--data-from", str(missing)])
+    assert stopped.value.code == 2 and str(missing) in capsys.readouterr().err
