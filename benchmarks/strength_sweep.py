@@ -1,6 +1,7 @@
 """How much of a model's correction helps: ``python -m benchmarks.strength_sweep MODEL.onnx``.
 
-Every image-level of a split (default: **validation**; the test split only for reporting), the
+Every image-level of a split (default: **validation**; the test split only for reporting) in the
+dose curve's data configuration or ``--data-from``'s (a trainer config or checkpoint), the
 model run once through the runtime's inference path, then blended with its input at each
 strength of ``--strengths`` as ``--strength`` would (``runtime.strength.apply_strength``) and
 scored as the dose curve scores (CT: soft-tissue and lung windows). A best strength below 1 on
@@ -41,8 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2],
                         help=f"the blends to score, in 0..{MAX_STRENGTH:g}; must include 1 (the model's output)")
     parser.add_argument("--modalities", nargs="+", help="override the data configuration's modalities")
-    parser.add_argument("--data-from", help="checkpoint (.pt) or trainer config (.json) whose 'data' defines the split "
-                        "(default: the dose curve's, benchmarks.quality --dose-curve), e.g. "
+    parser.add_argument("--data-from", help="checkpoint (.pt) or trainer config (.json) whose 'data' defines the split; "
+                        "None: the dose curve's (benchmarks.quality --dose-curve). E.g. "
                         "trainer/configs/default_qat_validation_heads.json for validation with head phantoms")
     parser.add_argument("--max-images", type=int, help="smoke runs: the first N image-levels only")
     parser.add_argument("--threads", type=int, help="inference threads (all cores when not given)")

@@ -48,4 +48,22 @@ def test_data_from_chooses_the_split_and_a_missing_config_is_refused(tmp_path, c
     missing = tmp_path / "typo.json"
     with pytest.raises(SystemExit) as stopped:
         strength_sweep.parse_args([str(MODEL), "--data-from", str(missing)])
-    assert stopped.value.code == 2 and str(missing) in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and str(missing) in error and "no such file" in error
+
+
+def test_main_passes_data_from_to_the_split_and_the_record(tmp_path, monkeypatch):
+    heads = str(Path(__file__).resolve().parents[1] / "trainer" / "configs" / "default_qat_validation_heads.json")
+    asked, real_images_of = [], strength_sweep.images_of
+
+    def one_head_image(split, modalities, data_from=None):
+        asked.append((split, modalities, data_from))
+        return [image for image in real_images_of(split, modalities, data_from) if image.name == "phantom:head-val-0"]
+
+    monkeypatch.setattr(strength_sweep, "images_of", one_head_image)
+    out = tmp_path / "sweep.json"
+    assert strength_sweep.main([str(MODEL), "--data-from", heads, "--modalities", "CT", "--threads", "1",
+                                "--max-images", "1", "--strengths", "0.8", "1", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert asked == [("validation", ["CT"], heads)] and record["settings"]["data_from"] == heads
+    assert [row["image"] for row in record["rows"]] == ["phantom:head-val-0"]
