@@ -10,7 +10,9 @@ import pytest
 from benchmarks import strength_sweep
 from trainer.metrics import image_quality
 
-MODEL = Path(__file__).resolve().parents[1] / "models" / "medclear_student.int8.onnx"
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "models" / "medclear_student.int8.onnx"
+HEADS_CONFIG = str(ROOT / "trainer" / "configs" / "default_qat_validation_heads.json")  # validation + head phantoms
 
 
 def test_sweep_scores_the_input_at_strength_0_and_finds_the_best(tmp_path):
@@ -41,8 +43,7 @@ def test_strengths_must_include_1_and_the_model_must_exist(tmp_path, capsys):
 
 def test_data_from_chooses_the_split_and_a_missing_config_is_refused(tmp_path, capsys):
     """--data-from defines the images as the dose curve's does: the heads config adds validation head phantoms."""
-    heads = Path(__file__).resolve().parents[1] / "trainer" / "configs" / "default_qat_validation_heads.json"
-    names = {image.name for image in strength_sweep.images_of("validation", ["CT"], str(heads))}
+    names = {image.name for image in strength_sweep.images_of("validation", ["CT"], HEADS_CONFIG)}
     assert {"phantom:head-val-0", "phantom:head-val-2"} <= names
     assert not any("head-val" in image.name for image in strength_sweep.images_of("validation", ["CT"]))
     missing = tmp_path / "typo.json"
@@ -53,7 +54,6 @@ def test_data_from_chooses_the_split_and_a_missing_config_is_refused(tmp_path, c
 
 
 def test_main_passes_data_from_to_the_split_and_the_record(tmp_path, monkeypatch):
-    heads = str(Path(__file__).resolve().parents[1] / "trainer" / "configs" / "default_qat_validation_heads.json")
     asked, real_images_of = [], strength_sweep.images_of
 
     def one_head_image(split, modalities, data_from=None):
@@ -62,8 +62,8 @@ def test_main_passes_data_from_to_the_split_and_the_record(tmp_path, monkeypatch
 
     monkeypatch.setattr(strength_sweep, "images_of", one_head_image)
     out = tmp_path / "sweep.json"
-    assert strength_sweep.main([str(MODEL), "--data-from", heads, "--modalities", "CT", "--threads", "1",
+    assert strength_sweep.main([str(MODEL), "--data-from", HEADS_CONFIG, "--modalities", "CT", "--threads", "1",
                                 "--max-images", "1", "--strengths", "0.8", "1", "--out", str(out)]) == 0
     record = json.loads(out.read_text())
-    assert asked == [("validation", ["CT"], heads)] and record["settings"]["data_from"] == heads
+    assert asked == [("validation", ["CT"], HEADS_CONFIG)] and record["settings"]["data_from"] == HEADS_CONFIG
     assert [row["image"] for row in record["rows"]] == ["phantom:head-val-0"]
