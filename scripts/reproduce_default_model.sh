@@ -151,7 +151,7 @@ self_ensemble default_distill_deep_two_ctex_invesalius_ens4_heads.json heads "$R
 distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads.json heads2 "$RUN/heads/last.pt" "$RUN/ensemble2/last.pt"
 distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads.json heads3 "$RUN/heads2/last.pt" "$RUN/ensemble2/last.pt"
 "$PY" -m trainer qat --config trainer/configs/default_qat_float_kd_deep_lowlr_jitter04_ens4_heads1.json --out "$RUN/qat" \
-    --student "$RUN/heads3/last.pt" --set train.threads=2
+    --student "$RUN/heads3/last.pt" --set train.threads=1  # as the shipped run (threads change the float sums)
 
 echo "== 4j/7 the MR denoiser (docs/DECISIONS.md section 28): ctex's student trained 16000 steps on MR alone (phantoms,"
 echo "   the MNI152 template, photographs; its last step, not best.pt), then its QAT on MR (4800 steps)"
