@@ -145,13 +145,15 @@ echo "== 4i''/7 8000 steps toward the invesalius float's own 4-flip ensemble (se
 echo "   section 30), twice"
 self_ensemble default_distill_deep_two_ctex_invesalius_ens4.json ensemble "$RUN/invesalius/last.pt"
 self_ensemble default_distill_deep_two_ctex_invesalius_ens4.json ensemble2 "$RUN/ensemble/last.pt"
-echo "== 4i'''/7 that recipe with 12 training CT head phantoms (docs/DATA.md), 8000 steps three times, all toward"
-echo "   ensemble2's ensemble; then the QAT (one head phantom) at noise-map jitter 0.4 toward the last float's ensemble"
+echo "== 4i'''/7 that recipe with 12 training CT head phantoms (docs/DATA.md), 8000 steps three times, then once more"
+echo "   with the heads' brain grain, all toward ensemble2's ensemble; then the QAT (one head phantom) at noise-map"
+echo "   jitter 0.4 toward the last float's ensemble"
 self_ensemble default_distill_deep_two_ctex_invesalius_ens4_heads.json heads "$RUN/ensemble2/last.pt"
 distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads.json heads2 "$RUN/heads/last.pt" "$RUN/ensemble2/last.pt"
 distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads.json heads3 "$RUN/heads2/last.pt" "$RUN/ensemble2/last.pt"
+distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads_grain.json heads4 "$RUN/heads3/last.pt" "$RUN/ensemble2/last.pt"
 "$PY" -m trainer qat --config trainer/configs/default_qat_float_kd_deep_lowlr_jitter04_ens4_heads1.json --out "$RUN/qat" \
-    --student "$RUN/heads3/last.pt" --set train.threads=1  # as the shipped run (threads change the float sums)
+    --student "$RUN/heads4/last.pt" --set train.threads=1  # as the shipped run (threads change the float sums)
 
 echo "== 4j/7 the MR denoiser (docs/DECISIONS.md section 28): ctex's student trained 16000 steps on MR alone (phantoms,"
 echo "   the MNI152 template, photographs; its last step, not best.pt), then its QAT on MR (4800 steps)"
