@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default model end to end (about 19 hours on 2 CPU cores and a GPU; see below):
+# Reproduce the shipped default model end to end (about a day on 2 CPU cores and a GPU; see below):
 # teacher -> distilled students -> fine-tuned student -> QAT -> textured continuation -> QAT -> RMSE-loss continuation ->
 # QAT (radiographs clipped at the detector, first encoder block (down.0) in float) -> a second and a third such
 # continuation and QAT -> two continuations in the runtime's normalization -> one told a jittered noise level -> the
 # student widened as the same function and continued ten times -> one more full-resolution layer (the same function)
-# and three continuations -> a second such layer and three more -> one with fine texture on the training CT phantoms -> QAT (LR 3e-5) distilled from its float (fuse.1 and the new layers in float too); and from that last float an MR-only continuation -> its QAT (the MR denoiser) -> ONNX fp32 + int8 of both -> quality and latency records -> model card. Every number in models/MODEL_CARD.md comes from the files this writes.
+# and three continuations -> a second such layer and three more -> one with fine texture on the training CT phantoms
+# (ctex) -> one with real head CT slices -> two toward the float's own 4-flip ensemble -> four with training CT head
+# phantoms (the last with their brain grain) -> QAT (LR 3e-5, one head phantom) distilled toward the last float's 4-flip
+# ensemble (fuse.1 and the new layers in float too); and from ctex an MR-only continuation -> its QAT (the MR denoiser)
+# -> ONNX fp32 + int8 of both -> quality and latency records -> model card. Every number in models/MODEL_CARD.md
+# comes from the files this writes.
 #
 #   bash scripts/reproduce_default_model.sh [RUN_DIR]     (default RUN_DIR: runs/default)
 #
