@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "ct_quarter_dose.dcm"
 MODELS = ROOT / "models"
 NLM_STRENGTHS = (0.6, 0.8, 1.0, 1.3, 1.6)  # h / sigma
-# Minimum gain over the noisy input (dB) per case, about 0.3-0.8 dB (MR 1.9) below what the shipped INT8
+# Minimum gain over the noisy input (dB) per case, about 0.4-0.8 dB (MR 1.9) below what the shipped INT8
 # model measured here (2026-12-07, the thirty-second session's second model, float stages with head phantoms, the
 # last two with their brain grain, and one head phantom in its QAT: sample +5.2, CT 5 % +14.8, CT 50 % +10.6, CR/DX
 # +13.5 dB; FP32 alike; MR by the MR denoiser +9.7 dB). The dose curve's numbers are in models/MODEL_CARD.md and docs/BENCHMARKS.md.
