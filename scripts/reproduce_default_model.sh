@@ -6,8 +6,9 @@
 # student widened as the same function and continued ten times -> one more full-resolution layer (the same function)
 # and three continuations -> a second such layer and three more -> one with fine texture on the training CT phantoms
 # (ctex) -> one with real head CT slices -> two toward the float's own 4-flip ensemble -> five with training CT head
-# phantoms (the last two with their brain grain, the last with 24) -> QAT (LR 3e-5, one head phantom) distilled toward the last float's 4-flip
-# ensemble (fuse.1 and the new layers in float too); and from ctex an MR-only continuation -> its QAT (the MR denoiser)
+# phantoms (the last two with their brain grain, the last with 24) -> QAT (LR 3e-5, one head phantom) distilled
+# toward the last float's 4-flip ensemble (fuse.1 and the new layers in float too); and from ctex an MR-only
+# continuation -> its QAT (the MR denoiser)
 # -> ONNX fp32 + int8 of both -> quality and latency records -> model card. Every number in models/MODEL_CARD.md
 # comes from the files this writes.
 #
