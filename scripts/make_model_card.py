@@ -42,7 +42,8 @@ SR2_SECTION = "sr2-card"
 # best.pt is chosen on a validation mean that the template slices swing; the float stage with real head CT
 # slices (the QAT started from its last step, as the twenty-sixth session's rule said), and the
 # self-ensemble float stages after it (each started from the one before's last step).
-LAST_STEP_STAGES = {"mr", "invesalius", "ensemble", "ensemble2", "heads", "heads2", "heads3", "heads4", "heads5"}
+LAST_STEP_STAGES = {"mr", "invesalius", "ensemble", "ensemble2", "heads", "heads2", "heads3", "heads4", "heads5",
+                    "heads6"}
 
 
 def _checkpoint(run: Path, stage: str) -> Path:
@@ -292,13 +293,14 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None,
 # ensemble continued invesalius toward its own 4-flip ensemble (self-ensemble distillation), ensemble2 continued ensemble
 # the same way; heads continued ensemble2 the same way with training CT head phantoms, and heads2 continued heads
 # with the same recipe and teacher (ensemble2's ensemble), heads3 continued heads2 the same way, and heads4 continued
-# heads3 the same way with the head phantoms' brain grain, heads5 continued heads4 with 24 such heads: the shipped
-# QAT's start.
+# heads3 the same way with the head phantoms' brain grain, heads5 continued heads4 with 24 such heads, heads6
+# continued heads5 the same way: the shipped QAT's start.
 DEFAULT_STAGES = ("teacher", "teacher_cpu", "student", "finetune", "finetune2", "noise_map", "noise_map_gpu", "qat_v1",
                   "textured", "qat_v2", "rmse", "qat_v3", "rmse2", "qat_v4", "rmse3", "qat_v5", "rnorm", "rnorm2",
                   "jitter", "widen", "widen2", "widen3", "widen4", "widen5", "widen6", "widen7", "widen8",
                   "widen9", "widen10", "deep", "deep2", "deep3", "deep4", "deep5", "deep6", "ctex", "invesalius",
-                  "ensemble", "ensemble2", "heads", "heads2", "heads3", "heads4", "heads5", "qat", "mr", "qat_mr")
+                  "ensemble", "ensemble2", "heads", "heads2", "heads3", "heads4", "heads5", "heads6", "qat", "mr",
+                  "qat_mr")
 
 
 MR_STAGES = ("mr", "qat_mr")  # the MR denoiser's stages (docs/DECISIONS.md section 28): float, then QAT
