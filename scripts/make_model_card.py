@@ -42,8 +42,9 @@ SR2_SECTION = "sr2-card"
 # best.pt is chosen on a validation mean that the template slices swing; the float stage with real head CT
 # slices (the QAT started from its last step, as the twenty-sixth session's rule said), and the
 # self-ensemble float stages after it (each started from the one before's last step).
-LAST_STEP_STAGES = {"mr", "invesalius", "ensemble", "ensemble2", "heads", "heads2", "heads3", "heads4", "heads5",
-                    "heads6"}
+# The float stages with training CT head phantoms, in order (each continued the one before); a new one is added here.
+HEAD_STAGES = ("heads", "heads2", "heads3", "heads4", "heads5", "heads6")
+LAST_STEP_STAGES = {"mr", "invesalius", "ensemble", "ensemble2", *HEAD_STAGES}
 
 
 def _checkpoint(run: Path, stage: str) -> Path:
@@ -299,8 +300,7 @@ DEFAULT_STAGES = ("teacher", "teacher_cpu", "student", "finetune", "finetune2", 
                   "textured", "qat_v2", "rmse", "qat_v3", "rmse2", "qat_v4", "rmse3", "qat_v5", "rnorm", "rnorm2",
                   "jitter", "widen", "widen2", "widen3", "widen4", "widen5", "widen6", "widen7", "widen8",
                   "widen9", "widen10", "deep", "deep2", "deep3", "deep4", "deep5", "deep6", "ctex", "invesalius",
-                  "ensemble", "ensemble2", "heads", "heads2", "heads3", "heads4", "heads5", "heads6", "qat", "mr",
-                  "qat_mr")
+                  "ensemble", "ensemble2", *HEAD_STAGES, "qat", "mr", "qat_mr")
 
 
 MR_STAGES = ("mr", "qat_mr")  # the MR denoiser's stages (docs/DECISIONS.md section 28): float, then QAT
