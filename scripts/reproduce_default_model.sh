@@ -5,8 +5,8 @@
 # continuation and QAT -> two continuations in the runtime's normalization -> one told a jittered noise level -> the
 # student widened as the same function and continued ten times -> one more full-resolution layer (the same function)
 # and three continuations -> a second such layer and three more -> one with fine texture on the training CT phantoms
-# (ctex) -> one with real head CT slices -> two toward the float's own 4-flip ensemble -> six with training CT head
-# phantoms (the last three with their brain grain, the last two with 24) -> QAT (LR 3e-5, one head phantom) distilled
+# (ctex) -> one with real head CT slices -> two toward the float's own 4-flip ensemble -> eight with training CT head
+# phantoms (the last five with their brain grain, the last four with 24) -> QAT (LR 3e-5, one head phantom) distilled
 # toward the last float's 4-flip ensemble (fuse.1 and the new layers in float too); and from ctex an MR-only
 # continuation -> its QAT (the MR denoiser)
 # -> ONNX fp32 + int8 of both -> quality and latency records -> model card. Every number in models/MODEL_CARD.md
@@ -151,17 +151,19 @@ echo "== 4i''/7 8000 steps toward the invesalius float's own 4-flip ensemble (se
 echo "   section 30), twice"
 self_ensemble default_distill_deep_two_ctex_invesalius_ens4.json ensemble "$RUN/invesalius/last.pt"
 self_ensemble default_distill_deep_two_ctex_invesalius_ens4.json ensemble2 "$RUN/ensemble/last.pt"
-echo "== 4i'''/7 that recipe with 12 training CT head phantoms (docs/DATA.md), 8000 steps three times, then three"
-echo "   times more with the heads' brain grain (12, then 24 heads twice), all toward ensemble2's ensemble; then the"
-echo "   QAT (one head phantom) at noise-map jitter 0.4 toward the last float's ensemble"
+echo "== 4i'''/7 that recipe with 12 training CT head phantoms (docs/DATA.md), 8000 steps three times, then five"
+echo "   times more with the heads' brain grain (12, then 24 heads four times), all toward ensemble2's ensemble; then"
+echo "   the QAT (one head phantom) at noise-map jitter 0.4 toward the last float's ensemble"
 self_ensemble default_distill_deep_two_ctex_invesalius_ens4_heads.json heads "$RUN/ensemble2/last.pt"
 distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads.json heads2 "$RUN/heads/last.pt" "$RUN/ensemble2/last.pt"
 distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads.json heads3 "$RUN/heads2/last.pt" "$RUN/ensemble2/last.pt"
 distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads_grain.json heads4 "$RUN/heads3/last.pt" "$RUN/ensemble2/last.pt"
 distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads24_grain.json heads5 "$RUN/heads4/last.pt" "$RUN/ensemble2/last.pt"
 distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads24_grain.json heads6 "$RUN/heads5/last.pt" "$RUN/ensemble2/last.pt"
+distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads24_grain.json heads7 "$RUN/heads6/last.pt" "$RUN/ensemble2/last.pt"
+distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads24_grain.json heads8 "$RUN/heads7/last.pt" "$RUN/ensemble2/last.pt"
 "$PY" -m trainer qat --config trainer/configs/default_qat_float_kd_deep_lowlr_jitter04_ens4_heads1.json --out "$RUN/qat" \
-    --student "$RUN/heads6/last.pt" --set train.threads=1  # as the shipped run (threads change the float sums)
+    --student "$RUN/heads8/last.pt" --set train.threads=1  # as the shipped run (threads change the float sums)
 
 echo "== 4j/7 the MR denoiser (docs/DECISIONS.md section 28): ctex's student trained 16000 steps on MR alone (phantoms,"
 echo "   the MNI152 template, photographs; its last step, not best.pt), then its QAT on MR (4800 steps)"
