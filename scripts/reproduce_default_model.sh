@@ -158,10 +158,10 @@ self_ensemble default_distill_deep_two_ctex_invesalius_ens4_heads.json heads "$R
 distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads.json heads2 "$RUN/heads/last.pt" "$RUN/ensemble2/last.pt"
 distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads.json heads3 "$RUN/heads2/last.pt" "$RUN/ensemble2/last.pt"
 distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads_grain.json heads4 "$RUN/heads3/last.pt" "$RUN/ensemble2/last.pt"
-distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads24_grain.json heads5 "$RUN/heads4/last.pt" "$RUN/ensemble2/last.pt"
-distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads24_grain.json heads6 "$RUN/heads5/last.pt" "$RUN/ensemble2/last.pt"
-distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads24_grain.json heads7 "$RUN/heads6/last.pt" "$RUN/ensemble2/last.pt"
-distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads24_grain.json heads8 "$RUN/heads7/last.pt" "$RUN/ensemble2/last.pt"
+for n in 5 6 7 8; do  # the 24-head round four times, each from the one before (scripts/make_model_card.py HEAD_STAGES)
+    distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads24_grain.json "heads$n" \
+        "$RUN/heads$((n - 1))/last.pt" "$RUN/ensemble2/last.pt"
+done
 "$PY" -m trainer qat --config trainer/configs/default_qat_float_kd_deep_lowlr_jitter04_ens4_heads1.json --out "$RUN/qat" \
     --student "$RUN/heads8/last.pt" --set train.threads=1  # as the shipped run (threads change the float sums)
 
