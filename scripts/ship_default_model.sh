@@ -3,7 +3,8 @@
 # depends on them (about 10 minutes on 2 cores): slim each into models/ (medclear_student.qat.pt,
 # medclear_student_mr.qat.pt), export ONNX fp32 + int8 and verify them, run the shipped-model gate
 # (tests/test_shipped_model.py), the dose curve on the test split (MR rows by the MR denoiser, as a run
-# that names no model routes them), the latency record and CI's latency baseline. The model card is the
+# that names no model routes them), the sample's noisy-reference check (benchmarks.noisy_reference: its table in
+# docs/BENCHMARKS.md is the caller's to update), the latency record and CI's latency baseline. The model card is the
 # caller's next step (scripts/make_model_card.py): it reads the training runs, which only the caller knows.
 #
 #   bash scripts/ship_default_model.sh QAT_CHECKPOINT MR_QAT_CHECKPOINT
@@ -36,6 +37,7 @@ echo "== quality (dose curve on the test split) and latency on this machine"
     --mr-models models/medclear_student_mr.fp32.onnx models/medclear_student_mr.int8.onnx \
     --teacher models/medclear_teacher.pt --threads 2 --out models/quality.json \
     --plot docs/images/dose_curve.png --grid docs/images/dose_curve_crops.png --markdown docs/BENCHMARKS.md
+"$PY" -m benchmarks.noisy_reference --threads 2 --out benchmarks/noisy_reference_record.json
 "$PY" -m benchmarks.latency --teacher models/medclear_teacher.pt --batches 1,2 --out models/latency.json --plot docs/images/latency.png
 "$PY" -m benchmarks.markdown models/latency.json --into docs/BENCHMARKS.md  # its generated latency section
 "$PY" -m benchmarks.regression --update --threads 1  # CI's latency baseline follows the new models
