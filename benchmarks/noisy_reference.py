@@ -56,12 +56,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("model", nargs="?", default="models/medclear_student.int8.onnx",
                         help="a denoising model (.onnx), run as the CLI runs it")
-    parser.add_argument("--own-noise", type=float, nargs="+", default=[5.0, 10.0, 20.0], metavar="HU",
+    parser.add_argument("--own-noise", type=float, nargs="+", default=[2.5, 5.0, 10.0, 20.0], metavar="HU",
                         help="the reference's own noise, soft-tissue standard deviation in HU (the sample's ~20)")
     parser.add_argument("--dose", type=float, default=0.25,
                         help="the phantoms' input dose, a fraction of their reference's (the sample's: 0.25)")
     parser.add_argument("--body", type=int, default=2, help="random body phantoms")
-    parser.add_argument("--head", type=int, default=1, help="random head phantoms")
+    parser.add_argument("--head", type=int, default=2, help="random head phantoms")
     parser.add_argument("--size", type=int, default=512, help="phantom side in pixels")
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.7, 0.8, 0.9, 1.0],
                         help="model blends to score (as --strength); must include 1")
