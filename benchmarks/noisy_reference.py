@@ -23,6 +23,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,8 @@ def scored(runner: Runner, noisy: np.ndarray, references: dict[str, np.ndarray],
     return {"psnr_window": table, "summary": summary}
 
 
-def phantom_rows(runner: Runner, args: argparse.Namespace, log) -> list[dict]:
+def phantom_rows(runner: Runner, args: argparse.Namespace, log: Callable[[str], None]) -> list[dict]:
+    """Every phantom at every own-noise level, scored against its noisy reference and its truth."""
     rows = []
     for kind, count in (("body", args.body), ("head", args.head)):
         for index in range(count):
@@ -160,6 +162,7 @@ def sample_row(runner: Runner, strengths: list[float]) -> dict:
 
 
 def row_line(row: dict) -> str:
+    """One row as a progress line."""
     parts = [f"{key} model {s['model']:.2f} - NLM {s['best_nlm']:.2f} = {s['model_minus_nlm']:+.2f} dB "
              f"(model best at {s['best_model_strength']})" for key, s in row["summary"].items()]
     own = f"own {row['own_noise_hu']:.1f} HU" + (" implied" if row.get("own_noise_implied") else "")
