@@ -34,7 +34,7 @@ from benchmarks.runners import Runner, open_runner, refuse_missing_models
 from runtime.image_contract import modality_image
 from runtime.normalization import NormalizationSpec, denormalize, fit_normalization, normalize
 from runtime.pipeline import enhance_values
-from runtime.strength import apply_strength
+from runtime.strength import MAX_STRENGTH, apply_strength
 from trainer.baselines import NLM_ORACLE_H_PER_SIGMA, nlm
 from trainer.data.degrade import LowDoseCT, soft_tissue_mask
 from trainer.data.offline import offline_dicom_files
@@ -48,11 +48,12 @@ SAMPLE_DOSE = 0.25
 CT_SPEC = NormalizationSpec()  # hu_linear over the full HU range; the window is image_quality's
 SEED = 53  # this benchmark's phantom stream: [SEED, kind, index]
 KIND_STREAM = {"body": 1, "head": 2}
-CALIBRATION_PHOTONS = 7e5  # the dose model's default I0, measured once per phantom then scaled
+CALIBRATION_PHOTONS = 7e5  # the dose model's default I0: its noise is measured, then I0 scaled to the level asked
 VIEWS = 180
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; usage errors (exit 2) for settings that cannot work."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.noisy_reference", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("model", nargs="?", default="models/medclear_student.int8.onnx",
@@ -76,6 +77,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--dose must lie in (0, 1), got {args.dose:g}")
     if any(not 0 < hu < 100 for hu in args.own_noise):
         parser.error("--own-noise values must lie in (0, 100) HU")
+    if args.body < 0 or args.head < 0 or args.body + args.head == 0:
+        parser.error("--body and --head must be >= 0, and at least one phantom is needed")
+    if args.size < 64:
+        parser.error(f"--size must be at least 64 pixels, got {args.size}")
+    if any(not 0 <= s <= MAX_STRENGTH for s in args.strengths):
+        parser.error(f"--strengths must lie in 0..{MAX_STRENGTH:g}")
     refuse_missing_models(parser, [args.model])
     return args
 
@@ -105,8 +112,8 @@ def window_psnr(values: np.ndarray, reference: np.ndarray) -> float:
 
 
 def oracle_nlm(noisy: np.ndarray, reference: np.ndarray) -> dict[str, np.ndarray]:
-    """Non-local means at each of the gate's h (HU), told the RMS of input - ``reference`` over the
-    image as its noise level, as the gate tells it."""
+    """Non-local means at each of the gate's h (HU), told the standard deviation of input - ``reference``
+    over the image as its noise level, as the gate tells it."""
     state = fit_normalization(reference, CT_SPEC)
     noisy_units = normalize(noisy, state)
     sigma = float(np.std(noisy_units - normalize(reference, state)))
@@ -125,10 +132,15 @@ def scored(runner: Runner, noisy: np.ndarray, references: dict[str, np.ndarray],
         table[key] = scores = {name: window_psnr(image, reference) for name, image in found.items()}
         best_nlm = max((v, n) for n, v in scores.items() if n.startswith("nlm@"))
         best_model = max((v, n) for n, v in scores.items() if n.startswith("model@"))
-        summary[key] = {"model": scores["model@1"], "best_nlm": best_nlm[0], "best_nlm_h": best_nlm[1],
+        summary[key] = {"model": scores["model@1"], "best_nlm": best_nlm[0], "best_nlm_h": _setting(best_nlm[1]),
                         "model_minus_nlm": scores["model@1"] - best_nlm[0],
-                        "best_model_strength": best_model[1], "best_model": best_model[0]}
+                        "best_model_strength": _setting(best_model[1]), "best_model": best_model[0]}
     return {"psnr_window": table, "summary": summary}
+
+
+def _setting(method: str) -> float:
+    """The number in a method's name: ``model@0.8`` -> 0.8 (its strength), ``nlm@1.3`` -> 1.3 (its h / sigma)."""
+    return float(method.split("@")[1])
 
 
 def phantom_rows(runner: Runner, args: argparse.Namespace, log: Callable[[str], None]) -> list[dict]:
@@ -152,7 +164,10 @@ def phantom_rows(runner: Runner, args: argparse.Namespace, log: Callable[[str], 
 
 def sample_row(runner: Runner, strengths: list[float]) -> dict:
     """The shipped sample against its full-dose original (the gate's case; no truth exists)."""
-    source = next(path for path in offline_dicom_files() if path.name == SAMPLE_SOURCE)
+    source = next((path for path in offline_dicom_files() if path.name == SAMPLE_SOURCE), None)
+    if source is None or not SAMPLE.is_file():
+        raise SystemExit(f"error: the sample needs {SAMPLE} and pydicom-data's {SAMPLE_SOURCE}; "
+                         "leave it out with --no-sample")
     reference = modality_image(pydicom.dcmread(source))[0][0].astype(np.float32)
     noisy = modality_image(pydicom.dcmread(SAMPLE))[0][0].astype(np.float32)
     added = float(np.std((noisy - reference)[soft_tissue_mask(reference)]))
@@ -164,7 +179,7 @@ def sample_row(runner: Runner, strengths: list[float]) -> dict:
 def row_line(row: dict) -> str:
     """One row as a progress line."""
     parts = [f"{key} model {s['model']:.2f} - NLM {s['best_nlm']:.2f} = {s['model_minus_nlm']:+.2f} dB "
-             f"(model best at {s['best_model_strength']})" for key, s in row["summary"].items()]
+             f"(model best at strength {s['best_model_strength']:g})" for key, s in row["summary"].items()]
     own = f"own {row['own_noise_hu']:.1f} HU" + (" implied" if row.get("own_noise_implied") else "")
     return f"{row['image']} ({own}, added {row['added_noise_hu']:.1f} HU): " + "; ".join(parts)
 
@@ -178,7 +193,7 @@ def markdown(rows: list[dict]) -> str:
         total = row.get("input_noise_hu")
         summary = row["summary"]
         truth = summary.get("vs_truth")
-        strengths = " / ".join(s["best_model_strength"].removeprefix("model@") for s in summary.values())
+        strengths = " / ".join(f"{s['best_model_strength']:g}" for s in summary.values())
         lines.append(f"| {row['image']} | {own} | {'-' if total is None else format(total, '.1f')} | "
                      f"{summary['vs_reference']['model_minus_nlm']:+.2f} | "
                      f"{'-' if truth is None else format(truth['model_minus_nlm'], '+.2f')} | {strengths} |")
@@ -186,6 +201,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Score every phantom and the sample, write the JSON record and print the markdown table."""
     args = parse_args(argv)
     begin = time.perf_counter()
     threads = args.threads or len(os.sched_getaffinity(0))

@@ -151,10 +151,16 @@ def _files_table(files: dict) -> str:
 
 
 def _command_lines(script: str) -> list[str]:
-    """The lines of a shell script that run the project's commands (the card's command list)."""
+    """The lines of a shell script that run the project's commands (the card's command list): each with
+    its continuation lines, and the ``for`` / ``done`` lines of the loops that repeat them."""
     prefixes = ('"$PY"', "--", "cp ", "continue_then_qat ", "continue_from ", "self_ensemble ", "distill_toward ",
-                'PYTHON="$PY"')
-    return [line for line in Path(script).read_text().splitlines() if line.strip().startswith(prefixes)]
+                'PYTHON="$PY"', "for ", "done")
+    kept, continued = [], False
+    for line in Path(script).read_text().splitlines():
+        if continued or line.strip().startswith(prefixes):
+            kept.append(line)
+            continued = line.rstrip().endswith("\\")
+    return kept
 
 
 def _carried_note(stages: dict, card_name: str) -> list[str]:
