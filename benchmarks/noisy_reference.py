@@ -11,8 +11,8 @@ and the same scan at ``--dose`` as the input (``LowDoseCT.scan_pair``: nested no
 as the sample was made). The input is then a scan at ``--dose`` of the truth, so scoring against
 the truth is the dose curve's case (a noiseless reference) on the same input. Each method (the
 noisy input, the model at each ``--strengths`` blend, non-local means given the noise level that
-separates the input from that reference, at the best of the gate's h for that image) is scored in the CT soft-tissue window against the
-noisy reference and against the truth. The real sample is scored too, against its original (no
+separates the input from that reference, at the best of the gate's h for that image) is scored in
+the CT soft-tissue window against the noisy reference and against the truth. The real sample is scored too, against its original (no
 truth exists; its implied own noise is the added noise / sqrt(1/dose - 1)). Writes a JSON record
 and prints a markdown table.
 """
@@ -93,15 +93,18 @@ def phantom(kind: str, index: int, size: int) -> np.ndarray:
     return random_phantom(size, rng) if kind == "body" else random_head_phantom(size, rng)
 
 
-def scans(truth: np.ndarray, own_noise_hu: float, dose: float, seed: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """``(reference, input)``: a full-dose scan with ``own_noise_hu`` of soft-tissue noise and the
-    scan at ``dose`` of it, noise nested as in a real pair."""
-    pixel_mm = phantom_pixel_mm(truth.shape[0])
-    rng = np.random.default_rng(seed)
-    probe = LowDoseCT(truth, pixel_mm, VIEWS, CALIBRATION_PHOTONS)
-    measured = float(np.std(probe.noise(1.0, np.random.default_rng([*seed, 0]))[soft_tissue_mask(truth)]))
+def calibration_scan(truth: np.ndarray) -> LowDoseCT:
+    """The phantom's scan at CALIBRATION_PHOTONS, whose measured noise sets each level's I0 (one per phantom)."""
+    return LowDoseCT(truth, phantom_pixel_mm(truth.shape[0]), VIEWS, CALIBRATION_PHOTONS)
+
+
+def scans(probe: LowDoseCT, tissue: np.ndarray, own_noise_hu: float, dose: float,
+          seed: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(reference, input)`` of the phantom ``probe`` scans (:func:`calibration_scan`): a full-dose scan
+    with ``own_noise_hu`` of noise in ``tissue`` and the scan at ``dose`` of it, noise nested as in a real pair."""
+    measured = float(np.std(probe.noise(1.0, np.random.default_rng([*seed, 0]))[tissue]))
     photons = CALIBRATION_PHOTONS * (measured / own_noise_hu) ** 2  # noise sigma ~ 1/sqrt(I0)
-    return LowDoseCT(truth, pixel_mm, VIEWS, photons).scan_pair(dose, rng)
+    return LowDoseCT(probe.hu, probe.pixel_mm, VIEWS, photons).scan_pair(dose, np.random.default_rng(seed))
 
 
 def window_psnr(values: np.ndarray, reference: np.ndarray) -> float:
@@ -149,9 +152,10 @@ def phantom_rows(runner: Runner, args: argparse.Namespace, log: Callable[[str], 
     for kind, count in (("body", args.body), ("head", args.head)):
         for index in range(count):
             truth = phantom(kind, index, args.size)
+            probe, tissue = calibration_scan(truth), soft_tissue_mask(truth)
             for own in args.own_noise:
-                reference, noisy = scans(truth, own, args.dose, [SEED, KIND_STREAM[kind], index, round(own * 10)])
-                tissue = soft_tissue_mask(truth)
+                seed = [SEED, KIND_STREAM[kind], index, round(own * 10)]
+                reference, noisy = scans(probe, tissue, own, args.dose, seed)
                 row = {"image": f"{kind}-{index}", "own_noise_target_hu": own,
                        "own_noise_hu": float(np.std((reference - truth)[tissue])),
                        "added_noise_hu": float(np.std((noisy - reference)[tissue])),

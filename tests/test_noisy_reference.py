@@ -65,7 +65,8 @@ def test_the_sample_is_scored_against_its_original_only(record):
 
 def test_a_noiseless_reference_scores_every_method_as_the_truth_does():
     truth = noisy_reference.phantom("body", 0, 128)
-    reference, noisy = noisy_reference.scans(truth, 10.0, 0.25, [0])
+    probe = noisy_reference.calibration_scan(truth)
+    reference, noisy = noisy_reference.scans(probe, noisy_reference.soft_tissue_mask(truth), 10.0, 0.25, [0])
     runner = open_runner(noisy_reference.parse_args([]).model, 1)
     try:
         row = noisy_reference.scored(runner, noisy, {"a": truth, "b": truth.copy(), "noisy": reference}, [1.0])
