@@ -104,7 +104,7 @@ def scans(probe: LowDoseCT, tissue: np.ndarray, own_noise_hu: float, dose: float
     with ``own_noise_hu`` of noise in ``tissue`` and the scan at ``dose`` of it, noise nested as in a real pair."""
     measured = float(np.std(probe.noise(1.0, np.random.default_rng([*seed, 0]))[tissue]))
     photons = CALIBRATION_PHOTONS * (measured / own_noise_hu) ** 2  # noise sigma ~ 1/sqrt(I0)
-    return LowDoseCT(probe.hu, probe.pixel_mm, VIEWS, photons).scan_pair(dose, np.random.default_rng(seed))
+    return probe.with_photons(photons).scan_pair(dose, np.random.default_rng(seed))
 
 
 def window_psnr(values: np.ndarray, reference: np.ndarray) -> float:

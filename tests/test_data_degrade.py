@@ -95,6 +95,20 @@ def test_scan_pair_nests_noise_like_a_real_low_full_dose_pair():
     assert noise_sigma_hu(low, mask) == pytest.approx(2.0 * one_dose, rel=0.15)
 
 
+def test_with_photons_is_the_same_slice_scanned_at_another_i0():
+    clean = _tissue_phantom()
+    simulator = LowDoseCT(clean, 2.0, angles=90, photons=3e6)
+    quieter = simulator.with_photons(12e6)
+    rebuilt = LowDoseCT(clean, 2.0, angles=90, photons=12e6)
+    np.testing.assert_array_equal(quieter.degrade(0.5, np.random.default_rng(5)),
+                                  rebuilt.degrade(0.5, np.random.default_rng(5)))
+    # Four times the photons halve the noise; the original simulator is left as it was.
+    mask = soft_tissue_mask(clean)
+    loud = noise_sigma_hu(simulator.noise(1.0, np.random.default_rng(6)), mask)
+    assert noise_sigma_hu(quieter.noise(1.0, np.random.default_rng(6)), mask) == pytest.approx(loud / 2, rel=0.15)
+    assert simulator.photons_per_bin == rebuilt.photons_per_bin / 4
+
+
 def test_low_dose_handles_non_square_slices():
     slice_ = np.full((40, 56), -1000.0, dtype=np.float32)
     slice_[10:30, 10:46] = 40.0

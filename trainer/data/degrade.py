@@ -7,6 +7,8 @@ docs/DATA.md.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from scipy import ndimage
 from skimage.transform import iradon, radon, resize
@@ -77,6 +79,13 @@ class LowDoseCT:
         self.own_variance_fraction = 0.0
         if match_own_noise:
             self._match_own_noise()
+
+    def with_photons(self, photons: float) -> LowDoseCT:
+        """This slice's simulator at another full-dose I0 (``photons`` as the constructor takes
+        them), reusing its forward projection; the slice's own noise fraction is kept as is."""
+        other = copy.copy(self)
+        other.photons_per_bin = float(photons) * REFERENCE_VIEWS / len(self.theta)
+        return other
 
     def _match_own_noise(self) -> None:
         mask = soft_tissue_mask(self.hu)
