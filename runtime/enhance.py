@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--strength", type=_strength_arg, default=DEFAULT_STRENGTH, metavar="S",
         help=f"0 = off, 1 = the model's output (default), >1 = stronger; at most {MAX_STRENGTH:g} "
-             "(super-resolution: 0 = bicubic to 1); about 0.8 keeps more brain detail on routine-dose head CT "
+             "(super-resolution: 0 = bicubic to 1); about 0.9 keeps more brain detail on routine-dose head CT "
              "with a smooth kernel (docs/RUNTIME.md)",
     )
     parser.add_argument("--format", dest="fmt", choices=("dicom", "png", "npy"), default="dicom", help="output format")
