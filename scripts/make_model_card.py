@@ -346,6 +346,25 @@ def _widened_note(pareto: dict | None, student: dict) -> list[str]:
             "size's, docs/TRAINING.md).", ""]
 
 
+def _training_ranges(data: dict) -> str:
+    """The noise ranges a stage's training patches were drawn from, read from its data summary, e.g. "CT 3-100 %
+    dose through 4 reconstruction kernels, MR Rician 0.7-10 %, X-ray quantum noise at 150-6000 quanta"."""
+    degradation = data.get("degradation") or {}
+    ct, mr, xray = (degradation.get(key) or {} for key in ("ct", "mr", "xray"))
+    parts = []
+    if ct.get("train_dose_range"):
+        low, high = ct["train_dose_range"]
+        kernels = len(ct.get("kernels", []))
+        parts.append(f"CT {low * 100:g}-{high * 100:g} % dose through {kernels} reconstruction kernels")
+    if mr.get("train_sigma_range"):
+        low, high = mr["train_sigma_range"]
+        parts.append(f"MR {str(mr.get('noise', '')).capitalize()} {low * 100:g}-{high * 100:g} %")
+    if xray.get("train_photon_range"):
+        low, high = xray["train_photon_range"]
+        parts.append(f"X-ray {xray.get('noise', '')} noise at {low:g}-{high:g} quanta")
+    return ", ".join(parts) or "the ranges in docs/DATA.md"
+
+
 def _earlier_sources(stages: dict[str, dict], data: dict) -> str:
     """", and in earlier stages also: ..." for the data sources a stage before the QAT trained on and
     the QAT did not (e.g. the float stage with real head CT slices), else "". The MR denoiser's own
@@ -372,8 +391,8 @@ def build_card(run: Path, quality: dict, latency: dict | None, pareto: dict | No
         + ("told each image's measured noise level (a second input channel, model contract `noise_map`)"
            if student["kwargs"].get("noise_map") else "blind")
         + " over the whole noise range users",
-        "scan at (CT 3-70 % dose through four reconstruction kernels, MR Rician 0.7-10 %, X-ray quantum",
-        "noise at 150-6000 quanta), distilled from a U-Net++ teacher and trained quantization-aware (INT8,",
+        f"scan at ({_training_ranges(data)} in its QAT's training data),",
+        "distilled from a U-Net++ teacher and trained quantization-aware (INT8,",
         f"NVIDIA ModelOpt). Made with the project's own commands by `{REPRODUCE}`; every number below is",
         "read from the files that run wrote (`scripts/make_model_card.py`).",
         "",

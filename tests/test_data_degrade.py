@@ -109,6 +109,15 @@ def test_with_photons_is_the_same_slice_scanned_at_another_i0():
     assert simulator.photons_per_bin == rebuilt.photons_per_bin / 4
 
 
+def test_with_photons_refuses_a_slice_with_its_own_noise():
+    clean = _tissue_phantom()
+    scan = LowDoseCT(clean, 2.0, angles=32, photons=3e6).degrade(0.125, np.random.default_rng(1))
+    matched = LowDoseCT(scan, 2.0, angles=32, photons=3e6, match_own_noise=True)
+    assert matched.own_variance_fraction > 0
+    with pytest.raises(ValueError, match="noiseless slice"):
+        matched.with_photons(12e6)
+
+
 def test_low_dose_handles_non_square_slices():
     slice_ = np.full((40, 56), -1000.0, dtype=np.float32)
     slice_[10:30, 10:46] = 40.0

@@ -82,7 +82,10 @@ class LowDoseCT:
 
     def with_photons(self, photons: float) -> LowDoseCT:
         """This slice's simulator at another full-dose I0 (``photons`` as the constructor takes
-        them), reusing its forward projection; the slice's own noise fraction is kept as is."""
+        them), reusing its forward projection (the arrays are shared, read-only). Noiseless slices
+        only: a slice's own noise was matched to its I0, which a new I0 would contradict."""
+        if self.own_variance_fraction:
+            raise ValueError("with_photons needs a noiseless slice (match_own_noise=False): its own noise fixes its I0")
         other = copy.copy(self)
         other.photons_per_bin = float(photons) * REFERENCE_VIEWS / len(self.theta)
         return other
