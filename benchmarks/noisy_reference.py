@@ -12,9 +12,9 @@ as the sample was made). The input is then a scan at ``--dose`` of the truth, so
 the truth is the dose curve's case (a noiseless reference) on the same input. Each method (the
 noisy input, the model at each ``--strengths`` blend, non-local means given the noise level that
 separates the input from that reference, at the best of the gate's h for that image) is scored in
-the CT soft-tissue window against the noisy reference and against the truth. The real sample is scored too, against its original (no
-truth exists; its implied own noise is the added noise / sqrt(1/dose - 1)). Writes a JSON record
-and prints a markdown table.
+the CT soft-tissue window against the noisy reference and against the truth. The real sample is
+scored too, against its original (no truth exists; its implied own noise is the added noise /
+sqrt(1/dose - 1)). Writes a JSON record and prints a markdown table.
 """
 
 from __future__ import annotations

@@ -76,7 +76,8 @@ def test_a_noiseless_reference_scores_every_method_as_the_truth_does():
     assert row["psnr_window"]["noisy"]["input"] > row["psnr_window"]["a"]["input"]
 
 
-@pytest.mark.parametrize("bad", [["--strengths", "0.8"], ["--dose", "1"], ["--own-noise", "0"], ["--head", "-1"], ["--body", "0", "--head", "0"], ["--size", "32"]])
+@pytest.mark.parametrize("bad", [["--strengths", "0.8"], ["--dose", "1"], ["--own-noise", "0"], ["--head", "-1"],
+                                 ["--body", "0", "--head", "0"], ["--size", "32"]])
 def test_bad_settings_are_usage_errors(bad, capsys):
     with pytest.raises(SystemExit) as stopped:
         noisy_reference.parse_args(bad)

@@ -74,7 +74,7 @@ class LowDoseCT:
         self.sinogram = radon(mu * self.pixel_mm, self.theta, circle=True)
         # Fewer simulated views than a real scan get proportionally more photons each, so
         # the image noise does not depend on the number of views chosen.
-        self.photons_per_bin = float(photons) * REFERENCE_VIEWS / len(self.theta)
+        self.photons_per_bin = self._per_bin(photons)
         # Fraction of a full-dose scan's noise variance the slice already holds (0: noiseless).
         self.own_variance_fraction = 0.0
         if match_own_noise:
@@ -87,8 +87,12 @@ class LowDoseCT:
         if self.own_variance_fraction:
             raise ValueError("with_photons needs a noiseless slice (match_own_noise=False): its own noise fixes its I0")
         other = copy.copy(self)
-        other.photons_per_bin = float(photons) * REFERENCE_VIEWS / len(self.theta)
+        other.photons_per_bin = self._per_bin(photons)
         return other
+
+    def _per_bin(self, photons: float) -> float:
+        """Photons per detector bin for a full-dose I0 of ``photons`` stated for REFERENCE_VIEWS."""
+        return float(photons) * REFERENCE_VIEWS / len(self.theta)
 
     def _match_own_noise(self) -> None:
         mask = soft_tissue_mask(self.hu)
