@@ -82,6 +82,23 @@ def test_ct_training_patches_span_the_dose_range():
     assert ranged.max() > fixed.max() and ranged.min() < fixed.min()
 
 
+def test_doses_above_full_dose_train_phantoms_only():
+    from runtime.normalization import fit_normalization
+    from trainer.data.datasets import _ct_training_variants, spec_for
+    from trainer.data.sources import SourceImage
+
+    cfg = DataConfig(**{**SMALL, "train_dose_range": [0.03, 2.0]})
+    hu = random_phantom(64, np.random.default_rng(0))
+    ranges = {}
+    for source in ("phantom", "offline"):  # a phantom is noiseless; an offline slice is a scan
+        image = SourceImage(f"{source}:x", "CT", hu, 1.0, "g", source)
+        (variant,) = _ct_training_variants(image, fit_normalization(hu, spec_for("CT", cfg)), cfg)
+        ranges[source] = variant.levels
+    assert ranges == {"phantom": (0.03, 2.0), "offline": (0.03, 1.0)}
+    with pytest.raises(ValueError, match="train_dose_range"):
+        DataConfig(train_dose_range=[0.03, 5.0])
+
+
 def test_mr_training_sigma_is_drawn_from_the_range():
     from trainer.data.datasets import _PoolImage, _Variant, PatchDataset
     from runtime.normalization import NormalizationState

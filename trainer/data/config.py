@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass, field, fields
 from runtime.normalization import CT_DEFAULT
 from trainer.field_types import check_field_types
 
+# Training CT doses above full dose (quieter scans) are drawn on phantoms only (datasets._ct_training_variants).
+MAX_TRAIN_DOSE = 4.0
+
 
 @dataclass
 class DataConfig:
@@ -49,7 +52,8 @@ class DataConfig:
     ct_hu_range: list[float] = field(default_factory=lambda: [CT_DEFAULT.hu_min, CT_DEFAULT.hu_max])
     # CT low-dose simulation (projection domain). ``dose_fractions`` are the levels validation
     # and test images are degraded at (each exactly); training draws a fresh dose per patch,
-    # log-uniform in ``train_dose_range`` (None: one of ``dose_fractions``).
+    # log-uniform in ``train_dose_range`` (None: one of ``dose_fractions``). Above 1 (quieter than
+    # full dose) applies to phantoms only; a real slice's draw is capped at its own full dose.
     dose_fractions: list[float] = field(default_factory=lambda: [0.25])
     train_dose_range: list[float] | None = None
     # Reconstruction kernels (skimage iradon filters, sharp "ramp" ... smooth "hann"): training
@@ -225,8 +229,8 @@ class DataConfig:
                 raise ValueError(f"{name} {band} must lie in (0, 1] (fractions of Nyquist)")
         if self.sr_mr_phantom_band is not None and self.mr_phantom_band is not None:
             raise ValueError("set mr_phantom_band or sr_mr_phantom_band, not both (both band-limit the MR phantoms)")
-        if self.train_dose_range is not None and self.train_dose_range[1] > 1:
-            raise ValueError(f"train_dose_range {self.train_dose_range} must lie in (0, 1]")
+        if self.train_dose_range is not None and self.train_dose_range[1] > MAX_TRAIN_DOSE:
+            raise ValueError(f"train_dose_range {self.train_dose_range} must lie in (0, {MAX_TRAIN_DOSE:g}]")
         from trainer.data.degrade import CT_KERNELS  # noqa: PLC0415 (config stays light to import)
 
         for kernel in self.ct_kernels + (self.eval_ct_kernels or []):

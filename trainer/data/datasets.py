@@ -237,6 +237,8 @@ def _ct_training_variants(image: SourceImage, state: NormalizationState, cfg: Da
                 variants.append(_Variant(ct_label(dose, "ramp"), normalize(low, state), reference=normalize(full, state)))
         return variants
     levels = tuple(cfg.train_dose_range) if cfg.train_dose_range else None
+    if levels and image.scanned:  # a scan cannot be made quieter than itself: its noise is in the reference
+        levels = (min(levels[0], 1.0), min(levels[1], 1.0))
     variants = []
     for kernel in cfg.ct_kernels:
         for index in range(cfg.ct_noise_realizations):
