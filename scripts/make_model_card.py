@@ -44,7 +44,7 @@ SR2_SECTION = "sr2-card"
 # self-ensemble float stages after it (each started from the one before's last step).
 # The float stages with training CT head phantoms, in order (each continued the one before); a new one is added here.
 HEAD_STAGES = ("heads", "heads2", "heads3", "heads4", "heads5", "heads6", "heads7", "heads8", "heads9",
-               "heads10", "heads11")
+               "heads10", "heads11", "heads12")
 LAST_STEP_STAGES = {"mr", "invesalius", "ensemble", "ensemble2", *HEAD_STAGES}
 
 
@@ -302,8 +302,9 @@ def build_sr2_section(run: Path, quality: dict, latency: dict | None,
 # the same way; heads continued ensemble2 the same way with training CT head phantoms, and heads2 continued heads
 # with the same recipe and teacher (ensemble2's ensemble), heads3 continued heads2 the same way, and heads4 continued
 # heads3 the same way with the head phantoms' brain grain, heads5 continued heads4 with 24 such heads, heads6,
-# heads7 ... heads10 each continued the one before the same way, and heads11 continued heads10 with training doses
-# up to full dose: heads11 is the shipped QAT's start.
+# heads7 ... heads10 each continued the one before the same way, heads11 continued heads10 with training doses
+# up to full dose, and heads12 continued heads11 with phantoms' doses up to twice full dose: heads12 is the shipped
+# QAT's start.
 DEFAULT_STAGES = ("teacher", "teacher_cpu", "student", "finetune", "finetune2", "noise_map", "noise_map_gpu", "qat_v1",
                   "textured", "qat_v2", "rmse", "qat_v3", "rmse2", "qat_v4", "rmse3", "qat_v5", "rnorm", "rnorm2",
                   "jitter", "widen", "widen2", "widen3", "widen4", "widen5", "widen6", "widen7", "widen8",

@@ -152,9 +152,9 @@ echo "   section 30), twice"
 self_ensemble default_distill_deep_two_ctex_invesalius_ens4.json ensemble "$RUN/invesalius/last.pt"
 self_ensemble default_distill_deep_two_ctex_invesalius_ens4.json ensemble2 "$RUN/ensemble/last.pt"
 echo "== 4i'''/7 that recipe with 12 training CT head phantoms (docs/DATA.md), 8000 steps three times, then eight"
-echo "   times more with the heads' brain grain (12, then 24 heads seven times, the last with training doses up to"
-echo "   full dose), all toward ensemble2's ensemble; then the QAT (one head phantom, doses up to full) at noise-map"
-echo "   jitter 0.4 toward the last float's ensemble"
+echo "   times more with the heads' brain grain (12, then 24 heads eight times, the last two with training doses up to"
+echo "   full dose, then phantoms' up to twice full dose), all toward ensemble2's ensemble; then the QAT (one head"
+echo "   phantom, phantoms' doses up to twice full) at noise-map jitter 0.4 toward the last float's ensemble"
 self_ensemble default_distill_deep_two_ctex_invesalius_ens4_heads.json heads "$RUN/ensemble2/last.pt"
 distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads.json heads2 "$RUN/heads/last.pt" "$RUN/ensemble2/last.pt"
 distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads.json heads3 "$RUN/heads2/last.pt" "$RUN/ensemble2/last.pt"
@@ -165,8 +165,10 @@ for n in 5 6 7 8 9 10; do  # the 24-head round six times, each from the one befo
 done
 distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads24_grain_fulldose.json heads11 \
     "$RUN/heads10/last.pt" "$RUN/ensemble2/last.pt"  # once more with training doses up to full dose
-"$PY" -m trainer qat --config trainer/configs/default_qat_float_kd_deep_lowlr_jitter04_ens4_heads1_fulldose.json \
-    --out "$RUN/qat" --student "$RUN/heads11/last.pt" --set train.threads=1  # threads change the float sums
+distill_toward default_distill_deep_two_ctex_invesalius_ens4_heads24_grain_fulldose2.json heads12 \
+    "$RUN/heads11/last.pt" "$RUN/ensemble2/last.pt"  # and with phantom doses up to twice full dose
+"$PY" -m trainer qat --config trainer/configs/default_qat_float_kd_deep_lowlr_jitter04_ens4_heads1_fulldose2.json \
+    --out "$RUN/qat" --student "$RUN/heads12/last.pt" --set train.threads=1  # threads change the float sums
 
 echo "== 4j/7 the MR denoiser (docs/DECISIONS.md section 28): ctex's student trained 16000 steps on MR alone (phantoms,"
 echo "   the MNI152 template, photographs; its last step, not best.pt), then its QAT on MR (4800 steps)"
