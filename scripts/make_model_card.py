@@ -356,7 +356,8 @@ def _training_ranges(data: dict) -> str:
     if ct.get("train_dose_range"):
         low, high = ct["train_dose_range"]
         kernels = len(ct.get("kernels", []))
-        parts.append(f"CT {low * 100:g}-{high * 100:g} % dose through {kernels} reconstruction kernels")
+        above_full = " (above 100 % on phantoms only)" if high > 1 else ""  # trainer/data/datasets.py caps scans
+        parts.append(f"CT {low * 100:g}-{high * 100:g} % dose{above_full} through {kernels} reconstruction kernels")
     if mr.get("train_sigma_range"):
         low, high = mr["train_sigma_range"]
         parts.append(f"MR {str(mr.get('noise', '')).capitalize()} {low * 100:g}-{high * 100:g} %")

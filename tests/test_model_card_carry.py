@@ -85,3 +85,14 @@ def test_the_card_refuses_a_record_of_another_split_than_test(tmp_path, monkeypa
     monkeypatch.setattr("sys.argv", ["make_model_card.py", "--run", str(tmp_path), "--quality", str(quality)])
     with pytest.raises(SystemExit, match="validation split"):
         _card_module().main()
+
+
+def test_training_ranges_say_that_doses_above_full_are_phantoms_only():
+    card_script = _card_module()
+    summary = {"degradation": {"ct": {"train_dose_range": [0.03, 2.0], "kernels": ["ramp", "hann"]},
+                               "mr": {"noise": "rician", "train_sigma_range": [0.007, 0.1]}}}
+    text = card_script._training_ranges(summary)
+    assert text.startswith("CT 3-200 % dose (above 100 % on phantoms only) through 2 reconstruction kernels")
+    assert "MR Rician 0.7-10 %" in text
+    summary["degradation"]["ct"]["train_dose_range"] = [0.03, 1.0]
+    assert "phantoms only" not in card_script._training_ranges(summary)
